@@ -1,0 +1,75 @@
+"""The one small contract every ticket tracker implements.
+
+Every method is idempotent so an activity retried after a crash never duplicates a side effect:
+`create_or_update` searches by the incident's label first, and `comment` skips a comment whose
+dedup marker is already on the ticket.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from pydantic import BaseModel, Field
+
+from selfheal.models import TicketRef
+
+
+class TicketContent(BaseModel):
+    """What selfheal wants the ticket to say; trackers map it to their own fields."""
+
+    incident_id: str
+    summary: str = Field(max_length=250)
+    description: str
+    priority: str = "Medium"
+    labels: list[str] = Field(default_factory=list)
+    assignee: str | None = None
+    link_url: str | None = None
+    link_title: str | None = None
+
+
+class TrackerError(Exception):
+    """A tracker refused or failed a call; `retryable` tells the activity whether to try again."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def incident_label(incident_id: str) -> str:
+    """The label that ties a ticket to its incident; searched before any create."""
+    return f"selfheal-{incident_id}"
+
+
+def dedup_marker(dedup_key: str) -> str:
+    """A marker appended to comments so a retried comment is recognised and skipped."""
+    return f"[selfheal:{dedup_key}]"
+
+
+class Tracker(ABC):
+    """A ticket tracker: Jira in production, the local SQLite tracker by default."""
+
+    name: str
+
+    @abstractmethod
+    def find_open_by_incident(self, incident_id: str) -> TicketRef | None:
+        """The open ticket carrying this incident's label, if any."""
+
+    @abstractmethod
+    def create_or_update(self, content: TicketContent) -> TicketRef:
+        """Create the incident's ticket, or update the one that already exists."""
+
+    @abstractmethod
+    def comment(self, key: str, body: str, dedup_key: str) -> bool:
+        """Add a comment unless one with the same dedup key exists; True when added."""
+
+    @abstractmethod
+    def transition(self, key: str, status: str) -> bool:
+        """Move the ticket to the named status; False when it is already there."""
+
+    @abstractmethod
+    def set_priority(self, key: str, priority: str) -> None:
+        """Set the ticket's priority (escalations raise it)."""
+
+    @abstractmethod
+    def add_labels(self, key: str, labels: list[str]) -> None:
+        """Add labels, e.g. the escalation queue's; never removes the incident label."""

@@ -1,0 +1,3 @@
+from selfheal.cli import main
+
+main()

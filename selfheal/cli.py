@@ -1,0 +1,240 @@
+"""The `selfheal` command line.
+
+`dev`, `api` and `worker` run the processes; `incidents`, `approve` and `reject` are clients of
+the HTTP API, so approver policy is enforced in one place. Bad configuration or usage exits 2
+with one line naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from selfheal.settings import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    name="selfheal",
+    help="Self-healing incident loop: Alertmanager → durable Temporal workflow → ticket → human decision.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+incidents_app = typer.Typer(help="Inspect incidents.", no_args_is_help=True)
+app.add_typer(incidents_app, name="incidents")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", envvar="SELFHEAL_CONFIG", help="YAML settings file.")
+]
+
+
+class State:
+    config: Path | None = None
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """One line on stderr and the exit code (2 for usage and configuration)."""
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    try:
+        return load_settings(State.config, **overrides)
+    except ConfigError as exc:
+        raise fail(str(exc)) from exc
+
+
+@app.callback()
+def root(config: ConfigOpt = None) -> None:
+    State.config = config
+
+
+@app.command()
+def dev(
+    data_dir: Annotated[Path, typer.Option(help="Where Temporal's SQLite file, tickets and logs live.")] = Path(
+        ".selfheal"
+    ),
+    port: Annotated[int, typer.Option(help="HTTP API port.")] = 8080,
+    temporal_port: Annotated[int, typer.Option(help="Temporal gRPC port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
+) -> None:
+    """Run the embedded stack: Temporal dev server (SQLite), worker and API, supervised."""
+    from selfheal.dev import run_dev
+
+    settings_or_exit()  # validate the config before starting anything
+    raise typer.Exit(run_dev(data_dir, port, temporal_port, ui_port, State.config))
+
+
+@app.command()
+def api() -> None:
+    """Run the HTTP API against the configured Temporal."""
+    import uvicorn
+
+    from selfheal.api import create_app
+    from selfheal.logs import configure_logging
+
+    settings = settings_or_exit()
+    if settings.webhook_token is None:
+        raise fail("settings: webhook_token: required (set SELFHEAL_WEBHOOK_TOKEN); refusing to run unauthenticated")
+    configure_logging(settings, component="api")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run the Temporal worker (incident workflows and ticket activities)."""
+    from selfheal.logs import configure_logging
+    from selfheal.worker import run_worker
+
+    settings = settings_or_exit()
+    configure_logging(settings, component="worker")
+    try:
+        asyncio.run(run_worker(settings))
+    except ConfigError as exc:
+        raise fail(str(exc)) from exc
+
+
+# --- API clients --------------------------------------------------------------------------------
+
+UrlOpt = Annotated[str | None, typer.Option("--url", envvar="SELFHEAL_URL", help="selfheal API base URL.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _client(url: str | None) -> httpx.Client:
+    settings = settings_or_exit()
+    base = url or settings.public_url or f"http://{settings.host}:{settings.port}"
+    token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
+    token_file = settings.data_dir / "webhook-token"
+    if token is None and token_file.exists():
+        token = token_file.read_text().strip()
+    if not token:
+        raise fail("webhook_token: not set (SELFHEAL_WEBHOOK_TOKEN, config, or <data_dir>/webhook-token)")
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+def _call(url: str | None, method: str, path: str, **kwargs: Any) -> Any:
+    with _client(url) as client:
+        try:
+            resp = client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise fail(f"cannot reach the selfheal API at {client.base_url}: {exc}", 1) from exc
+    if resp.status_code >= 400:
+        try:
+            message = resp.json().get("error") or resp.text
+        except ValueError:
+            message = resp.text
+        raise fail(f"{resp.status_code}: {message}", 1)
+    return resp.json()
+
+
+@incidents_app.command("list")
+def incidents_list(
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+    status: Annotated[str | None, typer.Option(help="firing | resolved")] = None,
+    stage: Annotated[str | None, typer.Option()] = None,
+    service: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Incidents, newest first."""
+    params = {k: v for k, v in {"status": status, "stage": stage, "service": service}.items() if v}
+    data = _call(url, "GET", "/api/v1/incidents", params=params)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table("id", "stage", "status", "outcome", "service", "alertname", "ticket", "opened")
+    for inc in data["incidents"]:
+        table.add_row(
+            inc["id"], inc["stage"], inc["status"], inc.get("outcome") or "", inc.get("service") or "",
+            inc.get("alertname") or "", inc.get("ticket_key") or "", (inc.get("opened_at") or "")[:19],
+        )
+    out.print(table)
+
+
+@incidents_app.command("show")
+def incidents_show(incident_id: str, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """One incident: stage, alerts, ticket and timeline."""
+    data = _call(url, "GET", f"/api/v1/incidents/{incident_id}")
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    print_incident(data)
+
+
+def print_incident(data: dict[str, Any], console: Console = out) -> None:
+    ticket = data.get("ticket") or {}
+    console.print(f"[bold]{escape(data['id'])}[/]  {escape(data.get('title', ''))}", highlight=False)
+    console.print(
+        f"stage [cyan]{data['stage']}[/]  status {data['status']}  outcome {data.get('outcome') or '-'}"
+        f"  ticket {ticket.get('key', '-')} {ticket.get('url', '')}",
+        highlight=False,
+    )
+    alerts = Table("fingerprint", "status", "alert", title="alerts")
+    for a in data.get("alerts", []):
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(a["labels"].items()))
+        alerts.add_row(a["fingerprint"], a["status"], labels)
+    console.print(alerts)
+    timeline = Table("at", "event", "message", title="timeline")
+    for ev in data.get("timeline", []):
+        timeline.add_row(ev["at"][:23], ev["kind"], ev["message"])
+    console.print(timeline)
+
+
+def _decide(kind: str, incident_id: str, user: str, comment: str, url: str | None) -> None:
+    data = _call(
+        url, "POST", f"/api/v1/incidents/{incident_id}/decision",
+        json={"decision": kind, "by": user, "comment": comment},
+    )
+    out.print(f"{incident_id}: {kind} recorded by {user} (stage {data['stage']})", highlight=False)
+
+
+AsOpt = Annotated[str, typer.Option("--as", help="Who decides (must be an allowed approver).")]
+CommentOpt = Annotated[str, typer.Option("--comment", help="Why.")]
+
+
+@app.command()
+def approve(incident_id: str, as_user: AsOpt, comment: CommentOpt = "", url: UrlOpt = None) -> None:
+    """Approve an escalated incident's proposal (acknowledge when nothing is proposed)."""
+    _decide("approve", incident_id, as_user, comment, url)
+
+
+@app.command()
+def reject(incident_id: str, as_user: AsOpt, comment: CommentOpt = "", url: UrlOpt = None) -> None:
+    """Reject: humans own the incident from here."""
+    _decide("reject", incident_id, as_user, comment, url)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path | None, typer.Option(help="Keep the demo's data here (default: a temp dir).")] = None,
+) -> None:
+    """Start the embedded stack, post a realistic alert, show the escalation, approve it, stop."""
+    from selfheal.demo import run_demo
+
+    raise typer.Exit(run_demo(data_dir))
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)

@@ -1,0 +1,195 @@
+"""`selfheal dev`: Temporal dev server, worker and API as one supervised process group.
+
+Children run in their own sessions so a Ctrl-C reaches only us; we then stop them in order
+(API, worker, Temporal). A child that dies is restarted with backoff; the SQLite file in the
+data dir keeps incidents across restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from selfheal.devserver import DevServerError, TemporalDevServer, port_open
+
+console = Console(stderr=True)
+
+
+def ensure_token(data_dir: Path) -> str:
+    """SELFHEAL_WEBHOOK_TOKEN if set, else the saved token, else a new one; saved with mode 0600."""
+    path = data_dir / "webhook-token"
+    token = os.environ.get("SELFHEAL_WEBHOOK_TOKEN") or (path.read_text().strip() if path.exists() else "")
+    if not token:
+        token = secrets.token_urlsafe(32)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        out = open(self.log, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        out.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        except ProcessLookupError:
+            pass
+
+
+class DevStack:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int = 8080,
+        temporal_port: int = 7233,
+        ui_port: int = 8233,
+        config: Path | None = None,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.token = ensure_token(self.data_dir)
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.temporal = TemporalDevServer(
+            self.data_dir / "temporal.db", port=temporal_port, ui_port=ui_port, log_file=logs / "temporal.log"
+        )
+        env = dict(os.environ)
+        env.update(
+            SELFHEAL_ENV="dev",
+            SELFHEAL_DATA_DIR=str(self.data_dir),
+            SELFHEAL_PORT=str(port),
+            SELFHEAL_WEBHOOK_TOKEN=self.token,
+            SELFHEAL_TEMPORAL__ADDRESS=self.temporal.address,
+            SELFHEAL_TEMPORAL__UI_URL=self.temporal.ui_url,
+        )
+        if config:
+            env["SELFHEAL_CONFIG"] = str(config.resolve())
+        exe = [sys.executable, "-m", "selfheal"]
+        self.children = [
+            Child("worker", [*exe, "worker"], env, logs / "worker.log"),
+            Child("api", [*exe, "api"], env, logs / "api.log"),
+        ]
+        self._stopping = False
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        if port_open("127.0.0.1", self.port):
+            raise DevServerError(f"port {self.port} is already in use (choose another with --port)")
+        self.temporal.start()
+        for child in self.children:
+            child.start()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for child in self.children:
+                if not child.alive():
+                    raise DevServerError(f"{child.name} exited during start-up; see {child.log}")
+            try:
+                if httpx.get(f"{self.api_url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise DevServerError(f"API not ready within {timeout:.0f}s; see {self.data_dir / 'logs'}")
+
+    def supervise(self) -> None:
+        """Restart crashed children with backoff until asked to stop."""
+        while not self._stopping:
+            now = time.monotonic()
+            if not self.temporal.alive():
+                console.print("[yellow]temporal server exited; restarting[/]")
+                self.temporal.start()
+            for child in self.children:
+                if child.alive() or self._stopping:
+                    continue
+                if child.next_start == 0.0:
+                    child.restarts += 1
+                    delay = min(30.0, 2.0 ** min(child.restarts, 5))
+                    child.next_start = now + delay
+                    console.print(f"[yellow]{child.name} exited ({child.proc.returncode if child.proc else '?'});"
+                                  f" restarting in {delay:.0f}s; see {child.log}[/]")
+                elif now >= child.next_start:
+                    child.next_start = 0.0
+                    child.start()
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        self._stopping = True
+        for child in reversed(self.children):
+            child.stop()
+        self.temporal.stop()
+
+
+def run_dev(data_dir: Path, port: int, temporal_port: int, ui_port: int, config: Path | None) -> int:
+    stack = DevStack(data_dir, port=port, temporal_port=temporal_port, ui_port=ui_port, config=config)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        with console.status("starting Temporal dev server, worker and API…"):
+            stack.start()
+            stack.wait_ready()
+        console.print(
+            "[bold green]selfheal dev is up[/]\n"
+            f"  API + webhook   {stack.api_url}/api/v1/alerts\n"
+            f"  OpenAPI         {stack.api_url}/docs\n"
+            f"  Temporal UI     {stack.temporal.ui_url}\n"
+            f"  Temporal gRPC   {stack.temporal.address}\n"
+            f"  webhook token   {stack.token}  (saved in {stack.data_dir / 'webhook-token'})\n"
+            f"  data + logs     {stack.data_dir}\n"
+            "Ctrl-C stops everything."
+        )
+        stack.supervise()
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    except DevServerError as err:
+        console.print(f"[red]error:[/] {err}")
+        stack.stop()
+        return 1
+    stack.stop()
+    console.print("stopped")
+    return 0

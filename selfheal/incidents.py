@@ -1,0 +1,304 @@
+"""The incident service: what the HTTP API and the CLI do with Temporal.
+
+Ingest is signal-with-start on the alert group's workflow id, so a notification is durable
+before we answer. Reads come from visibility and memo (no worker needed) or from the
+workflow's query and result.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from temporalio.api.enums.v1 import WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus as ExecStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from selfheal import identity
+from selfheal.models import AlertmanagerWebhook, Decision, IncidentSummary, IncidentView, Notification
+from selfheal.settings import Settings
+from workflows.incident import NOT_AWAITING, IncidentInput, IncidentPolicySnapshot, IncidentWorkflow
+
+log = structlog.get_logger(__name__)
+
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:/@-]{1,200}$")
+
+
+class IncidentError(Exception):
+    """An error with the HTTP status the API answers with."""
+
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class IncidentNotFound(IncidentError):
+    status_code = 404
+
+
+class NotAwaitingDecision(IncidentError):
+    status_code = 409
+
+
+class ApproverNotAllowed(IncidentError):
+    status_code = 403
+
+
+class TemporalUnavailable(IncidentError):
+    status_code = 503
+
+
+class InvalidFilter(IncidentError):
+    status_code = 422
+
+
+@dataclass
+class IngestResult:
+    incident_id: str | None
+    status: str
+    group_id: str
+
+
+_UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+
+
+def _is_unavailable(err: BaseException) -> bool:
+    if isinstance(err, RPCError):
+        return err.status in _UNAVAILABLE
+    # A lazy client that cannot connect raises a plain RuntimeError from the core bridge.
+    return isinstance(err, RuntimeError) and "connect" in str(err).lower()
+
+
+def policy_snapshot(settings: Settings) -> IncidentPolicySnapshot:
+    p = settings.incident
+    return IncidentPolicySnapshot(
+        decision_timeout_seconds=p.decision_timeout_seconds,
+        max_reescalations=p.max_reescalations,
+        resolve_quiet_seconds=p.resolve_quiet_seconds,
+        service_labels=p.service_labels,
+        activity_timeout_seconds=p.activity_timeout_seconds,
+        continue_as_new_after_events=p.continue_as_new_after_events,
+        ui_url=settings.temporal.ui_url,
+        namespace=settings.temporal.namespace,
+    )
+
+
+def check_approver(settings: Settings, user: str) -> None:
+    """Approvers come from settings; none configured means anyone in dev and nobody in production."""
+    if settings.approvers:
+        if user not in settings.approvers:
+            raise ApproverNotAllowed(f"user {user!r} is not an allowed approver")
+        return
+    if not settings.is_dev:
+        raise ApproverNotAllowed(
+            "decisions are disabled: no approvers configured (set `approvers` in the config or SELFHEAL_APPROVERS)"
+        )
+
+
+class IncidentService:
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.rpc_timeout = timedelta(seconds=settings.temporal.rpc_timeout_seconds)
+
+    # --- ingest -----------------------------------------------------------------------------------
+
+    async def ingest(self, body: AlertmanagerWebhook, received_at: datetime | None = None) -> IngestResult:
+        gid = identity.group_id(body.receiver, body.groupKey)
+        wid = identity.workflow_id_for_group(gid)
+        note = Notification(received_at=received_at or datetime.now(UTC), notification=body)
+        firing = any(a.status == "firing" for a in body.alerts)
+        try:
+            if firing:
+                new_id = identity.new_incident_id(gid)
+                handle: WorkflowHandle[Any, Any] = await self.client.start_workflow(
+                    IncidentWorkflow.run,
+                    IncidentInput(incident_id=new_id, group_id=gid, policy=policy_snapshot(self.settings)),
+                    id=wid,
+                    task_queue=self.settings.temporal.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    start_signal="notify",
+                    start_signal_args=[note],
+                    memo={"incident_id": new_id},
+                    search_attributes=TypedSearchAttributes(
+                        [
+                            SearchAttributePair(identity.SA_INCIDENT_ID, new_id),
+                            SearchAttributePair(identity.SA_STAGE, "received"),
+                            SearchAttributePair(identity.SA_STATUS, "firing"),
+                        ]
+                    ),
+                    rpc_timeout=self.rpc_timeout,
+                )
+            else:
+                handle = self.client.get_workflow_handle(wid)
+                try:
+                    await handle.signal("notify", note, rpc_timeout=self.rpc_timeout)
+                except RPCError as err:
+                    if err.status == RPCStatusCode.NOT_FOUND:
+                        log.info("resolved notification with no open incident ignored", group_id=gid)
+                        return IngestResult(incident_id=None, status="ignored", group_id=gid)
+                    raise
+            incident_id = await self._memo_incident_id(handle)
+        except Exception as err:
+            if _is_unavailable(err):
+                raise TemporalUnavailable(f"Temporal is unreachable: {err}") from err
+            raise
+        log.info("notification recorded", incident_id=incident_id, group_id=gid, firing=firing)
+        return IngestResult(incident_id=incident_id, status="accepted", group_id=gid)
+
+    async def _memo_incident_id(self, handle: WorkflowHandle[Any, Any]) -> str | None:
+        desc = await handle.describe(rpc_timeout=self.rpc_timeout)
+        memo = await desc.memo()
+        value = memo.get("incident_id")
+        return str(value) if value else None
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        stage: str | None = None,
+        service: str | None = None,
+        limit: int = 100,
+    ) -> list[IncidentSummary]:
+        clauses = ["WorkflowType = 'IncidentWorkflow'"]
+        for key, value in ((identity.SA_STATUS, status), (identity.SA_STAGE, stage), (identity.SA_SERVICE, service)):
+            if value is not None:
+                if not _SAFE_VALUE.match(value):
+                    raise InvalidFilter(f"invalid filter value {value!r}")
+                clauses.append(f"{key.name} = '{value}'")
+        query = " AND ".join(clauses)
+        out: list[IncidentSummary] = []
+        seen: set[str] = set()
+        try:
+            async for wf in self.client.list_workflows(query, rpc_timeout=self.rpc_timeout):
+                if wf.status == ExecStatus.CONTINUED_AS_NEW:
+                    continue
+                summary = await _summary(wf)
+                if summary is None or summary.id in seen:
+                    continue
+                seen.add(summary.id)
+                out.append(summary)
+                if len(out) >= limit:
+                    break
+        except RPCError as err:
+            if _is_unavailable(err):
+                raise TemporalUnavailable(f"Temporal is unreachable: {err}") from err
+            raise
+        out.sort(key=lambda s: s.opened_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+        return out
+
+    async def _find(self, incident_id: str) -> tuple[WorkflowHandle[Any, Any], bool]:
+        """The run holding this incident and whether it is still running."""
+        gid = identity.parse_incident_id(incident_id)
+        if gid is None:
+            raise IncidentNotFound(f"no incident {incident_id!r}")
+        wid = identity.workflow_id_for_group(gid)
+        try:
+            handle = self.client.get_workflow_handle(wid)
+            try:
+                desc = await handle.describe(rpc_timeout=self.rpc_timeout)
+            except RPCError as err:
+                if err.status == RPCStatusCode.NOT_FOUND:
+                    raise IncidentNotFound(f"no incident {incident_id!r}") from err
+                raise
+            memo = await desc.memo()
+            if memo.get("incident_id") == incident_id:
+                running = desc.status == ExecStatus.RUNNING
+                return self.client.get_workflow_handle(wid, run_id=desc.run_id), running
+            query = f"WorkflowId = '{wid}' AND {identity.SA_INCIDENT_ID.name} = '{incident_id}'"
+            async for wf in self.client.list_workflows(query, rpc_timeout=self.rpc_timeout):
+                if wf.status in (ExecStatus.COMPLETED, ExecStatus.RUNNING):
+                    return self.client.get_workflow_handle(wid, run_id=wf.run_id), wf.status == ExecStatus.RUNNING
+        except RPCError as err:
+            if _is_unavailable(err):
+                raise TemporalUnavailable(f"Temporal is unreachable: {err}") from err
+            raise
+        raise IncidentNotFound(f"no incident {incident_id!r}")
+
+    async def get(self, incident_id: str) -> IncidentView:
+        handle, running = await self._find(incident_id)
+        try:
+            if running:
+                view: IncidentView = await handle.query(
+                    IncidentWorkflow.view, rpc_timeout=self.rpc_timeout
+                )
+                return view
+            result: IncidentView = await handle.result(rpc_timeout=self.rpc_timeout)
+            return result
+        except RPCError as err:
+            if _is_unavailable(err):
+                raise TemporalUnavailable(
+                    f"incident {incident_id} did not answer (is a worker running?): {err}"
+                ) from err
+            raise
+
+    # --- decisions --------------------------------------------------------------------------------
+
+    async def decide(self, incident_id: str, decision: Decision, *, update_id: str | None = None) -> IncidentView:
+        check_approver(self.settings, decision.by)
+        handle, running = await self._find(incident_id)
+        if not running:
+            raise NotAwaitingDecision(f"incident {incident_id} is closed, not awaiting a decision")
+        try:
+            view: IncidentView = await handle.execute_update(
+                IncidentWorkflow.decide,
+                decision,
+                id=update_id,
+                rpc_timeout=timedelta(seconds=max(30.0, self.rpc_timeout.total_seconds())),
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == NOT_AWAITING:
+                raise NotAwaitingDecision(cause.message) from err
+            raise
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise NotAwaitingDecision(f"incident {incident_id} closed before the decision") from err
+            if _is_unavailable(err):
+                raise TemporalUnavailable(
+                    f"incident {incident_id} did not accept the decision in time (is a worker running?)"
+                ) from err
+            raise
+        log.info("decision accepted", incident_id=incident_id, decision=decision.decision.value, by=decision.by)
+        return view
+
+
+async def _summary(wf: WorkflowExecution) -> IncidentSummary | None:
+    memo = await wf.memo()
+    sa = wf.typed_search_attributes
+    incident_id = memo.get("incident_id") or sa.get(identity.SA_INCIDENT_ID)
+    if not incident_id:
+        return None
+    stage = sa.get(identity.SA_STAGE) or "received"
+    if wf.status not in (ExecStatus.RUNNING, ExecStatus.COMPLETED) and wf.status is not None:
+        stage = WorkflowExecutionStatus.Name(int(wf.status)).removeprefix("WORKFLOW_EXECUTION_STATUS_").lower()
+    return IncidentSummary(
+        id=str(incident_id),
+        stage=stage,
+        status=sa.get(identity.SA_STATUS) or "firing",
+        outcome=memo.get("outcome"),
+        service=sa.get(identity.SA_SERVICE) or "",
+        severity=sa.get(identity.SA_SEVERITY) or "",
+        alertname=sa.get(identity.SA_ALERTNAME) or "",
+        title=memo.get("title") or "",
+        opened_at=memo.get("opened_at") or wf.start_time,
+        closed_at=wf.close_time,
+        ticket_key=memo.get("ticket_key"),
+        ticket_url=memo.get("ticket_url"),
+    )

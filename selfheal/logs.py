@@ -1,0 +1,65 @@
+"""structlog setup: JSON lines in production, readable console lines in dev.
+
+Standard-library records (Temporal's workflow logger included) go through the same
+processors, so every line carries the incident id when the caller bound or passed one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from selfheal.settings import Settings
+
+
+def _lift_incident_id(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Temporal's workflow logger passes `extra={"incident_id": …}`; surface it as a key."""
+    record = event_dict.get("_record")
+    if record is not None and "incident_id" not in event_dict:
+        value = getattr(record, "incident_id", None)
+        if value:
+            event_dict["incident_id"] = value
+    return event_dict
+
+
+def configure_logging(settings: Settings, *, component: str = "") -> None:
+    fmt = settings.log_format
+    if fmt == "auto":
+        fmt = "console" if settings.is_dev else "json"
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _lift_incident_id,
+    ]
+    if component:
+        structlog.contextvars.bind_contextvars(component=component)
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    for noisy in ("httpx", "httpcore", "urllib3", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

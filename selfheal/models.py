@@ -1,0 +1,169 @@
+"""Shared pydantic models: the Alertmanager webhook contract and the incident's public shape.
+
+They live in the app package so the API, the workflow and the activities agree on one schema,
+and the pydantic data converter carries them through Temporal unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Alertmanager sends this for firing alerts: "no end yet".
+ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+
+
+class WebhookAlert(BaseModel):
+    """One alert inside an Alertmanager webhook notification (version 4)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: datetime
+    endsAt: datetime | None = None
+    generatorURL: str = ""
+    fingerprint: str = Field(min_length=1, max_length=128)
+
+    @field_validator("endsAt", mode="after")
+    @classmethod
+    def _zero_is_no_end(cls, value: datetime | None) -> datetime | None:
+        """Alertmanager's `0001-01-01T00:00:00Z` means "no end" for a firing alert."""
+        if value is not None and value.year <= 1:
+            return None
+        return value
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+
+class AlertmanagerWebhook(BaseModel):
+    """The body Alertmanager POSTs to a `webhook_configs` receiver (version "4")."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: Literal["4"]
+    groupKey: str = Field(min_length=1)
+    truncatedAlerts: int = Field(default=0, ge=0)
+    status: Literal["firing", "resolved"]
+    receiver: str = Field(min_length=1)
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
+    alerts: list[WebhookAlert] = Field(min_length=1)
+
+
+class Stage(StrEnum):
+    """The incident's state machine; later issues fill in the middle stages."""
+
+    RECEIVED = "received"
+    TICKETED = "ticketed"
+    INVESTIGATING = "investigating"
+    REMEDIATING = "remediating"
+    VERIFYING = "verifying"
+    ESCALATED = "escalated"
+    AWAITING_DECISION = "awaiting_decision"
+    CLOSED = "closed"
+
+
+class Outcome(StrEnum):
+    """How an incident ended."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    RESOLVED = "resolved"
+
+
+class DecisionKind(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class Decision(BaseModel):
+    """A human's decision on an escalated incident."""
+
+    decision: DecisionKind
+    by: str = Field(min_length=1, max_length=200)
+    comment: str = Field(default="", max_length=10_000)
+    source: str = Field(default="api", max_length=40)
+
+
+class Notification(BaseModel):
+    """One webhook notification as recorded in the workflow (signal payload)."""
+
+    received_at: datetime
+    notification: AlertmanagerWebhook
+
+
+class TicketRef(BaseModel):
+    """Where the incident's ticket lives."""
+
+    key: str
+    url: str
+    tracker: str
+
+
+class TimelineEvent(BaseModel):
+    at: datetime
+    kind: str
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrackedAlert(BaseModel):
+    """An alert as the incident currently knows it, keyed by fingerprint."""
+
+    fingerprint: str
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    startsAt: datetime
+    endsAt: datetime | None = None
+    generatorURL: str = ""
+
+
+class IncidentView(BaseModel):
+    """The incident as the API, the CLI and the workflow query show it."""
+
+    id: str
+    group_id: str
+    group_key: str
+    receiver: str
+    stage: Stage
+    status: Literal["firing", "resolved"]
+    outcome: Outcome | None = None
+    service: str = ""
+    severity: str = ""
+    alertname: str = ""
+    title: str = ""
+    opened_at: datetime
+    closed_at: datetime | None = None
+    ticket: TicketRef | None = None
+    alerts: list[TrackedAlert] = Field(default_factory=list)
+    decision: Decision | None = None
+    escalations: int = 0
+    notifications: int = 0
+    timeline: list[TimelineEvent] = Field(default_factory=list)
+
+
+class IncidentSummary(BaseModel):
+    """A row of the incident list, read from Temporal visibility (no worker needed)."""
+
+    id: str
+    stage: str
+    status: str
+    outcome: str | None = None
+    service: str = ""
+    severity: str = ""
+    alertname: str = ""
+    title: str = ""
+    opened_at: datetime | None = None
+    closed_at: datetime | None = None
+    ticket_key: str | None = None
+    ticket_url: str | None = None

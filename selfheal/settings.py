@@ -1,0 +1,163 @@
+"""One settings model: a YAML file (`--config` / `SELFHEAL_CONFIG`) plus `SELFHEAL_*` overrides.
+
+Nested values override with a double underscore, e.g. `SELFHEAL_TEMPORAL__ADDRESS=host:7233`.
+Invalid input raises `ConfigError` whose message names the field, so the CLI can exit 2 with it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+
+TASK_QUEUE = "selfheal"
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; the message is one line naming the field."""
+
+
+class TemporalSettings(BaseModel):
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = TASK_QUEUE
+    tls: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    api_key: SecretStr | None = None
+    ui_url: str = "http://127.0.0.1:8233"
+    rpc_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+
+
+class JiraSettings(BaseModel):
+    url: str = Field(min_length=1)
+    project: str = Field(min_length=1)
+    #: Jira Cloud: account e-mail + API token (basic). Server/DC: leave `user` empty, token is a PAT.
+    user: str | None = None
+    api_token: SecretStr | None = None
+    cloud: bool = False
+    issue_type: str = "Task"
+    labels: list[str] = Field(default_factory=lambda: ["selfheal"])
+    priority_map: dict[str, str] = Field(
+        default_factory=lambda: {"critical": "Highest", "error": "High", "warning": "High", "info": "Medium"}
+    )
+    default_priority: str = "Medium"
+    #: Priorities in rising order; a re-escalation moves one step up.
+    priority_order: list[str] = Field(default_factory=lambda: ["Lowest", "Low", "Medium", "High", "Highest"])
+    escalation_labels: list[str] = Field(default_factory=lambda: ["selfheal-escalated"])
+    escalation_assignee: str | None = None
+    done_status: str = "Done"
+    approved_status: str = "Approved"
+    rejected_status: str = "Rejected"
+    timeout_seconds: float = Field(default=15.0, gt=0)
+
+
+class TrackerSettings(BaseModel):
+    kind: Literal["local", "jira"] = "local"
+    jira: JiraSettings | None = None
+    #: Jira's outgoing webhook secret (HMAC `X-Hub-Signature` or `?token=`).
+    webhook_secret: SecretStr | None = None
+    #: Accounts whose comments are our own and never decisions.
+    bot_accounts: list[str] = Field(default_factory=list)
+
+
+class IncidentPolicy(BaseModel):
+    decision_timeout_seconds: float = Field(default=1800, gt=0)
+    max_reescalations: int = Field(default=3, ge=0)
+    resolve_quiet_seconds: float = Field(default=300, ge=0)
+    #: Label holding the affected service (first one present wins).
+    service_labels: list[str] = Field(default_factory=lambda: ["service", "job", "app", "namespace"])
+    activity_timeout_seconds: float = Field(default=30, gt=0)
+    continue_as_new_after_events: int = Field(default=2000, ge=100)
+
+
+class Settings(BaseSettings):
+    """Everything selfheal reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SELFHEAL_", env_nested_delimiter="__", extra="forbid")
+
+    env: Literal["dev", "production"] = "production"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    data_dir: Path = Path(".selfheal")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    webhook_token: SecretStr | None = None
+    #: Optional basic-auth pair accepted on the webhook besides the bearer token.
+    webhook_basic_user: str | None = None
+    webhook_basic_password: SecretStr | None = None
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Users allowed to approve or reject. Empty: anyone in dev, nobody in production.
+    approvers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    public_url: str = ""
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    tracker: TrackerSettings = Field(default_factory=TrackerSettings)
+    incident: IncidentPolicy = Field(default_factory=IncidentPolicy)
+
+    @field_validator("approvers", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the YAML file, which arrives as init kwargs.
+        return (env_settings, init_settings)
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env == "dev"
+
+    @property
+    def local_db_path(self) -> Path:
+        return self.data_dir / "tickets.db"
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(root)"
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load settings from the YAML file (if any) and the environment; raise ConfigError on bad input."""
+    path = config or os.environ.get("SELFHEAL_CONFIG")
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config {p}: cannot read: {exc.strerror or exc}") from exc
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"config {p}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config {p}: top level must be a mapping")
+        data = raw
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**data)
+    except SettingsError as exc:
+        raise ConfigError(f"environment: {exc}") from exc
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = _field_path(tuple(err["loc"]))
+        source = f"config {path}" if path else "settings"
+        raise ConfigError(f"{source}: {field}: {err['msg']}") from exc

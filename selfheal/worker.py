@@ -1,0 +1,61 @@
+"""Worker wiring: the tracker chosen by settings, injected into the ticket activities."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.tickets import TicketActivities, TicketPolicy
+from connectors.base import Tracker
+from connectors.local_tracker import LocalTracker
+from selfheal.settings import ConfigError, Settings
+from selfheal.temporal import connect, ensure_search_attributes
+from workflows.incident import IncidentWorkflow
+
+log = structlog.get_logger(__name__)
+
+
+def build_tracker(settings: Settings) -> Tracker:
+    if settings.tracker.kind == "jira":
+        if settings.tracker.jira is None:
+            raise ConfigError("settings: tracker.jira: required when tracker.kind is 'jira'")
+        from connectors.jira import JiraTracker
+
+        return JiraTracker(settings.tracker.jira)
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    return LocalTracker(settings.local_db_path, base_url=base)
+
+
+def build_worker(client: Client, settings: Settings, tracker: Tracker | None = None) -> Worker:
+    acts = TicketActivities(tracker or build_tracker(settings), TicketPolicy(settings.tracker.jira))
+    return Worker(
+        client,
+        task_queue=settings.temporal.task_queue,
+        workflows=[IncidentWorkflow],
+        activities=acts.all(),
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """The production worker process: runs until SIGINT/SIGTERM, then drains."""
+    tracker = build_tracker(settings)
+    client = await connect(settings.temporal)
+    try:
+        added = await ensure_search_attributes(client, settings.temporal.namespace)
+        if added:
+            log.info("registered search attributes", names=added)
+    except Exception as err:  # a Cloud namespace may forbid it; they must then be created by an admin
+        log.warning("could not check search attributes", error=str(err))
+    worker = build_worker(client, settings, tracker)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker started", task_queue=settings.temporal.task_queue, tracker=tracker.name)
+    async with worker:
+        await stop.wait()
+        log.info("worker stopping")

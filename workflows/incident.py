@@ -1,0 +1,492 @@
+"""IncidentWorkflow: one durable incident per Alertmanager alert group.
+
+Deterministic and I/O-free: all effects go through activities named by string, so this module
+never imports connectors. State is an explicit stage machine exposed by a query, memo and
+search attributes, and carried across continue-as-new.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from selfheal import identity
+    from selfheal.models import (
+        Decision,
+        DecisionKind,
+        IncidentView,
+        Notification,
+        Outcome,
+        Stage,
+        TicketRef,
+        TimelineEvent,
+        TrackedAlert,
+    )
+    from selfheal.tickets import (
+        CommentRequest,
+        EscalationRequest,
+        OpenTicketRequest,
+        TransitionRequest,
+    )
+
+
+class IncidentPolicySnapshot(BaseModel):
+    """The policy the incident was started with; fixed per run so replays stay deterministic."""
+
+    decision_timeout_seconds: float = 1800
+    max_reescalations: int = 3
+    resolve_quiet_seconds: float = 300
+    service_labels: list[str] = Field(default_factory=lambda: ["service", "job", "app", "namespace"])
+    activity_timeout_seconds: float = 30
+    ticket_retry_seconds: float = 60
+    continue_as_new_after_events: int = 2000
+    ui_url: str = ""
+    namespace: str = "default"
+
+
+class IncidentInput(BaseModel):
+    incident_id: str
+    group_id: str
+    policy: IncidentPolicySnapshot = Field(default_factory=IncidentPolicySnapshot)
+    #: Carried across continue-as-new; None on the first run.
+    state: IncidentState | None = None
+    pending: list[Notification] = Field(default_factory=list)
+
+
+class IncidentState(BaseModel):
+    """Everything the workflow must remember besides what the view shows."""
+
+    view: IncidentView
+    decision_due: datetime | None = None
+    resolved_since: datetime | None = None
+    reescalation_limit_noted: bool = False
+
+
+IncidentInput.model_rebuild()
+
+NOT_AWAITING = "NotAwaitingDecision"
+
+
+@workflow.defn
+class IncidentWorkflow:
+    @workflow.init
+    def __init__(self, inp: IncidentInput) -> None:
+        self._policy = inp.policy
+        self._pending: list[Notification] = list(inp.pending)
+        self._decision: Decision | None = None
+        self._comments: list[CommentRequest] = []
+        if inp.state is not None:
+            self._state = inp.state
+        else:
+            self._state = IncidentState(
+                view=IncidentView(
+                    id=inp.incident_id,
+                    group_id=inp.group_id,
+                    group_key="",
+                    receiver="",
+                    stage=Stage.RECEIVED,
+                    status="firing",
+                    opened_at=workflow.now(),
+                )
+            )
+
+    @property
+    def _view(self) -> IncidentView:
+        return self._state.view
+
+    # --- handlers -----------------------------------------------------------------------------
+
+    @workflow.signal
+    def notify(self, notification: Notification) -> None:
+        """A full snapshot of the alert group from Alertmanager; processed in arrival order."""
+        self._pending.append(notification)
+
+    @workflow.query
+    def view(self) -> IncidentView:
+        return self._view
+
+    @workflow.update
+    async def decide(self, decision: Decision) -> IncidentView:
+        """A human decision; answered once the workflow has recorded it (its effects follow)."""
+        self._decision = decision
+        await workflow.wait_condition(lambda: self._view.decision is not None)
+        return self._view
+
+    @decide.validator
+    def _validate_decision(self, decision: Decision) -> None:
+        if self._view.stage != Stage.AWAITING_DECISION or self._decision is not None:
+            raise ApplicationError(
+                f"incident {self._view.id} is {self._view.stage.value}, not awaiting a decision",
+                type=NOT_AWAITING,
+            )
+
+    # --- main loop -----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: IncidentInput) -> IncidentView:
+        if inp.state is None:
+            self._event("received", "incident opened")
+        self._absorb_pending(comment=False)
+        while self._view.ticket is None:
+            await self._open_ticket()
+            self._absorb_pending(comment=self._view.ticket is not None)
+        if self._view.stage in (Stage.RECEIVED, Stage.TICKETED):
+            self._set_stage(Stage.TICKETED)
+            await self._escalate(first=True)
+        await self._flush_comments()
+
+        while True:
+            if self._decision is not None:
+                await self._close_on_decision(self._decision)
+                break
+            if self._pending:
+                self._absorb_pending(comment=True)
+                await self._flush_comments()
+                continue
+            if self._state.resolved_since is not None:
+                quiet_until = self._state.resolved_since + timedelta(seconds=self._policy.resolve_quiet_seconds)
+                if workflow.now() >= quiet_until:
+                    await self._close_resolved()
+                    break
+            if self._should_continue_as_new():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if self._decision is None and not self._pending:
+                    self._continue_as_new(inp)
+                continue
+            timeout = self._next_wakeup()
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._pending) or self._decision is not None,
+                    timeout=timeout,
+                    timeout_summary="decision or alert change",
+                )
+            except TimeoutError:
+                due = self._state.decision_due
+                if due is not None and workflow.now() >= due:
+                    await self._reescalate()
+        return self._view
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    def _next_wakeup(self) -> timedelta:
+        now = workflow.now()
+        candidates: list[datetime] = []
+        if self._state.decision_due is not None:
+            candidates.append(self._state.decision_due)
+        if self._state.resolved_since is not None:
+            candidates.append(self._state.resolved_since + timedelta(seconds=self._policy.resolve_quiet_seconds))
+        if not candidates:
+            return timedelta(days=1)
+        return max(min(candidates) - now, timedelta(seconds=1))
+
+    async def _open_ticket(self) -> None:
+        try:
+            ref: TicketRef = await workflow.execute_activity(
+                "open_ticket",
+                OpenTicketRequest(view=self._view, workflow_url=self._workflow_url()),
+                result_type=TicketRef,
+                **self._activity_options(),
+            )
+        except ActivityError as err:
+            self._event("ticket_failed", f"could not open the ticket, retrying: {_cause(err)}")
+            await workflow.sleep(timedelta(seconds=self._policy.ticket_retry_seconds))
+            return
+        self._view.ticket = ref
+        self._set_stage(Stage.TICKETED)
+        self._event("ticketed", f"ticket {ref.key} opened", {"key": ref.key, "url": ref.url})
+        self._sync_memo()
+
+    async def _escalate(self, *, first: bool) -> None:
+        ticket = self._view.ticket
+        assert ticket is not None
+        try:
+            await workflow.execute_activity(
+                "escalate_ticket",
+                EscalationRequest(
+                    key=ticket.key,
+                    incident_id=self._view.id,
+                    severity=self._view.severity,
+                    level=self._view.escalations,
+                    reason="No playbook applies yet: a human decision is needed."
+                    if first
+                    else f"No decision after {self._policy.decision_timeout_seconds:.0f}s: re-escalated.",
+                    dedup_key=f"{self._view.id}:escalation:{self._view.escalations}",
+                ),
+                **self._activity_options(),
+            )
+        except ActivityError as err:
+            self._event("escalation_failed", f"escalation on the ticket failed: {_cause(err)}")
+        if first:
+            self._set_stage(Stage.ESCALATED)
+            self._event("escalated", "escalated to humans")
+            self._set_stage(Stage.AWAITING_DECISION)
+        self._state.decision_due = workflow.now() + timedelta(seconds=self._policy.decision_timeout_seconds)
+        self._sync_memo()
+
+    async def _reescalate(self) -> None:
+        if self._view.escalations >= self._policy.max_reescalations:
+            if not self._state.reescalation_limit_noted:
+                self._state.reescalation_limit_noted = True
+                self._event(
+                    "reescalation_limit",
+                    f"no decision after {self._view.escalations} re-escalations; still waiting",
+                )
+            self._state.decision_due = None
+            return
+        self._view.escalations += 1
+        self._event("reescalated", f"no decision in time: re-escalation {self._view.escalations}")
+        await self._escalate(first=False)
+
+    def _absorb_pending(self, *, comment: bool) -> None:
+        """Apply queued snapshots; each one that changes the alert set queues one ticket comment."""
+        while self._pending:
+            note = self._pending.pop(0)
+            self._view.notifications += 1
+            n = note.notification
+            if not self._view.group_key:
+                self._view.group_key = n.groupKey
+                self._view.receiver = n.receiver
+            before = {a.fingerprint: a.status for a in self._view.alerts}
+            current = {a.fingerprint: a for a in self._view.alerts}
+            for alert in n.alerts:
+                current[alert.fingerprint] = TrackedAlert(
+                    fingerprint=alert.fingerprint,
+                    status=alert.status,
+                    labels=alert.labels,
+                    annotations=alert.annotations,
+                    startsAt=alert.startsAt,
+                    endsAt=alert.endsAt,
+                    generatorURL=alert.generatorURL,
+                )
+            self._view.alerts = sorted(current.values(), key=lambda a: (a.status != "firing", a.fingerprint))
+            self._refresh_identity()
+            after = {a.fingerprint: a.status for a in self._view.alerts}
+            changes = _describe_changes(before, after, current)
+            firing = any(a.status == "firing" for a in self._view.alerts)
+            was = self._view.status
+            self._view.status = "firing" if firing else "resolved"
+            if was == "firing" and not firing:
+                self._state.resolved_since = workflow.now()
+                self._event("resolved", "all alerts of the group resolved; waiting for the quiet period")
+            elif was == "resolved" and firing:
+                self._state.resolved_since = None
+                self._event("refired", "the group fires again")
+            if changes:
+                self._event(
+                    "alerts_changed",
+                    "; ".join(changes),
+                    {"notification": self._view.notifications},
+                )
+                if comment and self._view.ticket is not None:
+                    self._comments.append(
+                        CommentRequest(
+                            key=self._view.ticket.key,
+                            body="Alert group changed:\n" + "\n".join(f"- {c}" for c in changes),
+                            dedup_key=f"{self._view.id}:notification:{self._view.notifications}",
+                        )
+                    )
+        self._sync_search_attributes()
+
+    async def _flush_comments(self) -> None:
+        while self._comments:
+            req = self._comments.pop(0)
+            await self._comment(req)
+
+    async def _comment(self, req: CommentRequest) -> None:
+        try:
+            await workflow.execute_activity("comment_ticket", req, result_type=bool, **self._activity_options())
+        except ActivityError as err:
+            self._event("comment_failed", f"comment on {req.key} failed: {_cause(err)}")
+
+    async def _close_on_decision(self, decision: Decision) -> None:
+        ticket = self._view.ticket
+        assert ticket is not None
+        self._view.decision = decision
+        verb = "approved" if decision.decision == DecisionKind.APPROVE else "rejected"
+        meaning = (
+            "Acknowledged: no fix was proposed, so nothing runs."
+            if decision.decision == DecisionKind.APPROVE
+            else "Rejected: humans own this incident from here."
+        )
+        text = f"{verb.capitalize()} by {decision.by} via {decision.source}. {meaning}"
+        if decision.comment:
+            text += f"\nComment: {decision.comment}"
+        self._event("decision", text, {"decision": decision.decision.value, "by": decision.by})
+        await self._comment(
+            CommentRequest(key=ticket.key, body=text, dedup_key=f"{self._view.id}:decision")
+        )
+        self._close(Outcome.APPROVED if decision.decision == DecisionKind.APPROVE else Outcome.REJECTED)
+
+    async def _close_resolved(self) -> None:
+        ticket = self._view.ticket
+        assert ticket is not None
+        quiet = self._policy.resolve_quiet_seconds
+        await self._comment(
+            CommentRequest(
+                key=ticket.key,
+                body=f"All alerts resolved and stayed quiet for {quiet:.0f}s: closing.",
+                dedup_key=f"{self._view.id}:resolved",
+            )
+        )
+        try:
+            await workflow.execute_activity(
+                "transition_ticket",
+                TransitionRequest(key=ticket.key, to_done=True),
+                result_type=bool,
+                **self._activity_options(),
+            )
+        except ActivityError as err:
+            self._event("transition_failed", f"could not transition {ticket.key}: {_cause(err)}")
+        self._close(Outcome.RESOLVED)
+
+    def _close(self, outcome: Outcome) -> None:
+        self._view.outcome = outcome
+        self._view.closed_at = workflow.now()
+        self._state.decision_due = None
+        self._set_stage(Stage.CLOSED)
+        self._event("closed", f"incident closed: {outcome.value}")
+        self._sync_memo()
+
+    def _continue_as_new(self, inp: IncidentInput) -> None:
+        self._event("continued", "history compacted (continue-as-new)")
+        workflow.continue_as_new(
+            IncidentInput(
+                incident_id=self._view.id,
+                group_id=self._view.group_id,
+                policy=self._policy,
+                state=self._state,
+                pending=self._pending,
+            ),
+            memo=self._memo(),
+            search_attributes=self._search_attributes(),
+        )
+
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self._policy.continue_as_new_after_events
+        )
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+
+    def _refresh_identity(self) -> None:
+        alerts = [a for a in self._view.alerts if a.status == "firing"] or self._view.alerts
+        first = alerts[0] if alerts else None
+        if first is None:
+            return
+        labels = first.labels
+        self._view.alertname = labels.get("alertname", self._view.alertname)
+        self._view.severity = _max_severity([a.labels.get("severity", "") for a in alerts]) or self._view.severity
+        for key in self._policy.service_labels:
+            if labels.get(key):
+                self._view.service = labels[key]
+                break
+        summary = first.annotations.get("summary") or first.annotations.get("description") or ""
+        title = f"[{self._view.severity or 'alert'}] {self._view.alertname}"
+        if self._view.service:
+            title += f" on {self._view.service}"
+        if summary:
+            title += f": {summary}"
+        self._view.title = title[:240]
+
+    def _set_stage(self, stage: Stage) -> None:
+        if self._view.stage != stage:
+            self._view.stage = stage
+            self._sync_search_attributes()
+
+    def _event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        self._view.timeline.append(
+            TimelineEvent(at=workflow.now(), kind=kind, message=message, data=data or {})
+        )
+        workflow.logger.info("%s: %s", kind, message, extra={"incident_id": self._view.id})
+
+    def _memo(self) -> dict[str, Any]:
+        v = self._view
+        return {
+            "incident_id": v.id,
+            "title": v.title,
+            "outcome": v.outcome.value if v.outcome else None,
+            "opened_at": v.opened_at.isoformat(),
+            "closed_at": v.closed_at.isoformat() if v.closed_at else None,
+            "ticket_key": v.ticket.key if v.ticket else None,
+            "ticket_url": v.ticket.url if v.ticket else None,
+        }
+
+    def _sync_memo(self) -> None:
+        workflow.upsert_memo(self._memo())
+
+    def _search_attributes(self) -> TypedSearchAttributes:
+        v = self._view
+        return TypedSearchAttributes(
+            [
+                SearchAttributePair(identity.SA_INCIDENT_ID, v.id),
+                SearchAttributePair(identity.SA_STAGE, v.stage.value),
+                SearchAttributePair(identity.SA_STATUS, v.status),
+                SearchAttributePair(identity.SA_SERVICE, v.service),
+                SearchAttributePair(identity.SA_SEVERITY, v.severity),
+                SearchAttributePair(identity.SA_ALERTNAME, v.alertname),
+            ]
+        )
+
+    def _sync_search_attributes(self) -> None:
+        workflow.upsert_search_attributes([p.key.value_set(p.value) for p in self._search_attributes()])
+
+    def _workflow_url(self) -> str:
+        if not self._policy.ui_url:
+            return ""
+        info = workflow.info()
+        return f"{self._policy.ui_url.rstrip('/')}/namespaces/{info.namespace}/workflows/{info.workflow_id}"
+
+    def _activity_options(self) -> dict[str, Any]:
+        return {
+            "start_to_close_timeout": timedelta(seconds=self._policy.activity_timeout_seconds),
+            "retry_policy": RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=60),
+                maximum_attempts=20,
+                non_retryable_error_types=["TrackerRejected"],
+            ),
+        }
+
+
+_SEVERITY_RANK = {"critical": 4, "error": 3, "warning": 2, "info": 1, "none": 0}
+
+
+def _max_severity(values: list[str]) -> str:
+    known = [v for v in values if v]
+    if not known:
+        return ""
+    return max(known, key=lambda s: _SEVERITY_RANK.get(s.lower(), 0))
+
+
+def _describe_changes(
+    before: dict[str, str], after: dict[str, str], alerts: dict[str, TrackedAlert]
+) -> list[str]:
+    changes: list[str] = []
+    for fp, status in after.items():
+        name = _alert_label(alerts[fp])
+        if fp not in before:
+            changes.append(f"new {status} alert {name}")
+        elif before[fp] != status:
+            changes.append(f"{name} is now {status}")
+    return changes
+
+
+def _alert_label(alert: TrackedAlert) -> str:
+    labels = alert.labels
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
+    return f"{labels.get('alertname', alert.fingerprint)}{{{extra}}}"
+
+
+def _cause(err: BaseException) -> str:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return str(err)[:500]
