@@ -1,0 +1,35 @@
+"""Alertmanager notifications in the exact shape Alertmanager 0.25 sends, with a fresh group per test."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).parent / "data"
+
+
+def am025(kind: str, group: str | None = None) -> dict[str, Any]:
+    """One of firing / partial / resolved; `group` makes the groupKey unique to the test."""
+    payload: dict[str, Any] = json.loads((DATA / f"alertmanager-0.25-{kind}.json").read_text())
+    if group:
+        payload["groupKey"] = payload["groupKey"].replace("HighErrorRate", f"HighErrorRate-{group}")
+    return payload
+
+
+def unique_group() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def simple(status: str = "firing", group: str | None = None, **labels: str) -> dict[str, Any]:
+    payload = am025("firing", group or unique_group())
+    payload = copy.deepcopy(payload)
+    payload["alerts"] = payload["alerts"][:1]
+    payload["alerts"][0]["labels"].update(labels)
+    if status == "resolved":
+        payload["status"] = "resolved"
+        payload["alerts"][0]["status"] = "resolved"
+        payload["alerts"][0]["endsAt"] = "2026-11-28T04:09:12Z"
+    return payload

