@@ -60,7 +60,8 @@ class TicketActivities:
         except TrackerError as err:
             log.warning("tracker call failed", call=what, error=str(err), retryable=err.retryable)
             raise ApplicationError(
-                f"{what}: {err}", type="TrackerError" if err.retryable else "TrackerRejected",
+                f"{what}: {err}",
+                type="TrackerError" if err.retryable else "TrackerRejected",
                 non_retryable=not err.retryable,
             ) from err
 
@@ -101,7 +102,9 @@ class TicketActivities:
 
     @activity.defn(name="comment_ticket")
     async def comment_ticket(self, req: CommentRequest) -> bool:
-        return await self._call(lambda: self.tracker.comment(req.key, req.body, req.dedup_key), "comment_ticket")
+        return await self._call(
+            lambda: self.tracker.comment(req.key, req.body, req.dedup_key), "comment_ticket"
+        )
 
     @activity.defn(name="transition_ticket")
     async def transition_ticket(self, req: TransitionRequest) -> bool:

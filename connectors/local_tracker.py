@@ -129,7 +129,8 @@ class LocalTracker(Tracker):
                     n = int(existing["n"])
                 else:
                     cur = db.execute(
-                        "INSERT INTO tickets (incident_label, summary, description, priority, labels, assignee,"
+                        "INSERT INTO tickets (incident_label, summary, description, priority, labels,"
+                        " assignee,"
                         " status, links, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?)",
                         (
                             label,
@@ -174,7 +175,9 @@ class LocalTracker(Tracker):
     def transition(self, key: str, status: str) -> bool:
         match = next((s for s in STATUSES if s.lower() == status.lower()), None)
         if match is None:
-            raise TrackerError(f"no transition to {status!r}; available: {', '.join(STATUSES)}", retryable=False)
+            raise TrackerError(
+                f"no transition to {status!r}; available: {', '.join(STATUSES)}", retryable=False
+            )
         with self._db() as db:
             row = self._row(db, key)
             if row["status"] == match:
@@ -191,7 +194,9 @@ class LocalTracker(Tracker):
         with self._db() as db:
             row = self._row(db, key)
             merged = sorted({*json.loads(row["labels"]), *labels})
-            db.execute("UPDATE tickets SET labels=?, updated=? WHERE n=?", (json.dumps(merged), _now(), row["n"]))
+            db.execute(
+                "UPDATE tickets SET labels=?, updated=? WHERE n=?", (json.dumps(merged), _now(), row["n"])
+            )
 
     def get(self, key: str) -> dict[str, Any]:
         """The ticket with its comments, for the API's ticket view and the CLI."""

@@ -32,8 +32,12 @@ from selfheal.temporal import connect
 
 log = structlog.get_logger(__name__)
 
-NOTIFICATIONS = Counter("selfheal_webhook_notifications_total", "Alertmanager notifications by result", ["result"])
-DECISIONS = Counter("selfheal_decisions_total", "Decisions by kind, source and result", ["decision", "source", "result"])
+NOTIFICATIONS = Counter(
+    "selfheal_webhook_notifications_total", "Alertmanager notifications by result", ["result"]
+)
+DECISIONS = Counter(
+    "selfheal_decisions_total", "Decisions by kind, source and result", ["decision", "source", "result"]
+)
 REQUEST_SECONDS = Histogram("selfheal_http_request_seconds", "HTTP request latency", ["route", "method"])
 
 
@@ -105,7 +109,9 @@ def _token_ok(settings: Settings, header: str | None) -> bool:
             return False
         ok = False
         if settings.webhook_basic_user and settings.webhook_basic_password:
-            ok = hmac.compare_digest(user.encode(), settings.webhook_basic_user.encode()) & hmac.compare_digest(
+            ok = hmac.compare_digest(
+                user.encode(), settings.webhook_basic_user.encode()
+            ) & hmac.compare_digest(
                 password.encode(), settings.webhook_basic_password.get_secret_value().encode()
             )
         if token and hmac.compare_digest(password.encode(), token.encode()):
@@ -176,10 +182,23 @@ def create_app(
     @app.post(
         "/api/v1/alerts",
         response_model=IngestResponse,
-        responses={401: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody},
-                   503: {"model": ErrorBody}},
-        openapi_extra={"requestBody": {"content": {"application/json": {
-            "schema": AlertmanagerWebhook.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
+        responses={
+            401: {"model": ErrorBody},
+            413: {"model": ErrorBody},
+            422: {"model": ErrorBody},
+            503: {"model": ErrorBody},
+        },
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {
+                        "schema": AlertmanagerWebhook.model_json_schema(
+                            ref_template="#/components/schemas/{model}"
+                        )
+                    }
+                }
+            }
+        },
     )
     async def post_alerts(request: Request, _: None = Depends(require_token)) -> JSONResponse:
         """Alertmanager webhook (version 4): durably recorded before the 2xx."""
@@ -196,7 +215,10 @@ def create_app(
             NOTIFICATIONS.labels("invalid").inc()
             return JSONResponse(
                 status_code=422,
-                content={"error": "invalid Alertmanager notification", "errors": _validation_errors(exc.errors())},
+                content={
+                    "error": "invalid Alertmanager notification",
+                    "errors": _validation_errors(exc.errors()),
+                },
             )
         result = await service(request).ingest(body)
         NOTIFICATIONS.labels(result.status).inc()
@@ -219,7 +241,9 @@ def create_app(
         return IncidentList(incidents=items)
 
     @app.get("/api/v1/incidents/{incident_id}", response_model=IncidentView)
-    async def get_incident(request: Request, incident_id: str, _: None = Depends(require_token)) -> IncidentView:
+    async def get_incident(
+        request: Request, incident_id: str, _: None = Depends(require_token)
+    ) -> IncidentView:
         return await service(request).get(incident_id)
 
     @app.post("/api/v1/incidents/{incident_id}/decision", response_model=IncidentView)
@@ -230,7 +254,9 @@ def create_app(
         decision = Decision(decision=body.decision, by=body.by, comment=body.comment, source="api")
         idem = request.headers.get("idempotency-key")
         try:
-            view = await service(request).decide(incident_id, decision, update_id=f"api-{idem}" if idem else None)
+            view = await service(request).decide(
+                incident_id, decision, update_id=f"api-{idem}" if idem else None
+            )
         except IncidentError as err:
             DECISIONS.labels(body.decision.value, "api", str(err.status_code)).inc()
             raise
@@ -242,24 +268,34 @@ def create_app(
         """Jira comment `/selfheal approve|reject` or a transition to the approved/rejected status."""
         secret = settings.tracker.webhook_secret
         if secret is None:
-            return JSONResponse(status_code=403, content={"error": "Jira webhook disabled: tracker.webhook_secret is not set"})
+            return JSONResponse(
+                status_code=403, content={"error": "Jira webhook disabled: tracker.webhook_secret is not set"}
+            )
         try:
             raw = await read_limited(request, settings.max_body_bytes)
         except PayloadTooLarge:
             return JSONResponse(status_code=413, content={"error": "body too large"})
-        if not _jira_signature_ok(secret.get_secret_value(), raw, request.headers.get("x-hub-signature"), token):
+        if not _jira_signature_ok(
+            secret.get_secret_value(), raw, request.headers.get("x-hub-signature"), token
+        ):
             return JSONResponse(status_code=401, content={"error": "bad or missing Jira webhook signature"})
         try:
             event = json.loads(raw)
         except ValueError:
-            return JSONResponse(status_code=422, content={"error": "body is not JSON", "errors": [{"path": "$"}]})
+            return JSONResponse(
+                status_code=422, content={"error": "body is not JSON", "errors": [{"path": "$"}]}
+            )
         if not isinstance(event, dict):
-            return JSONResponse(status_code=422, content={"error": "body must be an object", "errors": [{"path": "$"}]})
+            return JSONResponse(
+                status_code=422, content={"error": "body must be an object", "errors": [{"path": "$"}]}
+            )
         parsed = parse_jira_event(event, settings)
         if parsed is None:
             return JSONResponse(status_code=200, content={"status": "ignored"})
         incident_id, decision = parsed
-        delivery = request.headers.get("x-atlassian-webhook-identifier") or hashlib.sha256(raw).hexdigest()[:32]
+        delivery = (
+            request.headers.get("x-atlassian-webhook-identifier") or hashlib.sha256(raw).hexdigest()[:32]
+        )
         svc = service(request)
         try:
             view = await svc.decide(incident_id, decision, update_id=f"jira-{delivery}")
@@ -299,7 +335,9 @@ def create_app(
                 _system_info_request(), timeout=timedelta(seconds=2)
             )
         except Exception as err:
-            return JSONResponse(status_code=503, content={"status": "unavailable", "error": f"Temporal: {err}"[:300]})
+            return JSONResponse(
+                status_code=503, content={"status": "unavailable", "error": f"Temporal: {err}"[:300]}
+            )
         return JSONResponse(status_code=200, content={"status": "ready"})
 
     @app.get("/metrics")
@@ -339,12 +377,14 @@ def parse_jira_event(event: dict[str, Any], settings: Settings) -> tuple[str, De
     Comments count only when their first line starts with `/selfheal approve|reject`; the author's
     identity is checked against the approvers later, by the service, like any other decision.
     """
-    issue = event.get("issue") if isinstance(event.get("issue"), dict) else {}
-    fields = issue.get("fields") if isinstance(issue, dict) and isinstance(issue.get("fields"), dict) else {}
-    labels = fields.get("labels") if isinstance(fields.get("labels"), list) else []
+    fields = _obj(_obj(event.get("issue")).get("fields"))
+    labels = _arr(fields.get("labels"))
     incident_id = next(
-        (lab.removeprefix("selfheal-") for lab in labels
-         if isinstance(lab, str) and identity.parse_incident_id(lab.removeprefix("selfheal-"))),
+        (
+            lab.removeprefix("selfheal-")
+            for lab in labels
+            if isinstance(lab, str) and identity.parse_incident_id(lab.removeprefix("selfheal-"))
+        ),
         None,
     )
     if incident_id is None:
@@ -360,11 +400,13 @@ def parse_jira_event(event: dict[str, Any], settings: Settings) -> tuple[str, De
         if len(words) >= 2 and words[0] == "/selfheal" and words[1] in ("approve", "reject"):
             reason = " ".join(filter(None, [words[2] if len(words) > 2 else "", rest.strip()]))
             return incident_id, Decision(
-                decision=DecisionKind(words[1]), by=_pick_user(ids, settings), comment=reason[:10_000], source="jira"
+                decision=DecisionKind(words[1]),
+                by=_pick_user(ids, settings),
+                comment=reason[:10_000],
+                source="jira",
             )
         return None
-    changelog = event.get("changelog") if isinstance(event.get("changelog"), dict) else {}
-    items = changelog.get("items") if isinstance(changelog, dict) and isinstance(changelog.get("items"), list) else []
+    items = _arr(_obj(event.get("changelog")).get("items"))
     jira_cfg = settings.tracker.jira
     approved = (jira_cfg.approved_status if jira_cfg else "Approved").lower()
     rejected = (jira_cfg.rejected_status if jira_cfg else "Rejected").lower()
@@ -379,10 +421,20 @@ def parse_jira_event(event: dict[str, Any], settings: Settings) -> tuple[str, De
         if not ids or bots.intersection(ids):
             return None
         return incident_id, Decision(
-            decision=kind, by=_pick_user(ids, settings), comment=f"Jira transition to {item.get('toString')}",
+            decision=kind,
+            by=_pick_user(ids, settings),
+            comment=f"Jira transition to {item.get('toString')}",
             source="jira",
         )
     return None
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _arr(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _pick_user(ids: list[str], settings: Settings) -> str:

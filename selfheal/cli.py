@@ -63,9 +63,9 @@ def root(config: ConfigOpt = None) -> None:
 
 @app.command()
 def dev(
-    data_dir: Annotated[Path, typer.Option(help="Where Temporal's SQLite file, tickets and logs live.")] = Path(
-        ".selfheal"
-    ),
+    data_dir: Annotated[
+        Path, typer.Option(help="Where Temporal's SQLite file, tickets and logs live.")
+    ] = Path(".selfheal"),
     port: Annotated[int, typer.Option(help="HTTP API port.")] = 8080,
     temporal_port: Annotated[int, typer.Option(help="Temporal gRPC port.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
@@ -87,7 +87,9 @@ def api() -> None:
 
     settings = settings_or_exit()
     if settings.webhook_token is None:
-        raise fail("settings: webhook_token: required (set SELFHEAL_WEBHOOK_TOKEN); refusing to run unauthenticated")
+        raise fail(
+            "settings: webhook_token: required (set SELFHEAL_WEBHOOK_TOKEN); refusing to run unauthenticated"
+        )
     configure_logging(settings, component="api")
     uvicorn.run(
         create_app(settings),
@@ -163,8 +165,14 @@ def incidents_list(
     table = Table("id", "stage", "status", "outcome", "service", "alertname", "ticket", "opened")
     for inc in data["incidents"]:
         table.add_row(
-            inc["id"], inc["stage"], inc["status"], inc.get("outcome") or "", inc.get("service") or "",
-            inc.get("alertname") or "", inc.get("ticket_key") or "", (inc.get("opened_at") or "")[:19],
+            inc["id"],
+            inc["stage"],
+            inc["status"],
+            inc.get("outcome") or "",
+            inc.get("service") or "",
+            inc.get("alertname") or "",
+            inc.get("ticket_key") or "",
+            (inc.get("opened_at") or "")[:19],
         )
     out.print(table)
 
@@ -200,7 +208,9 @@ def print_incident(data: dict[str, Any], console: Console = out) -> None:
 
 def _decide(kind: str, incident_id: str, user: str, comment: str, url: str | None) -> None:
     data = _call(
-        url, "POST", f"/api/v1/incidents/{incident_id}/decision",
+        url,
+        "POST",
+        f"/api/v1/incidents/{incident_id}/decision",
         json={"decision": kind, "by": user, "comment": comment},
     )
     out.print(f"{incident_id}: {kind} recorded by {user} (stage {data['stage']})", highlight=False)
@@ -224,7 +234,9 @@ def reject(incident_id: str, as_user: AsOpt, comment: CommentOpt = "", url: UrlO
 
 @app.command()
 def demo(
-    data_dir: Annotated[Path | None, typer.Option(help="Keep the demo's data here (default: a temp dir).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the demo's data here (default: a temp dir).")
+    ] = None,
 ) -> None:
     """Start the embedded stack, post a realistic alert, show the escalation, approve it, stop."""
     from selfheal.demo import run_demo

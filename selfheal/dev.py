@@ -49,9 +49,10 @@ class Child:
     started: list[float] = field(default_factory=list)
 
     def start(self) -> None:
-        out = open(self.log, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         out.close()
 
     def alive(self) -> bool:
@@ -148,8 +149,10 @@ class DevStack:
                     child.restarts += 1
                     delay = min(30.0, 2.0 ** min(child.restarts, 5))
                     child.next_start = now + delay
-                    console.print(f"[yellow]{child.name} exited ({child.proc.returncode if child.proc else '?'});"
-                                  f" restarting in {delay:.0f}s; see {child.log}[/]")
+                    console.print(
+                        f"[yellow]{child.name} exited ({child.proc.returncode if child.proc else '?'});"
+                        f" restarting in {delay:.0f}s; see {child.log}[/]"
+                    )
                 elif now >= child.next_start:
                     child.next_start = 0.0
                     child.start()

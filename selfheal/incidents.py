@@ -13,15 +13,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import (
     Client,
     WorkflowExecution,
-    WorkflowExecutionStatus as ExecStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.client import (
+    WorkflowExecutionStatus as ExecStatus,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -104,7 +110,8 @@ def check_approver(settings: Settings, user: str) -> None:
         return
     if not settings.is_dev:
         raise ApproverNotAllowed(
-            "decisions are disabled: no approvers configured (set `approvers` in the config or SELFHEAL_APPROVERS)"
+            "decisions are disabled: no approvers configured"
+            " (set `approvers` in the config or SELFHEAL_APPROVERS)"
         )
 
 
@@ -177,7 +184,11 @@ class IncidentService:
         limit: int = 100,
     ) -> list[IncidentSummary]:
         clauses = ["WorkflowType = 'IncidentWorkflow'"]
-        for key, value in ((identity.SA_STATUS, status), (identity.SA_STAGE, stage), (identity.SA_SERVICE, service)):
+        for key, value in (
+            (identity.SA_STATUS, status),
+            (identity.SA_STAGE, stage),
+            (identity.SA_SERVICE, service),
+        ):
             if value is not None:
                 if not _SAFE_VALUE.match(value):
                     raise InvalidFilter(f"invalid filter value {value!r}")
@@ -220,7 +231,9 @@ class IncidentService:
             memo = await desc.memo()
             if memo.get("incident_id") == incident_id:
                 running = desc.status == ExecStatus.RUNNING
-                return self.client.get_workflow_handle_for(IncidentWorkflow.run, wid, run_id=desc.run_id), running
+                return self.client.get_workflow_handle_for(
+                    IncidentWorkflow.run, wid, run_id=desc.run_id
+                ), running
             query = f"WorkflowId = '{wid}' AND {identity.SA_INCIDENT_ID.name} = '{incident_id}'"
             async for wf in self.client.list_workflows(query, rpc_timeout=self.rpc_timeout):
                 if wf.status in (ExecStatus.COMPLETED, ExecStatus.RUNNING):
@@ -238,9 +251,7 @@ class IncidentService:
         handle, running = await self._find(incident_id)
         try:
             if running:
-                view: IncidentView = await handle.query(
-                    IncidentWorkflow.view, rpc_timeout=self.rpc_timeout
-                )
+                view: IncidentView = await handle.query(IncidentWorkflow.view, rpc_timeout=self.rpc_timeout)
                 return view
             result: IncidentView = await handle.result(rpc_timeout=self.rpc_timeout)
             return result
@@ -253,7 +264,9 @@ class IncidentService:
 
     # --- decisions --------------------------------------------------------------------------------
 
-    async def decide(self, incident_id: str, decision: Decision, *, update_id: str | None = None) -> IncidentView:
+    async def decide(
+        self, incident_id: str, decision: Decision, *, update_id: str | None = None
+    ) -> IncidentView:
         check_approver(self.settings, decision.by)
         handle, running = await self._find(incident_id)
         if not running:
@@ -278,7 +291,9 @@ class IncidentService:
                     f"incident {incident_id} did not accept the decision in time (is a worker running?)"
                 ) from err
             raise
-        log.info("decision accepted", incident_id=incident_id, decision=decision.decision.value, by=decision.by)
+        log.info(
+            "decision accepted", incident_id=incident_id, decision=decision.decision.value, by=decision.by
+        )
         return view
 
 
@@ -290,7 +305,7 @@ async def _summary(wf: WorkflowExecution) -> IncidentSummary | None:
         return None
     stage = sa.get(identity.SA_STAGE) or "received"
     if wf.status not in (ExecStatus.RUNNING, ExecStatus.COMPLETED) and wf.status is not None:
-        stage = WorkflowExecutionStatus.Name(int(wf.status)).removeprefix("WORKFLOW_EXECUTION_STATUS_").lower()
+        stage = wf.status.name.lower()
     return IncidentSummary(
         id=str(incident_id),
         stage=stage,

