@@ -592,6 +592,25 @@ def test_fake_search_endpoints_match_the_deployment(fake: JiraFake, cloud_fake: 
     assert set(ids_only["issues"][0]) == {"id"}  # Cloud returns ids unless fields are asked for
 
 
+def test_fake_update_verbs_apply_on_create(fake: JiraFake) -> None:
+    update = {"labels": [{"add": "from-update"}], "comment": [{"add": {"body": "first words"}}]}
+    body = {
+        "fields": {"project": {"key": "OPS"}, "issuetype": {"name": "Task"}, "summary": "s"},
+        "update": update,
+    }
+    assert api(fake, "POST", "issue", json=body, headers=JSON).status_code == 201
+    assert fake.issues["OPS-1"]["fields"]["labels"] == ["from-update"]
+    assert [c["body"] for c in fake.comments("OPS-1")] == ["first words"]
+
+
+def test_fake_search_lag_hides_new_issues_like_jira_index() -> None:
+    with JiraFake(search_lag_seconds=0.3) as lagging:
+        create_raw(lagging)
+        assert api(lagging, "GET", "search", params={"jql": "project = OPS"}).json()["total"] == 0
+        threading.Event().wait(0.35)
+        assert api(lagging, "GET", "search", params={"jql": "project = OPS"}).json()["total"] == 1
+
+
 def test_fake_fail_next_and_rate_limit_headers(fake: JiraFake) -> None:
     fake.fail_next(status=429, count=2, retry_after=3)
     for _ in range(2):
@@ -623,7 +642,9 @@ class _Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/jira/webhook"
 
@@ -695,3 +716,16 @@ def test_fake_api_changes_fire_webhooks_only_when_asked(fake: JiraFake, receiver
             break
         threading.Event().wait(0.05)
     assert [d.event["comment"]["author"]["name"] for d in fake.deliveries] == ["bot"]
+
+
+def test_fake_comment_can_also_send_issue_updated(fake: JiraFake, receiver: _Receiver) -> None:
+    create_raw(fake)
+    fake.configure_webhook(receiver.url, comment_also_updates=True)
+    fake.add_comment_as("OPS-1", "alice", "hello")
+    events = [json.loads(body) for _, _, body in receiver.received]
+    assert [(e["webhookEvent"], e.get("issue_event_type_name")) for e in events] == [
+        ("comment_created", None),
+        ("jira:issue_updated", "issue_commented"),
+    ]
+    assert "changelog" not in events[1]
+    assert events[1]["comment"]["body"] == "hello"

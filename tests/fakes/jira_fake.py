@@ -71,7 +71,7 @@ DEFAULT_WORKFLOW: tuple[WorkflowStatus, ...] = (
     WorkflowStatus("To Do", "10000", "new", "11"),
     WorkflowStatus("In Progress", "3", "indeterminate", "21"),
     WorkflowStatus("Approved", "10002", "indeterminate", "41"),
-    WorkflowStatus("Rejected", "10003", "done", "51", resolution="Won't Do"),
+    WorkflowStatus("Rejected", "10003", "indeterminate", "51"),
     WorkflowStatus("Done", "10001", "done", "31", resolution="Done"),
 )
 
@@ -555,6 +555,7 @@ def _parse_date(text: str, now: datetime) -> datetime | None:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes; no 40 ms delayed-ACK stall
     server: _Server
 
     def _handle(self) -> None:
@@ -654,7 +655,9 @@ class JiraFake:
     def start(self) -> JiraFake:
         server = _Server(self)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="jira-fake", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="jira-fake", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -1480,6 +1483,57 @@ class JiraFake:
             return f"The label '{label}' exceeds the maximum length for a single label of 255 characters."
         return None
 
+    def _apply_update_ops(
+        self, update: JsonDict, fields: JsonDict, labels: list[str], clean: JsonDict, errors: dict[str, str]
+    ) -> list[str]:
+        """Jira's `update` verbs (add/remove/set) on top of `fields`; returns comment bodies to add.
+
+        `labels` is changed in place, `clean` and `errors` are filled like `_validate_fields` does.
+        """
+        new_comments: list[str] = []
+        for name, ops in update.items():
+            if name in fields:
+                errors[name] = f"Field '{name}' cannot be set in both 'fields' and 'update'."
+                continue
+            if not isinstance(ops, list):
+                errors[name] = "Operations must be a list"
+                continue
+            for op in ops:
+                if not isinstance(op, dict) or len(op) != 1:
+                    errors[name] = "Each operation must have exactly one verb"
+                    break
+                verb, value = next(iter(op.items()))
+                if name == "labels":
+                    err: str | None = None
+                    if verb == "set":
+                        new, err = self._check_labels(value)
+                        labels[:] = new
+                    elif verb in ("add", "remove"):
+                        err = self._check_label(value)
+                        if err is None and verb == "add" and value not in labels:
+                            labels.append(value)
+                        if err is None and verb == "remove" and value in labels:
+                            labels.remove(value)
+                    else:
+                        err = f"Field 'labels' does not support operation '{verb}'"
+                    if err:
+                        errors["labels"] = err
+                elif name == "comment" and verb == "add":
+                    text = value.get("body") if isinstance(value, dict) else None
+                    if not isinstance(text, str) or not text.strip():
+                        errors["comment"] = "Comment body can not be empty!"
+                    else:
+                        new_comments.append(text)
+                elif verb == "set" and name in _WRITABLE - {"labels", "project", "issuetype"}:
+                    more, errs = self._validate_fields({name: value}, creating=False)
+                    clean.update(more)
+                    errors.update(errs)
+                else:
+                    errors[name] = (
+                        f"Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."
+                    )
+        return new_comments
+
     def _h_create(self, user: str, headers: Mapping[str, str], body: bytes, **_: Any) -> _Response:
         data = self._body_json(headers, body)
         fields = data.get("fields")
@@ -1494,14 +1548,10 @@ class JiraFake:
             if "summary" not in fields:
                 errors["summary"] = "You must specify a summary of the issue."
             update = data.get("update") or {}
-            if update:
-                errors.update(
-                    {
-                        name: f"Field '{name}' cannot be set on create via 'update'."
-                        for name in update
-                        if name not in ("labels", "comment")
-                    }
-                )
+            if not isinstance(update, dict):
+                _fail(400, ["update must be an object"])
+            labels = list(clean.get("labels", []))
+            new_comments = self._apply_update_ops(update, fields, labels, clean, errors)
             if errors:
                 _fail(400, [], errors)
             project = clean["project"]
@@ -1516,7 +1566,7 @@ class JiraFake:
                 issuetype=clean["issuetype"],
                 summary=clean["summary"],
                 description=clean.get("description"),
-                labels=clean.get("labels", []),
+                labels=labels,
                 priority=clean.get("priority", "Medium"),
                 status=first.name,
                 reporter=clean.get("reporter", user),
@@ -1526,6 +1576,8 @@ class JiraFake:
                 status_changed=now,
             )
             self._issues[iss.key] = iss
+            for text in new_comments:
+                self._add_comment(iss, user, text)
             held = self._holds.pop(0) if self._holds else None
             if held is not None:
                 self._active_holds.append(held)
@@ -1549,51 +1601,11 @@ class JiraFake:
         update = data.get("update") or {}
         if not isinstance(fields, dict) or not isinstance(update, dict):
             _fail(400, ["fields and update must be objects"])
-        new_comments: list[str] = []
         with self._lock:
             iss = self._get_issue(key)
             clean, errors = self._validate_fields(fields, creating=False)
             labels = list(clean.get("labels", iss.labels))
-            for name, ops in update.items():
-                if name in fields:
-                    errors[name] = f"Field '{name}' cannot be set in both 'fields' and 'update'."
-                    continue
-                if not isinstance(ops, list):
-                    errors[name] = "Operations must be a list"
-                    continue
-                for op in ops:
-                    if not isinstance(op, dict) or len(op) != 1:
-                        errors[name] = "Each operation must have exactly one verb"
-                        break
-                    verb, value = next(iter(op.items()))
-                    if name == "labels":
-                        if verb == "set":
-                            new, err = self._check_labels(value)
-                            labels = new
-                        elif verb in ("add", "remove"):
-                            err = self._check_label(value)
-                            if err is None and verb == "add" and value not in labels:
-                                labels.append(value)
-                            if err is None and verb == "remove" and value in labels:
-                                labels.remove(value)
-                        else:
-                            err = f"Field 'labels' does not support operation '{verb}'"
-                        if err:
-                            errors["labels"] = err
-                    elif name == "comment" and verb == "add":
-                        text = value.get("body") if isinstance(value, dict) else None
-                        if not isinstance(text, str) or not text.strip():
-                            errors["comment"] = "Comment body can not be empty!"
-                        else:
-                            new_comments.append(text)
-                    elif verb == "set" and name in _WRITABLE - {"labels", "project"}:
-                        more, errs = self._validate_fields({name: value}, creating=False)
-                        clean.update(more)
-                        errors.update(errs)
-                    else:
-                        errors[name] = (
-                            f"Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."
-                        )
+            new_comments = self._apply_update_ops(update, fields, labels, clean, errors)
             if errors:
                 _fail(400, [], errors)
             for name, value in clean.items():
