@@ -54,7 +54,8 @@ class TicketActivities:
         self.tracker = tracker
         self.policy = policy
 
-    async def _call(self, fn: Callable[[], T], what: str) -> T:
+    async def _call(self, fn: Callable[[], T], what: str, incident_id: str) -> T:
+        structlog.contextvars.bind_contextvars(incident_id=incident_id or None)
         try:
             return await asyncio.to_thread(fn)
         except TrackerError as err:
@@ -78,7 +79,7 @@ class TicketActivities:
             link_url=req.workflow_url or None,
             link_title=f"selfheal incident {view.id} (Temporal)",
         )
-        ref = await self._call(lambda: self.tracker.create_or_update(content), "open_ticket")
+        ref = await self._call(lambda: self.tracker.create_or_update(content), "open_ticket", view.id)
         log.info("ticket ready", incident_id=view.id, key=ref.key)
         return ref
 
@@ -97,19 +98,21 @@ class TicketActivities:
             )
             self.tracker.comment(req.key, body, req.dedup_key)
 
-        await self._call(run, "escalate_ticket")
+        await self._call(run, "escalate_ticket", req.incident_id)
         log.info("ticket escalated", incident_id=req.incident_id, key=req.key, priority=priority)
 
     @activity.defn(name="comment_ticket")
     async def comment_ticket(self, req: CommentRequest) -> bool:
         return await self._call(
-            lambda: self.tracker.comment(req.key, req.body, req.dedup_key), "comment_ticket"
+            lambda: self.tracker.comment(req.key, req.body, req.dedup_key), "comment_ticket", req.incident_id
         )
 
     @activity.defn(name="transition_ticket")
     async def transition_ticket(self, req: TransitionRequest) -> bool:
         status = self.policy.done_status if req.to_done else (req.status or self.policy.done_status)
-        return await self._call(lambda: self.tracker.transition(req.key, status), "transition_ticket")
+        return await self._call(
+            lambda: self.tracker.transition(req.key, status), "transition_ticket", req.incident_id
+        )
 
     def all(self) -> list[Callable[..., object]]:
         return [self.open_ticket, self.escalate_ticket, self.comment_ticket, self.transition_ticket]

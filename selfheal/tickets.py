@@ -29,12 +29,14 @@ class EscalationRequest(BaseModel):
 
 class CommentRequest(BaseModel):
     key: str
+    incident_id: str = ""
     body: str
     dedup_key: str
 
 
 class TransitionRequest(BaseModel):
     key: str
+    incident_id: str = ""
     to_done: bool = False
     status: str | None = None
 

@@ -207,7 +207,7 @@ async def test_worker_killed_during_ticket_create_still_one_ticket(
     )
 
     def start_worker(name: str) -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
+        log = open(tmp_path / f"{name}.log", "wb")
         return subprocess.Popen(
             [sys.executable, "-m", "selfheal", "worker"],
             env=env,

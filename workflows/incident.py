@@ -291,6 +291,7 @@ class IncidentWorkflow:
                 if comment and self._view.ticket is not None:
                     self._comments.append(
                         CommentRequest(
+                            incident_id=self._view.id,
                             key=self._view.ticket.key,
                             body="Alert group changed:\n" + "\n".join(f"- {c}" for c in changes),
                             dedup_key=f"{self._view.id}:notification:{self._view.notifications}",
@@ -325,7 +326,11 @@ class IncidentWorkflow:
         if decision.comment:
             text += f"\nComment: {decision.comment}"
         self._event("decision", text, {"decision": decision.decision.value, "by": decision.by})
-        await self._comment(CommentRequest(key=ticket.key, body=text, dedup_key=f"{self._view.id}:decision"))
+        await self._comment(
+            CommentRequest(
+                incident_id=self._view.id, key=ticket.key, body=text, dedup_key=f"{self._view.id}:decision"
+            )
+        )
         self._close(Outcome.APPROVED if decision.decision == DecisionKind.APPROVE else Outcome.REJECTED)
 
     async def _close_resolved(self) -> None:
@@ -334,6 +339,7 @@ class IncidentWorkflow:
         quiet = self._policy.resolve_quiet_seconds
         await self._comment(
             CommentRequest(
+                incident_id=self._view.id,
                 key=ticket.key,
                 body=f"All alerts resolved and stayed quiet for {quiet:.0f}s: closing.",
                 dedup_key=f"{self._view.id}:resolved",
@@ -342,7 +348,7 @@ class IncidentWorkflow:
         try:
             await workflow.execute_activity(
                 "transition_ticket",
-                TransitionRequest(key=ticket.key, to_done=True),
+                TransitionRequest(incident_id=self._view.id, key=ticket.key, to_done=True),
                 result_type=bool,
                 **self._activity_options(),
             )

@@ -11,9 +11,14 @@ Usage::
     with JiraFake(users={"bot": "token"}) as fake:
         client = JIRA(fake.url, basic_auth=("bot", "token"))
 
-Limits, on purpose: one workflow (global transitions to every status), no permissions beyond
-authentication, JQL restricted to the clauses listed in `_JQL_FIELDS` with AND/OR/NOT/parentheses,
-`=`, `!=`, `IN`, `NOT IN`, `IS [NOT] EMPTY`, `~` on text and date comparisons.
+The default workflow has global transitions (named like their target status) to "To Do" (category
+new), "In Progress", "Approved", "Rejected" (indeterminate: still open, as in LocalTracker) and
+"Done" (done, resolution Done); pass `workflow=` for another. Real Jira also sends webhooks for
+changes made through the REST API, i.e. by our own bot: `configure_webhook(..., api_events=True)`.
+
+Limits, on purpose: no screens or permissions beyond authentication, JQL restricted to the clauses
+in `_JQL_FIELDS` with AND/OR/NOT/parentheses, `=`, `!=`, `IN`, `NOT IN`, `IS [NOT] EMPTY`, `~` on
+text, date comparisons and `currentUser()`.
 """
 
 from __future__ import annotations
@@ -647,6 +652,7 @@ class JiraFake:
         self._webhook: _Webhook | None = None
         self._deliveries: list[WebhookDelivery] = []
         self._server: _Server | None = None
+        self._base_url = ""
         self._thread: threading.Thread | None = None
         self._routes: list[_Route] = self._build_routes()
 
@@ -655,6 +661,8 @@ class JiraFake:
     def start(self) -> JiraFake:
         server = _Server(self)
         self._server = server
+        host, port = server.server_address[:2]
+        self._base_url = f"http://{host!s}:{port}"
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="jira-fake", daemon=True
         )
@@ -680,10 +688,9 @@ class JiraFake:
     @property
     def url(self) -> str:
         """Base URL, e.g. `http://127.0.0.1:54321` (what JiraSettings.url should hold)."""
-        if self._server is None:
-            raise RuntimeError("JiraFake is not running; use it as a context manager")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        if not self._base_url:
+            raise RuntimeError("JiraFake was never started; use it as a context manager")
+        return self._base_url
 
     # -------------------------------------------------------------------------- test switches
 
@@ -1578,11 +1585,20 @@ class JiraFake:
             self._issues[iss.key] = iss
             for text in new_comments:
                 self._add_comment(iss, user, text)
+            created_event: JsonDict = {
+                "timestamp": int(time.time() * 1000),
+                "webhookEvent": "jira:issue_created",
+                "issue_event_type_name": "issue_created",
+                "user": self._user_json(user),
+                "issue": self._issue_json(iss, self._webhook_fields),
+                "matchedWebhookIds": [1],
+            }
             held = self._holds.pop(0) if self._holds else None
             if held is not None:
                 self._active_holds.append(held)
                 held.key = iss.key
             payload = {"id": str(iss.id), "key": iss.key, "self": f"{self._base()}/rest/api/2/issue/{iss.id}"}
+        self._fire_api_events([created_event])
         if held is not None:
             held.created.set()
             held.released.wait(self._hold_timeout)
@@ -1608,15 +1624,59 @@ class JiraFake:
             new_comments = self._apply_update_ops(update, fields, labels, clean, errors)
             if errors:
                 _fail(400, [], errors)
+            before = self._editable_strings(iss)
             for name, value in clean.items():
                 if name != "labels":
                     setattr(iss, name, value)
             iss.labels = labels
             iss.updated = datetime.now(UTC)
+            events = self._edit_events(iss, user, before)
             comments = [self._add_comment(iss, user, text) for text in new_comments]
-            events = [e for c in comments for e in self._comment_events(iss, c, user)]
+            events += [e for c in comments for e in self._comment_events(iss, c, user)]
         self._fire_api_events(events)
         return _Response(204)
+
+    @staticmethod
+    def _editable_strings(iss: _Issue) -> dict[str, str | None]:
+        """Field values as a changelog shows them (`fromString` / `toString`)."""
+        return {
+            "summary": iss.summary,
+            "description": iss.description,
+            "labels": " ".join(iss.labels) or None,
+            "priority": iss.priority,
+            "assignee": iss.assignee,
+            "issuetype": iss.issuetype,
+        }
+
+    def _edit_events(self, iss: _Issue, user: str, before: dict[str, str | None]) -> list[JsonDict]:
+        """The `jira:issue_updated` event for a REST edit; none when nothing changed (as in Jira)."""
+        after = self._editable_strings(iss)
+        items = [
+            {
+                "field": name,
+                "fieldtype": "jira",
+                "fieldId": name,
+                "from": None,
+                "fromString": before[name],
+                "to": None,
+                "toString": after[name],
+            }
+            for name in after
+            if before[name] != after[name]
+        ]
+        if not items:
+            return []
+        return [
+            {
+                "timestamp": int(time.time() * 1000),
+                "webhookEvent": "jira:issue_updated",
+                "issue_event_type_name": "issue_updated",
+                "user": self._user_json(user),
+                "issue": self._issue_json(iss, self._webhook_fields),
+                "changelog": {"id": str(self._next_id()), "items": items},
+                "matchedWebhookIds": [1],
+            }
+        ]
 
     # ---- comments
 
