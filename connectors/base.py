@@ -41,8 +41,12 @@ def incident_label(incident_id: str) -> str:
 
 
 def dedup_marker(dedup_key: str) -> str:
-    """A marker appended to comments so a retried comment is recognised and skipped."""
-    return f"[selfheal:{dedup_key}]"
+    """A marker appended to comments so a retried comment is recognised and skipped.
+
+    Parentheses, not brackets: `[…]` is a link in Jira wiki markup and would be rewritten. The
+    closing parenthesis keeps `…:1` from matching inside `…:10`.
+    """
+    return f"(selfheal-ref {dedup_key})"
 
 
 class Tracker(ABC):

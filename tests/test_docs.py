@@ -33,6 +33,7 @@ def test_readme_quickstart_and_endpoints() -> None:
     quickstart = readme.split("## Quickstart", 1)[1].split("##", 1)[0]
     commands = re.findall(r"^(make \w+)", quickstart, flags=re.M)
     assert commands == ["make demo", "make test"]
+
     def shape(path: str) -> str:
         return re.sub(r"\{[^}]*\}", "{}", path)
 

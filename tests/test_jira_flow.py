@@ -247,3 +247,18 @@ async def test_worker_killed_during_ticket_create_still_one_ticket(
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+
+
+async def test_comment_sent_as_two_events_is_one_decision(jstack: JiraStack) -> None:
+    """Server/DC sends comment_created and an issue_updated carrying the same comment."""
+    jstack.fake.configure_webhook(
+        f"{jstack.api.url}/api/v1/jira/webhook", secret=SECRET, comment_also_updates=True
+    )
+    incident_id, key = await jstack.escalated()
+    assert await asyncio.to_thread(jstack.fake.add_comment_as, key, "alice", "/selfheal approve") == 200
+    view = await jstack.wait(incident_id, lambda v: v["stage"] == "closed")
+    assert view["outcome"] == "approved"
+    assert [e["kind"] for e in view["timeline"]].count("decision") == 1
+    decisions = [c for c in jstack.fake.comments(key) if c["body"].startswith("Approved by alice")]
+    assert len(decisions) == 1
+    assert len(jstack.fake.deliveries) >= 2
