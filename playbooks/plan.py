@@ -1,0 +1,137 @@
+"""A rendered remediation plan: what RemediationWorkflow executes, step by step.
+
+Everything here is already rendered and validated (templates resolved from validated params,
+paths checked to stay inside the worktree), so the workflow and activities treat it as data.
+The playbook schema (`playbooks/schema.py`) and the renderer produce it; nothing else does.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class GitRevertAction(BaseModel):
+    """Revert the commits made in [alert start - since, alert start] that touch `paths` (globs)."""
+
+    kind: Literal["git_revert"] = "git_revert"
+    since_seconds: float
+    paths: list[str]
+    max_commits: int = 5
+
+
+class GitEditAction(BaseModel):
+    """Set (or scale) the value at a dotted key path in a YAML/JSON/TOML/.env file of the repo."""
+
+    kind: Literal["git_edit"] = "git_edit"
+    file: str
+    key: str
+    value: Any = None
+    #: Multiply the current numeric value (units such as `512Mi` kept) instead of setting `value`.
+    scale: float | None = None
+    #: Upper bound for a scaled value, in the value's own unit.
+    max_value: float | None = None
+    format: Literal["auto", "yaml", "json", "toml", "env"] = "auto"
+
+
+class CommandAction(BaseModel):
+    """An argv list (never a shell string), run in the worktree (or `cwd` inside it)."""
+
+    kind: Literal["command"] = "command"
+    argv: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str = "."
+    timeout_seconds: float = 60
+    #: Run sandboxed (bubblewrap, no network, only the worktree writable) — tests always are.
+    sandbox: bool = False
+
+
+class HttpAction(BaseModel):
+    kind: Literal["http"] = "http"
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: str
+    json_body: Any = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
+    timeout_seconds: float = 30
+
+
+class GitPushAction(BaseModel):
+    """GitOps deploy: push the fix commit to `branch` of the configured repo's remote."""
+
+    kind: Literal["git_push"] = "git_push"
+    branch: str
+    remote: str = "origin"
+
+
+Action = Annotated[
+    GitRevertAction | GitEditAction | CommandAction | HttpAction | GitPushAction,
+    Field(discriminator="kind"),
+]
+
+
+class PlannedStep(BaseModel):
+    phase: Literal["fix", "test", "deploy", "rollback"]
+    index: int
+    description: str
+    action: Action
+
+
+class PlannedCheck(BaseModel):
+    """A PromQL check: the query's value(s) must satisfy `condition` (e.g. `> 0.05`)."""
+
+    name: str
+    query: str
+    condition: str
+
+
+class PlannedVerify(BaseModel):
+    query: str
+    condition: str
+    hold_for_seconds: float = 60
+    timeout_seconds: float = 600
+    alert_resolved: bool = False
+
+
+class PlannedPolicy(BaseModel):
+    mode: Literal["auto", "approve", "suggest"]
+    max_runs: int
+    window_seconds: float
+    cooldown_seconds: float
+    require_firing: bool = True
+
+
+class RemediationPlan(BaseModel):
+    """One playbook applied to one alert: the whole fix → test → deploy → verify → rollback path."""
+
+    playbook: str
+    playbook_digest: str
+    category: str = ""
+    description: str = ""
+    incident_id: str = ""
+    alert_fingerprint: str
+    alertname: str
+    target: str
+    repo: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    policy: PlannedPolicy
+    diagnose: list[PlannedCheck] = Field(default_factory=list)
+    fix: list[PlannedStep] = Field(default_factory=list)
+    test: list[PlannedStep] = Field(default_factory=list)
+    deploy: list[PlannedStep] = Field(default_factory=list)
+    verify: PlannedVerify | None = None
+    #: "auto": revert the fix commit and redeploy; otherwise explicit steps.
+    rollback: Literal["auto"] | list[PlannedStep] = "auto"
+
+
+class MatchResult(BaseModel):
+    """Which playbook applies to one alert, or why none does."""
+
+    fingerprint: str
+    alertname: str
+    playbook: str | None = None
+    mode: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    reasons: list[str] = Field(default_factory=list)
+    plan: RemediationPlan | None = None
