@@ -24,11 +24,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from pydantic import BaseModel, Field, ValidationError
 from temporalio.client import Client
 
-from selfheal import identity
+from selfheal import control, identity
 from selfheal.incidents import IncidentError, IncidentService
 from selfheal.models import AlertmanagerWebhook, Decision, DecisionKind, IncidentSummary, IncidentView
 from selfheal.settings import Settings
 from selfheal.temporal import connect
+from workflows.control import ControlState, PauseRequest
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +55,11 @@ class DecisionRequest(BaseModel):
     decision: DecisionKind
     by: str = Field(min_length=1, max_length=200)
     comment: str = Field(default="", max_length=10_000)
+
+
+class PauseBody(BaseModel):
+    by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=1000)
 
 
 class ErrorBody(BaseModel):
@@ -262,6 +268,23 @@ def create_app(
             raise
         DECISIONS.labels(body.decision.value, "api", "accepted").inc()
         return view
+
+    @app.get("/api/v1/remediation", response_model=ControlState)
+    async def remediation_state(request: Request, _: None = Depends(require_token)) -> ControlState:
+        """Whether autonomous remediation is paused, and recent playbook runs (circuit breaker)."""
+        return await control.get_state(request.app.state.client, settings)
+
+    @app.post("/api/v1/remediation/pause", response_model=ControlState)
+    async def pause(request: Request, body: PauseBody, _: None = Depends(require_token)) -> ControlState:
+        """Stop autonomous fixes globally: every match is escalated to humans instead."""
+        req = PauseRequest(paused=True, by=body.by, reason=body.reason)
+        return await control.set_paused(request.app.state.client, settings, req)
+
+    @app.post("/api/v1/remediation/resume", response_model=ControlState)
+    async def resume(request: Request, body: PauseBody, _: None = Depends(require_token)) -> ControlState:
+        """Restart autonomous fixes (approvers only)."""
+        req = PauseRequest(paused=False, by=body.by, reason=body.reason)
+        return await control.set_paused(request.app.state.client, settings, req)
 
     @app.post("/api/v1/jira/webhook")
     async def jira_webhook(request: Request, token: str | None = None) -> JSONResponse:

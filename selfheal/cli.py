@@ -232,6 +232,29 @@ def reject(incident_id: str, as_user: AsOpt, comment: CommentOpt = "", url: UrlO
     _decide("reject", incident_id, as_user, comment, url)
 
 
+def _pause(paused: bool, user: str, reason: str, url: str | None) -> None:
+    data = _call(
+        url,
+        "POST",
+        f"/api/v1/remediation/{'pause' if paused else 'resume'}",
+        json={"by": user, "reason": reason},
+    )
+    state = "paused" if data["paused"] else "running"
+    out.print(f"autonomous remediation {state} (by {data['paused_by']})", highlight=False)
+
+
+@app.command()
+def pause(as_user: AsOpt, reason: CommentOpt = "", url: UrlOpt = None) -> None:
+    """Stop autonomous remediation globally: every playbook match is escalated instead."""
+    _pause(True, as_user, reason, url)
+
+
+@app.command()
+def resume(as_user: AsOpt, reason: CommentOpt = "", url: UrlOpt = None) -> None:
+    """Restart autonomous remediation (approvers only)."""
+    _pause(False, as_user, reason, url)
+
+
 @app.command()
 def demo(
     data_dir: Annotated[

@@ -75,6 +75,8 @@ class Stage(StrEnum):
 class Outcome(StrEnum):
     """How an incident ended."""
 
+    HEALED = "healed"
+    HEALED_AFTER_APPROVAL = "healed_after_approval"
     APPROVED = "approved"
     REJECTED = "rejected"
     RESOLVED = "resolved"
@@ -128,6 +130,25 @@ class TrackedAlert(BaseModel):
     generatorURL: str = ""
 
 
+class Proposal(BaseModel):
+    """The fix a playbook proposes for this incident, as humans see it before deciding."""
+
+    playbook: str
+    mode: str
+    target: str
+    params: dict[str, str] = Field(default_factory=dict)
+    steps: list[str] = Field(default_factory=list)
+
+
+class RemediationSummary(BaseModel):
+    playbook: str
+    outcome: str
+    reason: str = ""
+    fix_commit: str | None = None
+    approved_by: str | None = None
+    seconds: float = 0.0
+
+
 class IncidentView(BaseModel):
     """The incident as the API, the CLI and the workflow query show it."""
 
@@ -147,6 +168,8 @@ class IncidentView(BaseModel):
     ticket: TicketRef | None = None
     alerts: list[TrackedAlert] = Field(default_factory=list)
     decision: Decision | None = None
+    proposal: Proposal | None = None
+    remediations: list[RemediationSummary] = Field(default_factory=list)
     escalations: int = 0
     notifications: int = 0
     timeline: list[TimelineEvent] = Field(default_factory=list)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -22,7 +22,13 @@ class ConfigError(Exception):
     """Configuration that cannot be used; the message is one line naming the field."""
 
 
-class TemporalSettings(BaseModel):
+class Section(BaseModel):
+    """A settings section: unknown keys are typos, so they are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TemporalSettings(Section):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = TASK_QUEUE
@@ -35,7 +41,7 @@ class TemporalSettings(BaseModel):
     rpc_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
 
 
-class JiraSettings(BaseModel):
+class JiraSettings(Section):
     url: str = Field(min_length=1)
     project: str = Field(min_length=1)
     #: Jira Cloud: account e-mail + API token (basic). Server/DC: leave `user` empty, token is a PAT.
@@ -58,7 +64,7 @@ class JiraSettings(BaseModel):
     timeout_seconds: float = Field(default=15.0, gt=0)
 
 
-class TrackerSettings(BaseModel):
+class TrackerSettings(Section):
     kind: Literal["local", "jira"] = "local"
     jira: JiraSettings | None = None
     #: Jira's outgoing webhook secret (HMAC `X-Hub-Signature` or `?token=`).
@@ -67,7 +73,7 @@ class TrackerSettings(BaseModel):
     bot_accounts: list[str] = Field(default_factory=list)
 
 
-class IncidentPolicy(BaseModel):
+class IncidentPolicy(Section):
     decision_timeout_seconds: float = Field(default=1800, gt=0)
     max_reescalations: int = Field(default=3, ge=0)
     resolve_quiet_seconds: float = Field(default=300, ge=0)
@@ -75,6 +81,30 @@ class IncidentPolicy(BaseModel):
     service_labels: list[str] = Field(default_factory=lambda: ["service", "job", "app", "namespace"])
     activity_timeout_seconds: float = Field(default=30, gt=0)
     continue_as_new_after_events: int = Field(default=2000, ge=100)
+
+
+class RepoSettings(Section):
+    """A git repository selfheal may change: a local clone it owns, pushing to `remote`."""
+
+    path: Path
+    remote: str = "origin"
+    base_branch: str = "main"
+
+
+class RemediationSettings(Section):
+    enabled: bool = True
+    playbook_dirs: list[Path] = Field(default_factory=list)
+    include_library: bool = True
+    repos: dict[str, RepoSettings] = Field(default_factory=dict)
+    #: Where fix worktrees live; default `<data_dir>/worktrees`.
+    worktrees_dir: Path | None = None
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
+    sandbox_memory_mb: int = Field(default=1024, ge=64)
+    #: How often an incident retries when another remediation holds its target.
+    lock_retry_seconds: float = Field(default=15, gt=0)
+    #: Poll interval while verifying with Prometheus.
+    verify_poll_seconds: float = Field(default=2, gt=0)
 
 
 class Settings(BaseSettings):
@@ -99,6 +129,7 @@ class Settings(BaseSettings):
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     incident: IncidentPolicy = Field(default_factory=IncidentPolicy)
+    remediation: RemediationSettings = Field(default_factory=RemediationSettings)
 
     @field_validator("approvers", mode="before")
     @classmethod
@@ -126,6 +157,10 @@ class Settings(BaseSettings):
     @property
     def local_db_path(self) -> Path:
         return self.data_dir / "tickets.db"
+
+    @property
+    def worktrees_dir(self) -> Path:
+        return self.remediation.worktrees_dir or self.data_dir / "worktrees"
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

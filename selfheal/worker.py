@@ -9,12 +9,15 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.remediation import RemediationActivities
 from activities.tickets import TicketActivities, TicketPolicy
 from connectors.base import Tracker
 from connectors.local_tracker import LocalTracker
 from selfheal.settings import ConfigError, Settings
 from selfheal.temporal import connect, ensure_search_attributes
+from workflows.control import ControlWorkflow
 from workflows.incident import IncidentWorkflow
+from workflows.remediation import RemediationWorkflow
 
 log = structlog.get_logger(__name__)
 
@@ -31,12 +34,13 @@ def build_tracker(settings: Settings) -> Tracker:
 
 
 def build_worker(client: Client, settings: Settings, tracker: Tracker | None = None) -> Worker:
-    acts = TicketActivities(tracker or build_tracker(settings), TicketPolicy(settings.tracker.jira))
+    tickets = TicketActivities(tracker or build_tracker(settings), TicketPolicy(settings.tracker.jira))
+    remediation = RemediationActivities(settings, client)
     return Worker(
         client,
         task_queue=settings.temporal.task_queue,
-        workflows=[IncidentWorkflow],
-        activities=acts.all(),
+        workflows=[IncidentWorkflow, RemediationWorkflow, ControlWorkflow],
+        activities=[*tickets.all(), *remediation.all()],
     )
 
 

@@ -42,6 +42,24 @@ def temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+#: temporalio/sdk-python#300: the Rust bridge's threads can abort CPython's finalization *after* the
+#: worker has shut down cleanly (about one exit in eight here). Tolerated only in exactly that shape.
+SDK_ABORT = "Fatal Python error: PyGILState_Release"
+
+
+def logged_lines(run: Run) -> list[str]:
+    """The worker's log lines; fails unless it exited 0 (or hit only the known SDK abort at exit)."""
+    text = run.stderr
+    if run.returncode != 0:
+        assert run.returncode == -signal.SIGABRT and SDK_ABORT in text, (run.returncode, text)
+        head = text[: text.index(SDK_ABORT)]
+        assert "worker stopping" in head, text
+        text = head
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines, "the worker logged nothing"
+    return lines
+
+
 @dataclass
 class Run:
     incident_id: str
@@ -110,10 +128,7 @@ def _wait_awaiting(
 
 def test_production_worker_logs_json_lines_with_incident_id(temporal: str, tmp_path: Path) -> None:
     run = run_worker_through_an_incident(temporal, tmp_path, "production")
-    assert run.returncode == 0, run.stderr
-
-    lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert lines, "the worker logged nothing"
+    lines = logged_lines(run)
     records = []
     for line in lines:
         try:
@@ -141,10 +156,7 @@ def test_production_worker_logs_json_lines_with_incident_id(temporal: str, tmp_p
 
 def test_dev_worker_logs_human_readable_lines(temporal: str, tmp_path: Path) -> None:
     run = run_worker_through_an_incident(temporal, tmp_path, "dev")
-    assert run.returncode == 0, run.stderr
-
-    lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert lines, "the worker logged nothing"
+    lines = logged_lines(run)
     for line in lines:
         try:
             parsed = json.loads(line)

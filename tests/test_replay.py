@@ -29,7 +29,11 @@ HISTORIES = Path(__file__).parent / "histories"
 async def record_history(env: WorkflowEnvironment, tmp_path: Path) -> str:
     """A full incident: firing, partial resolution, a re-escalation, then a Jira-style approval."""
     settings = load_settings(
-        None, env="dev", data_dir=str(tmp_path), temporal={"task_queue": uuid.uuid4().hex}
+        None,
+        env="dev",
+        data_dir=str(tmp_path),
+        temporal={"task_queue": uuid.uuid4().hex},
+        remediation={"include_library": False},
     )
     tracker = LocalTracker(settings.local_db_path)
     group = unique_group()

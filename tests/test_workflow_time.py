@@ -40,7 +40,11 @@ async def start(
 
 def tracker_and_settings(tmp_path: Path) -> tuple[LocalTracker, Any]:
     settings = load_settings(
-        None, env="dev", data_dir=str(tmp_path), temporal={"task_queue": uuid.uuid4().hex}
+        None,
+        env="dev",
+        data_dir=str(tmp_path),
+        temporal={"task_queue": uuid.uuid4().hex},
+        remediation={"include_library": False},
     )
     return LocalTracker(settings.local_db_path), settings
 

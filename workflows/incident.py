@@ -14,9 +14,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+from workflows.control import RunGrant, RunRequest
+from workflows.remediation import RemediationWorkflow, remediation_workflow_id
 
 with workflow.unsafe.imports_passed_through():
+    from playbooks.plan import MatchResult, RemediationPlan
     from selfheal import identity
     from selfheal.models import (
         Decision,
@@ -24,11 +29,14 @@ with workflow.unsafe.imports_passed_through():
         IncidentView,
         Notification,
         Outcome,
+        Proposal,
+        RemediationSummary,
         Stage,
         TicketRef,
         TimelineEvent,
         TrackedAlert,
     )
+    from selfheal.remediation import MatchRequest, Progress, RemediationInput, RemediationResult
     from selfheal.tickets import (
         CommentRequest,
         EscalationRequest,
@@ -49,6 +57,7 @@ class IncidentPolicySnapshot(BaseModel):
     continue_as_new_after_events: int = 2000
     ui_url: str = ""
     namespace: str = "default"
+    lock_retry_seconds: float = 15
 
 
 class IncidentInput(BaseModel):
@@ -67,11 +76,17 @@ class IncidentState(BaseModel):
     decision_due: datetime | None = None
     resolved_since: datetime | None = None
     reescalation_limit_noted: bool = False
+    #: The plan of the matched playbook, kept so an approval can run it later.
+    plan: RemediationPlan | None = None
+    #: Escalation rounds (a failed fix starts a new one); keeps comment dedup keys distinct.
+    rounds: int = 0
 
 
 IncidentInput.model_rebuild()
 
 NOT_AWAITING = "NotAwaitingDecision"
+#: Marks histories made since playbook remediation joined the workflow (replay safety).
+PATCH_REMEDIATION = "remediation-v1"
 
 
 @workflow.defn
@@ -108,6 +123,13 @@ class IncidentWorkflow:
         """A full snapshot of the alert group from Alertmanager; processed in arrival order."""
         self._pending.append(notification)
 
+    @workflow.signal
+    def remediation_progress(self, progress: Progress) -> None:
+        """Steps reported by the child RemediationWorkflow: timeline and stage."""
+        if progress.stage:
+            self._set_stage(Stage(progress.stage))
+        self._event(progress.kind, progress.message)
+
     @workflow.query
     def view(self) -> IncidentView:
         return self._view
@@ -139,12 +161,34 @@ class IncidentWorkflow:
             self._absorb_pending(comment=self._view.ticket is not None)
         if self._view.stage in (Stage.RECEIVED, Stage.TICKETED):
             self._set_stage(Stage.TICKETED)
+            if workflow.patched(PATCH_REMEDIATION):
+                await self._consider_playbooks()
+                if self._view.closed_at is not None:
+                    return self._view
             await self._escalate(first=True)
         await self._flush_comments()
 
         while True:
             if self._decision is not None:
-                await self._close_on_decision(self._decision)
+                decision = self._decision
+                plan = self._state.plan
+                if (
+                    decision.decision == DecisionKind.APPROVE
+                    and plan is not None
+                    and plan.policy.mode != "suggest"
+                ):
+                    self._view.decision = decision
+                    self._event(
+                        "decision", f"Approved by {decision.by} via {decision.source}: running the fix"
+                    )
+                    if await self._remediate(plan, approved_by=decision.by):
+                        break
+                    self._decision = None
+                    self._view.decision = None
+                    self._state.rounds += 1
+                    await self._escalate(first=True)
+                    continue
+                await self._close_on_decision(decision)
                 break
             if self._pending:
                 self._absorb_pending(comment=True)
@@ -218,10 +262,10 @@ class IncidentWorkflow:
                     incident_id=self._view.id,
                     severity=self._view.severity,
                     level=self._view.escalations,
-                    reason="No playbook applies yet: a human decision is needed."
+                    reason=self._escalation_reason()
                     if first
                     else f"No decision after {self._policy.decision_timeout_seconds:.0f}s: re-escalated.",
-                    dedup_key=f"{self._view.id}:escalation:{self._view.escalations}",
+                    dedup_key=f"{self._view.id}:escalation:{self._state.rounds}:{self._view.escalations}",
                 ),
                 **self._activity_options(),
             )
@@ -233,6 +277,161 @@ class IncidentWorkflow:
             self._set_stage(Stage.AWAITING_DECISION)
         self._state.decision_due = workflow.now() + timedelta(seconds=self._policy.decision_timeout_seconds)
         self._sync_memo()
+
+    def _escalation_reason(self) -> str:
+        proposal = self._view.proposal
+        last = self._view.remediations[-1] if self._view.remediations else None
+        if proposal is None:
+            return "No playbook applies: a human decision is needed."
+        text = f"Playbook {proposal.playbook} ({proposal.mode}) proposes, on {proposal.target}:\n"
+        text += "\n".join(f"  {i + 1}. {s}" for i, s in enumerate(proposal.steps))
+        if last is not None:
+            text = f"The fix did not hold: {last.outcome}: {last.reason}\n" + text
+        if proposal.mode == "suggest":
+            return text + "\n(suggest mode: selfheal will not run it; approving acknowledges.)"
+        return text + "\nApprove to run it, reject to take over."
+
+    # --- remediation ------------------------------------------------------------------------------
+
+    async def _consider_playbooks(self) -> None:
+        """Match playbooks; run the fix now in `auto` mode, otherwise keep it as the proposal."""
+        try:
+            match: MatchResult | None = await workflow.execute_activity(
+                "match_playbook",
+                MatchRequest(incident_id=self._view.id, alerts=self._view.alerts),
+                result_type=MatchResult,
+                **self._activity_options(),
+            )
+        except ActivityError as err:
+            self._event("playbook_error", f"playbook matching failed: {_cause(err)}")
+            return
+        if match is None:
+            return
+        plan = match.plan
+        if plan is None:
+            reasons = "; ".join(match.reasons[:5]) or "no playbook for this alert"
+            self._event("no_playbook", f"no playbook applies: {reasons}")
+            return
+        self._state.plan = plan
+        steps = [s.description for s in [*plan.fix, *plan.test, *plan.deploy]]
+        if plan.verify is not None:
+            steps.append(
+                f"verify {plan.verify.query} {plan.verify.condition} for {plan.verify.hold_for_seconds:.0f}s"
+            )
+        self._view.proposal = Proposal(
+            playbook=plan.playbook, mode=plan.policy.mode, target=plan.target, params=plan.params, steps=steps
+        )
+        self._event(
+            "playbook_matched", f"playbook {plan.playbook} applies ({plan.policy.mode}) on {plan.target}"
+        )
+        if plan.policy.mode == "auto":
+            await self._remediate(plan, approved_by=None)
+
+    async def _remediate(self, plan: RemediationPlan, *, approved_by: str | None) -> bool:
+        """Run the plan as a child workflow (one per target); True when healed and closed."""
+        ticket = self._view.ticket
+        assert ticket is not None
+        self._set_stage(Stage.REMEDIATING)
+        started = workflow.now()
+        try:
+            grant: RunGrant = await workflow.execute_activity(
+                "acquire_run",
+                RunRequest(
+                    playbook=plan.playbook,
+                    target=plan.target,
+                    incident_id=self._view.id,
+                    max_runs=plan.policy.max_runs,
+                    window_seconds=plan.policy.window_seconds,
+                    cooldown_seconds=plan.policy.cooldown_seconds,
+                    approved=approved_by is not None,
+                ),
+                result_type=RunGrant,
+                **self._activity_options(),
+            )
+        except ActivityError as err:
+            grant = RunGrant(allowed=False, reason=f"could not reach the control workflow: {_cause(err)}")
+        if not grant.allowed:
+            self._event("remediation_blocked", f"fix not run: {grant.reason}")
+            await self._comment(
+                CommentRequest(
+                    incident_id=self._view.id,
+                    key=ticket.key,
+                    body=f"Playbook {plan.playbook} was not run: {grant.reason}",
+                    dedup_key=f"{self._view.id}:blocked:{self._state.rounds}",
+                )
+            )
+            self._view.remediations.append(
+                RemediationSummary(playbook=plan.playbook, outcome="blocked", reason=grant.reason)
+            )
+            return False
+        child_id = remediation_workflow_id(plan.target)
+        waiting_noted = False
+        while True:
+            try:
+                handle = await workflow.start_child_workflow(
+                    RemediationWorkflow.run,
+                    RemediationInput(
+                        plan=plan,
+                        incident_id=self._view.id,
+                        ticket_key=ticket.key,
+                        parent_workflow_id=workflow.info().workflow_id,
+                        alert=next(
+                            (a for a in self._view.alerts if a.fingerprint == plan.alert_fingerprint),
+                            self._view.alerts[0],
+                        ),
+                        approved_by=approved_by,
+                        activity_timeout_seconds=max(120.0, self._policy.activity_timeout_seconds),
+                    ),
+                    id=child_id,
+                    parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                )
+                break
+            except WorkflowAlreadyStartedError:
+                if not waiting_noted:
+                    waiting_noted = True
+                    self._event(
+                        "remediation_waiting", f"another remediation holds {plan.target}; waiting for it"
+                    )
+                await workflow.sleep(timedelta(seconds=self._policy.lock_retry_seconds))
+        result: RemediationResult = await handle
+        seconds = (workflow.now() - started).total_seconds()
+        self._view.remediations.append(
+            RemediationSummary(
+                playbook=plan.playbook,
+                outcome=result.outcome,
+                reason=result.reason,
+                fix_commit=result.fix_commit,
+                approved_by=approved_by,
+                seconds=seconds,
+            )
+        )
+        self._absorb_pending(comment=True)
+        await self._flush_comments()
+        if result.outcome != "healed":
+            self._event("remediation_" + result.outcome, result.reason)
+            return False
+        outcome = Outcome.HEALED if approved_by is None else Outcome.HEALED_AFTER_APPROVAL
+        await self._comment(
+            CommentRequest(
+                incident_id=self._view.id,
+                key=ticket.key,
+                body=f"Healed by playbook {plan.playbook} in {seconds:.1f}s"
+                + (f" (approved by {approved_by})" if approved_by else " with no human")
+                + ": fix deployed and verified. Closing.",
+                dedup_key=f"{self._view.id}:healed",
+            )
+        )
+        try:
+            await workflow.execute_activity(
+                "transition_ticket",
+                TransitionRequest(incident_id=self._view.id, key=ticket.key, to_done=True),
+                result_type=bool,
+                **self._activity_options(),
+            )
+        except ActivityError as err:
+            self._event("transition_failed", f"could not transition {ticket.key}: {_cause(err)}")
+        self._close(outcome)
+        return True
 
     async def _reescalate(self) -> None:
         if self._view.escalations >= self._policy.max_reescalations:

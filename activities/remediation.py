@@ -1,0 +1,350 @@
+"""Remediation activities: thin adapters from plan steps to the git, command, HTTP,
+Prometheus and Alertmanager connectors, plus the playbook matcher and the run gate.
+
+Connector calls block, so they run in threads; long ones heartbeat. Errors that retrying
+cannot fix are raised as non-retryable `RemediationRejected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+from temporalio import activity
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+
+from playbooks.plan import (
+    CommandAction,
+    GitEditAction,
+    GitPushAction,
+    GitRevertAction,
+    HttpAction,
+    MatchResult,
+)
+from selfheal.models import WebhookAlert
+from selfheal.remediation import (
+    CheckReport,
+    ChecksRequest,
+    CommitRequest,
+    FiringRequest,
+    MatchRequest,
+    RollbackRequest,
+    StepOutcome,
+    StepRequest,
+    VerifyOutcome,
+    VerifyRequest,
+    WorktreeInfo,
+    WorktreeRequest,
+)
+from selfheal.settings import Settings
+from workflows.control import CONTROL_WORKFLOW_ID, ControlWorkflow, RunGrant, RunRequest
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+def rejected(message: str) -> ApplicationError:
+    return ApplicationError(message, type="RemediationRejected", non_retryable=True)
+
+
+class RemediationActivities:
+    def __init__(self, settings: Settings, client: Client) -> None:
+        self.settings = settings
+        self.client = client
+        self._playbooks: Any = None
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    async def _thread(self, fn: Callable[[], T], incident_id: str) -> T:
+        structlog.contextvars.bind_contextvars(incident_id=incident_id or None)
+        try:
+            return await asyncio.to_thread(fn)
+        except Exception as err:
+            if getattr(err, "retryable", True) is False:
+                raise rejected(str(err)) from err
+            raise
+
+    def _repo(self, name: str) -> Any:
+        from connectors.git import GitRepo
+
+        cfg = self.settings.remediation.repos.get(name)
+        if cfg is None:
+            raise rejected(f"repo {name!r} is not configured (remediation.repos)")
+        return GitRepo(cfg.path, remote=cfg.remote, base_branch=cfg.base_branch)
+
+    def _worktree(self, repo_name: str, incident_id: str) -> Any:
+        return self._repo(repo_name).prepare_worktree(incident_id, self.settings.worktrees_dir)
+
+    def playbook_set(self) -> Any:
+        from playbooks.engine import load_playbooks
+
+        if self._playbooks is None:
+            self._playbooks = load_playbooks(
+                list(self.settings.remediation.playbook_dirs), self.settings.remediation.include_library
+            )
+        return self._playbooks
+
+    # --- matching and gating ----------------------------------------------------------------------
+
+    @activity.defn(name="match_playbook")
+    async def match_playbook(self, req: MatchRequest) -> MatchResult | None:
+        """The first firing alert a playbook applies to; else the reasons for the first alert."""
+        if not self.settings.remediation.enabled:
+            return None
+        pbs = await self._thread(self.playbook_set, req.incident_id)
+        ctx = {"public_url": self.settings.public_url}
+        first: MatchResult | None = None
+        for tracked in req.alerts:
+            if tracked.status != "firing":
+                continue
+            alert = WebhookAlert.model_validate(tracked.model_dump())
+            result: MatchResult = pbs.match(alert, incident_id=req.incident_id, settings_ctx=ctx)
+            if result.plan is not None:
+                return result
+            first = first or result
+        return first
+
+    @activity.defn(name="acquire_run")
+    async def acquire_run(self, req: RunRequest) -> RunGrant:
+        """Ask the control workflow (started on first use) for permission to run."""
+        op = WithStartWorkflowOperation(
+            ControlWorkflow.run,
+            None,
+            id=CONTROL_WORKFLOW_ID,
+            task_queue=self.settings.temporal.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        grant: RunGrant = await self.client.execute_update_with_start_workflow(
+            ControlWorkflow.acquire,
+            req,
+            start_workflow_operation=op,
+            id=f"acquire-{req.incident_id}-{req.playbook}",
+        )
+        return grant
+
+    # --- checks -----------------------------------------------------------------------------------
+
+    @activity.defn(name="check_firing")
+    async def check_firing(self, req: FiringRequest) -> str:
+        """`firing`, `resolved`, or `unknown` when no Alertmanager is configured."""
+        url = self.settings.remediation.alertmanager_url
+        if not url:
+            return "unknown"
+        from connectors.alertmanager import AlertmanagerClient
+
+        client = AlertmanagerClient(url, timeout=10)
+        firing = await self._thread(lambda: client.is_firing(req.fingerprint, req.labels), "")
+        return "firing" if firing else "resolved"
+
+    @activity.defn(name="run_checks")
+    async def run_checks(self, req: ChecksRequest) -> CheckReport:
+        prom = self._prometheus()
+        lines: list[str] = []
+        ok = True
+        for check in req.checks:
+            query = check.query
+            values = await self._thread(functools.partial(prom.query, query), req.incident_id)
+            holds = bool(values) and prom.check(check.condition, values)
+            ok = ok and holds
+            lines.append(
+                f"{check.name}: {values} {check.condition} → {'holds' if holds else 'does not hold'}"
+            )
+        return CheckReport(ok=ok, lines=lines)
+
+    def _prometheus(self) -> Any:
+        url = self.settings.remediation.prometheus_url
+        if not url:
+            raise rejected("remediation.prometheus_url is not configured but the playbook queries Prometheus")
+        from connectors.prometheus import PrometheusClient
+
+        return PrometheusClient(url, timeout=10)
+
+    # --- fix, test, deploy ------------------------------------------------------------------------
+
+    @activity.defn(name="prepare_worktree")
+    async def prepare_worktree(self, req: WorktreeRequest) -> WorktreeInfo:
+        def run() -> WorktreeInfo:
+            repo = self._repo(req.repo)
+            wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir)
+            return WorktreeInfo(
+                path=str(wt.path), branch=wt.branch, fix_commit=repo.find_fix_commit(wt, req.incident_id)
+            )
+
+        return await self._thread(run, req.incident_id)
+
+    @activity.defn(name="apply_step")
+    async def apply_step(self, req: StepRequest) -> StepOutcome:
+        action = req.step.action
+        if isinstance(action, GitRevertAction):
+            return await self._thread(lambda: self._git_revert(req, action), req.incident_id)
+        if isinstance(action, GitEditAction):
+            return await self._thread(lambda: self._git_edit(req, action), req.incident_id)
+        if isinstance(action, GitPushAction):
+            return await self.deploy_step(req)
+        return await self._run_plain(req)
+
+    def _git_revert(self, req: StepRequest, action: GitRevertAction) -> StepOutcome:
+        assert req.repo
+        repo = self._repo(req.repo)
+        wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir)
+        until = req.alert_starts_at
+        since = until - timedelta(seconds=action.since_seconds)
+        shas = repo.revert_window(wt, since, until, action.paths, action.max_commits)
+        return StepOutcome(ok=True, detail="reverted " + ", ".join(s[:12] for s in shas))
+
+    def _git_edit(self, req: StepRequest, action: GitEditAction) -> StepOutcome:
+        assert req.repo
+        repo = self._repo(req.repo)
+        wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir)
+        old, new = repo.edit_value(
+            wt,
+            action.file,
+            action.key,
+            value=action.value,
+            scale=action.scale,
+            max_value=action.max_value,
+            fmt=action.format,
+        )
+        return StepOutcome(ok=True, detail=f"{action.file}: {action.key} {old!r} → {new!r}")
+
+    async def _run_plain(self, req: StepRequest) -> StepOutcome:
+        action = req.step.action
+        if isinstance(action, HttpAction):
+            from connectors.http_action import perform_http
+
+            res = await self._thread(lambda: perform_http(action), req.incident_id)
+            return StepOutcome(ok=bool(res.ok), detail=f"{action.method} {action.url} → {res.status}")
+        if isinstance(action, CommandAction):
+            return await self._command(req, action, sandbox=action.sandbox)
+        raise rejected(f"step kind {action.kind} is not valid here")
+
+    async def _command(self, req: StepRequest, action: CommandAction, *, sandbox: bool) -> StepOutcome:
+        from connectors.commands import run_command
+
+        root = Path(req.worktree) if req.worktree else self.settings.data_dir
+        cwd = (root / action.cwd).resolve()
+        if not cwd.is_relative_to(root.resolve()):
+            raise rejected(f"cwd {action.cwd!r} escapes the worktree")
+        res = await self._thread(
+            lambda: run_command(
+                action.argv,
+                cwd=cwd,
+                env=action.env,
+                timeout=action.timeout_seconds,
+                sandbox=sandbox,
+                writable=root if sandbox else None,
+                memory_mb=self.settings.remediation.sandbox_memory_mb,
+            ),
+            req.incident_id,
+        )
+        tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
+        detail = f"{' '.join(action.argv)[:120]} → exit {res.returncode} in {res.duration_seconds:.1f}s"
+        if res.sandboxed != "bwrap" and sandbox:
+            detail += f" (sandbox: {res.sandboxed})"
+        if tail and res.returncode != 0:
+            detail += ": " + " | ".join(tail)[:300]
+        return StepOutcome(ok=res.returncode == 0, detail=detail)
+
+    @activity.defn(name="commit_fix")
+    async def commit_fix(self, req: CommitRequest) -> str:
+        def run() -> str:
+            repo = self._repo(req.repo)
+            wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir)
+            sha: str = repo.commit_fix(wt, req.incident_id, req.message)
+            return sha
+
+        return await self._thread(run, req.incident_id)
+
+    @activity.defn(name="run_test")
+    async def run_test(self, req: StepRequest) -> StepOutcome:
+        action = req.step.action
+        if not isinstance(action, CommandAction):
+            raise rejected("test steps must be commands")
+        return await self._command(req, action, sandbox=True)
+
+    @activity.defn(name="deploy_step")
+    async def deploy_step(self, req: StepRequest) -> StepOutcome:
+        action = req.step.action
+        if isinstance(action, GitPushAction):
+            if not req.repo:
+                raise rejected("git_push needs the playbook's repo")
+
+            def run() -> StepOutcome:
+                assert req.repo
+                repo = self._repo(req.repo)
+                wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir)
+                pushed = repo.push(wt, action.branch, action.remote)
+                what = "pushed" if pushed else "already on the remote (not pushed again)"
+                return StepOutcome(ok=True, detail=f"{action.remote}/{action.branch}: {what}", changed=pushed)
+
+            return await self._thread(run, req.incident_id)
+        return await self._run_plain(req)
+
+    @activity.defn(name="verify_fix")
+    async def verify_fix(self, req: VerifyRequest) -> VerifyOutcome:
+        """Poll Prometheus until the condition held for `hold_for`, heartbeating meanwhile."""
+        prom = self._prometheus()
+        v = req.verify
+        task = asyncio.create_task(
+            asyncio.to_thread(
+                prom.verify,
+                v.query,
+                v.condition,
+                v.hold_for_seconds,
+                v.timeout_seconds,
+                poll_interval=self.settings.remediation.verify_poll_seconds,
+            )
+        )
+        while not task.done():
+            activity.heartbeat()
+            await asyncio.wait({task}, timeout=5)
+        result = task.result()
+        samples = [(float(t), float(val)) for t, val in list(result.samples)[-50:]]
+        if not result.ok:
+            return VerifyOutcome(ok=False, reason=result.reason, samples=samples)
+        if v.alert_resolved and self.settings.remediation.alertmanager_url:
+            state = await self.check_firing(req.alert)
+            if state == "firing":
+                return VerifyOutcome(
+                    ok=False, reason="the metric recovered but the alert still fires", samples=samples
+                )
+        return VerifyOutcome(ok=True, reason=result.reason, samples=samples)
+
+    @activity.defn(name="rollback_fix")
+    async def rollback_fix(self, req: RollbackRequest) -> str:
+        """Revert the fix commit, push it the way the fix was deployed, and confirm it landed."""
+
+        def run() -> str:
+            repo = self._repo(req.repo)
+            wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir)
+            sha: str = repo.revert_fix(wt, req.incident_id)
+            for step in req.deploy:
+                if isinstance(step.action, GitPushAction):
+                    repo.push(wt, step.action.branch, step.action.remote)
+                    if not repo.remote_contains(step.action.remote, step.action.branch, sha):
+                        raise RuntimeError(f"rollback commit {sha[:12]} is not on {step.action.branch}")
+            return sha
+
+        return await self._thread(run, req.incident_id)
+
+    def all(self) -> list[Callable[..., object]]:
+        return [
+            self.match_playbook,
+            self.acquire_run,
+            self.check_firing,
+            self.run_checks,
+            self.prepare_worktree,
+            self.apply_step,
+            self.commit_fix,
+            self.run_test,
+            self.deploy_step,
+            self.verify_fix,
+            self.rollback_fix,
+        ]

@@ -1,0 +1,117 @@
+"""Activity payloads for remediation, shared by the workflows and the activities."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from playbooks.plan import PlannedCheck, PlannedStep, PlannedVerify, RemediationPlan
+from selfheal.models import TrackedAlert
+
+
+class MatchRequest(BaseModel):
+    incident_id: str
+    alerts: list[TrackedAlert]
+
+
+class FiringRequest(BaseModel):
+    fingerprint: str
+    labels: dict[str, str]
+
+
+class ChecksRequest(BaseModel):
+    incident_id: str
+    checks: list[PlannedCheck]
+
+
+class CheckReport(BaseModel):
+    ok: bool
+    lines: list[str] = Field(default_factory=list)
+
+
+class WorktreeRequest(BaseModel):
+    incident_id: str
+    repo: str
+
+
+class WorktreeInfo(BaseModel):
+    path: str
+    branch: str
+    fix_commit: str | None = None
+
+
+class StepRequest(BaseModel):
+    incident_id: str
+    repo: str | None
+    worktree: str | None
+    step: PlannedStep
+    alert_starts_at: datetime
+
+
+class StepOutcome(BaseModel):
+    ok: bool
+    detail: str = ""
+    changed: bool = True
+
+
+class CommitRequest(BaseModel):
+    incident_id: str
+    repo: str
+    worktree: str
+    message: str
+
+
+class VerifyRequest(BaseModel):
+    incident_id: str
+    verify: PlannedVerify
+    alert: FiringRequest
+
+
+class VerifyOutcome(BaseModel):
+    ok: bool
+    reason: str = ""
+    samples: list[tuple[float, float]] = Field(default_factory=list)
+
+
+class RollbackRequest(BaseModel):
+    incident_id: str
+    repo: str
+    worktree: str
+    deploy: list[PlannedStep]
+
+
+class StepRecord(BaseModel):
+    phase: str
+    name: str
+    status: Literal["ok", "failed", "skipped"]
+    started: datetime
+    seconds: float
+    detail: str = ""
+
+
+class RemediationInput(BaseModel):
+    plan: RemediationPlan
+    incident_id: str
+    ticket_key: str
+    parent_workflow_id: str
+    alert: TrackedAlert
+    approved_by: str | None = None
+    activity_timeout_seconds: float = 120
+
+
+class RemediationResult(BaseModel):
+    outcome: Literal["healed", "rolled_back", "failed", "skipped"]
+    reason: str = ""
+    fix_commit: str | None = None
+    rollback_commit: str | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+
+
+class Progress(BaseModel):
+    """A remediation step, as the child workflow reports it to its incident."""
+
+    kind: str
+    message: str
+    stage: str | None = None

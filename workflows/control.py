@@ -1,0 +1,112 @@
+"""ControlWorkflow: the one durable place that decides whether an autonomous fix may run.
+
+A singleton workflow (`selfheal-control`) holds the global pause switch and each playbook's
+recent runs, so the circuit breaker and cooldown hold across incidents, workers and restarts
+without a database. Callers use update-with-start, so it exists as soon as it is needed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+
+CONTROL_WORKFLOW_ID = "selfheal-control"
+
+
+class RunRecord(BaseModel):
+    at: datetime
+    target: str
+    incident_id: str
+
+
+class ControlState(BaseModel):
+    paused: bool = False
+    paused_by: str = ""
+    paused_reason: str = ""
+    changed_at: datetime | None = None
+    runs: dict[str, list[RunRecord]] = Field(default_factory=dict)
+
+
+class RunRequest(BaseModel):
+    playbook: str
+    target: str
+    incident_id: str
+    max_runs: int
+    window_seconds: float
+    cooldown_seconds: float
+    #: A human approved this run: the global pause (which stops autonomous runs) does not apply.
+    approved: bool = False
+
+
+class RunGrant(BaseModel):
+    allowed: bool
+    reason: str = ""
+
+
+class PauseRequest(BaseModel):
+    paused: bool
+    by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=1000)
+
+
+@workflow.defn
+class ControlWorkflow:
+    @workflow.init
+    def __init__(self, state: ControlState | None) -> None:
+        self._state = state or ControlState()
+
+    @workflow.run
+    async def run(self, state: ControlState | None) -> None:
+        await workflow.wait_condition(lambda: workflow.info().is_continue_as_new_suggested())
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(self._state)
+
+    @workflow.query
+    def state(self) -> ControlState:
+        return self._state
+
+    @workflow.update
+    def set_paused(self, req: PauseRequest) -> ControlState:
+        self._state.paused = req.paused
+        self._state.paused_by = req.by
+        self._state.paused_reason = req.reason
+        self._state.changed_at = workflow.now()
+        return self._state
+
+    @workflow.update
+    def acquire(self, req: RunRequest) -> RunGrant:
+        """Grant one run of a playbook on a target, or say why not (paused, breaker, cooldown)."""
+        now = workflow.now()
+        runs = [
+            r
+            for r in self._state.runs.get(req.playbook, [])
+            if now - r.at < timedelta(seconds=max(req.window_seconds, req.cooldown_seconds))
+        ]
+        self._state.runs[req.playbook] = runs
+        if any(r.incident_id == req.incident_id for r in runs):
+            return RunGrant(allowed=True, reason="already granted to this incident")
+        if self._state.paused and not req.approved:
+            who = f" by {self._state.paused_by}" if self._state.paused_by else ""
+            why = f": {self._state.paused_reason}" if self._state.paused_reason else ""
+            return RunGrant(allowed=False, reason=f"autonomous remediation is paused{who}{why}")
+        in_window = [r for r in runs if now - r.at < timedelta(seconds=req.window_seconds)]
+        if len(in_window) >= req.max_runs:
+            return RunGrant(
+                allowed=False,
+                reason=f"circuit open: {req.playbook} ran {len(in_window)} times in the last"
+                f" {req.window_seconds:.0f}s (max {req.max_runs})",
+            )
+        recent = [
+            r for r in runs if r.target == req.target and now - r.at < timedelta(seconds=req.cooldown_seconds)
+        ]
+        if recent:
+            ago = (now - recent[-1].at).total_seconds()
+            left = req.cooldown_seconds - ago
+            return RunGrant(
+                allowed=False,
+                reason=f"cooldown: {req.playbook} ran on {req.target} {ago:.0f}s ago ({left:.0f}s left)",
+            )
+        runs.append(RunRecord(at=now, target=req.target, incident_id=req.incident_id))
+        return RunGrant(allowed=True)

@@ -1,0 +1,298 @@
+"""RemediationWorkflow: one playbook's fix → test → deploy → verify → rollback, as a child of
+the incident.
+
+Its workflow id is `remediation-<target>`, so Temporal itself guarantees one remediation at a
+time per target across incidents and workers. Each completed step is recorded in history
+before the next one starts, and the fix commit carries the incident id in a trailer, so a
+crashed worker resumes without making a second commit or a second deploy.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from playbooks.plan import PlannedStep
+    from selfheal.remediation import (
+        CheckReport,
+        ChecksRequest,
+        CommitRequest,
+        FiringRequest,
+        Progress,
+        RemediationInput,
+        RemediationResult,
+        RollbackRequest,
+        StepOutcome,
+        StepRecord,
+        StepRequest,
+        VerifyOutcome,
+        VerifyRequest,
+        WorktreeInfo,
+        WorktreeRequest,
+    )
+    from selfheal.tickets import CommentRequest
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def remediation_workflow_id(target: str) -> str:
+    """The lock: one running remediation per target."""
+    return "remediation-" + re.sub(r"[^A-Za-z0-9_.-]", "_", target)[:200]
+
+
+class StepFailed(Exception):
+    pass
+
+
+@workflow.defn
+class RemediationWorkflow:
+    @workflow.init
+    def __init__(self, inp: RemediationInput) -> None:
+        self._inp = inp
+        self._steps: list[StepRecord] = []
+        self._fix_commit: str | None = None
+        self._worktree: WorktreeInfo | None = None
+
+    @workflow.query
+    def steps(self) -> list[StepRecord]:
+        return self._steps
+
+    @workflow.run
+    async def run(self, inp: RemediationInput) -> RemediationResult:
+        plan = inp.plan
+        who = f"approved by {inp.approved_by}" if inp.approved_by else "autonomous"
+        await self._progress("remediation_started", f"playbook {plan.playbook} on {plan.target} ({who})")
+
+        if plan.policy.require_firing:
+            firing: str = await self._act(
+                "check_firing",
+                FiringRequest(fingerprint=inp.alert.fingerprint, labels=inp.alert.labels),
+                str,
+                "check still firing",
+                phase="precheck",
+            )
+            if firing == "resolved":
+                return await self._finish(
+                    "skipped", "the alert had already resolved in Alertmanager: no action"
+                )
+        if plan.diagnose:
+            report: CheckReport = await self._act(
+                "run_checks",
+                ChecksRequest(incident_id=inp.incident_id, checks=plan.diagnose),
+                CheckReport,
+                "diagnose",
+                phase="diagnose",
+            )
+            if not report.ok:
+                return await self._finish(
+                    "skipped", "diagnosis did not confirm the pattern: " + "; ".join(report.lines)
+                )
+
+        deployed = False
+        try:
+            if plan.repo:
+                self._worktree = await self._act(
+                    "prepare_worktree",
+                    WorktreeRequest(incident_id=inp.incident_id, repo=plan.repo),
+                    WorktreeInfo,
+                    "prepare worktree",
+                    phase="fix",
+                )
+                self._fix_commit = self._worktree.fix_commit
+            if self._fix_commit is None:
+                for step in plan.fix:
+                    await self._step("apply_step", step)
+                if plan.repo:
+                    assert self._worktree is not None
+                    self._fix_commit = await self._act(
+                        "commit_fix",
+                        CommitRequest(
+                            incident_id=inp.incident_id,
+                            repo=plan.repo,
+                            worktree=self._worktree.path,
+                            message=f"selfheal: {plan.playbook} for {plan.target}\n\n{plan.description}",
+                        ),
+                        str,
+                        "commit fix",
+                        phase="fix",
+                    )
+            else:
+                await self._progress(
+                    "fix_found", f"fix commit {self._fix_commit[:12]} already made; not redoing it"
+                )
+            for step in plan.test:
+                await self._step("run_test", step)
+            await self._progress("deploying", f"deploying the fix to {plan.target}")
+            deployed = True
+            for step in plan.deploy:
+                await self._step("deploy_step", step)
+            if plan.verify is not None:
+                await self._progress(
+                    "verifying", f"verifying: {plan.verify.query} {plan.verify.condition}", "verifying"
+                )
+                outcome: VerifyOutcome = await self._act(
+                    "verify_fix",
+                    VerifyRequest(
+                        incident_id=inp.incident_id,
+                        verify=plan.verify,
+                        alert=FiringRequest(fingerprint=inp.alert.fingerprint, labels=inp.alert.labels),
+                    ),
+                    VerifyOutcome,
+                    "verify",
+                    phase="verify",
+                    timeout_seconds=plan.verify.timeout_seconds + 120,
+                )
+                if not outcome.ok:
+                    raise StepFailed(f"verification failed: {outcome.reason}")
+        except StepFailed as err:
+            reason = str(err)
+            if not deployed and not self._non_git_fix_ran():
+                return await self._finish("failed", f"{reason} (nothing was deployed)")
+            await self._rollback(reason)
+            return await self._finish("rolled_back", f"{reason}; the fix was rolled back")
+        return await self._finish("healed", "fix deployed and verified")
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def _non_git_fix_ran(self) -> bool:
+        return any(
+            r.phase == "fix" and r.status == "ok" and r.name.split(" ")[0] in ("command", "http")
+            for r in self._steps
+        )
+
+    async def _step(self, activity: str, step: PlannedStep) -> StepOutcome:
+        inp = self._inp
+        req = StepRequest(
+            incident_id=inp.incident_id,
+            repo=inp.plan.repo,
+            worktree=self._worktree.path if self._worktree else None,
+            step=step,
+            alert_starts_at=inp.alert.startsAt,
+        )
+        name = f"{step.action.kind} {step.phase} {step.index + 1}"
+        timeout = getattr(step.action, "timeout_seconds", 0) + 120
+        outcome: StepOutcome = await self._act(
+            activity, req, StepOutcome, name, phase=step.phase, timeout_seconds=timeout
+        )
+        if not outcome.ok:
+            raise StepFailed(f"{name} failed: {outcome.detail}")
+        return outcome
+
+    async def _rollback(self, reason: str) -> None:
+        inp = self._inp
+        plan = inp.plan
+        await self._progress("rolling_back", f"rolling back: {reason}", "remediating")
+        try:
+            if plan.rollback == "auto":
+                if plan.repo and self._worktree is not None and self._fix_commit:
+                    commit: str = await self._act(
+                        "rollback_fix",
+                        RollbackRequest(
+                            incident_id=inp.incident_id,
+                            repo=plan.repo,
+                            worktree=self._worktree.path,
+                            deploy=plan.deploy,
+                        ),
+                        str,
+                        "rollback (revert fix and redeploy)",
+                        phase="rollback",
+                    )
+                    await self._progress(
+                        "rolled_back", f"revert {commit[:12]} deployed and confirmed on the remote"
+                    )
+                else:
+                    await self._progress(
+                        "rollback_manual", "automatic rollback needs a git fix; nothing to revert"
+                    )
+            else:
+                for step in plan.rollback:
+                    await self._step("apply_step" if step.action.kind != "git_push" else "deploy_step", step)
+                await self._progress("rolled_back", "rollback steps completed")
+        except (StepFailed, ActivityError) as err:
+            await self._progress("rollback_failed", f"ROLLBACK FAILED: {err}")
+
+    async def _act(
+        self,
+        activity: str,
+        arg: Any,
+        result_type: type[Any],
+        name: str,
+        *,
+        phase: str,
+        timeout_seconds: float | None = None,
+    ) -> Any:
+        started = workflow.now()
+        try:
+            result = await workflow.execute_activity(
+                activity,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=timedelta(
+                    seconds=timeout_seconds or self._inp.activity_timeout_seconds
+                ),
+                heartbeat_timeout=timedelta(seconds=60) if activity == "verify_fix" else None,
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    maximum_interval=timedelta(seconds=30),
+                    maximum_attempts=5,
+                    non_retryable_error_types=["RemediationRejected"],
+                ),
+            )
+        except ActivityError as err:
+            cause: BaseException = err
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            await self._record(phase, name, "failed", started, str(cause)[:500])
+            raise StepFailed(f"{name} failed: {str(cause)[:300]}") from err
+        detail = result.detail if isinstance(result, StepOutcome) else ""
+        ok = not isinstance(result, StepOutcome) or result.ok
+        await self._record(phase, name, "ok" if ok else "failed", started, detail)
+        return result
+
+    async def _record(self, phase: str, name: str, status: str, started: Any, detail: str) -> None:
+        seconds = (workflow.now() - started).total_seconds()
+        rec = StepRecord(
+            phase=phase, name=name, status=status, started=started, seconds=seconds, detail=detail
+        )
+        self._steps.append(rec)
+        mark = "OK" if status == "ok" else "FAILED"
+        text = f"[{phase}] {name}: {mark} in {seconds:.1f}s" + (f" — {detail}" if detail else "")
+        await self._progress("step", text)
+
+    async def _progress(self, kind: str, message: str, stage: str | None = None) -> None:
+        """Tell the incident (timeline, stage) and write the step on the ticket."""
+        inp = self._inp
+        parent = workflow.get_external_workflow_handle(inp.parent_workflow_id)
+        await parent.signal("remediation_progress", Progress(kind=kind, message=message, stage=stage))
+        try:
+            await workflow.execute_activity(
+                "comment_ticket",
+                CommentRequest(
+                    incident_id=inp.incident_id,
+                    key=inp.ticket_key,
+                    body=f"Remediation ({inp.plan.playbook}): {message}",
+                    dedup_key=f"{inp.incident_id}:{workflow.info().workflow_id}:{workflow.info().run_id}:"
+                    f"{len(self._steps)}:{kind}",
+                ),
+                result_type=bool,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=5),
+            )
+        except ActivityError:
+            workflow.logger.warning("could not comment remediation progress on %s", inp.ticket_key)
+
+    async def _finish(self, outcome: str, reason: str) -> RemediationResult:
+        await self._progress("remediation_" + outcome, reason)
+        return RemediationResult(
+            outcome=outcome,
+            reason=reason,
+            fix_commit=self._fix_commit,
+            steps=self._steps,
+        )
