@@ -113,6 +113,19 @@ def worker() -> None:
         asyncio.run(run_worker(settings))
     except ConfigError as exc:
         raise fail(str(exc)) from exc
+    _exit_now(0)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without interpreter finalisation: the Temporal core's threads can abort it
+    (temporalio/sdk-python#300), turning a clean stop into exit -6."""
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # --- API clients --------------------------------------------------------------------------------
@@ -207,13 +220,13 @@ def print_incident(data: dict[str, Any], console: Console = out) -> None:
 
 
 def _decide(kind: str, incident_id: str, user: str, comment: str, url: str | None) -> None:
-    data = _call(
+    _call(
         url,
         "POST",
         f"/api/v1/incidents/{incident_id}/decision",
         json={"decision": kind, "by": user, "comment": comment},
     )
-    out.print(f"{incident_id}: {kind} recorded by {user} (stage {data['stage']})", highlight=False)
+    out.print(f"{incident_id}: {kind} by {user} accepted by the incident", highlight=False)
 
 
 AsOpt = Annotated[str, typer.Option("--as", help="Who decides (must be an allowed approver).")]

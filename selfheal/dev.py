@@ -184,7 +184,8 @@ def run_dev(data_dir: Path, port: int, temporal_port: int, ui_port: int, config:
             f"  Temporal gRPC   {stack.temporal.address}\n"
             f"  webhook token   {stack.token}  (saved in {stack.data_dir / 'webhook-token'})\n"
             f"  data + logs     {stack.data_dir}\n"
-            "Ctrl-C stops everything."
+            "Ctrl-C stops everything.",
+            soft_wrap=True,
         )
         stack.supervise()
     except KeyboardInterrupt:

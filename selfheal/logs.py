@@ -25,7 +25,33 @@ def _lift_incident_id(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, 
     return event_dict
 
 
+def _with_component(component: str) -> Any:
+    """A fixed processor, so lines from Temporal's workflow thread carry it too."""
+
+    def add(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        event_dict.setdefault("component", component)
+        return event_dict
+
+    return add
+
+
+def _lift_temporal_info(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Temporal's workflow/activity context as keys, not as dict text inside the message."""
+    record = event_dict.get("_record")
+    for attr in ("temporal_workflow", "temporal_activity"):
+        info = getattr(record, attr, None) if record is not None else None
+        if isinstance(info, dict):
+            for key in ("workflow_id", "workflow_type", "run_id", "activity_type", "attempt"):
+                if key in info:
+                    event_dict.setdefault(key, info[key])
+    return event_dict
+
+
 def configure_logging(settings: Settings, *, component: str = "") -> None:
+    from temporalio import activity, workflow
+
+    workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False
     fmt = settings.log_format
     if fmt == "auto":
         fmt = "console" if settings.is_dev else "json"
@@ -35,9 +61,10 @@ def configure_logging(settings: Settings, *, component: str = "") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _lift_incident_id,
+        _lift_temporal_info,
     ]
     if component:
-        structlog.contextvars.bind_contextvars(component=component)
+        shared.append(_with_component(component))
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )

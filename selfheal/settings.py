@@ -193,6 +193,12 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
         raise ConfigError(f"environment: {exc}") from exc
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = _field_path(tuple(err["loc"]))
+        loc = tuple(err["loc"])
+        field = _field_path(loc)
         source = f"config {path}" if path else "settings"
+        for depth in range(len(loc), 0, -1):
+            name = "SELFHEAL_" + "__".join(str(p).upper() for p in loc[:depth])
+            if name in os.environ:
+                source = f"environment {name}"
+                break
         raise ConfigError(f"{source}: {field}: {err['msg']}") from exc

@@ -165,24 +165,36 @@ def dev_factory(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
     finally:
         for dev in started:
             dev.kill_all()
+        # Shown by pytest only when the test failed.
+        for dev in started:
+            print(f"--- {dev.log.name}\n{dev.output()[-4000:]}")
+        for log in sorted({p for dev in started for p in (dev.data_dir / "logs").glob("*.log")}):
+            print(f"--- {log}\n{log.read_text(errors='replace')[-4000:]}")
 
 
 def post_alert(http: httpx.Client) -> str:
-    resp = http.post("/api/v1/alerts", json=simple())
+    # An alertname no playbook knows: this is about the stack, not remediation.
+    resp = http.post("/api/v1/alerts", json=simple(alertname="SelfhealDevStackProbe"))
     assert resp.status_code == 202, resp.text
     incident_id: str = resp.json()["incident_id"]
     return incident_id
 
 
 def wait_stage(http: httpx.Client, incident_id: str, stage: str, timeout: float = 30) -> dict[str, Any]:
+    last: list[Any] = [None]
+
     def reached() -> dict[str, Any] | None:
         resp = http.get(f"/api/v1/incidents/{incident_id}")
+        last[0] = (resp.status_code, resp.text[:2000])
         if resp.status_code == 200 and resp.json()["stage"] == stage:
             data: dict[str, Any] = resp.json()
             return data
         return None
 
-    result: dict[str, Any] = wait_until(reached, timeout, f"incident {incident_id} in stage {stage}")
+    try:
+        result: dict[str, Any] = wait_until(reached, timeout, f"incident {incident_id} in stage {stage}")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; last answer: {last[0]}") from None
     return result
 
 

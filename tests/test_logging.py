@@ -97,7 +97,8 @@ def run_worker_through_an_incident(temporal: str, tmp_path: Path, env_mode: str)
             with httpx.Client(
                 base_url=api.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
             ) as http:
-                resp = http.post("/api/v1/alerts", json=simple())
+                # An alertname no playbook knows: the worker runs with the default library.
+                resp = http.post("/api/v1/alerts", json=simple(alertname="SelfhealLoggingProbe"))
                 assert resp.status_code == 202, resp.text
                 incident_id = resp.json()["incident_id"]
                 view = _wait_awaiting(http, incident_id, proc, err_path)

@@ -300,7 +300,7 @@ class IncidentWorkflow:
                 "match_playbook",
                 MatchRequest(incident_id=self._view.id, alerts=self._view.alerts),
                 result_type=MatchResult,
-                **self._activity_options(),
+                **self._activity_options(attempts=3),
             )
         except ActivityError as err:
             self._event("playbook_error", f"playbook matching failed: {_cause(err)}")
@@ -346,7 +346,7 @@ class IncidentWorkflow:
                     approved=approved_by is not None,
                 ),
                 result_type=RunGrant,
-                **self._activity_options(),
+                **self._activity_options(attempts=5),
             )
         except ActivityError as err:
             grant = RunGrant(allowed=False, reason=f"could not reach the control workflow: {_cause(err)}")
@@ -656,15 +656,16 @@ class IncidentWorkflow:
         info = workflow.info()
         return f"{self._policy.ui_url.rstrip('/')}/namespaces/{info.namespace}/workflows/{info.workflow_id}"
 
-    def _activity_options(self) -> dict[str, Any]:
+    def _activity_options(self, attempts: int = 20) -> dict[str, Any]:
+        """Ticket calls retry long (Jira outages); decisions about fixes give up fast and escalate."""
         return {
             "start_to_close_timeout": timedelta(seconds=self._policy.activity_timeout_seconds),
             "retry_policy": RetryPolicy(
                 initial_interval=timedelta(seconds=1),
                 backoff_coefficient=2.0,
                 maximum_interval=timedelta(seconds=60),
-                maximum_attempts=20,
-                non_retryable_error_types=["TrackerRejected"],
+                maximum_attempts=attempts,
+                non_retryable_error_types=["TrackerRejected", "RemediationRejected"],
             ),
         }
 
