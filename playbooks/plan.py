@@ -7,6 +7,7 @@ The playbook schema (`playbooks/schema.py`) and the renderer produce it; nothing
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -112,6 +113,8 @@ class RemediationPlan(BaseModel):
     incident_id: str = ""
     alert_fingerprint: str
     alertname: str
+    #: When the alert started: the end of a `git_revert` window (`since_seconds` reaches back from it).
+    alert_starts_at: datetime | None = None
     target: str
     repo: str | None = None
     params: dict[str, str] = Field(default_factory=dict)
