@@ -44,10 +44,16 @@ from selfheal.remediation import (
     WorktreeRequest,
 )
 from selfheal.settings import Settings
-from workflows.control import CONTROL_WORKFLOW_ID, ControlWorkflow, RunGrant, RunRequest
+from workflows.control import ControlWorkflow, RunGrant, RunRequest, control_workflow_id
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+
+def _update_id(kind: str, incident_id: str) -> str:
+    """Stable across retries of this activity, distinct for each new request (e.g. after approval)."""
+    info = activity.info()
+    return f"{kind}-{incident_id}-{info.workflow_run_id}-{info.activity_id}"
 
 
 def rejected(message: str) -> ApplicationError:
@@ -63,9 +69,15 @@ class RemediationActivities:
     # --- helpers ----------------------------------------------------------------------------------
 
     async def _thread(self, fn: Callable[[], T], incident_id: str) -> T:
+        """Run a blocking connector call, heartbeating so a dead worker is noticed in seconds."""
         structlog.contextvars.bind_contextvars(incident_id=incident_id or None)
+        task = asyncio.create_task(asyncio.to_thread(fn))
         try:
-            return await asyncio.to_thread(fn)
+            while not task.done():
+                if activity.in_activity():
+                    activity.heartbeat()
+                await asyncio.wait({task}, timeout=2)
+            return task.result()
         except Exception as err:
             if getattr(err, "retryable", True) is False:
                 raise rejected(str(err)) from err
@@ -79,15 +91,14 @@ class RemediationActivities:
             raise rejected(f"repo {name!r} is not configured (remediation.repos)")
         return GitRepo(cfg.path, remote=cfg.remote, base_branch=cfg.base_branch)
 
-    def _worktree(self, repo_name: str, incident_id: str) -> Any:
-        return self._repo(repo_name).prepare_worktree(incident_id, self.settings.worktrees_dir)
-
     def playbook_set(self) -> Any:
-        from playbooks.engine import load_playbooks
+        from playbooks.loader import load_playbooks
 
         if self._playbooks is None:
             self._playbooks = load_playbooks(
-                list(self.settings.remediation.playbook_dirs), self.settings.remediation.include_library
+                list(self.settings.remediation.playbook_dirs),
+                self.settings.remediation.include_library,
+                known_repos=list(self.settings.remediation.repos),
             )
         return self._playbooks
 
@@ -117,7 +128,7 @@ class RemediationActivities:
         op = WithStartWorkflowOperation(
             ControlWorkflow.run,
             None,
-            id=CONTROL_WORKFLOW_ID,
+            id=control_workflow_id(self.settings.temporal.task_queue),
             task_queue=self.settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
@@ -125,7 +136,7 @@ class RemediationActivities:
             ControlWorkflow.acquire,
             req,
             start_workflow_operation=op,
-            id=f"acquire-{req.incident_id}-{req.playbook}",
+            id=_update_id("acquire", req.incident_id),
         )
         return grant
 
@@ -139,23 +150,24 @@ class RemediationActivities:
             return "unknown"
         from connectors.alertmanager import AlertmanagerClient
 
-        client = AlertmanagerClient(url, timeout=10)
-        firing = await self._thread(lambda: client.is_firing(req.fingerprint, req.labels), "")
-        return "firing" if firing else "resolved"
+        def run() -> bool:
+            with AlertmanagerClient(url, timeout=10) as client:
+                return client.is_firing(req.fingerprint, req.labels)
+
+        return "firing" if await self._thread(run, "") else "resolved"
 
     @activity.defn(name="run_checks")
     async def run_checks(self, req: ChecksRequest) -> CheckReport:
-        prom = self._prometheus()
         lines: list[str] = []
         ok = True
-        for check in req.checks:
-            query = check.query
-            values = await self._thread(functools.partial(prom.query, query), req.incident_id)
-            holds = bool(values) and prom.check(check.condition, values)
-            ok = ok and holds
-            lines.append(
-                f"{check.name}: {values} {check.condition} → {'holds' if holds else 'does not hold'}"
-            )
+        with self._prometheus() as prom:
+            for check in req.checks:
+                values = await self._thread(functools.partial(prom.query, check.query), req.incident_id)
+                holds = bool(values) and prom.check(check.condition, values)
+                ok = ok and holds
+                lines.append(
+                    f"{check.name}: {values} {check.condition} → {'holds' if holds else 'does not hold'}"
+                )
         return CheckReport(ok=ok, lines=lines)
 
     def _prometheus(self) -> Any:
@@ -173,9 +185,11 @@ class RemediationActivities:
         def run() -> WorktreeInfo:
             repo = self._repo(req.repo)
             wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir)
-            return WorktreeInfo(
-                path=str(wt.path), branch=wt.branch, fix_commit=repo.find_fix_commit(wt, req.incident_id)
-            )
+            fix = repo.find_fix_commit(wt, req.incident_id)
+            if fix is None:
+                # A fresh attempt: drop what an abandoned one may have left uncommitted.
+                wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir, clean=True)
+            return WorktreeInfo(path=str(wt.path), branch=wt.branch, fix_commit=fix)
 
         return await self._thread(run, req.incident_id)
 
@@ -290,23 +304,20 @@ class RemediationActivities:
     @activity.defn(name="verify_fix")
     async def verify_fix(self, req: VerifyRequest) -> VerifyOutcome:
         """Poll Prometheus until the condition held for `hold_for`, heartbeating meanwhile."""
-        prom = self._prometheus()
         v = req.verify
-        task = asyncio.create_task(
-            asyncio.to_thread(
-                prom.verify,
-                v.query,
-                v.condition,
-                v.hold_for_seconds,
-                v.timeout_seconds,
-                poll_interval=self.settings.remediation.verify_poll_seconds,
+        with self._prometheus() as prom:
+            result = await self._thread(
+                functools.partial(
+                    prom.verify,
+                    v.query,
+                    v.condition,
+                    v.hold_for_seconds,
+                    v.timeout_seconds,
+                    poll_interval=self.settings.remediation.verify_poll_seconds,
+                ),
+                req.incident_id,
             )
-        )
-        while not task.done():
-            activity.heartbeat()
-            await asyncio.wait({task}, timeout=5)
-        result = task.result()
-        samples = [(float(t), float(val)) for t, val in list(result.samples)[-50:]]
+        samples = list(result.samples)[-50:]
         if not result.ok:
             return VerifyOutcome(ok=False, reason=result.reason, samples=samples)
         if v.alert_resolved and self.settings.remediation.alertmanager_url:

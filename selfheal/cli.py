@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from playbooks.cli import playbooks_app
 from selfheal.settings import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 incidents_app = typer.Typer(help="Inspect incidents.", no_args_is_help=True)
 app.add_typer(incidents_app, name="incidents")
+app.add_typer(playbooks_app, name="playbooks")
 
 out = Console()
 err = Console(stderr=True)

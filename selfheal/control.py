@@ -10,7 +10,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from selfheal.incidents import TemporalUnavailable, check_approver
 from selfheal.settings import Settings
-from workflows.control import CONTROL_WORKFLOW_ID, ControlState, ControlWorkflow, PauseRequest
+from workflows.control import ControlState, ControlWorkflow, PauseRequest, control_workflow_id
 
 
 async def set_paused(client: Client, settings: Settings, req: PauseRequest) -> ControlState:
@@ -21,7 +21,7 @@ async def set_paused(client: Client, settings: Settings, req: PauseRequest) -> C
     op = WithStartWorkflowOperation(
         ControlWorkflow.run,
         None,
-        id=CONTROL_WORKFLOW_ID,
+        id=control_workflow_id(settings.temporal.task_queue),
         task_queue=settings.temporal.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
@@ -42,7 +42,9 @@ async def set_paused(client: Client, settings: Settings, req: PauseRequest) -> C
 
 
 async def get_state(client: Client, settings: Settings) -> ControlState:
-    handle = client.get_workflow_handle_for(ControlWorkflow.run, CONTROL_WORKFLOW_ID)
+    handle = client.get_workflow_handle_for(
+        ControlWorkflow.run, control_workflow_id(settings.temporal.task_queue)
+    )
     try:
         state: ControlState = await handle.query(
             ControlWorkflow.state, rpc_timeout=timedelta(seconds=settings.temporal.rpc_timeout_seconds)

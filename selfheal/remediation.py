@@ -72,7 +72,7 @@ class VerifyRequest(BaseModel):
 class VerifyOutcome(BaseModel):
     ok: bool
     reason: str = ""
-    samples: list[tuple[float, float]] = Field(default_factory=list)
+    samples: list[tuple[float, float | None]] = Field(default_factory=list)
 
 
 class RollbackRequest(BaseModel):

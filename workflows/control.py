@@ -1,8 +1,9 @@
 """ControlWorkflow: the one durable place that decides whether an autonomous fix may run.
 
-A singleton workflow (`selfheal-control`) holds the global pause switch and each playbook's
-recent runs, so the circuit breaker and cooldown hold across incidents, workers and restarts
-without a database. Callers use update-with-start, so it exists as soon as it is needed.
+A singleton workflow per task queue (`selfheal-control-<task queue>`) holds the global pause
+switch and each playbook's recent runs, so the circuit breaker and cooldown hold across
+incidents, workers and restarts without a database. Callers use update-with-start, so it
+exists as soon as it is needed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, Field
 from temporalio import workflow
 
-CONTROL_WORKFLOW_ID = "selfheal-control"
+
+def control_workflow_id(task_queue: str) -> str:
+    """One control workflow per deployment (task queue): its pause and breaker are that deployment's."""
+    return f"selfheal-control-{task_queue}"
 
 
 class RunRecord(BaseModel):

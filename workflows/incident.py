@@ -285,8 +285,10 @@ class IncidentWorkflow:
             return "No playbook applies: a human decision is needed."
         text = f"Playbook {proposal.playbook} ({proposal.mode}) proposes, on {proposal.target}:\n"
         text += "\n".join(f"  {i + 1}. {s}" for i, s in enumerate(proposal.steps))
-        if last is not None:
-            text = f"The fix did not hold: {last.outcome}: {last.reason}\n" + text
+        if last is not None and last.outcome in ("rolled_back", "failed"):
+            text = f"The fix did not hold ({last.outcome}): {last.reason}\n" + text
+        elif last is not None:
+            text = f"The fix was not run ({last.outcome}): {last.reason}\n" + text
         if proposal.mode == "suggest":
             return text + "\n(suggest mode: selfheal will not run it; approving acknowledges.)"
         return text + "\nApprove to run it, reject to take over."

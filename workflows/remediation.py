@@ -177,7 +177,7 @@ class RemediationWorkflow:
             alert_starts_at=inp.alert.startsAt,
         )
         name = f"{step.action.kind} {step.phase} {step.index + 1}"
-        timeout = getattr(step.action, "timeout_seconds", 0) + 120
+        timeout = getattr(step.action, "timeout_seconds", 0) + 60
         outcome: StepOutcome = await self._act(
             activity, req, StepOutcome, name, phase=step.phase, timeout_seconds=timeout
         )
@@ -237,7 +237,7 @@ class RemediationWorkflow:
                 start_to_close_timeout=timedelta(
                     seconds=timeout_seconds or self._inp.activity_timeout_seconds
                 ),
-                heartbeat_timeout=timedelta(seconds=60) if activity == "verify_fix" else None,
+                heartbeat_timeout=timedelta(seconds=15),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=1),
                     maximum_interval=timedelta(seconds=30),

@@ -1,0 +1,576 @@
+"""Playbook templates: checked statically at load, rendered in a sandbox into a `RemediationPlan`.
+
+Alert labels and annotations never reach a template: only validated `params`, four `alert` fields
+and operator-supplied `settings` do. Every rendered path, URL and argv element then gets its own
+check, so even a loose param pattern cannot leave the worktree, redirect a request, or smuggle an
+option. A param value is output once, literally: rendered text is never parsed as a template again.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import shlex
+from collections.abc import Callable, Collection, Iterator, Mapping
+from datetime import datetime
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from playbooks.plan import (
+    Action,
+    CommandAction,
+    GitEditAction,
+    GitPushAction,
+    GitRevertAction,
+    HttpAction,
+    PlannedCheck,
+    PlannedPolicy,
+    PlannedStep,
+    PlannedVerify,
+    RemediationPlan,
+)
+from playbooks.schema import (
+    CONTROL,
+    RESERVED_NAMES,
+    CommandSpec,
+    GitEditSpec,
+    GitPushSpec,
+    GitRevertSpec,
+    HttpSpec,
+    Playbook,
+    PlaybookSpec,
+    Step,
+    format_duration,
+    is_template,
+    parse_duration,
+    show,
+)
+
+Loc = tuple[str | int, ...]
+
+ROOTS = ("params", "alert", "settings")
+#: The only alert fields a template may read; labels and annotations go through params.
+ALERT_FIELDS = ("alertname", "fingerprint", "startsAt", "status")
+#: Pure string filters; anything that calls back into Python objects is left out.
+FILTERS = frozenset({"lower", "upper", "trim", "replace", "default", "urlencode", "truncate", "string"})
+SETTINGS_KEY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+FINGERPRINT = re.compile(r"^[0-9A-Za-z]{1,128}$")
+_PROMQL_UNSAFE = re.compile(r"[\"'`\\{}]")
+_BRANCH = re.compile(r"^(?![-/])(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/+-]{1,200}(?<![./])(?<!\.lock)$")
+_NODE_NAMES: dict[type[nodes.Node], str] = {
+    nodes.Call: "function and method calls",
+    nodes.For: "{% for %} loops",
+    nodes.Assign: "{% set %}",
+    nodes.AssignBlock: "{% set %}",
+    nodes.Macro: "macros",
+    nodes.CallBlock: "{% call %}",
+    nodes.Include: "{% include %}",
+    nodes.Import: "{% import %}",
+    nodes.FromImport: "{% import %}",
+    nodes.Extends: "{% extends %}",
+    nodes.Block: "{% block %}",
+    nodes.BinExpr: "arithmetic",
+    nodes.UnaryExpr: "arithmetic",
+    nodes.Test: "tests (`is ...`)",
+}
+_ALLOWED_NODES = (
+    nodes.Template,
+    nodes.Output,
+    nodes.TemplateData,
+    nodes.Const,
+    nodes.Concat,
+    nodes.CondExpr,
+    nodes.If,
+    nodes.Compare,
+    nodes.Operand,
+    nodes.And,
+    nodes.Or,
+    nodes.Not,
+    nodes.Filter,
+    nodes.Keyword,
+)
+
+
+class RenderError(Exception):
+    """The playbook cannot be rendered for this alert; `problems` are `field.path: message` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class UnsafeValue(ValueError):
+    """A value a template produced that must not appear where it was going."""
+
+
+def loc_str(loc: Loc) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+# --- static checks -------------------------------------------------------------------------------
+
+
+def check_template(source: str, declared: Collection[str]) -> tuple[list[str], set[tuple[str, str]]]:
+    """Parse one template and allow only reads of params.<declared>, alert.<field>, settings.<key>.
+
+    Returns the problems and the `(root, name)` references it makes.
+    """
+    try:
+        tree = _TEXT_ENV.parse(source)
+    except TemplateSyntaxError as exc:
+        return [f"template syntax error: {exc.message}"], set()
+    problems: list[str] = []
+    refs: set[tuple[str, str]] = set()
+    for name in sorted(meta.find_undeclared_variables(tree) - set(ROOTS)):
+        problems.append(f"template uses {name!r}: only params, alert and settings are available")
+    _walk(tree, set(declared), problems, refs)
+    return list(dict.fromkeys(problems)), refs
+
+
+def _walk(node: nodes.Node, declared: set[str], problems: list[str], refs: set[tuple[str, str]]) -> None:
+    if isinstance(node, nodes.Getattr | nodes.Getitem):
+        problem = _reference(node, declared, refs)
+        if problem:
+            problems.append(problem)
+        return
+    if isinstance(node, nodes.Name):
+        if node.name in ROOTS:
+            problems.append(f"use {node.name}.<name>, not {node.name} itself")
+        else:
+            problems.append(f"template uses {node.name!r}: only params, alert and settings are available")
+        return
+    if isinstance(node, nodes.Filter) and node.name not in FILTERS:
+        problems.append(f"filter {node.name!r} is not allowed (allowed: {', '.join(sorted(FILTERS))})")
+    if not isinstance(node, _ALLOWED_NODES):
+        what = next((v for k, v in _NODE_NAMES.items() if isinstance(node, k)), type(node).__name__)
+        problems.append(f"{what} not allowed in playbook templates")
+        return
+    for child in node.iter_child_nodes():
+        _walk(child, declared, problems, refs)
+
+
+def _reference(node: nodes.Getattr | nodes.Getitem, declared: set[str], refs: set[tuple[str, str]]) -> str:
+    target = node.node
+    if isinstance(node, nodes.Getattr):
+        attr: object = node.attr
+    else:
+        attr = node.arg.value if isinstance(node.arg, nodes.Const) else None
+    if isinstance(target, nodes.Getattr | nodes.Getitem):
+        inner = _reference(target, declared, refs)
+        return (
+            inner
+            or f"{attr!r} of a value is not allowed: read params.<name>, alert.<field> or settings.<key>"
+        )
+    if isinstance(target, nodes.Name) and target.name not in ROOTS:
+        return f"template uses {target.name!r}: only params, alert and settings are available"
+    if not isinstance(target, nodes.Name):
+        what = "a constant" if isinstance(target, nodes.Const) else "an expression"
+        return (
+            f"access to {attr!r} on {what} is not allowed: read params.<name>, alert.<field>"
+            " or settings.<key> only"
+        )
+    root = target.name
+    if not isinstance(attr, str):
+        return f"{root}[...] needs a constant name"
+    if root == "params" and attr not in declared:
+        names = ", ".join(sorted(declared)) or "none"
+        return f"params.{attr} is not a declared param (declared: {names})"
+    if root == "alert" and attr not in ALERT_FIELDS:
+        return (
+            f"alert.{attr} is not available to templates (only {', '.join(ALERT_FIELDS)}); "
+            "take label and annotation values through a validated param"
+        )
+    if root == "settings" and (not SETTINGS_KEY.fullmatch(attr) or attr in RESERVED_NAMES):
+        return f"settings.{attr} is not allowed (settings keys are lowercase names)"
+    refs.add((root, attr))
+    return ""
+
+
+# --- checks on rendered values -------------------------------------------------------------------
+
+
+def path_problem(path: str, *, dot_ok: bool = False) -> str:
+    """Why a rendered repository path is unsafe ('' when it is fine): relative, normalised, no `..`."""
+    shown = show(path)
+    if not path:
+        return "path is empty"
+    if CONTROL.search(path):
+        return f"path {shown} contains a control character"
+    if path.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", path):
+        return f"path {shown} must be relative to the repository"
+    if "\\" in path:
+        return f"path {shown} contains a backslash"
+    parts = path.split("/")
+    if ".." in parts:
+        return f"path {shown} has a '..' component"
+    if any(p.lower() == ".git" for p in parts):
+        return f"path {shown} points into .git"
+    if path == "." and dot_ok:
+        return ""
+    if path == "." or posixpath.normpath(path) != path:
+        return f"path {shown} is not normalised"
+    return ""
+
+
+def url_problem(url: str) -> str:
+    shown = show(url)
+    if CONTROL.search(url) or re.search(r"\s", url):
+        return f"url {shown} contains whitespace or a control character"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return f"url {shown} must be http:// or https://"
+    if not parts.hostname:
+        return f"url {shown} has no host"
+    if parts.username is not None or parts.password is not None:
+        return f"url {shown} must not carry credentials (use headers)"
+    if {".", ".."} & set(unquote(parts.path).split("/")):
+        return f"url {shown} has a '.' or '..' path segment"
+    return ""
+
+
+def branch_problem(branch: str) -> str:
+    if not _BRANCH.fullmatch(branch):
+        return f"branch {show(branch)} is not a safe git branch name"
+    return ""
+
+
+def key_problem(key: str) -> str:
+    if CONTROL.search(key) or re.search(r"\s", key):
+        return f"key {show(key)} contains whitespace or a control character"
+    if any(not part for part in key.split(".")):
+        return f"key {show(key)} has an empty segment"
+    return ""
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def _finalize_text(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if CONTROL.search(text):
+        raise UnsafeValue(f"value {show(text)} contains a control character")
+    return text
+
+
+def _finalize_query(value: Any) -> str:
+    text = _finalize_text(value)
+    if _PROMQL_UNSAFE.search(text):
+        raise UnsafeValue(
+            f"value {show(text)} cannot be placed in a PromQL query (quote, backslash or brace)"
+        )
+    return text
+
+
+def _environment(finalize: Any) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=finalize)
+    env.globals.clear()  # no range, lipsum, cycler, joiner, namespace, dict: only our three variables
+    return env
+
+
+_TEXT_ENV = _environment(_finalize_text)
+_QUERY_ENV = _environment(_finalize_query)
+
+
+@lru_cache(maxsize=4096)
+def _compiled(source: str, query: bool) -> Template:
+    return (_QUERY_ENV if query else _TEXT_ENV).from_string(source)
+
+
+class _AnySetting(Mapping[str, str]):
+    """Lint-time stand-in for settings, whose keys are only known when the operator passes them."""
+
+    def __getitem__(self, key: str) -> str:
+        return "https://settings.invalid"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+class _Builder:
+    """Walks a playbook's steps once; in `check` mode with placeholder values, collecting static problems."""
+
+    def __init__(
+        self,
+        spec: PlaybookSpec,
+        *,
+        params: Mapping[str, str],
+        alert: Mapping[str, str],
+        settings: Mapping[str, str],
+        check: bool,
+    ) -> None:
+        self.spec = spec
+        self.check = check
+        self.declared = set(spec.params)
+        self.problems: list[tuple[Loc, str]] = []
+        self.refs: set[tuple[str, str]] = set()
+        self.settings = settings
+        self.context = self._context(params, alert)
+
+    def _context(self, params: Mapping[str, str], alert: Mapping[str, str]) -> dict[str, Any]:
+        return {
+            "params": MappingProxyType(dict(params)),
+            "alert": MappingProxyType(dict(alert)),
+            "settings": self.settings,
+        }
+
+    def _placeholder(self, letter: str) -> dict[str, Any]:
+        return self._context({p: letter for p in self.declared}, {f: letter for f in ALERT_FIELDS})
+
+    def fail(self, loc: Loc, message: str) -> None:
+        self.problems.append((loc, message))
+
+    # one value of each kind ----------------------------------------------------------------------
+
+    def text(
+        self, loc: Loc, source: str, *, query: bool = False, context: dict[str, Any] | None = None
+    ) -> str:
+        """Render one string; on failure record the problem and return it unrendered (plan is discarded)."""
+        if not is_template(source):
+            return source
+        if self.check and context is None:
+            issues, refs = check_template(source, self.declared)
+            self.refs |= refs
+            if issues:
+                for issue in issues:
+                    self.fail(loc, issue)
+                return source
+        try:
+            return _compiled(source, query).render(context or self.context)
+        except (TemplateError, UnsafeValue) as exc:
+            self.fail(loc, str(exc) if isinstance(exc, UnsafeValue) else f"cannot render: {exc}")
+            return source
+
+    def _checked(self, loc: Loc, source: str, problem: Callable[..., str], **kw: Any) -> str:
+        before = len(self.problems)
+        value = self.text(loc, source)
+        if len(self.problems) == before:
+            issue = problem(value, **kw)
+            if issue:
+                self.fail(loc, issue)
+        return value
+
+    def path(self, loc: Loc, source: str, *, dot_ok: bool = False) -> str:
+        return self._checked(loc, source, path_problem, dot_ok=dot_ok)
+
+    def argv(self, loc: Loc, argv: list[str]) -> list[str]:
+        out = []
+        for i, source in enumerate(argv):
+            before = len(self.problems)
+            value = self.text((*loc, i), source)
+            if len(self.problems) == before and is_template(source) and not self.check:
+                probe = self.text((*loc, i), source, context=self._placeholder("p"))
+                if value.startswith("-") and not probe.startswith("-"):
+                    self.fail((*loc, i), f"value {show(value)} would be read as an option")
+            out.append(value)
+        return out
+
+    def url(self, loc: Loc, source: str) -> str:
+        before = len(self.problems)
+        value = self._checked(loc, source, url_problem)
+        if len(self.problems) == before and is_template(source):
+            first = value if not self.check else self.text(loc, source, context=self._placeholder("q"))
+            probe = self.text(loc, source, context=self._placeholder("p"))
+            a, b = urlsplit(first), urlsplit(probe)
+            if (a.scheme, a.netloc) != (b.scheme, b.netloc):
+                self.fail(loc, "the URL's scheme and host must not depend on params or alert (use settings)")
+        return value
+
+    def data(self, loc: Loc, value: Any) -> Any:
+        """JSON-like data: string leaves are templates, keys and other scalars are literal."""
+        if isinstance(value, str):
+            return self.text(loc, value)
+        if isinstance(value, list):
+            return [self.data((*loc, i), v) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            out = {}
+            for key, v in value.items():
+                if self.check and isinstance(key, str) and is_template(key):
+                    self.fail((*loc, key), "templates are only allowed in string values, not in keys")
+                out[key] = self.data((*loc, key), v)
+            return out
+        return value
+
+    def duration(self, loc: Loc, source: str) -> float:
+        if not is_template(source):
+            return parse_duration(source)
+        before = len(self.problems)
+        value = self.text(loc, source)
+        if self.check or len(self.problems) > before:
+            return 1.0
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(loc, str(exc))
+            return 1.0
+
+    # the plan -------------------------------------------------------------------------------------
+
+    def action(self, loc: Loc, step: Step, *, sandbox: bool = False) -> Action:
+        spec = step.action
+        at = (*loc, step.kind)
+        if isinstance(spec, GitRevertSpec):
+            return GitRevertAction(
+                since_seconds=self.duration((*at, "since"), spec.since),
+                paths=[self.path((*at, "paths", i), p) for i, p in enumerate(spec.paths)],
+                max_commits=spec.max_commits,
+            )
+        if isinstance(spec, GitEditSpec):
+            return GitEditAction(
+                file=self.path((*at, "file"), spec.file),
+                key=self._checked((*at, "key"), spec.key, key_problem),
+                value=self.data((*at, "value"), spec.value),
+                scale=spec.scale,
+                max_value=spec.max_value,
+                format=spec.format,
+            )
+        if isinstance(spec, CommandSpec):
+            return CommandAction(
+                argv=self.argv((*at, "argv"), spec.argv),
+                env={k: self.text((*at, "env", k), v) for k, v in spec.env.items()},
+                cwd=self.path((*at, "cwd"), spec.cwd, dot_ok=True),
+                timeout_seconds=spec.timeout,
+                sandbox=sandbox or spec.sandbox,
+            )
+        if isinstance(spec, HttpSpec):
+            return HttpAction(
+                method=spec.method,
+                url=self.url((*at, "url"), spec.url),
+                json_body=self.data((*at, "json"), spec.json_body),
+                headers={k: self.text((*at, "headers", k), v) for k, v in spec.headers.items()},
+                expect_status=list(spec.expect_status),
+                timeout_seconds=spec.timeout,
+            )
+        if isinstance(spec, GitPushSpec):
+            return GitPushAction(
+                branch=self._checked((*at, "branch"), spec.branch, branch_problem), remote=spec.remote
+            )
+        raise AssertionError(f"unknown action {step.kind}")  # pragma: no cover
+
+    def steps(self, phase: str, steps: list[Any]) -> list[PlannedStep]:
+        planned = []
+        for i, step in enumerate(steps):
+            action = self.action((phase, i), step, sandbox=phase == "test")
+            name = self.text((phase, i, "name"), step.name) if step.name else describe(action)
+            planned.append(PlannedStep(phase=phase, index=i, description=name, action=action))
+        return planned
+
+    def plan(
+        self, *, digest: str, fingerprint: str, incident_id: str, starts_at: datetime | None
+    ) -> RemediationPlan:
+        spec = self.spec
+        target = self.text(("target",), spec.target)
+        if not target.strip() or len(target) > 200:
+            self.fail(("target",), f"target {show(target)} must be 1-200 characters")
+        diagnose = [
+            PlannedCheck(
+                name=check.name,
+                query=self.text(("diagnose", i, "query"), check.query, query=True),
+                condition=check.condition,
+            )
+            for i, check in enumerate(spec.diagnose)
+        ]
+        verify = None
+        if spec.verify is not None:
+            verify = PlannedVerify(
+                query=self.text(("verify", "query"), spec.verify.query, query=True),
+                condition=spec.verify.condition,
+                hold_for_seconds=spec.verify.hold_for,
+                timeout_seconds=spec.verify.timeout,
+                alert_resolved=spec.verify.alert_resolved,
+            )
+        rollback = "auto" if isinstance(spec.rollback, str) else self.steps("rollback", spec.rollback)
+        return RemediationPlan(
+            playbook=spec.name,
+            playbook_digest=digest,
+            category=spec.category,
+            description=spec.description,
+            incident_id=incident_id,
+            alert_fingerprint=fingerprint,
+            alertname=spec.match.alertname,
+            alert_starts_at=starts_at,
+            target=target,
+            repo=spec.repo,
+            params=dict(self.context["params"]),
+            policy=PlannedPolicy(
+                mode=spec.policy.mode,
+                max_runs=spec.policy.max_runs,
+                window_seconds=spec.policy.window,
+                cooldown_seconds=spec.policy.cooldown,
+                require_firing=spec.policy.require_firing,
+            ),
+            diagnose=diagnose,
+            fix=self.steps("fix", spec.fix),
+            test=self.steps("test", spec.test),
+            deploy=self.steps("deploy", spec.deploy),
+            verify=verify,
+            rollback=rollback,
+        )
+
+
+def describe(action: Action) -> str:
+    """A one-line, human description of a rendered action (for tickets and the `plan` command)."""
+    if isinstance(action, GitRevertAction):
+        paths = ", ".join(action.paths)
+        since = format_duration(action.since_seconds)
+        return f"revert up to {action.max_commits} commits from the last {since} touching {paths}"
+    if isinstance(action, GitEditAction):
+        if action.scale is not None:
+            cap = f" (at most {action.max_value:g})" if action.max_value is not None else ""
+            return f"scale {action.key} in {action.file} by {action.scale:g}{cap}"
+        return f"set {action.key} in {action.file} to {json.dumps(action.value)}"
+    if isinstance(action, CommandAction):
+        where = "" if action.cwd == "." else f" in {action.cwd}"
+        return f"run {shlex.join(action.argv)}{where}{' (sandboxed)' if action.sandbox else ''}"
+    if isinstance(action, HttpAction):
+        return f"{action.method} {action.url}"
+    return f"push to {action.remote}/{action.branch}"
+
+
+def check_playbook(spec: PlaybookSpec) -> tuple[list[tuple[Loc, str]], frozenset[str]]:
+    """Static checks of every template and of the literal parts of paths, URLs and branches.
+
+    Returns the problems (location, message) and the alert fields the templates read.
+    """
+    builder = _Builder(spec, params={}, alert={}, settings=_AnySetting(), check=True)
+    builder.context = builder._placeholder("p")
+    builder.plan(digest="", fingerprint="lint", incident_id="", starts_at=None)
+    fields = frozenset(name for root, name in builder.refs if root == "alert")
+    return builder.problems, fields
+
+
+def render_plan(
+    playbook: Playbook,
+    *,
+    params: Mapping[str, str],
+    fingerprint: str,
+    status: str,
+    starts_at: datetime,
+    incident_id: str = "",
+    settings_ctx: Mapping[str, str] | None = None,
+) -> RemediationPlan:
+    """Render the playbook for one alert whose params already passed their patterns."""
+    if "fingerprint" in playbook.alert_fields and not FINGERPRINT.fullmatch(fingerprint):
+        raise RenderError([f"alert fingerprint {show(fingerprint)} is not alphanumeric"])
+    alert = {
+        "alertname": playbook.spec.match.alertname,
+        "fingerprint": fingerprint,
+        "startsAt": starts_at.isoformat().replace("+00:00", "Z"),
+        "status": status,
+    }
+    settings = MappingProxyType({str(k): str(v) for k, v in (settings_ctx or {}).items()})
+    builder = _Builder(playbook.spec, params=params, alert=alert, settings=settings, check=False)
+    plan = builder.plan(
+        digest=playbook.digest, fingerprint=fingerprint, incident_id=incident_id, starts_at=starts_at
+    )
+    if builder.problems:
+        raise RenderError([f"{loc_str(loc)}: {message}" for loc, message in builder.problems])
+    return plan

@@ -1,0 +1,527 @@
+"""The playbook file format (`apiVersion: selfheal/v1`, `kind: Playbook`): pydantic models only.
+
+Strict types and `extra="forbid"` everywhere, so a typo is an error with a line number instead of a
+silently ignored field. Nothing here renders templates or reads alerts: `render.py` checks and
+renders the templated strings, `matcher.py` decides which playbook applies.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+API_VERSION = "selfheal/v1"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
+CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Names that would resolve to a mapping method instead of a value inside a template.
+RESERVED_NAMES = frozenset({"get", "items", "keys", "values", "copy"})
+#: C0 controls and DEL: never allowed in a param value (NUL, newlines, escapes).
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+ACTION_KINDS = ("git_revert", "git_edit", "command", "http", "git_push")
+GIT_KINDS = frozenset({"git_revert", "git_edit", "git_push"})
+
+
+def invalid(message: str) -> PydanticCustomError:
+    """A validation error whose message is shown as is (no "Value error, " prefix)."""
+    return PydanticCustomError("playbook", message)
+
+
+def is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+def show(value: str, limit: int = 80) -> str:
+    """Untrusted text for a message: quoted, escaped (no raw newlines or terminal escapes), shortened."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+# --- durations and conditions -------------------------------------------------------------------
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w))+$")
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
+
+
+def parse_duration(text: str) -> float:
+    """`30s`, `5m`, `2h`, `1d`, `1h30m` → seconds (Prometheus style, so authors need not learn a new one)."""
+    if not _DURATION.fullmatch(text):
+        raise ValueError(f"invalid duration {text!r}: expected e.g. 30s, 5m, 2h, 1d")
+    return float(sum(int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text)))
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds back to the shortest exact duration string, for human-readable step descriptions."""
+    if seconds <= 0:
+        return "0s"
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _duration_input(value: Any) -> float:
+    if not isinstance(value, str):
+        raise invalid("a duration is a string such as 30s, 5m, 2h or 1d")
+    try:
+        return parse_duration(value.strip())
+    except ValueError as exc:
+        raise invalid(str(exc)) from exc
+
+
+def _duration_or_template(value: str) -> str:
+    if not is_template(value):
+        _duration_input(value)
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration_input)]
+#: A duration that may come from a param (`since: "{{ params.window }}"`); parsed after rendering.
+TemplatedDuration = Annotated[str, AfterValidator(_duration_or_template)]
+
+_CONDITION = re.compile(
+    r"^\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*$"
+)
+_COMPARE = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+
+
+def normalize_condition(text: str) -> str:
+    """`>0.05` → `> 0.05`: one spelling in the plan, so the executor parses a single form."""
+    m = _CONDITION.fullmatch(text)
+    if m is None:
+        raise invalid(f"invalid condition {text!r}: expected an operator (< <= > >= == !=) and a number")
+    number = float(m.group(2))
+    if not math.isfinite(number):
+        raise invalid(f"invalid condition {text!r}: the number must be finite")
+    return f"{m.group(1)} {m.group(2)}"
+
+
+def condition_holds(condition: str, value: float) -> bool:
+    """Evaluate a normalised condition against one sample value (for diagnose and verify)."""
+    m = _CONDITION.fullmatch(condition)
+    if m is None:
+        raise ValueError(f"invalid condition {condition!r}")
+    return bool(_COMPARE[m.group(1)](value, float(m.group(2))))
+
+
+Condition = Annotated[str, AfterValidator(normalize_condition)]
+
+
+# --- Alertmanager label matchers ----------------------------------------------------------------
+
+_MATCHER = re.compile(
+    r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|([^\s"\',{}=!~]*))\s*$'
+)
+_UNESCAPE = {"n": "\n", '"': '"', "\\": "\\"}
+
+
+class LabelMatcher(BaseModel):
+    """One Alertmanager matcher (`=`, `!=`, `=~`, `!~`); regexes are fully anchored, as in Alertmanager."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    op: Literal["=", "!=", "=~", "!~"]
+    value: str
+    _regex: re.Pattern[str] | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.op in ("=~", "!~"):
+            self._regex = re.compile(self.value)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """A missing label matches as the empty string, as in Alertmanager."""
+        actual = labels.get(self.name, "")
+        if self._regex is not None:
+            hit = self._regex.fullmatch(actual) is not None
+            return hit if self.op == "=~" else not hit
+        return (actual == self.value) if self.op == "=" else (actual != self.value)
+
+    def __str__(self) -> str:
+        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'{self.name}{self.op}"{escaped}"'
+
+
+def parse_matcher(text: str) -> LabelMatcher:
+    m = _MATCHER.fullmatch(text)
+    if m is None:
+        raise ValueError(f'invalid matcher {text!r}: expected name="value" with one of = != =~ !~')
+    raw = m.group(3) if m.group(3) is not None else m.group(4)
+    value = re.sub(r"\\(.)", lambda e: _UNESCAPE.get(e.group(1), "\\" + e.group(1)), raw)
+    try:
+        return LabelMatcher(name=m.group(1), op=m.group(2), value=value)
+    except re.error as exc:
+        raise ValueError(f"invalid regex in matcher {text!r}: {exc}") from exc
+
+
+def _matcher_input(value: Any) -> Any:
+    if isinstance(value, LabelMatcher):
+        return value
+    if not isinstance(value, str):
+        raise invalid('a matcher is a string such as service=~"checkout|cart"')
+    try:
+        return parse_matcher(value)
+    except ValueError as exc:
+        raise invalid(str(exc)) from exc
+
+
+Matcher = Annotated[LabelMatcher, BeforeValidator(_matcher_input)]
+
+
+# --- the playbook model ---------------------------------------------------------------------------
+
+
+class Spec(BaseModel):
+    """Strict and closed: unknown keys and wrong types are errors, not surprises."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class MatchSpec(Spec):
+    alertname: str = Field(min_length=1)
+    matchers: list[Matcher] = Field(default_factory=list)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+
+
+class ParamSpec(Spec):
+    """A param is the only way alert data reaches a template, and only after `pattern` accepts it."""
+
+    source: Literal["label", "annotation"] = Field(alias="from")
+    key: str = Field(min_length=1)
+    pattern: str = Field(min_length=1)
+    #: Use this capture group of `pattern` as the value (e.g. the host out of `instance="host:9100"`).
+    group: int | None = Field(default=None, ge=1)
+    default: str | None = None
+    _regex: re.Pattern[str] = PrivateAttr()
+
+    @field_validator("key")
+    @classmethod
+    def _label_name(cls, key: str, info: ValidationInfo) -> str:
+        if info.data.get("source") == "label" and not LABEL_NAME.fullmatch(key):
+            raise invalid(f"{key!r} is not a valid label name")
+        return key
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise invalid(f"invalid regular expression {value!r}: {exc}") from exc
+        return value
+
+    @field_validator("group")
+    @classmethod
+    def _group_exists(cls, group: int | None, info: ValidationInfo) -> int | None:
+        pattern = info.data.get("pattern")
+        if group is not None and pattern is not None and group > re.compile(pattern).groups:
+            raise invalid(f"the pattern has no capture group {group}")
+        return group
+
+    @field_validator("default")
+    @classmethod
+    def _default_matches(cls, default: str | None, info: ValidationInfo) -> str | None:
+        pattern = info.data.get("pattern")
+        if default is None:
+            return None
+        if CONTROL.search(default):
+            raise invalid("contains a control character")
+        if pattern is not None and re.fullmatch(pattern, default) is None:
+            raise invalid(f"{default!r} does not match {pattern}")
+        return default
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._regex = re.compile(self.pattern)
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        return self._regex
+
+
+class CheckSpec(Spec):
+    """A PromQL precondition: do not act unless the symptom is (still) there."""
+
+    name: str = Field(min_length=1)
+    query: str = Field(min_length=1)
+    condition: Condition
+
+
+class VerifySpec(Spec):
+    query: str = Field(min_length=1)
+    condition: Condition
+    hold_for: Duration = 60.0
+    timeout: Duration = 600.0
+    alert_resolved: bool = False
+
+    @field_validator("timeout")
+    @classmethod
+    def _hold_fits(cls, timeout: float, info: ValidationInfo) -> float:
+        if timeout <= 0:
+            raise invalid("must be positive")
+        if info.data.get("hold_for", 0) > timeout:
+            raise invalid("shorter than hold_for, so verification could never pass")
+        return timeout
+
+
+class PolicySpec(Spec):
+    mode: Literal["auto", "approve", "suggest"] = "approve"
+    max_runs: int = Field(default=3, ge=1, le=100)
+    window: Duration = 3600.0
+    cooldown: Duration = 600.0
+    require_firing: bool = True
+
+
+class GitRevertSpec(Spec):
+    since: TemplatedDuration
+    paths: list[str] = Field(min_length=1)
+    max_commits: int = Field(default=5, ge=1, le=50)
+
+
+class GitEditSpec(Spec):
+    file: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    value: Any = None
+    scale: float | None = Field(default=None, gt=0, le=100)
+    max_value: float | None = None
+    format: Literal["auto", "yaml", "json", "toml", "env"] = "auto"
+
+    @model_validator(mode="after")
+    def _value_or_scale(self) -> GitEditSpec:
+        if ("value" in self.model_fields_set) == (self.scale is not None):
+            raise invalid("set exactly one of value or scale")
+        if self.max_value is not None and self.scale is None:
+            raise invalid("max_value: only meaningful with scale")
+        return self
+
+
+class CommandSpec(Spec):
+    argv: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str = Field(default=".", min_length=1)
+    timeout: Duration = 60.0
+    sandbox: bool = False
+
+    @field_validator("argv")
+    @classmethod
+    def _program_literal(cls, argv: list[str]) -> list[str]:
+        if not argv[0].strip():
+            raise invalid("argv: the program (argv[0]) is empty")
+        if is_template(argv[0]):
+            raise invalid("argv: the program (argv[0]) must be literal, not a template")
+        return argv
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not ENV_NAME.fullmatch(name):
+                raise invalid(f"env: {name!r} is not a valid variable name")
+        return env
+
+
+class HttpSpec(Spec):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: str = Field(min_length=1)
+    json_body: Any = Field(default=None, alias="json")
+    headers: dict[str, str] = Field(default_factory=dict)
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=lambda: [200, 201, 202, 204], min_length=1
+    )
+    timeout: Duration = 30.0
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name in headers:
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise invalid(f"headers: {name!r} is not a valid header name")
+        return headers
+
+
+class GitPushSpec(Spec):
+    branch: str = Field(min_length=1)
+    remote: str = Field(default="origin", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+ActionSpec = GitRevertSpec | GitEditSpec | CommandSpec | HttpSpec | GitPushSpec
+
+
+class Step(Spec):
+    """One step: an optional `name` and exactly one action key allowed in its phase."""
+
+    phase: ClassVar[str] = ""
+    allowed: ClassVar[tuple[str, ...]] = ACTION_KINDS
+
+    name: str | None = Field(default=None, min_length=1)
+    git_revert: GitRevertSpec | None = None
+    git_edit: GitEditSpec | None = None
+    command: CommandSpec | None = None
+    http: HttpSpec | None = None
+    git_push: GitPushSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_action(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        actions = [k for k in data if k in ACTION_KINDS]
+        for key in actions:
+            if key not in cls.allowed:
+                raise invalid(
+                    f"`{key}` is not allowed in {cls.phase} steps (allowed: {', '.join(cls.allowed)})"
+                )
+        if len(actions) != 1:
+            got = f": {', '.join(actions)}" if actions else ""
+            raise invalid(
+                f"a step needs exactly one action ({', '.join(cls.allowed)}), got {len(actions)}{got}"
+            )
+        return data
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ACTION_KINDS if getattr(self, k) is not None)
+
+    @property
+    def action(self) -> ActionSpec:
+        value: ActionSpec = getattr(self, self.kind)
+        return value
+
+
+class FixStep(Step):
+    phase: ClassVar[str] = "fix"
+    allowed: ClassVar[tuple[str, ...]] = ("git_revert", "git_edit", "command", "http")
+
+
+class TestStep(Step):
+    """Tests are commands only, and always run sandboxed."""
+
+    __test__: ClassVar[bool] = False  # not a pytest class, despite the name
+    phase: ClassVar[str] = "test"
+    allowed: ClassVar[tuple[str, ...]] = ("command",)
+
+    @model_validator(mode="after")
+    def _sandboxed(self) -> TestStep:
+        if (
+            self.command is not None
+            and "sandbox" in self.command.model_fields_set
+            and not self.command.sandbox
+        ):
+            raise invalid("command.sandbox: test steps always run sandboxed")
+        return self
+
+
+class DeployStep(Step):
+    phase: ClassVar[str] = "deploy"
+    allowed: ClassVar[tuple[str, ...]] = ("git_push", "command", "http")
+
+
+class RollbackStep(Step):
+    phase: ClassVar[str] = "rollback"
+    allowed: ClassVar[tuple[str, ...]] = ACTION_KINDS
+
+
+def _param_name(name: str) -> str:
+    if not PARAM_NAME.fullmatch(name) or name in RESERVED_NAMES:
+        reserved = "/".join(sorted(RESERVED_NAMES))
+        raise invalid(f"{name!r} is not a valid param name (lowercase, a letter first, not {reserved})")
+    return name
+
+
+ParamName = Annotated[str, AfterValidator(_param_name)]
+
+
+def _rollback_tag(value: Any) -> str:
+    return "auto" if isinstance(value, str) else "steps"
+
+
+Rollback = Annotated[
+    Annotated[Literal["auto"], Tag("auto")] | Annotated[list[RollbackStep], Tag("steps")],
+    Discriminator(_rollback_tag),
+]
+
+
+class PlaybookSpec(Spec):
+    """One playbook file."""
+
+    apiVersion: Literal["selfheal/v1"]
+    kind: Literal["Playbook"]
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = Field(min_length=1)
+    category: str = Field(default="", pattern=CATEGORY_PATTERN)
+    match: MatchSpec
+    target: str = Field(min_length=1)
+    repo: str | None = Field(default=None, pattern=REPO_PATTERN)
+    params: dict[ParamName, ParamSpec] = Field(default_factory=dict)
+    diagnose: list[CheckSpec] = Field(default_factory=list)
+    policy: PolicySpec = Field(default_factory=PolicySpec)
+    fix: list[FixStep] = Field(min_length=1)
+    test: list[TestStep] = Field(default_factory=list)
+    deploy: list[DeployStep] = Field(default_factory=list)
+    verify: VerifySpec | None = None
+    rollback: Rollback = "auto"
+
+    @model_validator(mode="after")
+    def _repo_for_git(self) -> PlaybookSpec:
+        kinds = {step.kind for step in self.steps()}
+        if kinds & GIT_KINDS and self.repo is None:
+            used = ", ".join(sorted(kinds & GIT_KINDS))
+            raise invalid(f"repo: required because the playbook has git steps ({used})")
+        return self
+
+    def steps(self) -> list[Step]:
+        rollback = [] if isinstance(self.rollback, str) else self.rollback
+        return [*self.fix, *self.test, *self.deploy, *rollback]
+
+
+@dataclass(frozen=True)
+class Playbook:
+    """A validated playbook and where it came from (for messages and the plan's digest)."""
+
+    spec: PlaybookSpec
+    path: Path
+    digest: str
+    name_line: int
+    match_line: int
+    repo_line: int
+    #: `alert.<field>` names its templates use (so an unusual fingerprint only matters when used).
+    alert_fields: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def rank(self) -> tuple[int, int, str]:
+        """Sort key for precedence: higher priority, then more matchers, then name."""
+        return (-self.spec.match.priority, -len(self.spec.match.matchers), self.spec.name)

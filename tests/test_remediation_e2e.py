@@ -1,0 +1,397 @@
+"""Known patterns heal themselves, end to end on real parts.
+
+Real Alertmanager delivers the webhook, real Prometheus scrapes a service whose metric is
+derived from what is deployed (the HEAD of a bare git remote), and the fix goes through a real
+git worktree, a sandboxed test command and a `git push`. No step is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import git
+import httpx
+import pytest
+import yaml
+
+from selfheal.settings import Settings
+from selfheal.temporal import connect
+from selfheal.worker import build_worker
+from tests.conftest import ApiServer, make_settings
+from tests.services_prom import MetricTarget, alertmanager_server, prometheus_server
+
+pytestmark = pytest.mark.timeout(240)
+
+CONFIG = "services/{service}/config.yaml"
+
+
+class DeployedTarget(MetricTarget):
+    """A service whose health follows what is deployed: `demo_pool_exhausted{service}` is 1 while
+    the pool size on the remote's main branch is below 20, else 0. Read on every scrape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.remotes: dict[str, Path] = {}
+
+    def render(self) -> str:
+        for service, remote in list(self.remotes.items()):
+            try:
+                text = git.Repo(remote).git.show(f"main:{CONFIG.format(service=service)}")
+                size = int(yaml.safe_load(text)["pool"]["size"])
+            except Exception:
+                continue
+            self.set("demo_pool_exhausted", 1.0 if size < 20 else 0.0, service=service)
+        return super().render()
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, DeployedTarget]]:
+    target = DeployedTarget().start()
+    try:
+        with prometheus_server(tmp_path_factory.mktemp("prom"), [target.url]) as url:
+            yield url, target
+    finally:
+        target.stop()
+
+
+def make_repos(root: Path, service: str) -> tuple[Path, Path]:
+    """A bare remote (the GitOps target, with a deploy log hook) and selfheal's working clone."""
+    remote = root / "remote.git"
+    git.Repo.init(remote, bare=True, initial_branch="main")
+    seed = git.Repo.init(root / "seed", initial_branch="main")
+    cfg = root / "seed" / CONFIG.format(service=service)
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("# pool settings\npool:\n  size: 5\n  timeout: 30s\n")
+    seed.index.add([str(cfg)])
+    seed.index.commit("initial config")
+    seed.create_remote("origin", str(remote)).push("main:main")
+    # Every push from now on is a deploy: the hook logs one line per updated ref.
+    hook = remote / "hooks" / "post-receive"
+    hook.write_text(f"#!/bin/sh\ncat >> {root / 'deploys.log'}\n")
+    hook.chmod(0o755)
+    work = root / "work"
+    git.Repo.clone_from(str(remote), work, branch="main")
+    return remote, work
+
+
+def playbook_yaml(
+    name: str,
+    alertname: str,
+    *,
+    scale: float = 4,
+    mode: str = "auto",
+    max_runs: int = 10,
+    test_argv: list[str] | None = None,
+    verify_timeout: str = "40s",
+) -> str:
+    doc = {
+        "apiVersion": "selfheal/v1",
+        "kind": "Playbook",
+        "name": name,
+        "description": "Connection pool exhausted: raise the pool size",
+        "category": "capacity",
+        "match": {"alertname": alertname, "matchers": ['service=~".+"']},
+        "target": "{{ params.service }}",
+        "repo": "config",
+        "params": {"service": {"from": "label", "key": "service", "pattern": "^[a-z0-9-]{1,63}$"}},
+        "policy": {
+            "mode": mode,
+            "max_runs": max_runs,
+            "window": "1h",
+            "cooldown": "0s",
+            "require_firing": True,
+        },
+        "fix": [
+            {
+                "git_edit": {
+                    "file": "services/{{ params.service }}/config.yaml",
+                    "key": "pool.size",
+                    "scale": scale,
+                    "max_value": 100,
+                }
+            }
+        ],
+        "test": [
+            {
+                "command": {
+                    "argv": test_argv or ["grep", "-q", "size:", "services/{{ params.service }}/config.yaml"],
+                    "timeout": "60s",
+                }
+            }
+        ],
+        "deploy": [{"git_push": {"branch": "main"}}],
+        "verify": {
+            "query": 'demo_pool_exhausted{service="{{ params.service }}"}',
+            "condition": "< 1",
+            "hold_for": "2s",
+            "timeout": verify_timeout,
+        },
+        "rollback": "auto",
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+@dataclass
+class Loop:
+    settings: Settings
+    api: ApiServer
+    http: httpx.AsyncClient
+    am_url: str
+    remote: Path
+    work: Path
+    service: str
+    alertname: str
+    root: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    async def fire(self, labels: dict[str, str] | None = None, alertname: str | None = None) -> None:
+        """Post the alert to Alertmanager, which notifies selfheal itself."""
+        alert = {
+            "labels": {
+                "alertname": alertname or self.alertname,
+                "service": self.service,
+                "severity": "warning",
+                **(labels or {}),
+            },
+            "annotations": {"summary": "connection pool exhausted"},
+            "startsAt": datetime.now(UTC).isoformat(),
+            "generatorURL": "http://127.0.0.1/graph",
+        }
+        async with httpx.AsyncClient() as client:
+            resp = await client.post(f"{self.am_url}/api/v2/alerts", json=[alert])
+            assert resp.status_code == 200, resp.text
+
+    async def incident_for(self, alertname: str | None = None, timeout: float = 60) -> str:
+        name = alertname or self.alertname
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            listed = (await self.http.get("/api/v1/incidents")).json()["incidents"]
+            ids = [i["id"] for i in listed if i["alertname"] == name]
+            if ids:
+                return str(ids[0])
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"no incident for {name}")
+
+    async def wait(self, incident_id: str, pred: Any, timeout: float = 120) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        last: dict[str, Any] = {}
+        while asyncio.get_running_loop().time() < deadline:
+            resp = await self.http.get(f"/api/v1/incidents/{incident_id}")
+            if resp.status_code == 200:
+                last = resp.json()
+                if pred(last):
+                    return last
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"condition not met; last: {last.get('stage')} {last.get('timeline')}")
+
+    def remote_commits(self) -> list[git.Commit]:
+        return list(git.Repo(self.remote).iter_commits("main"))
+
+    def pool_size(self) -> int:
+        text = git.Repo(self.remote).git.show(f"main:{CONFIG.format(service=self.service)}")
+        return int(yaml.safe_load(text)["pool"]["size"])
+
+    def deploys(self) -> int:
+        log = self.root / "deploys.log"
+        return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def loop_settings(
+    address: str, root: Path, prom_url: str, am_url: str | None, work: Path, **extra: Any
+) -> Settings:
+    return make_settings(
+        address,
+        root / "data",
+        remediation={
+            "include_library": False,
+            "playbook_dirs": [str(root / "playbooks")],
+            "repos": {"config": {"path": str(work)}},
+            "prometheus_url": prom_url,
+            "alertmanager_url": am_url,
+            "verify_poll_seconds": 0.5,
+        },
+        **extra,
+    )
+
+
+@pytest.fixture
+async def loop_factory(
+    temporal_address: str, tmp_path: Path, prom: tuple[str, DeployedTarget]
+) -> AsyncIterator[Any]:
+    prom_url, target = prom
+    stacks: list[Any] = []
+
+    async def make(playbooks: dict[str, str], *, in_process_worker: bool = True, **extra: Any) -> Loop:
+        service = "svc-" + uuid.uuid4().hex[:8]
+        alertname = "PoolExhausted" + uuid.uuid4().hex[:6]
+        root = tmp_path / service
+        remote, work = make_repos(root, service)
+        target.remotes[service] = remote
+        (root / "playbooks").mkdir()
+        for name, text in playbooks.items():
+            (root / "playbooks" / f"{name}.yaml").write_text(text.replace("ALERTNAME", alertname))
+        # The API's port must be known before Alertmanager starts: reserve the settings first.
+        settings = loop_settings(temporal_address, root, prom_url, None, work, **extra)
+        api = ApiServer(settings)
+        token = settings.webhook_token.get_secret_value()  # type: ignore[union-attr]
+        am_cm = alertmanager_server(root / "am", webhook_url=f"{api.url}/api/v1/alerts", token=token)
+        am_url = am_cm.__enter__()
+        settings.remediation.alertmanager_url = am_url
+        api.__enter__()
+        worker_cm = None
+        if in_process_worker:
+            client = await connect(settings.temporal)
+            worker_cm = build_worker(client, settings)
+            await worker_cm.__aenter__()
+        http = api.client()
+        stacks.append((am_cm, api, worker_cm, http))
+        return Loop(settings, api, http, am_url, remote, work, service, alertname, root)
+
+    yield make
+    for am_cm, api, worker_cm, http in reversed(stacks):
+        await http.aclose()
+        if worker_cm is not None:
+            await worker_cm.__aexit__(None, None, None)
+        api.__exit__(None, None, None)
+        am_cm.__exit__(None, None, None)
+
+
+def kinds(view: dict[str, Any]) -> list[str]:
+    return [e["kind"] for e in view["timeline"]]
+
+
+async def test_known_pattern_heals_with_no_human(loop_factory: Any) -> None:
+    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-raise", "ALERTNAME")})
+    assert lp.pool_size() == 5
+    await lp.fire()
+    incident_id = await lp.incident_for()
+    view = await lp.wait(incident_id, lambda v: v["stage"] == "closed")
+    assert view["outcome"] == "healed"
+    assert view["decision"] is None
+    stages = kinds(view)
+    assert stages.index("ticketed") < stages.index("playbook_matched") < stages.index("remediation_started")
+    assert "verifying" in stages and "remediation_healed" in stages
+    assert lp.pool_size() == 20
+    fixes = [c for c in lp.remote_commits() if f"Selfheal-Incident: {incident_id}" in c.message]
+    assert len(fixes) == 1 and lp.deploys() == 1
+    ticket = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
+    assert ticket["status"] == "Done"
+    bodies = "\n".join(c["body"] for c in ticket["comments"])
+    for step in ("git_edit fix 1", "command test 1", "git_push deploy 1", "verify"):
+        assert step in bodies, f"ticket lacks step {step}"
+    assert " in " in bodies and "s" in bodies  # each step carries its timing
+    assert view["remediations"][0]["outcome"] == "healed"
+
+
+async def test_failed_verify_rolls_back_and_escalates(loop_factory: Any) -> None:
+    lp: Loop = await loop_factory(
+        {"pool": playbook_yaml("pool-small", "ALERTNAME", scale=2, verify_timeout="6s")}
+    )
+    await lp.fire()
+    incident_id = await lp.incident_for()
+    view = await lp.wait(incident_id, lambda v: v["stage"] == "awaiting_decision" and v["remediations"])
+    assert view["remediations"][-1]["outcome"] == "rolled_back"
+    assert "verification failed" in view["remediations"][-1]["reason"]
+    assert lp.pool_size() == 5, "the rollback restored the deployed value"
+    messages = [c.message for c in lp.remote_commits()]
+    assert any(f"Selfheal-Rollback: {incident_id}" in m for m in messages)
+    assert lp.deploys() == 2
+    ticket = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
+    assert any("did not hold" in c["body"] for c in ticket["comments"])
+
+
+async def test_circuit_breaker_stops_a_second_run(loop_factory: Any) -> None:
+    lp: Loop = await loop_factory(
+        {"pool": playbook_yaml("pool-once-" + uuid.uuid4().hex[:6], "ALERTNAME", max_runs=1)}
+    )
+    await lp.fire()
+    first = await lp.incident_for()
+    await lp.wait(first, lambda v: v["stage"] == "closed")
+    # Same playbook, another group of the same alert (another instance label).
+    other = lp.alertname + "b"
+    (lp.root / "playbooks" / "pool.yaml").read_text()
+    await lp.fire({"instance": "second"}, alertname=lp.alertname)
+    deadline = asyncio.get_running_loop().time() + 60
+    second = None
+    while asyncio.get_running_loop().time() < deadline and second is None:
+        listed = (await lp.http.get("/api/v1/incidents")).json()["incidents"]
+        ids = [i["id"] for i in listed if i["alertname"] == lp.alertname and i["id"] != first]
+        second = ids[0] if ids else None
+        await asyncio.sleep(0.2)
+    assert second is not None, other
+    view = await lp.wait(second, lambda v: v["stage"] == "awaiting_decision" and v["remediations"])
+    assert view["remediations"][-1]["outcome"] == "blocked"
+    assert "circuit open" in view["remediations"][-1]["reason"]
+    assert lp.deploys() == 1
+
+
+async def test_pause_escalates_and_approval_runs_the_fix(loop_factory: Any) -> None:
+    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-paused", "ALERTNAME")})
+    paused = await lp.http.post("/api/v1/remediation/pause", json={"by": "oncall", "reason": "maintenance"})
+    assert paused.status_code == 200 and paused.json()["paused"] is True
+    try:
+        await lp.fire()
+        incident_id = await lp.incident_for()
+        view = await lp.wait(incident_id, lambda v: v["stage"] == "awaiting_decision")
+        assert view["remediations"][-1]["outcome"] == "blocked"
+        assert "paused by oncall" in view["remediations"][-1]["reason"]
+        assert view["proposal"]["playbook"] == "pool-paused"
+        assert lp.deploys() == 0
+        resp = await lp.http.post(
+            f"/api/v1/incidents/{incident_id}/decision", json={"decision": "approve", "by": "alice"}
+        )
+        assert resp.status_code == 200, resp.text
+        view = await lp.wait(incident_id, lambda v: v["stage"] == "closed")
+        assert view["outcome"] == "healed_after_approval"
+        assert lp.pool_size() == 20 and lp.deploys() == 1
+    finally:
+        resumed = await lp.http.post("/api/v1/remediation/resume", json={"by": "oncall"})
+        assert resumed.status_code == 200 and resumed.json()["paused"] is False
+
+
+@pytest.mark.parametrize("value", ["x; rm -rf /", "$(id)", "../../etc", "{{ 7*7 }}"])
+async def test_hostile_label_never_reaches_a_command(loop_factory: Any, value: str) -> None:
+    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-hostile", "ALERTNAME")})
+    lp.service = value
+    await lp.fire()
+    incident_id = await lp.incident_for()
+    view = await lp.wait(incident_id, lambda v: v["stage"] == "awaiting_decision")
+    assert "no_playbook" in kinds(view)
+    reason = next(e["message"] for e in view["timeline"] if e["kind"] == "no_playbook")
+    assert "does not match" in reason
+    assert view["proposal"] is None and lp.deploys() == 0
+    assert not (lp.settings.worktrees_dir / incident_id).exists()
+
+
+async def test_alert_resolved_before_acting_takes_no_action(loop_factory: Any) -> None:
+    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-resolved", "ALERTNAME")})
+    await lp.fire()
+    incident_id = await lp.incident_for()
+    # Resolve it in Alertmanager before the remediation checks: the check finds it resolved.
+    lp.settings.remediation.alertmanager_url = lp.am_url  # (already set; documents the check's source)
+    async with httpx.AsyncClient() as client:
+        await client.post(
+            f"{lp.am_url}/api/v2/alerts",
+            json=[
+                {
+                    "labels": {"alertname": lp.alertname, "service": lp.service, "severity": "warning"},
+                    "startsAt": "2020-01-01T00:00:00Z",
+                    "endsAt": "2020-01-01T00:00:01Z",
+                }
+            ],
+        )
+    view = await lp.wait(
+        incident_id, lambda v: v["stage"] in ("awaiting_decision", "closed") and v["remediations"]
+    )
+    if view["remediations"][-1]["outcome"] == "skipped":
+        assert "already resolved" in view["remediations"][-1]["reason"]
+        assert lp.deploys() == 0
+    else:
+        # The fix won the race against the resolution: it must then have run exactly once.
+        assert lp.deploys() == 1
