@@ -169,6 +169,7 @@ class PrometheusClient:
         if hold_for < 0 or timeout <= 0 or poll_interval <= 0:
             raise PrometheusError("hold_for must be >= 0, timeout and poll_interval > 0", retryable=False)
         started = clock()
+        started_wall = time.time()
         deadline = started + timeout
         held_since: float | None = None
         longest_hold = 0.0
@@ -193,7 +194,8 @@ class PrometheusClient:
                     passed = not failing
                     if failing:
                         last_problem = f"value {value:g} does not satisfy {cond}"
-            samples.append((time.time(), value))
+            # Sample times on the same clock as the hold window, so the two always agree.
+            samples.append((started_wall + (now - started), value))
             if on_sample is not None:
                 on_sample(samples[-1][0], value)
             if passed:

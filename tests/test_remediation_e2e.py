@@ -8,6 +8,10 @@ git worktree, a sandboxed test command and a `git push`. No step is mocked.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -395,3 +399,100 @@ async def test_alert_resolved_before_acting_takes_no_action(loop_factory: Any) -
     else:
         # The fix won the race against the resolution: it must then have run exactly once.
         assert lp.deploys() == 1
+
+
+async def test_two_incidents_on_one_service_never_remediate_concurrently(loop_factory: Any) -> None:
+    slow = ["sh", "-c", "sleep 2; grep -q size: services/{{ params.service }}/config.yaml"]
+    lp: Loop = await loop_factory(
+        {
+            "a": playbook_yaml("pool-a", "ALERTNAME", test_argv=slow),
+            "b": playbook_yaml("pool-b", "ALERTNAMEB", scale=2, test_argv=slow),
+        }
+    )
+    await asyncio.gather(lp.fire(), lp.fire(alertname=lp.alertname + "B"))
+    first = await lp.incident_for()
+    second = await lp.incident_for(lp.alertname + "B")
+    views = [await lp.wait(i, lambda v: v["stage"] == "closed", timeout=180) for i in (first, second)]
+    assert all(v["outcome"] == "healed" for v in views)
+
+    def window(view: dict[str, Any]) -> tuple[str, str]:
+        started = next(e["at"] for e in view["timeline"] if e["kind"] == "remediation_started")
+        ended = next(e["at"] for e in view["timeline"] if e["kind"] == "remediation_healed")
+        return started, ended
+
+    (a_start, a_end), (b_start, b_end) = window(views[0]), window(views[1])
+    assert a_end <= b_start or b_end <= a_start, "the two remediations overlapped"
+    assert any("remediation_waiting" in kinds(v) for v in views)
+    assert lp.deploys() == 2 and lp.pool_size() == 40
+
+
+async def test_worker_killed_between_fix_and_deploy_commits_and_deploys_once(
+    loop_factory: Any, temporal_address: str
+) -> None:
+    gate = ["sh", "-c", "touch started; while [ ! -e release ]; do sleep 0.1; done"]
+    lp: Loop = await loop_factory(
+        {"pool": playbook_yaml("pool-crash", "ALERTNAME", test_argv=gate)}, in_process_worker=False
+    )
+    s = lp.settings
+    config = {
+        "env": "dev",
+        "data_dir": str(s.data_dir),
+        "temporal": {"address": temporal_address, "task_queue": s.temporal.task_queue},
+        "remediation": {
+            "include_library": False,
+            "playbook_dirs": [str(p) for p in s.remediation.playbook_dirs],
+            "repos": {"config": {"path": str(lp.work)}},
+            "prometheus_url": s.remediation.prometheus_url,
+            "alertmanager_url": lp.am_url,
+            "verify_poll_seconds": 0.5,
+        },
+    }
+    cfg = lp.root / "worker.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
+    env["SELFHEAL_CONFIG"] = str(cfg)
+
+    def start_worker(name: str) -> subprocess.Popen[bytes]:
+        log = (lp.root / f"{name}.log").open("wb")
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "selfheal", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    first = start_worker("worker1")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        await lp.fire()
+        incident_id = await lp.incident_for()
+        worktree = s.worktrees_dir / incident_id
+        deadline = asyncio.get_running_loop().time() + 90
+        while not (worktree / "started").exists():
+            assert asyncio.get_running_loop().time() < deadline, "the test step never started"
+            await asyncio.sleep(0.1)
+        fixes = [
+            c
+            for c in git.Repo(lp.work).iter_commits(f"selfheal/{incident_id}")
+            if f"Selfheal-Incident: {incident_id}" in c.message
+        ]
+        assert len(fixes) == 1 and lp.deploys() == 0, "killed after the fix commit, before the deploy"
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+        (worktree / "release").touch()
+        second = start_worker("worker2")
+        view = await lp.wait(incident_id, lambda v: v["stage"] == "closed", timeout=150)
+        assert view["outcome"] == "healed"
+        on_remote = [c for c in lp.remote_commits() if f"Selfheal-Incident: {incident_id}" in c.message]
+        assert len(on_remote) == 1
+        assert lp.deploys() == 1
+        assert lp.pool_size() == 20
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
