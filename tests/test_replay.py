@@ -1,6 +1,7 @@
 """Replay committed workflow histories so a change to IncidentWorkflow cannot silently break
 incidents that are already running. Re-record with SELFHEAL_RECORD_HISTORY=1 only when a
-change is deliberately versioned (workflow.patched) and the old history still replays.
+change is deliberately versioned (workflow.patched) and the old history still replays:
+`SELFHEAL_RECORD_HISTORY=incident-v3-whatever pytest tests/test_replay.py -k fresh` adds a file.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ async def test_fresh_history_replays(time_env: WorkflowEnvironment, tmp_path: Pa
     text = await record_history(time_env, tmp_path)
     replayer = Replayer(workflows=[IncidentWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(WorkflowHistory.from_json("fresh", text))
-    if os.environ.get("SELFHEAL_RECORD_HISTORY") == "1":
-        (HISTORIES / "incident-v1.json").write_text(text)
-        pytest.skip("history recorded")
+    name = os.environ.get("SELFHEAL_RECORD_HISTORY")
+    if name:
+        target = HISTORIES / f"{name}.json"
+        assert not target.exists(), f"{target} exists: committed histories are never overwritten"
+        target.write_text(text)
+        pytest.skip(f"history recorded as {target.name}")

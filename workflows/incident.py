@@ -410,7 +410,6 @@ class IncidentWorkflow:
         self._absorb_pending(comment=True)
         await self._flush_comments()
         if result.outcome != "healed":
-            self._event("remediation_" + result.outcome, result.reason)
             return False
         outcome = Outcome.HEALED if approved_by is None else Outcome.HEALED_AFTER_APPROVAL
         await self._comment(

@@ -252,7 +252,9 @@ class RemediationWorkflow:
             await self._record(phase, name, "failed", started, str(cause)[:500])
             raise StepFailed(f"{name} failed: {str(cause)[:300]}") from err
         detail = result.detail if isinstance(result, StepOutcome) else ""
-        ok = not isinstance(result, StepOutcome) or result.ok
+        if isinstance(result, VerifyOutcome | CheckReport):
+            detail = result.reason if isinstance(result, VerifyOutcome) else "; ".join(result.lines)
+        ok = bool(getattr(result, "ok", True))
         await self._record(phase, name, "ok" if ok else "failed", started, detail)
         return result
 
