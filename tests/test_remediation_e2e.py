@@ -389,32 +389,30 @@ async def test_hostile_label_never_reaches_a_command(loop_factory: Any, value: s
     assert not (lp.settings.worktrees_dir / incident_id).exists()
 
 
-async def test_alert_resolved_before_acting_takes_no_action(loop_factory: Any) -> None:
-    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-resolved", "ALERTNAME")})
+async def test_fix_approved_after_the_alert_resolved_takes_no_action(loop_factory: Any) -> None:
+    """Robusta #345: a fix must not fire on an alert that already resolved. The check asks
+    Alertmanager itself right before acting, whatever the incident last heard."""
+    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-resolved", "ALERTNAME", mode="approve")})
+    labels = {"alertname": lp.alertname, "service": lp.service, "severity": "warning"}
     await lp.fire()
     incident_id = await lp.incident_for()
-    # Resolve it in Alertmanager before the remediation checks: the check finds it resolved.
-    lp.settings.remediation.alertmanager_url = lp.am_url  # (already set; documents the check's source)
+    view = await lp.wait(incident_id, lambda v: v["stage"] == "awaiting_decision")
+    assert view["proposal"]["mode"] == "approve" and not view["remediations"]
     async with httpx.AsyncClient() as client:
-        await client.post(
+        resp = await client.post(
             f"{lp.am_url}/api/v2/alerts",
-            json=[
-                {
-                    "labels": {"alertname": lp.alertname, "service": lp.service, "severity": "warning"},
-                    "startsAt": "2020-01-01T00:00:00Z",
-                    "endsAt": "2020-01-01T00:00:01Z",
-                }
-            ],
+            json=[{"labels": labels, "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2020-01-01T00:00:01Z"}],
         )
-    view = await lp.wait(
-        incident_id, lambda v: v["stage"] in ("awaiting_decision", "closed") and v["remediations"]
+        assert resp.status_code == 200
+    resp = await lp.http.post(
+        f"/api/v1/incidents/{incident_id}/decision", json={"decision": "approve", "by": "al"}
     )
-    if view["remediations"][-1]["outcome"] == "skipped":
-        assert "already resolved" in view["remediations"][-1]["reason"]
-        assert lp.deploys() == 0
-    else:
-        # The fix won the race against the resolution: it must then have run exactly once.
-        assert lp.deploys() == 1
+    assert resp.status_code == 200, resp.text
+    view = await lp.wait(incident_id, lambda v: bool(v["remediations"]))
+    assert view["remediations"][-1]["outcome"] == "skipped"
+    assert "already resolved" in view["remediations"][-1]["reason"]
+    assert lp.deploys() == 0 and lp.pool_size() == 5
+    assert not [c for c in git.Repo(lp.work).iter_commits("--all") if "Selfheal-Incident" in c.message]
 
 
 async def test_two_incidents_on_one_service_never_remediate_concurrently(loop_factory: Any) -> None:
