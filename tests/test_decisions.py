@@ -117,3 +117,20 @@ async def test_cli_list_show_approve_reject(stack: Stack) -> None:
     assert again.stderr.strip().startswith("error: 409")
     missing = await _cli(stack, "incidents", "show", "0123456789ab-abcdef")
     assert missing.returncode == 1 and "404" in missing.stderr
+
+
+@pytest.mark.settings(approvers=["alice"])
+async def test_cli_pause_and_resume(stack: Stack) -> None:
+    paused = await _cli(stack, "pause", "--as", "bob", "--comment", "change freeze")
+    assert paused.returncode == 0, paused.stderr
+    assert "paused" in paused.stdout
+    state = (await stack.http.get("/api/v1/remediation")).json()
+    assert (
+        state["paused"] is True and state["paused_by"] == "bob" and state["paused_reason"] == "change freeze"
+    )
+    refused = await _cli(stack, "resume", "--as", "bob")
+    assert refused.returncode == 1 and "403" in refused.stderr
+    assert (await stack.http.get("/api/v1/remediation")).json()["paused"] is True
+    resumed = await _cli(stack, "resume", "--as", "alice")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (await stack.http.get("/api/v1/remediation")).json()["paused"] is False
