@@ -108,17 +108,26 @@ class Stack:
         return data
 
     async def wait_for(self, incident_id: str, pred: Any, timeout: float = 30) -> dict[str, Any]:
-        """Poll the public API until `pred(incident)` holds (a condition, not a sleep)."""
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            resp = await self.http.get(f"/api/v1/incidents/{incident_id}")
-            if resp.status_code == 200:
-                last = resp.json()
-                if pred(last):
-                    return last
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"condition not met within {timeout}s; last state: {last}")
+        return await wait_for_incident(self.http, incident_id, pred, timeout)
+
+
+async def wait_for_incident(
+    http: httpx.AsyncClient, incident_id: str, pred: Any, timeout: float = 30
+) -> dict[str, Any]:
+    """Poll the public API until `pred(incident)` holds (a condition with a deadline, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        resp = await http.get(f"/api/v1/incidents/{incident_id}")
+        if resp.status_code == 200:
+            last = resp.json()
+            if pred(last):
+                return last
+        await asyncio.sleep(0.1)
+    timeline = [(e["kind"], e["message"]) for e in last.get("timeline", [])]
+    raise AssertionError(
+        f"condition not met within {timeout}s; stage {last.get('stage')!r}, timeline {timeline}"
+    )
 
 
 @pytest.fixture

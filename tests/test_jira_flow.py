@@ -26,7 +26,7 @@ from connectors.jira import JiraTracker
 from selfheal.settings import Settings
 from selfheal.temporal import connect
 from selfheal.worker import build_worker
-from tests.conftest import ApiServer, make_settings
+from tests.conftest import ApiServer, make_settings, wait_for_incident
 from tests.fakes.jira_fake import JiraFake
 from tests.payloads import simple
 
@@ -69,16 +69,7 @@ class JiraStack:
         return incident_id, view["ticket"]["key"]
 
     async def wait(self, incident_id: str, pred: Any, timeout: float = 30) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        last: dict[str, Any] = {}
-        while asyncio.get_running_loop().time() < deadline:
-            resp = await self.http.get(f"/api/v1/incidents/{incident_id}")
-            if resp.status_code == 200:
-                last = resp.json()
-                if pred(last):
-                    return last
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"condition not met; last: {last}")
+        return await wait_for_incident(self.http, incident_id, pred, timeout)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,24 +21,16 @@ from typing import Any
 import httpx
 import pytest
 
-from selfheal.devserver import TemporalDevServer, free_port
 from tests.conftest import ApiServer, make_settings
 from tests.payloads import simple
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("logging-temporal")
-    server = TemporalDevServer(
-        workdir / "temporal.db", port=free_port(), ui_port=None, log_file=workdir / "temporal.log"
-    )
-    server.start()
-    try:
-        yield server.address
-    finally:
-        server.stop()
+@pytest.fixture
+def temporal(temporal_address: str) -> str:
+    """The session's Temporal server; each test isolates itself with its own task queue."""
+    return temporal_address
 
 
 def logged_lines(run: Run) -> list[str]:

@@ -29,7 +29,7 @@ from temporalio.worker import Replayer
 from selfheal.settings import Settings
 from selfheal.temporal import connect
 from selfheal.worker import build_worker
-from tests.conftest import ApiServer, make_settings
+from tests.conftest import ApiServer, make_settings, wait_for_incident
 from tests.services_prom import MetricTarget, alertmanager_server, prometheus_server
 from workflows.control import ControlWorkflow
 from workflows.incident import IncidentWorkflow
@@ -188,16 +188,7 @@ class Loop:
         raise AssertionError(f"no incident for {name}")
 
     async def wait(self, incident_id: str, pred: Any, timeout: float = 120) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        last: dict[str, Any] = {}
-        while asyncio.get_running_loop().time() < deadline:
-            resp = await self.http.get(f"/api/v1/incidents/{incident_id}")
-            if resp.status_code == 200:
-                last = resp.json()
-                if pred(last):
-                    return last
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"condition not met; last: {last.get('stage')} {last.get('timeline')}")
+        return await wait_for_incident(self.http, incident_id, pred, timeout)
 
     def remote_commits(self) -> list[git.Commit]:
         return list(git.Repo(self.remote).iter_commits("main"))

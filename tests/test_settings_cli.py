@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from selfheal.devserver import TemporalDevServer, free_port
+from selfheal.devserver import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -99,17 +99,10 @@ def recorders() -> Iterator[Any]:
         rec.close()
 
 
-@pytest.fixture(scope="module")
-def temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("settings-temporal")
-    server = TemporalDevServer(
-        workdir / "temporal.db", port=free_port(), ui_port=None, log_file=workdir / "temporal.log"
-    )
-    server.start()
-    try:
-        yield server.address
-    finally:
-        server.stop()
+@pytest.fixture
+def temporal(temporal_address: str) -> str:
+    """The session's Temporal server; each test isolates itself with its own task queue."""
+    return temporal_address
 
 
 def assert_lists_via(result: subprocess.CompletedProcess[str], rec: Recorder, token: str) -> None:

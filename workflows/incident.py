@@ -412,26 +412,13 @@ class IncidentWorkflow:
         if result.outcome != "healed":
             return False
         outcome = Outcome.HEALED if approved_by is None else Outcome.HEALED_AFTER_APPROVAL
-        await self._comment(
-            CommentRequest(
-                incident_id=self._view.id,
-                key=ticket.key,
-                body=f"Healed by playbook {plan.playbook} in {seconds:.1f}s"
-                + (f" (approved by {approved_by})" if approved_by else " with no human")
-                + ": fix deployed and verified. Closing.",
-                dedup_key=f"{self._view.id}:healed",
-            )
+        await self._close_ticket_done(
+            f"Healed by playbook {plan.playbook} in {seconds:.1f}s"
+            + (f" (approved by {approved_by})" if approved_by else " with no human")
+            + ": fix deployed and verified. Closing.",
+            "healed",
+            outcome,
         )
-        try:
-            await workflow.execute_activity(
-                "transition_ticket",
-                TransitionRequest(incident_id=self._view.id, key=ticket.key, to_done=True),
-                result_type=bool,
-                **self._activity_options(),
-            )
-        except ActivityError as err:
-            self._event("transition_failed", f"could not transition {ticket.key}: {_cause(err)}")
-        self._close(outcome)
         return True
 
     async def _reescalate(self) -> None:
@@ -534,15 +521,18 @@ class IncidentWorkflow:
         self._close(Outcome.APPROVED if decision.decision == DecisionKind.APPROVE else Outcome.REJECTED)
 
     async def _close_resolved(self) -> None:
+        quiet = self._policy.resolve_quiet_seconds
+        await self._close_ticket_done(
+            f"All alerts resolved and stayed quiet for {quiet:.0f}s: closing.", "resolved", Outcome.RESOLVED
+        )
+
+    async def _close_ticket_done(self, body: str, dedup: str, outcome: Outcome) -> None:
+        """Say why on the ticket, move it to done, and close the incident."""
         ticket = self._view.ticket
         assert ticket is not None
-        quiet = self._policy.resolve_quiet_seconds
         await self._comment(
             CommentRequest(
-                incident_id=self._view.id,
-                key=ticket.key,
-                body=f"All alerts resolved and stayed quiet for {quiet:.0f}s: closing.",
-                dedup_key=f"{self._view.id}:resolved",
+                incident_id=self._view.id, key=ticket.key, body=body, dedup_key=f"{self._view.id}:{dedup}"
             )
         )
         try:
@@ -554,7 +544,7 @@ class IncidentWorkflow:
             )
         except ActivityError as err:
             self._event("transition_failed", f"could not transition {ticket.key}: {_cause(err)}")
-        self._close(Outcome.RESOLVED)
+        self._close(outcome)
 
     def _close(self, outcome: Outcome) -> None:
         self._view.outcome = outcome
