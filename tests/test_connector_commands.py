@@ -17,7 +17,8 @@ import pytest
 from connectors import commands
 from connectors.commands import CommandError, run_command
 
-PY = sys.executable
+#: The real interpreter, not the venv's symlink: the sandbox hides /tmp, where a CI clone may live.
+PY = os.path.realpath(sys.executable)
 
 
 def _bwrap_or_skip() -> None:
