@@ -110,7 +110,7 @@ class RemediationActivities:
         if not self.settings.remediation.enabled:
             return None
         pbs = await self._thread(self.playbook_set, req.incident_id)
-        ctx = {"public_url": self.settings.public_url}
+        ctx = self.settings.remediation.template_settings(self.settings.public_url)
         first: MatchResult | None = None
         for tracked in req.alerts:
             if tracked.status != "firing":
@@ -243,6 +243,7 @@ class RemediationActivities:
         from connectors.commands import run_command
 
         root = Path(req.worktree) if req.worktree else self.settings.data_dir
+        root.mkdir(parents=True, exist_ok=True)
         cwd = (root / action.cwd).resolve()
         if not cwd.is_relative_to(root.resolve()):
             raise rejected(f"cwd {action.cwd!r} escapes the worktree")

@@ -286,7 +286,7 @@ class GitRepo:
         *,
         value: Any = None,
         scale: float | None = None,
-        max_value: float | None = None,
+        max_value: float | str | None = None,
         fmt: EditFormat = "auto",
     ) -> tuple[Any, Any]:
         """Set or scale the value at dotted `key` in a YAML/JSON/TOML/.env file; returns (old, new).
@@ -662,7 +662,16 @@ def _key_parts(key: str) -> list[str]:
 
 
 def _step(node: Any, part: str, where: str) -> tuple[Any, Any]:
-    """(container, key) for one path part; lists take integer indexes."""
+    """(container, key) for one path part; lists take an integer index or a `field=value`
+    selector naming exactly one item (`containers.name=cart`), so a fix edits the alerting
+    container, not whichever happens to come first."""
+    if isinstance(node, list) and "=" in part:
+        field, _, wanted = part.partition("=")
+        hits = [i for i, item in enumerate(node) if isinstance(item, dict) and str(item.get(field)) == wanted]
+        if len(hits) != 1:
+            found = "no item" if not hits else f"{len(hits)} items"
+            raise GitError(f"{where}: {found} with {field}={wanted!r} in the list")
+        return node, hits[0]
     if isinstance(node, list):
         try:
             index = int(part)
@@ -857,7 +866,26 @@ def _env_scalar(value: Any) -> str:
 _QUANTITY = re.compile(r"^(?P<sign>[-+]?)(?P<num>\d+(?:\.\d+)?|\.\d+)(?P<unit>[A-Za-z%]*)$")
 
 
-def _scaled(where: str, old: Any, scale: float, max_value: float | None) -> Any:
+_UNIT_FACTORS = {
+    "": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50,
+}  # fmt: skip
+
+
+def _cap_in_unit(where: str, max_value: float | str, unit: str) -> float:
+    """The cap expressed in the value's unit; a bare number already is."""
+    if not isinstance(max_value, str):
+        return float(max_value)
+    m = _QUANTITY.match(max_value.strip())
+    if m is None:
+        raise GitError(f"{where}: bad max_value {max_value!r}")
+    cap_unit = m.group("unit")
+    if cap_unit not in _UNIT_FACTORS or unit not in _UNIT_FACTORS:
+        raise GitError(f"{where}: cannot compare {unit or 'a plain number'} with max_value {max_value!r}")
+    return float(m.group("sign") + m.group("num")) * _UNIT_FACTORS[cap_unit] / _UNIT_FACTORS[unit]
+
+
+def _scaled(where: str, old: Any, scale: float, max_value: float | str | None) -> Any:
     """`old` times `scale`, in old's type and unit; integers round up; capped at `max_value`."""
     if isinstance(old, bool):
         raise GitError(f"{where}: cannot scale a boolean")
@@ -879,13 +907,14 @@ def _scaled(where: str, old: Any, scale: float, max_value: float | None) -> Any:
     else:
         result = round(result, 9)
     if max_value is not None:
-        cap = float(math.floor(max_value)) if integral else max_value
+        limit = _cap_in_unit(where, max_value, unit)
+        cap = float(math.floor(limit)) if integral else limit
         if result > cap:
             result = cap
         if (scale > 1 and result <= number) or (scale < 1 and result >= number):
+            shown = max_value if isinstance(max_value, str) else f"{max_value:g}{unit}"
             raise GitError(
-                f"{where}: {old!r} is already at or beyond max_value {max_value:g}{unit}:"
-                " scaling would change nothing"
+                f"{where}: {old!r} is already at or beyond max_value {shown}: scaling would change nothing"
             )
     number_text = str(int(result)) if integral else repr(result)
     if as_string:
@@ -893,17 +922,18 @@ def _scaled(where: str, old: Any, scale: float, max_value: float | None) -> Any:
     return int(result) if integral else result
 
 
-def _checked(where: str, value: Any, max_value: float | None) -> Any:
+def _checked(where: str, value: Any, max_value: float | str | None) -> Any:
     """A value to set, refused when its number exceeds `max_value`."""
     if max_value is None or isinstance(value, bool):
         return value
     number: float | None = None
+    unit = ""
     if isinstance(value, (int, float)):
         number = float(value)
     elif isinstance(value, str) and (m := _QUANTITY.match(value.strip())):
-        number = float(m.group("sign") + m.group("num"))
-    if number is not None and number > max_value:
-        raise GitError(f"{where}: {value!r} exceeds max_value {max_value:g}")
+        number, unit = float(m.group("sign") + m.group("num")), m.group("unit")
+    if number is not None and number > _cap_in_unit(where, max_value, unit):
+        raise GitError(f"{where}: {value!r} exceeds max_value {max_value}")
     return value
 
 

@@ -87,7 +87,7 @@ def _load(dirs: list[Path] | None, no_library: bool) -> tuple[PlaybookSet, dict[
         for error in exc.errors:
             typer.echo(error, err=True)
         raise typer.Exit(2) from exc
-    return playbooks, {"public_url": settings.public_url}
+    return playbooks, settings.remediation.template_settings(settings.public_url)
 
 
 def _match_all(alert_file: Path, dirs: list[Path] | None, no_library: bool) -> list[MatchResult]:

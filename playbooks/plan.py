@@ -31,8 +31,9 @@ class GitEditAction(BaseModel):
     value: Any = None
     #: Multiply the current numeric value (units such as `512Mi` kept) instead of setting `value`.
     scale: float | None = None
-    #: Upper bound for a scaled value, in the value's own unit.
-    max_value: float | None = None
+    #: Upper bound for a scaled value: a number in the value's own unit, or a quantity with its
+    #: unit (`4096Mi`), compared after converting units (Ki/Mi/Gi/Ti, k/M/G/T, m).
+    max_value: float | str | None = None
     format: Literal["auto", "yaml", "json", "toml", "env"] = "auto"
 
 

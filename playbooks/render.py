@@ -524,7 +524,7 @@ def describe(action: Action) -> str:
         return f"revert up to {action.max_commits} commits from the last {since} touching {paths}"
     if isinstance(action, GitEditAction):
         if action.scale is not None:
-            cap = f" (at most {action.max_value:g})" if action.max_value is not None else ""
+            cap = f" (at most {action.max_value})" if action.max_value is not None else ""
             return f"scale {action.key} in {action.file} by {action.scale:g}{cap}"
         return f"set {action.key} in {action.file} to {json.dumps(action.value)}"
     if isinstance(action, CommandAction):

@@ -308,13 +308,23 @@ class GitRevertSpec(Spec):
     max_commits: int = Field(default=5, ge=1, le=50)
 
 
+_MAX_QUANTITY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P|m)?$")
+
+
 class GitEditSpec(Spec):
     file: str = Field(min_length=1)
     key: str = Field(min_length=1)
     value: Any = None
     scale: float | None = Field(default=None, gt=0, le=100)
-    max_value: float | None = None
+    max_value: float | str | None = None
     format: Literal["auto", "yaml", "json", "toml", "env"] = "auto"
+
+    @field_validator("max_value")
+    @classmethod
+    def _quantity(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, str) and not _MAX_QUANTITY.match(value):
+            raise ValueError(f"max_value {value!r}: a number or a quantity such as 4096Mi, 2Gi, 500m")
+        return value
 
     @model_validator(mode="after")
     def _value_or_scale(self) -> GitEditSpec:

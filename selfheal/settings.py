@@ -105,6 +105,11 @@ class RemediationSettings(Section):
     lock_retry_seconds: float = Field(default=15, gt=0)
     #: Poll interval while verifying with Prometheus.
     verify_poll_seconds: float = Field(default=2, gt=0)
+    #: Values playbook templates may read as `settings.<key>` (e.g. kube_api_url), besides public_url.
+    playbook_settings: dict[str, str] = Field(default_factory=dict)
+
+    def template_settings(self, public_url: str) -> dict[str, str]:
+        return {"public_url": public_url, **self.playbook_settings}
 
 
 class Settings(BaseSettings):
