@@ -1,0 +1,87 @@
+"""Evidence about an incident: what each source found, bounded in size, secrets redacted.
+
+Every gatherer returns an `EvidenceSection`; a source that fails or is not configured is
+recorded in the section (`status`), never raised, so evidence can only add to an incident.
+The investigator and the ticket renderer read these models; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+SourceStatus = Literal["ok", "empty", "failed", "skipped", "truncated"]
+
+
+class LogLine(BaseModel):
+    at: datetime
+    line: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    #: How many identical lines (after normalisation) this one stands for.
+    count: int = 1
+
+
+class TraceRef(BaseModel):
+    trace_id: str
+    root_service: str = ""
+    root_name: str = ""
+    duration_ms: float = 0.0
+    started: datetime | None = None
+    error: bool = True
+    url: str = ""
+
+
+class ChangeRef(BaseModel):
+    """A commit in a watched repository shortly before the alert started."""
+
+    repo: str
+    sha: str
+    author: str
+    committed_at: datetime
+    summary: str
+    paths: list[str] = Field(default_factory=list)
+    insertions: int = 0
+    deletions: int = 0
+    #: Higher is more suspect: closeness to the alert start and touching the service's paths.
+    score: float = 0.0
+    url: str = ""
+
+
+class SimilarIncident(BaseModel):
+    incident_id: str
+    title: str
+    outcome: str
+    fix: str = ""
+    score: float
+    closed_at: datetime | None = None
+    url: str = ""
+
+
+class MetricSeries(BaseModel):
+    name: str
+    query: str
+    points: list[tuple[float, float]] = Field(default_factory=list)
+    #: PNG of the series with the alert start marked, when rendered.
+    graph_png: bytes | None = None
+
+
+class EvidenceSection(BaseModel):
+    source: str
+    status: SourceStatus
+    message: str = ""
+    query: str = ""
+    logs: list[LogLine] = Field(default_factory=list)
+    traces: list[TraceRef] = Field(default_factory=list)
+    changes: list[ChangeRef] = Field(default_factory=list)
+    similar: list[SimilarIncident] = Field(default_factory=list)
+    metrics: list[MetricSeries] = Field(default_factory=list)
+    #: Numbers with the query that produced them, e.g. affected users.
+    figures: dict[str, float] = Field(default_factory=dict)
+
+
+class Evidence(BaseModel):
+    incident_id: str
+    gathered_at: datetime
+    sections: list[EvidenceSection] = Field(default_factory=list)
