@@ -502,3 +502,17 @@ async def test_worker_killed_between_fix_and_deploy_commits_and_deploys_once(
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+
+
+async def test_unreachable_alertmanager_fails_safe_and_escalates(loop_factory: Any) -> None:
+    """If selfheal cannot confirm the alert still fires, it changes nothing and asks humans."""
+    from selfheal.devserver import free_port
+
+    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-no-am", "ALERTNAME")})
+    lp.settings.remediation.alertmanager_url = f"http://127.0.0.1:{free_port()}"
+    await lp.fire()
+    incident_id = await lp.incident_for()
+    view = await lp.wait(incident_id, lambda v: v["stage"] == "awaiting_decision" and v["remediations"])
+    last = view["remediations"][-1]
+    assert last["outcome"] == "failed" and "nothing was changed" in last["reason"]
+    assert lp.deploys() == 0 and lp.pool_size() == 5

@@ -14,7 +14,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.workflow import ParentClosePolicy
 
 from workflows.control import RunGrant, RunRequest
@@ -395,7 +400,13 @@ class IncidentWorkflow:
                         "remediation_waiting", f"another remediation holds {plan.target}; waiting for it"
                     )
                 await workflow.sleep(timedelta(seconds=self._policy.lock_retry_seconds))
-        result: RemediationResult = await handle
+        try:
+            result: RemediationResult = await handle
+        except ChildWorkflowError as err:
+            # A crashed or terminated remediation must not wedge the incident: escalate instead.
+            result = RemediationResult(
+                outcome="failed", reason=f"the remediation workflow failed: {_cause(err)}"
+            )
         seconds = (workflow.now() - started).total_seconds()
         self._view.remediations.append(
             RemediationSummary(

@@ -70,6 +70,18 @@ class RemediationWorkflow:
         who = f"approved by {inp.approved_by}" if inp.approved_by else "autonomous"
         await self._progress("remediation_started", f"playbook {plan.playbook} on {plan.target} ({who})")
 
+        try:
+            checked = await self._prechecks()
+        except StepFailed as err:
+            return await self._finish("failed", f"{err} (nothing was changed)")
+        if checked is not None:
+            return await self._finish("skipped", checked)
+        return await self._apply()
+
+    async def _prechecks(self) -> str | None:
+        """Why not to act (resolved, not confirmed), or None to go ahead."""
+        inp = self._inp
+        plan = inp.plan
         if plan.policy.require_firing:
             firing: str = await self._act(
                 "check_firing",
@@ -79,9 +91,7 @@ class RemediationWorkflow:
                 phase="precheck",
             )
             if firing == "resolved":
-                return await self._finish(
-                    "skipped", "the alert had already resolved in Alertmanager: no action"
-                )
+                return "the alert had already resolved in Alertmanager: no action"
         if plan.diagnose:
             report: CheckReport = await self._act(
                 "run_checks",
@@ -91,10 +101,13 @@ class RemediationWorkflow:
                 phase="diagnose",
             )
             if not report.ok:
-                return await self._finish(
-                    "skipped", "diagnosis did not confirm the pattern: " + "; ".join(report.lines)
-                )
+                return "diagnosis did not confirm the pattern: " + "; ".join(report.lines)
+        return None
 
+    async def _apply(self) -> RemediationResult:
+        """Fix, test, deploy, verify; roll back whatever was deployed when a step fails."""
+        inp = self._inp
+        plan = inp.plan
         deployed = False
         try:
             if plan.repo:
