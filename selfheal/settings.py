@@ -112,6 +112,38 @@ class RemediationSettings(Section):
         return {"public_url": public_url, **self.playbook_settings}
 
 
+class ServiceEvidence(Section):
+    """Per-service evidence queries; `{service}` in a template is replaced by the service name."""
+
+    golden_signals: dict[str, str] = Field(default_factory=dict)
+    logql: str | None = None
+    affected_users: str | None = None
+    #: Globs of paths in the watched repos that belong to this service (for suspect changes).
+    paths: list[str] = Field(default_factory=list)
+
+
+class EvidenceSettings(Section):
+    """Where evidence comes from; every source is optional and bounded in time and size."""
+
+    enabled: bool = True
+    prometheus_url: str | None = None
+    loki_url: str | None = None
+    loki_tenant: str | None = None
+    tempo_url: str | None = None
+    jaeger_url: str | None = None
+    traces_ui_url: str = ""
+    #: Repos whose recent commits are suspects (name → local clone); remediation repos are added.
+    change_repos: dict[str, Path] = Field(default_factory=dict)
+    change_window_seconds: float = Field(default=6 * 3600, gt=0)
+    services: dict[str, ServiceEvidence] = Field(default_factory=dict)
+    default_service: ServiceEvidence = Field(default_factory=ServiceEvidence)
+    #: SQLAlchemy URL of the incident store; default `sqlite:///<data_dir>/incidents.db`.
+    store_url: str | None = None
+    timeout_seconds: float = Field(default=10, gt=0)
+    max_log_lines: int = Field(default=200, ge=1)
+    redact_emails: bool = False
+
+
 class Settings(BaseSettings):
     """Everything selfheal reads from its environment."""
 
@@ -135,6 +167,7 @@ class Settings(BaseSettings):
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     incident: IncidentPolicy = Field(default_factory=IncidentPolicy)
     remediation: RemediationSettings = Field(default_factory=RemediationSettings)
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
 
     @field_validator("approvers", mode="before")
     @classmethod
@@ -162,6 +195,10 @@ class Settings(BaseSettings):
     @property
     def local_db_path(self) -> Path:
         return self.data_dir / "tickets.db"
+
+    @property
+    def store_url(self) -> str:
+        return self.evidence.store_url or f"sqlite:///{(self.data_dir / 'incidents.db').resolve()}"
 
     @property
     def worktrees_dir(self) -> Path:

@@ -1,0 +1,149 @@
+"""Recent commits in watched repositories: "what changed just before the alert started?".
+
+Each commit whose committer date falls in `[before - window, before]` becomes a `ChangeRef`
+with its author, summary, changed paths and diff stats, scored by closeness to the alert start
+(1 at the start, 0 at the window's edge) plus 1 when it touches one of the service's paths
+(fnmatch globs; a plain directory also matches everything under it). Read-only: it only walks
+history with GitPython and never touches the work tree.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import git
+
+from selfheal.evidence import ChangeRef, EvidenceSection
+
+#: Commits examined per repository at most, however busy the window was.
+MAX_SCAN = 500
+PATH_MATCH_BONUS = 1.0
+_MAX_PATHS = 50
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def path_matches(path: str, service_paths: Sequence[str]) -> bool:
+    for pattern in service_paths:
+        if not pattern:
+            continue
+        if fnmatch.fnmatchcase(path, pattern) or path.startswith(pattern.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def recent_changes(
+    repo_path: Path,
+    *,
+    name: str,
+    before: datetime,
+    window_seconds: float,
+    service_paths: list[str],
+    limit: int = 10,
+    url_template: str = "",
+) -> list[ChangeRef]:
+    """Commits reachable from HEAD committed in the window before `before`, most suspect first.
+
+    `url_template` may use `{sha}` and `{repo}`, e.g. `https://git.example/org/app/commit/{sha}`.
+    Raises git errors (missing or invalid repository); `gather_changes` turns them into evidence.
+    """
+    before = _aware(before)
+    since = before - timedelta(seconds=window_seconds)
+    repo = git.Repo(repo_path)
+    try:
+        if not repo.head.is_valid():
+            return []
+        changes: list[ChangeRef] = []
+        commits = repo.iter_commits(
+            "HEAD", max_count=MAX_SCAN, since=since.isoformat(), until=before.isoformat()
+        )
+        for commit in commits:
+            committed = commit.committed_datetime.astimezone(UTC)
+            if not since <= committed <= before:
+                continue
+            stats = commit.stats
+            paths = sorted(str(p) for p in stats.files)
+            closeness = (
+                1.0 - (before - committed).total_seconds() / window_seconds if window_seconds > 0 else 1.0
+            )
+            score = max(0.0, min(1.0, closeness))
+            if path_matches_any(paths, service_paths):
+                score += PATH_MATCH_BONUS
+            summary = commit.summary
+            changes.append(
+                ChangeRef(
+                    repo=name,
+                    sha=commit.hexsha,
+                    author=str(commit.author.name or commit.author.email or ""),
+                    committed_at=committed,
+                    summary=summary if isinstance(summary, str) else summary.decode(errors="replace"),
+                    paths=paths[:_MAX_PATHS],
+                    insertions=int(stats.total.get("insertions", 0)),
+                    deletions=int(stats.total.get("deletions", 0)),
+                    score=round(score, 4),
+                    url=url_template.replace("{sha}", commit.hexsha).replace("{repo}", name),
+                )
+            )
+    finally:
+        repo.close()
+    changes.sort(key=lambda c: (-c.score, -c.committed_at.timestamp()))
+    return changes[:limit]
+
+
+def path_matches_any(paths: Sequence[str], service_paths: Sequence[str]) -> bool:
+    return any(path_matches(p, service_paths) for p in paths)
+
+
+def gather_changes(
+    repos: dict[str, Path],
+    *,
+    before: datetime,
+    window_seconds: float = 3600.0,
+    service_paths: list[str] | None = None,
+    limit: int = 10,
+    url_templates: dict[str, str] | None = None,
+) -> EvidenceSection:
+    """Recent changes across `repos` (name → local clone) as an evidence section; never raises.
+
+    A repository that cannot be read makes the section `failed` unless others yielded changes,
+    in which case the failure is noted in the message.
+    """
+    if not repos:
+        return EvidenceSection(source="changes", status="skipped", message="no repositories configured")
+    found: list[ChangeRef] = []
+    errors: list[str] = []
+    for name, path in repos.items():
+        try:
+            found.extend(
+                recent_changes(
+                    path,
+                    name=name,
+                    before=before,
+                    window_seconds=window_seconds,
+                    service_paths=service_paths or [],
+                    limit=limit + 1,  # one more, to tell a full window from a cut one
+                    url_template=(url_templates or {}).get(name, ""),
+                )
+            )
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            errors.append(f"{name}: {path} is not a git repository")
+        except Exception as exc:
+            errors.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+    found.sort(key=lambda c: (-c.score, -c.committed_at.timestamp()))
+    query = f"commits in the {window_seconds:g}s before {_aware(before).isoformat()}"
+    message = "; ".join(errors)
+    if errors and not found:
+        return EvidenceSection(source="changes", status="failed", message=message, query=query)
+    if not found:
+        return EvidenceSection(
+            source="changes", status="empty", message="no commits in the window", query=query
+        )
+    status = "truncated" if len(found) > limit else "ok"
+    return EvidenceSection(
+        source="changes", status=status, message=message, query=query, changes=found[:limit]
+    )

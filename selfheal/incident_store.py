@@ -1,0 +1,254 @@
+"""Closed incidents, kept so a new incident can show which earlier ones looked like it and what fixed them.
+
+One table, written when an incident closes (`IncidentStore.record`, an idempotent upsert by id) and
+read by `similar`, which ranks stored incidents by a blend of label overlap (alertname, service,
+severity, then any other label) and Okapi BM25 over their text (title, annotations, timeline).
+Only portable column types are used, so PostgreSQL is a change of URL; SQLite is the default
+(`sqlite:///<data_dir>/incidents.db`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import DateTime, String, Text, create_engine, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from selfheal.evidence import EvidenceSection, SimilarIncident
+from selfheal.models import IncidentView
+
+BM25_K1 = 1.5
+BM25_B = 0.75
+#: How much the label overlap and the text similarity weigh in the final score (sum to 1).
+LABEL_WEIGHT = 0.5
+TEXT_WEIGHT = 0.5
+#: Weights inside the label score: the alert's name matters most, then the service, then severity.
+_LABEL_WEIGHTS = {"alertname": 3.0, "service": 2.0, "severity": 1.0}
+_OTHER_LABELS_WEIGHT = 1.0
+#: At most this many of the most recently closed incidents are compared (newest first).
+MAX_CORPUS = 5000
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class ClosedIncident(_Base):
+    __tablename__ = "closed_incidents"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    title: Mapped[str] = mapped_column(Text, default="")
+    service: Mapped[str] = mapped_column(String(200), default="", index=True)
+    alertname: Mapped[str] = mapped_column(String(200), default="", index=True)
+    severity: Mapped[str] = mapped_column(String(50), default="")
+    #: JSON object of the incident's labels (text, for portability).
+    labels: Mapped[str] = mapped_column(Text, default="{}")
+    text: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(String(50), default="")
+    fix: Mapped[str] = mapped_column(Text, default="")
+    ticket_url: Mapped[str] = mapped_column(Text, default="")
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'incidents.db'}"
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercase words: runs of ASCII letters and digits."""
+    return _TOKEN.findall(text.lower())
+
+
+def bm25_scores(
+    query: Sequence[str], documents: Sequence[Sequence[str]], *, k1: float = BM25_K1, b: float = BM25_B
+) -> list[float]:
+    """Okapi BM25 of each tokenized document for the (deduplicated) query terms.
+
+    idf(t) = ln((N - n_t + 0.5) / (n_t + 0.5) + 1), which is never negative.
+    """
+    n_docs = len(documents)
+    if n_docs == 0:
+        return []
+    avgdl = sum(len(d) for d in documents) / n_docs or 1.0
+    counts = [Counter(d) for d in documents]
+    terms = list(dict.fromkeys(query))
+    idf = {}
+    for term in terms:
+        n_t = sum(1 for c in counts if term in c)
+        idf[term] = math.log((n_docs - n_t + 0.5) / (n_t + 0.5) + 1.0)
+    scores = []
+    for doc, tf in zip(documents, counts, strict=True):
+        norm = k1 * (1.0 - b + b * len(doc) / avgdl)
+        scores.append(sum(idf[t] * tf[t] * (k1 + 1.0) / (tf[t] + norm) for t in terms if tf[t]))
+    return scores
+
+
+def incident_labels(view: IncidentView) -> dict[str, str]:
+    """The union of the incident's alert labels (first alert wins), plus its summary fields."""
+    labels: dict[str, str] = {}
+    for alert in view.alerts:
+        for key, value in alert.labels.items():
+            labels.setdefault(key, value)
+    for key, value in (("alertname", view.alertname), ("service", view.service), ("severity", view.severity)):
+        if value:
+            labels[key] = value
+    return labels
+
+
+def incident_text(view: IncidentView) -> str:
+    """Title, alert annotations and timeline messages: what BM25 compares."""
+    parts = [view.title]
+    for alert in view.alerts:
+        parts.extend(alert.annotations.values())
+    parts.extend(event.message for event in view.timeline)
+    return "\n".join(p for p in parts if p)
+
+
+def derive_fix(view: IncidentView) -> str:
+    """What fixed it, when the caller does not say: the playbook (and commit), else the human's comment."""
+    for rem in reversed(view.remediations):
+        if rem.outcome in ("healed", "succeeded", "success", "ok"):
+            return f"{rem.playbook} ({rem.fix_commit})" if rem.fix_commit else rem.playbook
+    if view.decision is not None and view.decision.comment:
+        return f"{view.decision.by}: {view.decision.comment}"
+    if view.remediations:
+        rem = view.remediations[-1]
+        return f"{rem.playbook} ({rem.fix_commit})" if rem.fix_commit else rem.playbook
+    return ""
+
+
+def label_score(query: dict[str, str], candidate: dict[str, str]) -> float:
+    """Weighted overlap in [0, 1]: alertname, service, severity, then the share of other labels equal."""
+    total = 0.0
+    got = 0.0
+    for key, weight in _LABEL_WEIGHTS.items():
+        if query.get(key):
+            total += weight
+            if candidate.get(key) == query[key]:
+                got += weight
+    others = {k: v for k, v in query.items() if k not in _LABEL_WEIGHTS}
+    if others:
+        total += _OTHER_LABELS_WEIGHT
+        got += _OTHER_LABELS_WEIGHT * sum(1 for k, v in others.items() if candidate.get(k) == v) / len(others)
+    return got / total if total else 0.0
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class IncidentStore:
+    """Closed incidents in a SQL database (SQLAlchemy 2; SQLite or PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(url)
+        _Base.metadata.create_all(self.engine)
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path) -> IncidentStore:
+        return cls(default_url(data_dir))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def record(self, view: IncidentView, fix: str = "") -> None:
+        """Insert or replace the incident (by id); calling it twice changes nothing."""
+        row = ClosedIncident(
+            id=view.id,
+            title=view.title,
+            service=view.service,
+            alertname=view.alertname,
+            severity=view.severity,
+            labels=json.dumps(incident_labels(view), sort_keys=True),
+            text=incident_text(view),
+            outcome=view.outcome.value if view.outcome is not None else "",
+            fix=fix or derive_fix(view),
+            ticket_url=view.ticket.url if view.ticket is not None else "",
+            opened_at=_utc(view.opened_at) or view.opened_at,
+            closed_at=_utc(view.closed_at),
+        )
+        with Session(self.engine) as session, session.begin():
+            session.merge(row)
+
+    def get(self, incident_id: str) -> ClosedIncident | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(ClosedIncident, incident_id)
+
+    def count(self) -> int:
+        with Session(self.engine) as session:
+            return int(session.scalar(select(func.count()).select_from(ClosedIncident)) or 0)
+
+    def similar(
+        self, view: IncidentView, limit: int = 5, exclude_id: str | None = None
+    ) -> list[SimilarIncident]:
+        """The stored incidents most like `view`, best first; those with nothing in common are left out."""
+        stmt = select(ClosedIncident).order_by(ClosedIncident.closed_at.desc().nulls_last()).limit(MAX_CORPUS)
+        with Session(self.engine) as session:
+            rows = [r for r in session.scalars(stmt).all() if r.id != exclude_id]
+        if not rows or limit <= 0:
+            return []
+        query_labels = incident_labels(view)
+        text = bm25_scores(tokenize(incident_text(view)), [tokenize(r.text) for r in rows])
+        best_text = max(text) or 1.0
+        ranked: list[tuple[float, ClosedIncident]] = []
+        for row, text_score in zip(rows, text, strict=True):
+            try:
+                labels = json.loads(row.labels or "{}")
+            except ValueError:
+                labels = {}
+            if not isinstance(labels, dict):
+                labels = {}
+            labels = {str(k): str(v) for k, v in labels.items()}
+            for key in ("alertname", "service", "severity"):
+                if getattr(row, key):
+                    labels[key] = getattr(row, key)
+            score = LABEL_WEIGHT * label_score(query_labels, labels) + TEXT_WEIGHT * text_score / best_text
+            if score > 0:
+                ranked.append((score, row))
+        ranked.sort(key=lambda item: (-item[0], -(_ts(item[1].closed_at))))
+        return [
+            SimilarIncident(
+                incident_id=row.id,
+                title=row.title,
+                outcome=row.outcome,
+                fix=row.fix,
+                score=round(score, 4),
+                closed_at=_utc(row.closed_at),
+                url=row.ticket_url,
+            )
+            for score, row in ranked[:limit]
+        ]
+
+
+def _ts(value: datetime | None) -> float:
+    utc = _utc(value)
+    return utc.timestamp() if utc is not None else 0.0
+
+
+def gather_similar(store: IncidentStore | None, view: IncidentView, limit: int = 5) -> EvidenceSection:
+    """Earlier incidents like this one, as an evidence section; never raises."""
+    if store is None:
+        return EvidenceSection(source="similar_incidents", status="skipped", message="no incident store")
+    try:
+        found = store.similar(view, limit=limit, exclude_id=view.id)
+    except Exception as exc:
+        return EvidenceSection(
+            source="similar_incidents", status="failed", message=f"{type(exc).__name__}: {exc}"[:500]
+        )
+    if not found:
+        return EvidenceSection(source="similar_incidents", status="empty", message="no similar incidents")
+    return EvidenceSection(source="similar_incidents", status="ok", similar=found)

@@ -1,0 +1,140 @@
+"""Recent changes: a real git repository with commits at chosen dates."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from selfheal.changes import gather_changes, path_matches, recent_changes
+
+ALERT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _git(repo: Path, *args: str, when: datetime | None = None) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Alice",
+        "GIT_AUTHOR_EMAIL": "alice@example.com",
+        "GIT_COMMITTER_NAME": "Alice",
+        "GIT_COMMITTER_EMAIL": "alice@example.com",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    if when is not None:
+        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = when.isoformat()
+    out = subprocess.run(
+        ["git", "-c", "commit.gpgSign=false", "-c", "core.hooksPath=/dev/null", *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def _commit(repo: Path, when: datetime, message: str, files: dict[str, str]) -> str:
+    for name, content in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        _git(repo, "add", name)
+    _git(repo, "commit", "-q", "-m", message, when=when)
+    return _git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    path = tmp_path / "app"
+    path.mkdir()
+    _git(path, "init", "-q", "-b", "main")
+    shas = {
+        "old": _commit(path, ALERT - timedelta(hours=5), "old change", {"README.md": "hello\n"}),
+        "cart": _commit(
+            path,
+            ALERT - timedelta(minutes=45),
+            "cart: raise pool size",
+            {"services/cart/config.yaml": "pool: 10\nretries: 3\n", "docs/cart.md": "x\n"},
+        ),
+        "docs": _commit(
+            path, ALERT - timedelta(minutes=5), "docs: typo", {"README.md": "hello world\nbye\n"}
+        ),
+        "after": _commit(path, ALERT + timedelta(minutes=5), "after the alert", {"services/cart/x": "1\n"}),
+    }
+    return path, shas
+
+
+def test_window_filtering_scoring_and_stats(repo: tuple[Path, dict[str, str]]) -> None:
+    path, shas = repo
+    changes = recent_changes(
+        path,
+        name="app",
+        before=ALERT,
+        window_seconds=3600,
+        service_paths=["services/cart/*"],
+        url_template="https://git.example/{repo}/commit/{sha}",
+    )
+    assert [c.sha for c in changes] == [shas["cart"], shas["docs"]]  # old and after are outside
+    cart, docs = changes
+    assert cart.score == pytest.approx(0.25 + 1.0)  # 45 min into a 60 min window, touches the service
+    assert docs.score == pytest.approx(1 - 5 / 60, abs=1e-3)
+    assert cart.paths == ["docs/cart.md", "services/cart/config.yaml"]
+    assert (cart.insertions, cart.deletions) == (3, 0)
+    assert (docs.insertions, docs.deletions) == (2, 1)
+    assert cart.author == "Alice"
+    assert cart.summary == "cart: raise pool size"
+    assert cart.committed_at == ALERT - timedelta(minutes=45)
+    assert cart.repo == "app"
+    assert cart.url == f"https://git.example/app/commit/{shas['cart']}"
+
+
+def test_without_path_match_closeness_decides(repo: tuple[Path, dict[str, str]]) -> None:
+    path, shas = repo
+    changes = recent_changes(path, name="app", before=ALERT, window_seconds=3600, service_paths=[])
+    assert [c.sha for c in changes] == [shas["docs"], shas["cart"]]
+    wide = recent_changes(path, name="app", before=ALERT, window_seconds=6 * 3600, service_paths=[], limit=1)
+    assert [c.sha for c in wide] == [shas["docs"]]
+    naive = recent_changes(
+        path, name="app", before=ALERT.replace(tzinfo=None), window_seconds=600, service_paths=[]
+    )
+    assert [c.sha for c in naive] == [shas["docs"]]
+
+
+def test_path_matches() -> None:
+    assert path_matches("services/cart/config.yaml", ["services/cart/*"])
+    assert path_matches("services/cart/deep/x.yaml", ["services/cart"])
+    assert path_matches("deploy/cart.yaml", ["*.json", "deploy/cart.*"])
+    assert not path_matches("services/cartography/x", ["services/cart"])
+    assert not path_matches("README.md", [""])
+
+
+def test_gather_changes(repo: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    path, shas = repo
+    section = gather_changes(
+        {"app": path}, before=ALERT, window_seconds=3600, service_paths=["services/cart/*"]
+    )
+    assert section.source == "changes"
+    assert section.status == "ok"
+    assert [c.sha for c in section.changes] == [shas["cart"], shas["docs"]]
+
+    missing = gather_changes({"gone": tmp_path / "nope"}, before=ALERT, window_seconds=3600)
+    assert missing.status == "failed"
+    assert "gone" in missing.message
+
+    mixed = gather_changes({"app": path, "gone": tmp_path / "nope"}, before=ALERT, window_seconds=3600)
+    assert mixed.status == "ok" and "gone" in mixed.message and len(mixed.changes) == 2
+
+    quiet = gather_changes({"app": path}, before=ALERT - timedelta(days=1), window_seconds=60)
+    assert quiet.status == "empty"
+    assert gather_changes({}, before=ALERT).status == "skipped"
+    truncated = gather_changes({"app": path}, before=ALERT, window_seconds=3600, limit=1)
+    assert truncated.status == "truncated" and len(truncated.changes) == 1
+
+
+def test_empty_repository(tmp_path: Path) -> None:
+    _git(tmp_path, "init", "-q")
+    assert recent_changes(tmp_path, name="x", before=ALERT, window_seconds=60, service_paths=[]) == []
