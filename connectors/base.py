@@ -77,3 +77,7 @@ class Tracker(ABC):
     @abstractmethod
     def add_labels(self, key: str, labels: list[str]) -> None:
         """Add labels, e.g. the escalation queue's; never removes the incident label."""
+
+    @abstractmethod
+    def attach(self, key: str, filename: str, data: bytes) -> bool:
+        """Attach a file (graphs) unless one with that name and size is there; True when added."""

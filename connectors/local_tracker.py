@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS tickets (
     updated TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tickets_label ON tickets(incident_label);
+CREATE TABLE IF NOT EXISTS attachments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ticket_n INTEGER NOT NULL REFERENCES tickets(n),
+    filename TEXT NOT NULL,
+    data BLOB NOT NULL,
+    created TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS comments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ticket_n INTEGER NOT NULL REFERENCES tickets(n),
@@ -198,12 +205,31 @@ class LocalTracker(Tracker):
                 "UPDATE tickets SET labels=?, updated=? WHERE n=?", (json.dumps(merged), _now(), row["n"])
             )
 
+    def attach(self, key: str, filename: str, data: bytes) -> bool:
+        with self._db() as db:
+            row = self._row(db, key)
+            same = db.execute(
+                "SELECT 1 FROM attachments WHERE ticket_n = ? AND filename = ? AND length(data) = ?",
+                (row["n"], filename, len(data)),
+            ).fetchone()
+            if same is not None:
+                return False
+            db.execute(
+                "INSERT INTO attachments (ticket_n, filename, data, created) VALUES (?,?,?,?)",
+                (row["n"], filename, data, _now()),
+            )
+        return True
+
     def get(self, key: str) -> dict[str, Any]:
         """The ticket with its comments, for the API's ticket view and the CLI."""
         with self._db() as db:
             row = self._row(db, key)
             comments = db.execute(
                 "SELECT body, author, created FROM comments WHERE ticket_n = ? ORDER BY id", (row["n"],)
+            ).fetchall()
+            files = db.execute(
+                "SELECT filename, length(data) AS size FROM attachments WHERE ticket_n = ? ORDER BY id",
+                (row["n"],),
             ).fetchall()
         return {
             "key": f"LOCAL-{row['n']}",
@@ -217,6 +243,7 @@ class LocalTracker(Tracker):
             "created": row["created"],
             "updated": row["updated"],
             "comments": [dict(c) for c in comments],
+            "attachments": [dict(f) for f in files],
         }
 
     def count(self) -> int:

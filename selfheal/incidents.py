@@ -285,7 +285,7 @@ class IncidentService:
             raise
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
-                raise NotAwaitingDecision(f"incident {incident_id} closed before the decision") from err
+                raise NotAwaitingDecision(f"incident {incident_id} closed: not awaiting a decision") from err
             if _is_unavailable(err):
                 raise TemporalUnavailable(
                     f"incident {incident_id} did not accept the decision in time (is a worker running?)"

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from selfheal.evidence import Evidence
+
 #: Alertmanager sends this for firing alerts: "no end yet".
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
@@ -169,6 +171,7 @@ class IncidentView(BaseModel):
     alerts: list[TrackedAlert] = Field(default_factory=list)
     decision: Decision | None = None
     proposal: Proposal | None = None
+    evidence: Evidence | None = None
     remediations: list[RemediationSummary] = Field(default_factory=list)
     escalations: int = 0
     notifications: int = 0

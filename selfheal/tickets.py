@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from selfheal.evidence import Evidence
 from selfheal.models import IncidentView
 
 
 class OpenTicketRequest(BaseModel):
+    view: IncidentView
+    workflow_url: str = ""
+
+
+class EvidenceRequest(BaseModel):
+    """What the gather activity needs: the incident as it stands and its workflow link."""
+
     view: IncidentView
     workflow_url: str = ""
 
@@ -73,4 +81,42 @@ def render_description(view: IncidentView, workflow_url: str) -> str:
     ]
     if workflow_url:
         lines.append(f"Workflow: {workflow_url}")
+    return "\n".join(lines)
+
+
+def render_evidence(evidence: Evidence) -> str:
+    """The evidence part of the ticket: one section per source, untrusted text kept as data."""
+    lines = ["h3. Evidence"]
+    for section in evidence.sections:
+        head = f"*{section.source.replace('_', ' ')}*: {section.status}"
+        if section.message:
+            head += f" ({_safe(section.message)[:200]})"
+        lines.append(head)
+        if section.query:
+            lines += ["{noformat}", _safe(section.query), "{noformat}"]
+        for name, value in section.figures.items():
+            lines.append(f"- {name}: {value:g}")
+        for series in section.metrics:
+            lines.append(f"- graph: {_safe(series.name)} ({len(series.points)} points; attached)")
+        for change in section.changes[:5]:
+            lines.append(
+                f"- suspect change {change.repo}@{change.sha[:10]} by {_safe(change.author)} at"
+                f" {change.committed_at.isoformat()} (score {change.score:.2f}):"
+                f" {_safe(change.summary)[:120]}"
+            )
+        for inc in section.similar[:5]:
+            fix = f", fix: {_safe(inc.fix)[:120]}" if inc.fix else ""
+            lines.append(
+                f"- similar incident {inc.incident_id} ({inc.outcome}{fix}): {_safe(inc.title)[:120]}"
+            )
+        if section.logs:
+            lines.append("{noformat}")
+            lines += [
+                _safe(f"{line.at.isoformat()} x{line.count} {line.line}")[:500] for line in section.logs[:20]
+            ]
+            lines.append("{noformat}")
+        for trace in section.traces[:5]:
+            lines.append(
+                f"- trace {trace.trace_id} {trace.duration_ms:.0f}ms {_safe(trace.root_name)} {trace.url}"
+            )
     return "\n".join(lines)

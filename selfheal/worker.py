@@ -9,6 +9,7 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.evidence import EvidenceActivities
 from activities.remediation import RemediationActivities
 from activities.tickets import TicketActivities, TicketPolicy
 from connectors.base import Tracker
@@ -34,13 +35,16 @@ def build_tracker(settings: Settings) -> Tracker:
 
 
 def build_worker(client: Client, settings: Settings, tracker: Tracker | None = None) -> Worker:
-    tickets = TicketActivities(tracker or build_tracker(settings), TicketPolicy(settings.tracker.jira))
+    tracker = tracker or build_tracker(settings)
+    policy = TicketPolicy(settings.tracker.jira)
+    tickets = TicketActivities(tracker, policy)
     remediation = RemediationActivities(settings, client)
+    evidence = EvidenceActivities(settings, tracker, policy)
     return Worker(
         client,
         task_queue=settings.temporal.task_queue,
         workflows=[IncidentWorkflow, RemediationWorkflow, ControlWorkflow],
-        activities=[*tickets.all(), *remediation.all()],
+        activities=[*tickets.all(), *remediation.all(), *evidence.all()],
     )
 
 

@@ -15,7 +15,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -516,3 +516,60 @@ async def test_unreachable_alertmanager_fails_safe_and_escalates(loop_factory: A
     last = view["remediations"][-1]
     assert last["outcome"] == "failed" and "nothing was changed" in last["reason"]
     assert lp.deploys() == 0 and lp.pool_size() == 5
+
+
+async def test_novel_incident_ticket_carries_evidence_and_similar_incidents(
+    loop_factory: Any, prom: tuple[str, DeployedTarget]
+) -> None:
+    from connectors.prometheus import PrometheusClient
+
+    lp: Loop = await loop_factory(
+        {},
+        evidence={
+            "default_service": {
+                "golden_signals": {"pool exhausted": 'demo_pool_exhausted{service="{service}"}'},
+                "affected_users": 'sum(demo_pool_exhausted{service="{service}"}) * 42',
+                "paths": ["services/**"],
+            }
+        },
+    )
+    # Evidence graphs an hour at 15 s steps: wait until the series is old enough to have a point.
+    query = f'demo_pool_exhausted{{service="{lp.service}"}}'
+    with PrometheusClient(prom[0], timeout=5) as client:
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            end = datetime.now(UTC)
+            series = client.query_range(query, end - timedelta(seconds=3600), end, 15)
+            if series and series[0].samples:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "Prometheus has no range points yet"
+            await asyncio.sleep(0.5)
+    await lp.fire()
+    first = await lp.incident_for()
+    view = await lp.wait(first, lambda v: v["stage"] == "awaiting_decision")
+    sections = {s["source"]: s for s in view["evidence"]["sections"]}
+    assert sections["metrics"]["status"] == "ok", sections["metrics"]
+    assert sections["affected_users"]["figures"] == {"affected users": 42.0}
+    assert sections["changes"]["status"] == "ok"
+    assert sections["changes"]["changes"][0]["summary"] == "initial config"
+    assert sections["similar_incidents"]["status"] == "empty"
+    ticket = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
+    assert "h3. Evidence" in ticket["description"]
+    assert "suspect change" in ticket["description"] and "affected users: 42" in ticket["description"]
+    assert [a["filename"] for a in ticket["attachments"]] == [f"{first}-graph-1.png"]
+    resp = await lp.http.post(
+        f"/api/v1/incidents/{first}/decision",
+        json={"decision": "reject", "by": "oncall", "comment": "bumped pool"},
+    )
+    assert resp.status_code == 200
+    await lp.wait(first, lambda v: v["stage"] == "closed")
+
+    # The next incident on this service finds the first one, with what the humans did.
+    await lp.fire(alertname=lp.alertname + "Again")
+    second = await lp.incident_for(lp.alertname + "Again")
+    view = await lp.wait(second, lambda v: v["stage"] == "awaiting_decision")
+    similar = {s["source"]: s for s in view["evidence"]["sections"]}["similar_incidents"]
+    assert similar["status"] == "ok"
+    assert similar["similar"][0]["incident_id"] == first
+    assert similar["similar"][0]["outcome"] == "rejected"
+    assert "bumped pool" in similar["similar"][0]["fix"]

@@ -28,6 +28,7 @@ from workflows.remediation import RemediationWorkflow, remediation_workflow_id
 with workflow.unsafe.imports_passed_through():
     from playbooks.plan import MatchResult, RemediationPlan
     from selfheal import identity
+    from selfheal.evidence import Evidence
     from selfheal.models import (
         Decision,
         DecisionKind,
@@ -45,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.tickets import (
         CommentRequest,
         EscalationRequest,
+        EvidenceRequest,
         OpenTicketRequest,
         TransitionRequest,
     )
@@ -92,6 +94,8 @@ IncidentInput.model_rebuild()
 NOT_AWAITING = "NotAwaitingDecision"
 #: Marks histories made since playbook remediation joined the workflow (replay safety).
 PATCH_REMEDIATION = "remediation-v1"
+#: Marks histories made since evidence gathering and the incident store joined the workflow.
+PATCH_EVIDENCE = "evidence-v1"
 
 
 @workflow.defn
@@ -166,6 +170,8 @@ class IncidentWorkflow:
             self._absorb_pending(comment=self._view.ticket is not None)
         if self._view.stage in (Stage.RECEIVED, Stage.TICKETED):
             self._set_stage(Stage.TICKETED)
+            if workflow.patched(PATCH_EVIDENCE):
+                await self._gather_evidence()
             if workflow.patched(PATCH_REMEDIATION):
                 await self._consider_playbooks()
                 if self._view.closed_at is not None:
@@ -297,6 +303,42 @@ class IncidentWorkflow:
         if proposal.mode == "suggest":
             return text + "\n(suggest mode: selfheal will not run it; approving acknowledges.)"
         return text + "\nApprove to run it, reject to take over."
+
+    # --- evidence ---------------------------------------------------------------------------------
+
+    async def _gather_evidence(self) -> None:
+        """Investigate before deciding: evidence goes on the ticket and into the view."""
+        self._set_stage(Stage.INVESTIGATING)
+        try:
+            evidence: Evidence = await workflow.execute_activity(
+                "gather_evidence",
+                EvidenceRequest(view=self._view, workflow_url=self._workflow_url()),
+                result_type=Evidence,
+                start_to_close_timeout=timedelta(seconds=max(120.0, self._policy.activity_timeout_seconds)),
+                retry_policy=RetryPolicy(maximum_attempts=2, non_retryable_error_types=["TrackerRejected"]),
+            )
+        except ActivityError as err:
+            self._event("evidence_failed", f"evidence gathering failed: {_cause(err)}")
+            return
+        self._view.evidence = evidence
+        found = ", ".join(f"{s.source} {s.status}" for s in evidence.sections) or "no sources"
+        self._event("evidence", f"evidence gathered: {found}")
+
+    async def _record_closed(self) -> None:
+        """Remember the closed incident for similar-incident search (best effort)."""
+        if not workflow.patched(PATCH_EVIDENCE):
+            return
+        try:
+            await workflow.execute_activity(
+                "record_incident",
+                self._view,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_attempts=5),
+            )
+        except ActivityError as err:
+            self._event(
+                "record_failed", f"could not record the incident for similarity search: {_cause(err)}"
+            )
 
     # --- remediation ------------------------------------------------------------------------------
 
@@ -530,6 +572,7 @@ class IncidentWorkflow:
             )
         )
         self._close(Outcome.APPROVED if decision.decision == DecisionKind.APPROVE else Outcome.REJECTED)
+        await self._record_closed()
 
     async def _close_resolved(self) -> None:
         quiet = self._policy.resolve_quiet_seconds
@@ -556,6 +599,7 @@ class IncidentWorkflow:
         except ActivityError as err:
             self._event("transition_failed", f"could not transition {ticket.key}: {_cause(err)}")
         self._close(outcome)
+        await self._record_closed()
 
     def _close(self, outcome: Outcome) -> None:
         self._view.outcome = outcome

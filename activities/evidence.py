@@ -1,0 +1,173 @@
+"""Evidence activities: gather what each configured source knows about an incident, write it to
+the ticket (graphs attached), and remember closed incidents for the next similar one.
+
+Every source is optional and bounded; a failing source becomes a `failed` section, never a
+failed incident. Graph PNGs go straight to the ticket and are stripped from the result, so
+workflow history stays small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+from temporalio import activity
+
+from activities.tickets import TicketPolicy
+from connectors.base import TicketContent, Tracker
+from selfheal.evidence import Evidence, EvidenceSection
+from selfheal.models import IncidentView
+from selfheal.settings import ServiceEvidence, Settings
+from selfheal.tickets import EvidenceRequest, render_description, render_evidence
+
+log = structlog.get_logger(__name__)
+
+
+def alert_expression(generator_url: str) -> str | None:
+    """The alert rule's PromQL, from Prometheus' generatorURL (`…/graph?g0.expr=…`)."""
+    try:
+        values = parse_qs(urlsplit(generator_url).query).get("g0.expr")
+    except ValueError:
+        return None
+    return values[0] if values else None
+
+
+class EvidenceActivities:
+    def __init__(self, settings: Settings, tracker: Tracker, policy: TicketPolicy) -> None:
+        self.settings = settings
+        self.tracker = tracker
+        self.policy = policy
+
+    def _service(self, service: str) -> ServiceEvidence:
+        ev = self.settings.evidence
+        return ev.services.get(service, ev.default_service)
+
+    def _gather(self, view: IncidentView) -> Evidence:
+        ev = self.settings.evidence
+        svc = self._service(view.service)
+        firing = [a for a in view.alerts if a.status == "firing"] or view.alerts
+        start = min((a.startsAt for a in firing), default=datetime.now(UTC))
+        sections: list[EvidenceSection] = []
+
+        def add(source: str, fn: Callable[[], EvidenceSection]) -> None:
+            try:
+                sections.append(fn())
+            except Exception as err:  # a source must never fail the incident
+                sections.append(EvidenceSection(source=source, status="failed", message=str(err)[:300]))
+
+        prom_url = ev.prometheus_url or self.settings.remediation.prometheus_url
+        add("metrics", lambda: self._metrics(prom_url, view, svc, start))
+        add("affected_users", lambda: self._affected(prom_url, view, svc))
+        add("changes", lambda: self._changes(svc, start))
+        add("similar_incidents", lambda: self._similar(view))
+        return Evidence(incident_id=view.id, gathered_at=datetime.now(UTC), sections=sections)
+
+    def _metrics(
+        self, url: str | None, view: IncidentView, svc: ServiceEvidence, start: datetime
+    ) -> EvidenceSection:
+        from connectors.prometheus import PrometheusClient
+        from selfheal.graphs import gather_metrics
+
+        queries: dict[str, str] = {}
+        for alert in view.alerts[:3]:
+            expr = alert_expression(alert.generatorURL)
+            if expr:
+                queries[f"alert expression ({alert.labels.get('alertname', '')})"] = expr
+        for name, query in svc.golden_signals.items():
+            queries[name] = query.replace("{service}", view.service)
+        if not url:
+            return EvidenceSection(source="metrics", status="skipped", message="no Prometheus configured")
+        with PrometheusClient(url, timeout=self.settings.evidence.timeout_seconds) as client:
+            return gather_metrics(client, queries, alert_start=start)
+
+    def _affected(self, url: str | None, view: IncidentView, svc: ServiceEvidence) -> EvidenceSection:
+        from connectors.prometheus import PrometheusClient
+
+        if not url or not svc.affected_users:
+            return EvidenceSection(source="affected_users", status="skipped", message="no query configured")
+        query = svc.affected_users.replace("{service}", view.service)
+        with PrometheusClient(url, timeout=self.settings.evidence.timeout_seconds) as client:
+            values = client.query(query)
+        if not values:
+            return EvidenceSection(source="affected_users", status="empty", query=query)
+        return EvidenceSection(
+            source="affected_users", status="ok", query=query, figures={"affected users": float(sum(values))}
+        )
+
+    def _changes(self, svc: ServiceEvidence, start: datetime) -> EvidenceSection:
+        from selfheal.changes import gather_changes
+
+        repos: dict[str, Path] = {name: r.path for name, r in self.settings.remediation.repos.items()}
+        repos.update(self.settings.evidence.change_repos)
+        return gather_changes(
+            repos,
+            before=start,
+            window_seconds=self.settings.evidence.change_window_seconds,
+            service_paths=svc.paths,
+        )
+
+    def _similar(self, view: IncidentView) -> EvidenceSection:
+        from selfheal.incident_store import IncidentStore, gather_similar
+
+        store = IncidentStore(self.settings.store_url)
+        try:
+            return gather_similar(store, view)
+        finally:
+            store.close()
+
+    @activity.defn(name="gather_evidence")
+    async def gather_evidence(self, req: EvidenceRequest) -> Evidence:
+        """Gather, write the evidence into the ticket's description and attach the graphs."""
+        view = req.view
+        structlog.contextvars.bind_contextvars(incident_id=view.id)
+        if not self.settings.evidence.enabled:
+            return Evidence(incident_id=view.id, gathered_at=datetime.now(UTC))
+        evidence = await asyncio.to_thread(self._gather, view)
+        ticket = view.ticket
+
+        def write() -> None:
+            if ticket is None:
+                return
+            for section in evidence.sections:
+                for i, series in enumerate(section.metrics):
+                    if series.graph_png:
+                        self.tracker.attach(ticket.key, f"{view.id}-graph-{i + 1}.png", series.graph_png)
+            self.tracker.create_or_update(
+                TicketContent(
+                    incident_id=view.id,
+                    summary=(view.title or f"selfheal incident {view.id}").replace("\n", " ")[:250],
+                    description=render_description(view, req.workflow_url)
+                    + "\n\n"
+                    + render_evidence(evidence),
+                    priority=self.policy.priority(view.severity),
+                    labels=list(self.policy.labels),
+                )
+            )
+
+        await asyncio.to_thread(write)
+        for section in evidence.sections:
+            for series in section.metrics:
+                series.graph_png = None
+        log.info("evidence gathered", sources={s.source: s.status for s in evidence.sections})
+        return evidence
+
+    @activity.defn(name="record_incident")
+    async def record_incident(self, view: IncidentView) -> None:
+        """Remember a closed incident, with what fixed it, for future similar-incident search."""
+        from selfheal.incident_store import IncidentStore
+
+        def run() -> None:
+            store = IncidentStore(self.settings.store_url)
+            try:
+                store.record(view)
+            finally:
+                store.close()
+
+        await asyncio.to_thread(run)
+
+    def all(self) -> list[Callable[..., object]]:
+        return [self.gather_evidence, self.record_incident]
