@@ -62,7 +62,7 @@ class EvidenceActivities:
         prom_url = ev.prometheus_url or self.settings.remediation.prometheus_url
         add("metrics", lambda: self._metrics(prom_url, view, svc, start))
         add("affected_users", lambda: self._affected(prom_url, view, svc))
-        add("changes", lambda: self._changes(svc, start))
+        add("changes", lambda: self._changes(svc, view.service, start))
         add("similar_incidents", lambda: self._similar(view))
         return Evidence(incident_id=view.id, gathered_at=datetime.now(UTC), sections=sections)
 
@@ -98,7 +98,7 @@ class EvidenceActivities:
             source="affected_users", status="ok", query=query, figures={"affected users": float(sum(values))}
         )
 
-    def _changes(self, svc: ServiceEvidence, start: datetime) -> EvidenceSection:
+    def _changes(self, svc: ServiceEvidence, service: str, start: datetime) -> EvidenceSection:
         from selfheal.changes import gather_changes
 
         repos: dict[str, Path] = {name: r.path for name, r in self.settings.remediation.repos.items()}
@@ -107,7 +107,7 @@ class EvidenceActivities:
             repos,
             before=start,
             window_seconds=self.settings.evidence.change_window_seconds,
-            service_paths=svc.paths,
+            service_paths=[p.replace("{service}", service) for p in svc.paths],
         )
 
     def _similar(self, view: IncidentView) -> EvidenceSection:

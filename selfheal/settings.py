@@ -118,7 +118,8 @@ class ServiceEvidence(Section):
     golden_signals: dict[str, str] = Field(default_factory=dict)
     logql: str | None = None
     affected_users: str | None = None
-    #: Globs of paths in the watched repos that belong to this service (for suspect changes).
+    #: Globs of paths in the watched repos that belong to this service (for suspect changes);
+    #: `{service}` is replaced too.
     paths: list[str] = Field(default_factory=list)
 
 

@@ -529,7 +529,7 @@ async def test_novel_incident_ticket_carries_evidence_and_similar_incidents(
             "default_service": {
                 "golden_signals": {"pool exhausted": 'demo_pool_exhausted{service="{service}"}'},
                 "affected_users": 'sum(demo_pool_exhausted{service="{service}"}) * 42',
-                "paths": ["services/**"],
+                "paths": ["services/{service}/**"],
             }
         },
     )
@@ -552,6 +552,7 @@ async def test_novel_incident_ticket_carries_evidence_and_similar_incidents(
     assert sections["affected_users"]["figures"] == {"affected users": 42.0}
     assert sections["changes"]["status"] == "ok"
     assert sections["changes"]["changes"][0]["summary"] == "initial config"
+    assert sections["changes"]["changes"][0]["score"] > 1.0, "touches the service's own paths"
     assert sections["similar_incidents"]["status"] == "empty"
     ticket = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
     assert "h3. Evidence" in ticket["description"]
