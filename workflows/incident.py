@@ -324,14 +324,21 @@ class IncidentWorkflow:
         found = ", ".join(f"{s.source} {s.status}" for s in evidence.sections) or "no sources"
         self._event("evidence", f"evidence gathered: {found}")
 
-    async def _record_closed(self) -> None:
-        """Remember the closed incident for similar-incident search (best effort)."""
+    async def _record_closed(self, outcome: Outcome) -> None:
+        """Remember the incident as it closes, for similar-incident search (best effort).
+
+        Runs before the stage turns `closed`, so that stage is only ever seen in the final
+        workflow task: a notification that sees a closed incident finds no running workflow.
+        """
         if not workflow.patched(PATCH_EVIDENCE):
             return
+        closing = self._view.model_copy(
+            update={"outcome": outcome, "closed_at": workflow.now(), "stage": Stage.CLOSED}
+        )
         try:
             await workflow.execute_activity(
                 "record_incident",
-                self._view,
+                closing,
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(maximum_attempts=5),
             )
@@ -571,8 +578,9 @@ class IncidentWorkflow:
                 incident_id=self._view.id, key=ticket.key, body=text, dedup_key=f"{self._view.id}:decision"
             )
         )
-        self._close(Outcome.APPROVED if decision.decision == DecisionKind.APPROVE else Outcome.REJECTED)
-        await self._record_closed()
+        outcome = Outcome.APPROVED if decision.decision == DecisionKind.APPROVE else Outcome.REJECTED
+        await self._record_closed(outcome)
+        self._close(outcome)
 
     async def _close_resolved(self) -> None:
         quiet = self._policy.resolve_quiet_seconds
@@ -598,8 +606,8 @@ class IncidentWorkflow:
             )
         except ActivityError as err:
             self._event("transition_failed", f"could not transition {ticket.key}: {_cause(err)}")
+        await self._record_closed(outcome)
         self._close(outcome)
-        await self._record_closed()
 
     def _close(self, outcome: Outcome) -> None:
         self._view.outcome = outcome
