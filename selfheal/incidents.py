@@ -99,6 +99,7 @@ def policy_snapshot(settings: Settings) -> IncidentPolicySnapshot:
         continue_as_new_after_events=p.continue_as_new_after_events,
         ui_url=settings.temporal.ui_url,
         namespace=settings.temporal.namespace,
+        investigator=settings.investigation.investigator,
     )
 
 

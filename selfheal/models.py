@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from selfheal.evidence import Evidence
+from selfheal.investigation import Investigation
 
 #: Alertmanager sends this for firing alerts: "no end yet".
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
@@ -172,6 +173,7 @@ class IncidentView(BaseModel):
     decision: Decision | None = None
     proposal: Proposal | None = None
     evidence: Evidence | None = None
+    investigation: Investigation | None = None
     remediations: list[RemediationSummary] = Field(default_factory=list)
     escalations: int = 0
     notifications: int = 0

@@ -7,8 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from playbooks.plan import PlannedCheck, PlannedStep, PlannedVerify, RemediationPlan
-from selfheal.models import TrackedAlert
+from playbooks.plan import MatchResult, PlannedCheck, PlannedStep, PlannedVerify, RemediationPlan
+from selfheal.investigation import Investigation
+from selfheal.models import IncidentView, TrackedAlert
 
 
 class MatchRequest(BaseModel):
@@ -115,3 +116,12 @@ class Progress(BaseModel):
     kind: str
     message: str
     stage: str | None = None
+
+
+class InvestigationRequest(BaseModel):
+    """What an investigator is given: the incident (with its evidence) and the playbook match."""
+
+    view: IncidentView
+    match: MatchResult | None = None
+    #: The builtin investigation, handed to the LLM investigator as a starting point.
+    prior: Investigation | None = None

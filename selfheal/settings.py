@@ -145,6 +145,28 @@ class EvidenceSettings(Section):
     redact_emails: bool = False
 
 
+class LlmSettings(Section):
+    """The model behind the `llm` investigator: any OpenAI-compatible endpoint, or Anthropic."""
+
+    provider: Literal["openai", "anthropic"] = "openai"
+    model: str = "gpt-4o-mini"
+    #: OpenAI-compatible base URL (vLLM, Ollama, LiteLLM, Azure…); None for the provider's own.
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    #: Bounds per incident: model requests (steps), total tokens, and characters per tool result.
+    max_requests: int = Field(default=12, ge=1, le=100)
+    max_total_tokens: int = Field(default=60_000, ge=1000)
+    max_tool_output_chars: int = Field(default=8_000, ge=500)
+    timeout_seconds: float = Field(default=120, gt=0)
+
+
+class InvestigationSettings(Section):
+    """Which investigator writes the incident's investigation: `builtin` (no network) or `llm`."""
+
+    investigator: Literal["builtin", "llm"] = "builtin"
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+
+
 class Settings(BaseSettings):
     """Everything selfheal reads from its environment."""
 
@@ -169,6 +191,7 @@ class Settings(BaseSettings):
     incident: IncidentPolicy = Field(default_factory=IncidentPolicy)
     remediation: RemediationSettings = Field(default_factory=RemediationSettings)
     evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
+    investigation: InvestigationSettings = Field(default_factory=InvestigationSettings)
 
     @field_validator("approvers", mode="before")
     @classmethod

@@ -65,6 +65,8 @@ class IncidentPolicySnapshot(BaseModel):
     ui_url: str = ""
     namespace: str = "default"
     lock_retry_seconds: float = 15
+    #: `builtin` always runs; `llm` then runs the agent with the builtin result as its start.
+    investigator: str = "builtin"
 
 
 class IncidentInput(BaseModel):

@@ -1,0 +1,73 @@
+"""The investigator contract: what any investigator (builtin or LLM) hands back about an incident.
+
+An `Investigation` is data. It is rendered escaped on the ticket and shown to humans; nothing in
+it is ever executed or used as a template. A proposed fix is either a reference to a loaded
+playbook (validated by the caller against the playbooks that actually match) or a patch that
+only a human can approve.
+
+Evidence references (`Hypothesis.evidence`) name what supports a claim so a reader can check
+it: `metrics:<series name>`, `logs:<n>` (line index in the logs section), `traces:<trace id>`,
+`changes:<repo>@<short sha>`, `similar:<incident id>`, `diagnose:<check name>`,
+`affected_users`, `alert:<alertname>`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+InvestigatorKind = Literal["builtin", "llm"]
+
+
+class Hypothesis(BaseModel):
+    """One candidate cause, with what supports it and how sure the investigator is."""
+
+    title: str = Field(max_length=300)
+    detail: str = Field(default="", max_length=4000)
+    confidence: float = Field(ge=0.0, le=1.0)
+    evidence: list[str] = Field(default_factory=list, max_length=20)
+
+
+class ProposedFix(BaseModel):
+    """A fix for humans (or the matched playbook's policy) to act on; never run by the investigator."""
+
+    kind: Literal["playbook", "patch", "none"]
+    #: For `playbook`: the name of a playbook that matched this incident.
+    playbook: str | None = None
+    #: For `patch`: the repository (as configured) and a unified diff, for human approval only.
+    repo: str | None = None
+    patch: str | None = Field(default=None, max_length=20_000)
+    rationale: str = Field(default="", max_length=4000)
+    #: Where the fix came from, e.g. `similar:<incident id>` when a past fix is reused.
+    source: str = ""
+
+
+class DiagnoseResult(BaseModel):
+    """A playbook `diagnose` check as the investigator ran it."""
+
+    playbook: str
+    name: str
+    query: str
+    condition: str
+    value: float | None = None
+    passed: bool | None = None
+    error: str = ""
+
+
+class Investigation(BaseModel):
+    investigator: str
+    status: Literal["ok", "failed", "budget_exhausted"] = "ok"
+    summary: str = Field(max_length=4000)
+    #: Ranked, most likely first.
+    hypotheses: list[Hypothesis] = Field(default_factory=list, max_length=10)
+    matched_playbook: str | None = None
+    proposed_fix: ProposedFix | None = None
+    open_questions: list[str] = Field(default_factory=list, max_length=10)
+    diagnose: list[DiagnoseResult] = Field(default_factory=list)
+    started_at: datetime | None = None
+    duration_seconds: float = 0.0
+    #: Model usage for LLM investigators (requests, input/output tokens); empty for builtin.
+    usage: dict[str, int] = Field(default_factory=dict)
+    message: str = ""
