@@ -22,7 +22,7 @@ from connectors.base import TicketContent, Tracker
 from selfheal.evidence import Evidence, EvidenceSection
 from selfheal.models import IncidentView
 from selfheal.settings import ServiceEvidence, Settings
-from selfheal.tickets import EvidenceRequest, render_description, render_evidence
+from selfheal.tickets import EvidenceRequest, render_page
 
 log = structlog.get_logger(__name__)
 
@@ -140,9 +140,7 @@ class EvidenceActivities:
                 TicketContent(
                     incident_id=view.id,
                     summary=(view.title or f"selfheal incident {view.id}").replace("\n", " ")[:250],
-                    description=render_description(view, req.workflow_url)
-                    + "\n\n"
-                    + render_evidence(evidence),
+                    description=render_page(view.model_copy(update={"evidence": evidence}), req.workflow_url),
                     priority=self.policy.priority(view.severity),
                     labels=list(self.policy.labels),
                 )

@@ -20,9 +20,11 @@ from selfheal.settings import JiraSettings
 from selfheal.tickets import (
     CommentRequest,
     EscalationRequest,
+    EvidenceRequest,
     OpenTicketRequest,
     TransitionRequest,
     render_description,
+    render_page,
 )
 
 log = structlog.get_logger(__name__)
@@ -114,5 +116,26 @@ class TicketActivities:
             lambda: self.tracker.transition(req.key, status), "transition_ticket", req.incident_id
         )
 
+    @activity.defn(name="update_ticket_page")
+    async def update_ticket_page(self, req: EvidenceRequest) -> None:
+        """Rewrite the ticket's description from the view, so updates edit sections in place."""
+        view = req.view
+        if view.ticket is None:
+            return
+        content = TicketContent(
+            incident_id=view.id,
+            summary=(view.title or f"selfheal incident {view.id}").replace("\n", " ")[:250],
+            description=render_page(view, req.workflow_url),
+            priority=self.policy.priority(view.severity, view.escalations),
+            labels=list(self.policy.labels),
+        )
+        await self._call(lambda: self.tracker.create_or_update(content), "update_ticket_page", view.id)
+
     def all(self) -> list[Callable[..., object]]:
-        return [self.open_ticket, self.escalate_ticket, self.comment_ticket, self.transition_ticket]
+        return [
+            self.open_ticket,
+            self.escalate_ticket,
+            self.comment_ticket,
+            self.transition_ticket,
+            self.update_ticket_page,
+        ]

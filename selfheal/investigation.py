@@ -33,7 +33,8 @@ class Hypothesis(BaseModel):
 class ProposedFix(BaseModel):
     """A fix for humans (or the matched playbook's policy) to act on; never run by the investigator."""
 
-    kind: Literal["playbook", "patch", "none"]
+    #: `manual`: steps for a human, described in `rationale` (e.g. a past incident's fix).
+    kind: Literal["playbook", "patch", "manual", "none"]
     #: For `playbook`: the name of a playbook that matched this incident.
     playbook: str | None = None
     #: For `patch`: the repository (as configured) and a unified diff, for human approval only.

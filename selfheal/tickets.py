@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from selfheal.evidence import Evidence
+from selfheal.investigation import Investigation
 from selfheal.models import IncidentView
 
 
@@ -120,3 +121,35 @@ def render_evidence(evidence: Evidence) -> str:
                 f"- trace {trace.trace_id} {trace.duration_ms:.0f}ms {_safe(trace.root_name)} {trace.url}"
             )
     return "\n".join(lines)
+
+
+def render_investigation(inv: Investigation) -> str:
+    """The investigation part of the ticket; every model- or alert-derived string shown as data."""
+    lines = [f"h3. Investigation ({_safe(inv.investigator)}, {inv.status})", "{noformat}", _safe(inv.summary)]
+    for i, hyp in enumerate(inv.hypotheses, 1):
+        refs = ", ".join(_safe(r) for r in hyp.evidence)
+        cited = f" (evidence: {refs})" if refs else ""
+        lines.append(f"{i}. [{hyp.confidence:.0%}] {_safe(hyp.title)}{cited}")
+        if hyp.detail:
+            lines.append("   " + _safe(hyp.detail)[:1000])
+    lines.append(f"Matched playbook: {_safe(inv.matched_playbook or 'none (novel)')}")
+    fix = inv.proposed_fix
+    if fix is not None and fix.kind != "none":
+        target = fix.playbook if fix.kind == "playbook" else fix.repo
+        lines.append(f"Proposed fix ({fix.kind}: {_safe(target or '')}): {_safe(fix.rationale)}")
+        if fix.patch:
+            lines.append(_safe(fix.patch)[:5000])
+    for q in inv.open_questions:
+        lines.append(f"? {_safe(q)}")
+    lines.append("{noformat}")
+    return "\n".join(lines)
+
+
+def render_page(view: IncidentView, workflow_url: str) -> str:
+    """The whole ticket description: the incident's single page, rewritten in place on each update."""
+    parts = [render_description(view, workflow_url)]
+    if view.evidence is not None:
+        parts.append(render_evidence(view.evidence))
+    if view.investigation is not None:
+        parts.append(render_investigation(view.investigation))
+    return "\n\n".join(parts)

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from playbooks.plan import MatchResult, RemediationPlan
     from selfheal import identity
     from selfheal.evidence import Evidence
+    from selfheal.investigation import Investigation
     from selfheal.models import (
         Decision,
         DecisionKind,
@@ -42,7 +43,13 @@ with workflow.unsafe.imports_passed_through():
         TimelineEvent,
         TrackedAlert,
     )
-    from selfheal.remediation import MatchRequest, Progress, RemediationInput, RemediationResult
+    from selfheal.remediation import (
+        InvestigationRequest,
+        MatchRequest,
+        Progress,
+        RemediationInput,
+        RemediationResult,
+    )
     from selfheal.tickets import (
         CommentRequest,
         EscalationRequest,
@@ -98,6 +105,10 @@ NOT_AWAITING = "NotAwaitingDecision"
 PATCH_REMEDIATION = "remediation-v1"
 #: Marks histories made since evidence gathering and the incident store joined the workflow.
 PATCH_EVIDENCE = "evidence-v1"
+#: Marks histories made since the investigator (and the rewritten ticket page) joined the workflow.
+PATCH_INVESTIGATION = "investigation-v1"
+#: The LLM investigator's child workflow, by name: this module never imports the agent.
+INVESTIGATION_AGENT_WORKFLOW = "InvestigationAgentWorkflow"
 
 
 @workflow.defn
@@ -326,6 +337,63 @@ class IncidentWorkflow:
         found = ", ".join(f"{s.source} {s.status}" for s in evidence.sections) or "no sources"
         self._event("evidence", f"evidence gathered: {found}")
 
+    async def _investigate(self, match: MatchResult | None) -> None:
+        """Builtin investigation always (no network, seconds); the LLM agent after it when configured.
+
+        The result is data for humans: it goes on the ticket page and into the view, and a fix it
+        proposes never runs unless a playbook matched and its policy (or a human) says so.
+        """
+        if not workflow.patched(PATCH_INVESTIGATION):
+            return
+        self._set_stage(Stage.INVESTIGATING)
+        request = InvestigationRequest(view=self._view, match=match)
+        investigation: Investigation | None = None
+        try:
+            investigation = await workflow.execute_activity(
+                "investigate",
+                request,
+                result_type=Investigation,
+                start_to_close_timeout=timedelta(seconds=max(120.0, self._policy.activity_timeout_seconds)),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as err:
+            self._event("investigation_failed", f"builtin investigation failed: {_cause(err)}")
+        if self._policy.investigator == "llm":
+            try:
+                investigation = await workflow.execute_child_workflow(
+                    INVESTIGATION_AGENT_WORKFLOW,
+                    request.model_copy(update={"prior": investigation}),
+                    id=f"investigation-{self._view.id}",
+                    result_type=Investigation,
+                    execution_timeout=timedelta(minutes=30),
+                    parent_close_policy=ParentClosePolicy.TERMINATE,
+                )
+            except (ChildWorkflowError, WorkflowAlreadyStartedError) as err:
+                self._event("investigation_failed", f"LLM investigation failed: {_cause(err)}")
+        if investigation is None:
+            return
+        self._view.investigation = investigation
+        top = investigation.hypotheses[0].title if investigation.hypotheses else "no hypothesis"
+        self._event(
+            "investigated",
+            f"{investigation.investigator} investigation ({investigation.status}): {top}",
+            {"seconds": round(investigation.duration_seconds, 3)},
+        )
+        await self._update_page()
+
+    async def _update_page(self, view: IncidentView | None = None) -> None:
+        """Rewrite the ticket's page (description) from the view; best effort."""
+        if self._view.ticket is None or not workflow.patched(PATCH_INVESTIGATION):
+            return
+        try:
+            await workflow.execute_activity(
+                "update_ticket_page",
+                EvidenceRequest(view=view or self._view, workflow_url=self._workflow_url()),
+                **self._activity_options(attempts=5),
+            )
+        except ActivityError as err:
+            self._event("page_failed", f"could not update the ticket page: {_cause(err)}")
+
     async def _record_closed(self, outcome: Outcome) -> None:
         """Remember the incident as it closes, for similar-incident search (best effort).
 
@@ -337,6 +405,7 @@ class IncidentWorkflow:
         closing = self._view.model_copy(
             update={"outcome": outcome, "closed_at": workflow.now(), "stage": Stage.CLOSED}
         )
+        await self._update_page(closing)
         try:
             await workflow.execute_activity(
                 "record_incident",
@@ -364,11 +433,13 @@ class IncidentWorkflow:
             self._event("playbook_error", f"playbook matching failed: {_cause(err)}")
             return
         if match is None:
+            await self._investigate(None)
             return
         plan = match.plan
         if plan is None:
             reasons = "; ".join(match.reasons[:5]) or "no playbook for this alert"
             self._event("no_playbook", f"no playbook applies: {reasons}")
+            await self._investigate(match)
             return
         self._state.plan = plan
         steps = [s.description for s in [*plan.fix, *plan.test, *plan.deploy]]
@@ -382,6 +453,7 @@ class IncidentWorkflow:
         self._event(
             "playbook_matched", f"playbook {plan.playbook} applies ({plan.policy.mode}) on {plan.target}"
         )
+        await self._investigate(match)
         if plan.policy.mode == "auto":
             await self._remediate(plan, approved_by=None)
 
