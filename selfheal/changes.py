@@ -17,6 +17,7 @@ from pathlib import Path
 import git
 
 from selfheal.evidence import ChangeRef, EvidenceSection
+from selfheal.redact import cap, redact
 
 #: Commits examined per repository at most, however busy the window was.
 MAX_SCAN = 500
@@ -107,6 +108,7 @@ def gather_changes(
     service_paths: list[str] | None = None,
     limit: int = 10,
     url_templates: dict[str, str] | None = None,
+    emails: bool = False,
 ) -> EvidenceSection:
     """Recent changes across `repos` (name → local clone) as an evidence section; never raises.
 
@@ -144,6 +146,16 @@ def gather_changes(
             source="changes", status="empty", message="no commits in the window", query=query
         )
     status = "truncated" if len(found) > limit else "ok"
+    # Commit messages and author names are free text: a pasted token must not reach a ticket.
+    kept = [
+        c.model_copy(
+            update={
+                "summary": cap(redact(c.summary, emails=emails), 300),
+                "author": cap(redact(c.author, emails=emails), 120),
+            }
+        )
+        for c in found[:limit]
+    ]
     return EvidenceSection(
-        source="changes", status=status, message=message, query=query, changes=found[:limit]
+        source="changes", status=status, message=redact(message), query=query, changes=kept
     )

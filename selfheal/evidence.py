@@ -21,6 +21,8 @@ class LogLine(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     #: How many identical lines (after normalisation) this one stands for.
     count: int = 1
+    #: The oldest of those lines (`at` is the newest): tells a new error from old background noise.
+    first_at: datetime | None = None
 
 
 class TraceRef(BaseModel):

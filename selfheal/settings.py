@@ -117,6 +117,9 @@ class ServiceEvidence(Section):
 
     golden_signals: dict[str, str] = Field(default_factory=dict)
     logql: str | None = None
+    #: A command printing recent log lines (oldest first) for stores other than Loki, as an argv
+    #: list (no shell), e.g. `[journalctl, -u, "{service}", --since, -15min, -o, cat]`.
+    log_command: list[str] = Field(default_factory=list)
     affected_users: str | None = None
     #: Globs of paths in the watched repos that belong to this service (for suspect changes);
     #: `{service}` is replaced too.
@@ -142,6 +145,9 @@ class EvidenceSettings(Section):
     store_url: str | None = None
     timeout_seconds: float = Field(default=10, gt=0)
     max_log_lines: int = Field(default=200, ge=1)
+    max_log_bytes: int = Field(default=20_000, ge=1000)
+    #: How far before the alert start logs and traces are read, so new errors stand out from old noise.
+    lookback_seconds: float = Field(default=900, ge=0)
     redact_emails: bool = False
 
 

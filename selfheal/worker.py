@@ -10,6 +10,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.evidence import EvidenceActivities
+from activities.investigation import InvestigationActivities
 from activities.remediation import RemediationActivities
 from activities.tickets import TicketActivities, TicketPolicy
 from connectors.base import Tracker
@@ -40,11 +41,12 @@ def build_worker(client: Client, settings: Settings, tracker: Tracker | None = N
     tickets = TicketActivities(tracker, policy)
     remediation = RemediationActivities(settings, client)
     evidence = EvidenceActivities(settings, tracker, policy)
+    investigation = InvestigationActivities(settings)
     return Worker(
         client,
         task_queue=settings.temporal.task_queue,
         workflows=[IncidentWorkflow, RemediationWorkflow, ControlWorkflow],
-        activities=[*tickets.all(), *remediation.all(), *evidence.all()],
+        activities=[*tickets.all(), *remediation.all(), *evidence.all(), *investigation.all()],
     )
 
 
