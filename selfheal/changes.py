@@ -69,12 +69,7 @@ def recent_changes(
                 continue
             stats = commit.stats
             paths = sorted(str(p) for p in stats.files)
-            closeness = (
-                1.0 - (before - committed).total_seconds() / window_seconds if window_seconds > 0 else 1.0
-            )
-            score = max(0.0, min(1.0, closeness))
-            if path_matches_any(paths, service_paths):
-                score += PATH_MATCH_BONUS
+            score = change_score(committed, before, window_seconds, paths, service_paths)
             summary = commit.summary
             changes.append(
                 ChangeRef(
@@ -94,6 +89,21 @@ def recent_changes(
         repo.close()
     changes.sort(key=lambda c: (-c.score, -c.committed_at.timestamp()))
     return changes[:limit]
+
+
+def change_score(
+    committed: datetime,
+    before: datetime,
+    window_seconds: float,
+    paths: Sequence[str],
+    service_paths: Sequence[str],
+) -> float:
+    """Closeness to `before` in [0, 1], plus PATH_MATCH_BONUS when the commit touches the service's paths."""
+    closeness = 1.0 - (before - committed).total_seconds() / window_seconds if window_seconds > 0 else 1.0
+    score = max(0.0, min(1.0, closeness))
+    if path_matches_any(paths, service_paths):
+        score += PATH_MATCH_BONUS
+    return score
 
 
 def path_matches_any(paths: Sequence[str], service_paths: Sequence[str]) -> bool:

@@ -558,6 +558,12 @@ async def test_novel_incident_ticket_carries_evidence_and_similar_incidents(
     assert "h3. Evidence" in ticket["description"]
     assert "suspect change" in ticket["description"] and "affected users: 42" in ticket["description"]
     assert [a["filename"] for a in ticket["attachments"]] == [f"{first}-graph-1.png"]
+    inv = view["investigation"]
+    assert inv["investigator"] == "builtin" and inv["matched_playbook"] is None
+    assert "Novel: no playbook matched" in inv["summary"]
+    top = inv["hypotheses"][0]
+    assert "initial config" in top["title"] and top["evidence"][0].startswith("changes:config@")
+    assert "Novel: no playbook matched" in ticket["description"], "the page carries the investigation"
     resp = await lp.http.post(
         f"/api/v1/incidents/{first}/decision",
         json={"decision": "reject", "by": "oncall", "comment": "bumped pool"},
