@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 STAMP  := $(VENV)/.synced
 
-.PHONY: bootstrap demo test lint typecheck unit clean
+.PHONY: bootstrap demo test lint typecheck unit eval clean
 
 bootstrap: $(STAMP)
 
@@ -32,6 +32,10 @@ typecheck: bootstrap
 
 unit: bootstrap
 	$(VENV)/bin/pytest
+
+# Scores the investigators on tests/evals/cases (the LLM one too when a key is configured).
+eval: bootstrap
+	$(VENV)/bin/python -m tests.evals
 
 test: lint typecheck unit
 

@@ -28,7 +28,8 @@ from selfheal.models import IncidentView
 
 #: A log line that reads like a failure (others are not blamed, however loud).
 ERRORISH = re.compile(
-    r"error|exception|fail|fatal|panic|timeout|timed out|refused|denied|exhausted|unavailable|\b5\d\d\b",
+    r"\b(?:warn|warning|err|error|crit|critical|fatal|panic|alert|emerg)\b|exception|fail|timeout|timed out"
+    r"|refused|denied|exhausted|unavailable|\b5\d\d\b",
     re.IGNORECASE,
 )
 #: A series has left its baseline when it moves by this factor (or this much from ~zero).
