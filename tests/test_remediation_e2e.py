@@ -98,6 +98,7 @@ def playbook_yaml(
     max_runs: int = 10,
     test_argv: list[str] | None = None,
     verify_timeout: str = "40s",
+    diagnose: list[dict[str, str]] | None = None,
 ) -> str:
     doc = {
         "apiVersion": "selfheal/v1",
@@ -143,6 +144,8 @@ def playbook_yaml(
         },
         "rollback": "auto",
     }
+    if diagnose:
+        doc["diagnose"] = diagnose
     return yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -343,7 +346,15 @@ async def test_circuit_breaker_stops_a_second_run(loop_factory: Any) -> None:
 
 
 async def test_pause_escalates_and_approval_runs_the_fix(loop_factory: Any) -> None:
-    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-paused", "ALERTNAME")})
+    diagnose = [
+        {
+            "name": "pool exhausted",
+            "query": 'demo_pool_exhausted{service="{{ params.service }}"}',
+            "condition": "> 0",
+        },
+        {"name": "something is scraped", "query": "count(up)", "condition": "> 0"},
+    ]
+    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-paused", "ALERTNAME", diagnose=diagnose)})
     paused = await lp.http.post("/api/v1/remediation/pause", json={"by": "oncall", "reason": "maintenance"})
     assert paused.status_code == 200 and paused.json()["paused"] is True
     try:
@@ -354,6 +365,14 @@ async def test_pause_escalates_and_approval_runs_the_fix(loop_factory: Any) -> N
         assert "paused by oncall" in view["remediations"][-1]["reason"]
         assert view["proposal"]["playbook"] == "pool-paused"
         assert lp.deploys() == 0
+        # The builtin investigator ran the playbook's diagnose checks against the real Prometheus.
+        inv = view["investigation"]
+        checks = {d["name"]: d for d in inv["diagnose"]}
+        assert checks["pool exhausted"]["passed"] is True and checks["pool exhausted"]["value"] == 1.0
+        assert checks["something is scraped"]["passed"] is True, inv["diagnose"]
+        assert inv["matched_playbook"] == "pool-paused"
+        assert inv["proposed_fix"] == {**inv["proposed_fix"], "kind": "playbook", "playbook": "pool-paused"}
+        assert "pool-paused applies and its diagnose checks hold" in inv["hypotheses"][0]["title"]
         resp = await lp.http.post(
             f"/api/v1/incidents/{incident_id}/decision", json={"decision": "approve", "by": "alice"}
         )
