@@ -8,6 +8,7 @@ git worktree, a sandboxed test command and a `git push`. No step is mocked.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -599,3 +600,65 @@ async def test_novel_incident_ticket_carries_evidence_and_similar_incidents(
     assert similar["similar"][0]["incident_id"] == first
     assert similar["similar"][0]["outcome"] == "rejected"
     assert "bumped pool" in similar["similar"][0]["fix"]
+
+
+async def test_evidence_reads_loki_logs_and_tempo_traces_into_the_investigation(loop_factory: Any) -> None:
+    """Logs (Loki's documented query_range) and error traces (Tempo's search) reach the view,
+    redacted and deduplicated, and a new error line becomes the investigation's lead."""
+    from tests.test_connector_loki import FakeLoki
+    from tests.test_connector_traces import FakeServer
+
+    now = datetime.now(UTC)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+    def tempo(params: dict[str, str], _: dict[str, str]) -> tuple[int, Any]:
+        if "status=error" not in params.get("tags", "") or int(params["end"]) <= int(params["start"]):
+            return 400, "bad search"
+        return 200, {
+            "traces": [
+                {
+                    "traceID": trace_id,
+                    "rootServiceName": "svc",
+                    "rootTraceName": "POST /pool",
+                    "startTimeUnixNano": str(int(now.timestamp()) * 10**9),
+                    "durationMs": 5003,
+                }
+            ]
+        }
+
+    traces = FakeServer("/api/search", tempo)
+    with FakeLoki() as loki:
+        try:
+            lp: Loop = await loop_factory(
+                {},
+                evidence={
+                    "loki_url": loki.url,
+                    "tempo_url": traces.url,
+                    "traces_ui_url": "https://grafana.example/explore?trace={trace_id}",
+                    "default_service": {"logql": '{service="{service}"}'},
+                },
+            )
+            for i in range(30):
+                loki.add(
+                    now - timedelta(seconds=i),
+                    f"ERROR pool exhausted after {i}ms token=s3cr3tvalue",
+                    service=lp.service,
+                )
+            loki.add(now, "INFO unrelated line", service="someone-else")
+            await lp.fire()
+            incident_id = await lp.incident_for()
+            view = await lp.wait(incident_id, lambda v: v["stage"] == "awaiting_decision")
+        finally:
+            traces.close()
+    sections = {s["source"]: s for s in view["evidence"]["sections"]}
+    logs = sections["logs"]
+    assert logs["status"] == "ok" and logs["query"] == f'{{service="{lp.service}"}}'
+    assert len(logs["logs"]) == 1 and logs["logs"][0]["count"] == 30, "30 lines of one shape fold into one"
+    assert "s3cr3tvalue" not in json.dumps(view), "the token never leaves the worker"
+    assert sections["traces"]["status"] == "ok"
+    assert sections["traces"]["traces"][0]["trace_id"] == trace_id
+    assert sections["traces"]["traces"][0]["url"] == f"https://grafana.example/explore?trace={trace_id}"
+    top = view["investigation"]["hypotheses"][0]
+    assert "ERROR pool exhausted" in top["title"] and top["evidence"] == ["logs:0"]
+    ticket = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
+    assert trace_id in ticket["description"] and "s3cr3tvalue" not in ticket["description"]
