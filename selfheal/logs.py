@@ -47,6 +47,16 @@ def _lift_temporal_info(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str
     return event_dict
 
 
+def _redact_values(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Secrets in any string value (error texts quote URLs, headers, commit messages) never reach a log."""
+    from selfheal.redact import redact
+
+    for key, value in event_dict.items():
+        if isinstance(value, str) and not key.startswith("_"):
+            event_dict[key] = redact(value)
+    return event_dict
+
+
 def configure_logging(settings: Settings, *, component: str = "") -> None:
     from temporalio import activity, workflow
 
@@ -81,6 +91,7 @@ def configure_logging(settings: Settings, *, component: str = "") -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                _redact_values,
                 renderer,
             ],
         )
