@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -47,7 +48,7 @@ def _lift_temporal_info(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str
     return event_dict
 
 
-def _redact_values(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact_values(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Secrets in any string value (error texts quote URLs, headers, commit messages) never reach a log."""
     from selfheal.redact import redact
 

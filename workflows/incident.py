@@ -581,15 +581,7 @@ class IncidentWorkflow:
             before = {a.fingerprint: a.status for a in self._view.alerts}
             current = {a.fingerprint: a for a in self._view.alerts}
             for alert in n.alerts:
-                current[alert.fingerprint] = TrackedAlert(
-                    fingerprint=alert.fingerprint,
-                    status=alert.status,
-                    labels=alert.labels,
-                    annotations=alert.annotations,
-                    startsAt=alert.startsAt,
-                    endsAt=alert.endsAt,
-                    generatorURL=alert.generatorURL,
-                )
+                current[alert.fingerprint] = TrackedAlert.of(alert)
             self._view.alerts = sorted(current.values(), key=lambda a: (a.status != "firing", a.fingerprint))
             self._refresh_identity()
             after = {a.fingerprint: a.status for a in self._view.alerts}

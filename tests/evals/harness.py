@@ -114,15 +114,7 @@ def build_view(case: Case) -> IncidentView:
     ev = case.evidence
     start = case.start
     alerts = [
-        TrackedAlert(
-            fingerprint=a.fingerprint or f"fp{i}",
-            status=a.status,
-            labels=a.labels,
-            annotations=a.annotations,
-            startsAt=a.startsAt,
-            endsAt=a.endsAt,
-            generatorURL=a.generatorURL,
-        )
+        TrackedAlert.of(a if a.fingerprint else a.model_copy(update={"fingerprint": f"fp{i}"}))
         for i, a in enumerate(case.webhook.alerts)
     ]
     labels = case.webhook.commonLabels or alerts[0].labels
