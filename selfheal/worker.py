@@ -39,7 +39,7 @@ def build_worker(client: Client, settings: Settings, tracker: Tracker | None = N
     policy = TicketPolicy(settings.tracker.jira)
     tickets = TicketActivities(tracker, policy)
     remediation = RemediationActivities(settings, client)
-    evidence = EvidenceActivities(settings, tracker, policy)
+    evidence = EvidenceActivities(settings, tracker, policy, remediation.playbook_category)
     return Worker(
         client,
         task_queue=settings.temporal.task_queue,
