@@ -109,11 +109,17 @@ def _settings_for_app() -> Settings:
     )
 
 
-@cache
-def _tmp_dir() -> Path:
-    import tempfile
+_WORKDIR: list[Path] = []
 
-    return Path(tempfile.mkdtemp(prefix="selfheal-deploy-test-"))
+
+@pytest.fixture(scope="module", autouse=True)
+def _workdir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Where the app built for these checks keeps its data (pytest cleans it up)."""
+    _WORKDIR.append(tmp_path_factory.mktemp("deploy"))
+
+
+def _tmp_dir() -> Path:
+    return _WORKDIR[0]
 
 
 @cache
