@@ -384,7 +384,9 @@ def create_app(
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         """Process metrics, plus the loop's own (incident store aggregates, open incidents by stage)."""
-        await open_incidents.refresh(request.app.state.client, settings.temporal.rpc_timeout_seconds)
+        # Bounded well inside Prometheus' scrape timeout: with Temporal down the gauge is left out.
+        deadline = min(settings.temporal.rpc_timeout_seconds, 3.0)
+        await open_incidents.refresh(request.app.state.client, deadline)
 
         def render() -> bytes:
             return generate_latest(REGISTRY) + generate_latest(loop_registry)

@@ -6,6 +6,7 @@ database created by an older selfheal (columns added on open), and through the A
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,8 +31,9 @@ from selfheal.models import (
     TimelineEvent,
     TrackedAlert,
 )
+from selfheal.settings import load_settings
 from tests import services
-from tests.conftest import Stack
+from tests.conftest import ApiServer, Stack
 from tests.payloads import simple, unique_group
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -387,3 +389,27 @@ async def test_api_metrics_follow_incidents_to_their_outcome(stack: Stack) -> No
     assert value(s, "selfheal_self_healing_success_ratio") is None, "no fix was attempted"
     # The process metrics are still there beside the loop's.
     assert (value(s, "selfheal_webhook_notifications_total", result="accepted") or 0) >= 2
+
+
+async def test_api_metrics_answer_while_temporal_is_down(tmp_path: Path) -> None:
+    """No open-incident gauge without Temporal, but the scrape still succeeds with the store's figures."""
+    settings = load_settings(
+        None,
+        env="dev",
+        data_dir=str(tmp_path / "data"),
+        webhook_token="t",
+        temporal={"address": f"127.0.0.1:{free_port()}", "rpc_timeout_seconds": 1},
+    )
+    store = IncidentStore(settings.store_url)
+    store.record(make_view("down-1", Outcome.RESOLVED))
+    store.close()
+
+    def run() -> Samples:
+        with ApiServer(settings) as api, httpx.Client(base_url=api.url, timeout=30) as client:
+            resp = client.get("/metrics")
+            assert resp.status_code == 200
+            return parse(resp.text)
+
+    s = await asyncio.to_thread(run)
+    assert value(s, "selfheal_incidents_total", outcome="self_resolved", category="novel") == 1.0
+    assert not [k for k in s if k[0] == "selfheal_open_incidents"]
