@@ -42,10 +42,18 @@ def alert_expression(generator_url: str) -> str | None:
 
 
 class EvidenceActivities:
-    def __init__(self, settings: Settings, tracker: Tracker, policy: TicketPolicy) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tracker: Tracker,
+        policy: TicketPolicy,
+        playbook_category: Callable[[str], str] | None = None,
+    ) -> None:
         self.settings = settings
         self.tracker = tracker
         self.policy = policy
+        #: Looks up a playbook's `category:` by name, for the loop's metrics.
+        self.playbook_category = playbook_category or (lambda _name: "")
 
     def _service(self, service: str) -> ServiceEvidence:
         ev = self.settings.evidence
@@ -214,13 +222,15 @@ class EvidenceActivities:
 
     @activity.defn(name="record_incident")
     async def record_incident(self, view: IncidentView) -> None:
-        """Remember a closed incident, with what fixed it, for future similar-incident search."""
-        from selfheal.incident_store import IncidentStore
+        """Remember a closed incident (its fix, how the loop did) for similar-incident search and metrics."""
+        from selfheal.incident_store import IncidentStore, matched_playbook
 
         def run() -> None:
+            playbook = matched_playbook(view)
+            category = self.playbook_category(playbook) if playbook else ""
             store = IncidentStore(self.settings.store_url)
             try:
-                store.record(view)
+                store.record(view, category=category)
             finally:
                 store.close()
 

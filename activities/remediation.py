@@ -102,6 +102,15 @@ class RemediationActivities:
             )
         return self._playbooks
 
+    def playbook_category(self, name: str) -> str:
+        """The `category:` of a loaded playbook ("" when unknown or the playbooks cannot load)."""
+        try:
+            pbs = self.playbook_set()
+        except Exception:
+            return ""
+        playbook = pbs.by_name.get(name) or next((p for p, _ in pbs.skipped if p.name == name), None)
+        return str(playbook.spec.category) if playbook is not None else ""
+
     # --- matching and gating ----------------------------------------------------------------------
 
     @activity.defn(name="match_playbook")

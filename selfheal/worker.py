@@ -40,7 +40,7 @@ def build_worker(client: Client, settings: Settings, tracker: Tracker | None = N
     policy = TicketPolicy(settings.tracker.jira)
     tickets = TicketActivities(tracker, policy)
     remediation = RemediationActivities(settings, client)
-    evidence = EvidenceActivities(settings, tracker, policy)
+    evidence = EvidenceActivities(settings, tracker, policy, remediation.playbook_category)
     investigation = InvestigationActivities(settings)
     return Worker(
         client,

@@ -662,3 +662,44 @@ async def test_evidence_reads_loki_logs_and_tempo_traces_into_the_investigation(
     assert "ERROR pool exhausted" in top["title"] and top["evidence"] == ["logs:0"]
     ticket = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
     assert trace_id in ticket["description"] and "s3cr3tvalue" not in ticket["description"]
+
+
+async def test_loop_metrics_count_healed_and_rolled_back_incidents(loop_factory: Any) -> None:
+    """/metrics (scraped over HTTP, parsed) reflects what the loop did, from the incident store."""
+    from tests.test_loop_metrics import scrape_api, value
+
+    healed: Loop = await loop_factory({"pool": playbook_yaml("pool-metrics", "ALERTNAME")})
+    await healed.fire()
+    first = await healed.incident_for()
+    view = await healed.wait(first, lambda v: v["stage"] == "closed")
+    assert view["outcome"] == "healed"
+    s = await scrape_api(healed.http)
+    assert value(s, "selfheal_incidents_total", outcome="auto_healed", category="capacity") == 1.0
+    assert value(s, "selfheal_playbook_runs_total", playbook="pool-metrics", result="healed") == 1.0
+    assert value(s, "selfheal_self_healing_success_ratio") == 1.0
+    at = {e["kind"]: datetime.fromisoformat(e["at"]) for e in view["timeline"]}
+    start = min(datetime.fromisoformat(a["startsAt"]) for a in view["alerts"])
+    deployed = value(s, "selfheal_alert_to_deployed_seconds_sum", category="capacity")
+    verified = value(s, "selfheal_alert_to_verified_seconds_sum", category="capacity")
+    assert deployed == pytest.approx((at["verifying"] - start).total_seconds(), abs=1e-3)
+    assert verified == pytest.approx((at["remediation_healed"] - start).total_seconds(), abs=1e-3)
+    assert 0 < deployed < verified
+    assert value(s, "selfheal_alert_to_verified_seconds_count", category="capacity") == 1.0
+
+    rolled: Loop = await loop_factory(
+        {"pool": playbook_yaml("pool-metrics-small", "ALERTNAME", scale=2, verify_timeout="6s")}
+    )
+    await rolled.fire()
+    second = await rolled.incident_for()
+    await rolled.wait(second, lambda v: v["stage"] == "awaiting_decision" and v["remediations"])
+    resp = await rolled.http.post(
+        f"/api/v1/incidents/{second}/decision", json={"decision": "reject", "by": "oncall"}
+    )
+    assert resp.status_code == 200, resp.text
+    await rolled.wait(second, lambda v: v["stage"] == "closed")
+    s = await scrape_api(rolled.http)
+    assert value(s, "selfheal_incidents_total", outcome="rolled_back", category="capacity") == 1.0
+    runs = value(s, "selfheal_playbook_runs_total", playbook="pool-metrics-small", result="rolled_back")
+    assert runs == 1.0
+    assert value(s, "selfheal_self_healing_success_ratio") == 0.0
+    assert value(s, "selfheal_alert_to_deployed_seconds_count", category="capacity") is None
