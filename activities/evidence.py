@@ -203,14 +203,15 @@ class EvidenceActivities:
                 for i, series in enumerate(section.metrics):
                     if series.graph_png:
                         self.tracker.attach(ticket.key, f"{view.id}-graph-{i + 1}.png", series.graph_png)
-            self.tracker.create_or_update(
+            self.tracker.update_page(
+                ticket.key,
                 TicketContent(
                     incident_id=view.id,
                     summary=(view.title or f"selfheal incident {view.id}").replace("\n", " ")[:250],
                     description=render_page(view.model_copy(update={"evidence": evidence}), req.workflow_url),
                     priority=self.policy.priority(view.severity),
                     labels=list(self.policy.labels),
-                )
+                ),
             )
 
         await asyncio.to_thread(write)

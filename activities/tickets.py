@@ -129,7 +129,8 @@ class TicketActivities:
             priority=self.policy.priority(view.severity, view.escalations),
             labels=list(self.policy.labels),
         )
-        await self._call(lambda: self.tracker.create_or_update(content), "update_ticket_page", view.id)
+        key = view.ticket.key
+        await self._call(lambda: self.tracker.update_page(key, content), "update_ticket_page", view.id)
 
     def all(self) -> list[Callable[..., object]]:
         return [

@@ -63,6 +63,10 @@ class Tracker(ABC):
         """Create the incident's ticket, or update the one that already exists."""
 
     @abstractmethod
+    def update_page(self, key: str, content: TicketContent) -> None:
+        """Rewrite the summary and description of ticket `key`, whatever its status; never creates."""
+
+    @abstractmethod
     def comment(self, key: str, body: str, dedup_key: str) -> bool:
         """Add a comment unless one with the same dedup key exists; True when added."""
 

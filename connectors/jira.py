@@ -177,6 +177,19 @@ class JiraTracker(Tracker):
             raise
         return True
 
+    def update_page(self, key: str, content: TicketContent) -> None:
+        """Send only what differs; a closed issue is edited too (the page records how it ended)."""
+        issue = self._issue(key, "summary,description")
+        now: dict[str, Any] = issue.raw.get("fields") or {}
+        fields: dict[str, Any] = {}
+        if now.get("summary") != content.summary:
+            fields["summary"] = content.summary
+        if (now.get("description") or "") != content.description:
+            fields["description"] = content.description
+        if fields:
+            with _jira_errors(f"update {key}"):
+                issue.update(fields=fields)
+
     # ---------------------------------------------------------------------------------- helpers
 
     def set_priority(self, key: str, priority: str) -> None:

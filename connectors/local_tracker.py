@@ -192,6 +192,15 @@ class LocalTracker(Tracker):
             db.execute("UPDATE tickets SET status=?, updated=? WHERE n=?", (match, _now(), row["n"]))
         return True
 
+    def update_page(self, key: str, content: TicketContent) -> None:
+        with self._db() as db:
+            row = self._row(db, key)
+            if (row["summary"], row["description"]) != (content.summary, content.description):
+                db.execute(
+                    "UPDATE tickets SET summary=?, description=?, updated=? WHERE n=?",
+                    (content.summary, content.description, _now(), row["n"]),
+                )
+
     def set_priority(self, key: str, priority: str) -> None:
         with self._db() as db:
             row = self._row(db, key)

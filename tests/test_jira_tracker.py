@@ -737,3 +737,19 @@ def test_fake_comment_can_also_send_issue_updated(fake: JiraFake, receiver: _Rec
     ]
     assert "changelog" not in events[1]
     assert events[1]["comment"]["body"] == "hello"
+
+
+def test_update_page_edits_a_closed_issue_in_place_and_never_creates(
+    fake: JiraFake, tracker: JiraTracker
+) -> None:
+    """The closing page update may run after a human moved the issue to Done: it edits, not creates."""
+    key = tracker.create_or_update(content()).key
+    tracker.transition(key, "Done")
+    tracker.update_page(key, content(description="h3. Investigation\nfinal page"))
+    assert len(fake.issues) == 1
+    assert fake.issues[key]["fields"]["description"] == "h3. Investigation\nfinal page"
+    puts = fake.count("PUT", rf"/rest/api/2/issue/{key}")
+    tracker.update_page(key, content(description="h3. Investigation\nfinal page"))
+    assert fake.count("PUT", rf"/rest/api/2/issue/{key}") == puts, "an unchanged page sends nothing"
+    with pytest.raises(TrackerError):
+        tracker.update_page("OPS-999", content())

@@ -381,6 +381,11 @@ class IncidentWorkflow:
         )
         await self._update_page()
 
+    def _closing_view(self, outcome: Outcome) -> IncidentView:
+        return self._view.model_copy(
+            update={"outcome": outcome, "closed_at": workflow.now(), "stage": Stage.CLOSED}
+        )
+
     async def _update_page(self, view: IncidentView | None = None) -> None:
         """Rewrite the ticket's page (description) from the view; best effort."""
         if self._view.ticket is None or not workflow.patched(PATCH_INVESTIGATION):
@@ -402,10 +407,7 @@ class IncidentWorkflow:
         """
         if not workflow.patched(PATCH_EVIDENCE):
             return
-        closing = self._view.model_copy(
-            update={"outcome": outcome, "closed_at": workflow.now(), "stage": Stage.CLOSED}
-        )
-        await self._update_page(closing)
+        closing = self._closing_view(outcome)
         try:
             await workflow.execute_activity(
                 "record_incident",
@@ -645,6 +647,7 @@ class IncidentWorkflow:
             )
         )
         outcome = Outcome.APPROVED if decision.decision == DecisionKind.APPROVE else Outcome.REJECTED
+        await self._update_page(self._closing_view(outcome))
         await self._record_closed(outcome)
         self._close(outcome)
 
@@ -663,6 +666,7 @@ class IncidentWorkflow:
                 incident_id=self._view.id, key=ticket.key, body=body, dedup_key=f"{self._view.id}:{dedup}"
             )
         )
+        await self._update_page(self._closing_view(outcome))
         try:
             await workflow.execute_activity(
                 "transition_ticket",
