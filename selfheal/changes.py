@@ -82,6 +82,7 @@ def recent_changes(
                     insertions=int(stats.total.get("insertions", 0)),
                     deletions=int(stats.total.get("deletions", 0)),
                     score=round(score, 4),
+                    touches_service=path_matches_any(paths, service_paths),
                     url=url_template.replace("{sha}", commit.hexsha).replace("{repo}", name),
                 )
             )

@@ -48,6 +48,8 @@ class ChangeRef(BaseModel):
     deletions: int = 0
     #: Higher is more suspect: closeness to the alert start and touching the service's paths.
     score: float = 0.0
+    #: Whether the commit touches the service's configured paths.
+    touches_service: bool = False
     url: str = ""
 
 

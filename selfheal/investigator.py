@@ -113,7 +113,7 @@ def _change_hypotheses(changes: Sequence[ChangeRef], onset: datetime, shifts: li
     for change in changes[:5]:
         committed = _aware(change.committed_at)
         lead = onset - committed
-        touches = change.score >= 1.0  # the gatherer adds 1.0 for touching the service's paths
+        touches = change.touches_service
         in_horizon = timedelta(minutes=-1) <= lead <= CHANGE_HORIZON
         if touches and in_horizon:
             closeness = 1.0 - max(lead.total_seconds(), 0.0) / CHANGE_HORIZON.total_seconds()

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from selfheal.redact import redact
 from selfheal.settings import Settings
 
 
@@ -50,8 +51,6 @@ def _lift_temporal_info(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str
 
 def _redact_values(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Secrets in any string value (error texts quote URLs, headers, commit messages) never reach a log."""
-    from selfheal.redact import redact
-
     for key, value in event_dict.items():
         if isinstance(value, str) and not key.startswith("_"):
             event_dict[key] = redact(value)

@@ -29,7 +29,7 @@ import yaml
 from connectors.prometheus import PrometheusClient
 from playbooks.loader import load_playbooks
 from playbooks.plan import MatchResult
-from selfheal.changes import change_score
+from selfheal.changes import change_score, path_matches_any
 from selfheal.evidence import (
     ChangeRef,
     Evidence,
@@ -166,6 +166,7 @@ def build_view(case: Case) -> IncidentView:
                     score=round(
                         change_score(committed, start, WINDOW_SECONDS, c.get("paths", []), service_paths), 4
                     ),
+                    touches_service=path_matches_any(c.get("paths", []), service_paths),
                 )
             )
         changes.sort(key=lambda c: (-c.score, -c.committed_at.timestamp()))
