@@ -255,6 +255,7 @@ def start_prometheus(workdir: Path, targets: list[str], alertmanager_url: str, t
             f"--config.file={workdir / 'prometheus.yml'}",
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.external-url=http://127.0.0.1:{port}",
             "--log.level=warn",
         ]
         if resend:

@@ -254,16 +254,17 @@ class Runner:
             time.sleep(0.3)
         res.outcome = view["outcome"] or ""
         res.closed_at = _parse(view["closed_at"]) if view.get("closed_at") else _now()
-        expected = "healed" if scenario.expect == "healed" else "approved"
+        # A novel fault ends with a human decision, whichever it is.
+        expected = ("healed",) if scenario.expect == "healed" else ("approved", "rejected")
         marker = f"Selfheal-Incident: {incident_id}"
         res.fix_commits = [sha for sha, body in stack.repo.log() if marker in body]
         res.fix_deploys = sum(1 for d in stack.deploys() if d["sha"] in res.fix_commits)
         if scenario.expect != "healed":
             self._human_fix(scenario, res)
         self._wait_recovered(scenario, res)
-        res.ok = res.outcome == expected
+        res.ok = res.outcome in expected
         if not res.ok:
-            res.reason = f"outcome {res.outcome!r}, expected {expected!r}: {self._why(view)}"
+            res.reason = f"outcome {res.outcome!r}, expected {' or '.join(expected)}: {self._why(view)}"
 
     def _note(self, res: ScenarioResult, event: dict[str, Any], at: datetime) -> None:
         kind, message = event["kind"], event["message"]

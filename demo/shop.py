@@ -43,6 +43,7 @@ PAYMENT_LATENCY_MS = 40
 SERIALISE_SECONDS_PER_ITEM = 0.0004
 #: Users seen (or failing) within this window count as active (affected).
 USER_WINDOW_SECONDS = 30.0
+SLOW_SECONDS = 0.3
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
 
 
@@ -179,8 +180,15 @@ class Shop:
         if old:
             self.info.remove(self.service, old)
         self.info.labels(self.service, sha).set(1)
+        self._rotate()
         self.log(f"INFO deployed config {sha[:12]} (by {source})")
         return {"sha": sha, "changed": True}
+
+    def _rotate(self) -> None:
+        """Each deploy starts a fresh log, as a new pod would: `tail` shows this deploy's lines."""
+        if self.log_file is not None and self.log_file.exists():
+            with self._lock:
+                self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
 
     def log(self, line: str) -> None:
         if self.log_file is None:
@@ -251,7 +259,10 @@ class Shop:
             with self._lock:
                 self._failed[user] = time.monotonic()
             self.log(f"ERROR {method} {route} user={user} status={code} reason={err.reason}")
-        self.latency.labels(self.service, route).observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        if code == 200 and took > SLOW_SECONDS:
+            self.log(f"WARN {method} {route} user={user} took {took * 1000:.0f}ms (slow)")
+        self.latency.labels(self.service, route).observe(took)
         self.requests.labels(self.service, route, str(code), flag).inc()
         return code, body
 
