@@ -223,7 +223,7 @@ class DemoStack:
             self.load.stop()
             self.load = None
         for child in reversed(self.children):
-            child.stop()
+            child.stop(timeout=5)  # a worker drains in-flight activities; the demo need not wait
         self.children = []
         for server in (self.prometheus, self.alertmanager):
             if server is not None:

@@ -225,16 +225,10 @@ def run_demo(
 
                 results.append(runner.run(scenario, decide, timeout=900 if interactive else 120))
             table = Table(title="selfheal demo: the loop, measured")
-            for col in (
-                "scenario",
-                "outcome",
-                "ticket",
-                "fault→alert",
-                "alert→deployed",
-                "fault→verified",
-                "ok",
-            ):
+            for col in ("scenario", "outcome", "ticket"):
                 table.add_column(col, no_wrap=True)
+            for col in ("fault → alert", "alert → fix deployed", "fault → verified", "ok"):
+                table.add_column(col, justify="right")
             for r in results:
                 table.add_row(
                     r.scenario,
@@ -267,8 +261,15 @@ def run_demo(
             console.print(f"[bold red]demo failed:[/] {err}\nlogs: {stack.logs}", soft_wrap=True)
             code = 1
         finally:
-            with console.status("stopping…"):
-                stack.stop()
+            # A second Ctrl-C must not leave children behind: finish stopping first.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            try:
+                with console.status("stopping…"):
+                    stack.stop()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            console.print("stopped: every process the demo started has exited")
             if own_dir and code == 0:
                 shutil.rmtree(root, ignore_errors=True)
             elif own_dir:
