@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from demo.configrepo import ConfigRepo
 from demo.stack import DemoStack
 
@@ -198,7 +200,7 @@ class Runner:
         res = ScenarioResult(scenario.key, scenario.title, scenario.expect)
         try:
             self._run(scenario, res, decide, timeout)
-        except (ScenarioFailed, OSError, RuntimeError) as err:
+        except (ScenarioFailed, OSError, RuntimeError, httpx.HTTPError) as err:
             res.ok = False
             res.reason = str(err)
             self.on_event(self._since(res), "failed", str(err))
@@ -262,9 +264,16 @@ class Runner:
         if scenario.expect != "healed":
             self._human_fix(scenario, res)
         self._wait_recovered(scenario, res)
-        res.ok = res.outcome in expected
-        if not res.ok:
+        others = [
+            f"{i['alertname']} ({i['id']})"
+            for i in self._incidents()
+            if i["id"] not in before | {incident_id}
+        ]
+        res.ok = res.outcome in expected and not others
+        if res.outcome not in expected:
             res.reason = f"outcome {res.outcome!r}, expected {' or '.join(expected)}: {self._why(view)}"
+        elif others:
+            res.reason = f"the fault opened more than one incident: also {', '.join(others)}"
 
     def _note(self, res: ScenarioResult, event: dict[str, Any], at: datetime) -> None:
         kind, message = event["kind"], event["message"]
