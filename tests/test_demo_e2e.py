@@ -150,3 +150,17 @@ def test_demo_without_prometheus_and_apt_exits_2_with_one_line(tmp_path: Path) -
     assert out.returncode == 2, out.stdout + out.stderr
     lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "prometheus missing" in lines[0] and "apt-get install prometheus" in lines[0]
+
+
+def test_demo_playbooks_lint_clean_and_match_the_rules() -> None:
+    """Every demo playbook loads, and every known scenario's alert has exactly its playbook."""
+    from demo.observability import Timings, rules_yaml
+    from demo.stack import PLAYBOOKS_DIR
+    from playbooks.loader import lint_paths, load_playbooks
+
+    assert lint_paths([PLAYBOOKS_DIR], known_repos={"config"}) == []
+    names = {p.name for p in load_playbooks([PLAYBOOKS_DIR], include_library=False).playbooks}
+    rules = {r["alert"] for g in yaml.safe_load(rules_yaml(Timings()))["groups"] for r in g["rules"]}
+    for scenario in SCENARIOS.values():
+        assert scenario.alertname in rules
+        assert (scenario.playbook in names) if scenario.playbook else scenario.expect == "escalated"
