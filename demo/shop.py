@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
 import subprocess
 import threading
 import time
@@ -323,7 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-file", type=Path, required=True, help="written with the bound port")
     parser.add_argument("--log-file", type=Path)
     args = parser.parse_args(argv)
-    random.seed(os.getpid())
     shop = Shop(args.service, args.remote, args.log_file)
     shop.reload("startup")
     server = serve(shop)
