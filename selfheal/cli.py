@@ -273,13 +273,25 @@ def resume(as_user: AsOpt, reason: CommentOpt = "", url: UrlOpt = None) -> None:
 @app.command()
 def demo(
     data_dir: Annotated[
-        Path | None, typer.Option(help="Keep the demo's data here (default: a temp dir).")
+        Path | None, typer.Option(help="Keep the demo's data and logs here (default: a temp dir).")
     ] = None,
+    interactive: Annotated[
+        bool, typer.Option(help="Leave the novel incident's decision to you (selfheal approve/reject).")
+    ] = False,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Run only this scenario (repeatable): bad-config, pool-regression, feature-flag, novel."
+        ),
+    ] = None,
+    ticket_dir: Annotated[
+        Path, typer.Option(help="Where the final ticket page of one incident is saved.")
+    ] = Path(".selfheal-demo"),
 ) -> None:
-    """Start the embedded stack, post a realistic alert, show the escalation, approve it, stop."""
+    """The real loop on a real service: faults in a shop healed via Prometheus, Alertmanager and Temporal."""
     from selfheal.demo import run_demo
 
-    raise typer.Exit(run_demo(data_dir))
+    raise typer.Exit(run_demo(data_dir, interactive=interactive, scenarios=scenario, ticket_dir=ticket_dir))
 
 
 def main() -> None:
