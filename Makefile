@@ -28,7 +28,7 @@ lint: bootstrap
 	$(VENV)/bin/ruff format --check .
 
 typecheck: bootstrap
-	$(VENV)/bin/mypy selfheal workflows activities connectors playbooks
+	$(VENV)/bin/mypy selfheal workflows activities connectors playbooks demo
 
 unit: bootstrap
 	$(VENV)/bin/pytest
