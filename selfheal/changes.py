@@ -10,6 +10,7 @@ history with GitPython and never touches the work tree.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -83,6 +84,7 @@ def recent_changes(
                     deletions=int(stats.total.get("deletions", 0)),
                     score=round(score, 4),
                     touches_service=path_matches_any(paths, service_paths),
+                    selfheal_incident=_fix_trailer(commit.message),
                     url=url_template.replace("{sha}", commit.hexsha).replace("{repo}", name),
                 )
             )
@@ -90,6 +92,15 @@ def recent_changes(
         repo.close()
     changes.sort(key=lambda c: (-c.score, -c.committed_at.timestamp()))
     return changes[:limit]
+
+
+_TRAILER = re.compile(r"^Selfheal-Incident:\s*(\S+)\s*$", re.MULTILINE)
+
+
+def _fix_trailer(message: str | bytes) -> str:
+    text = message if isinstance(message, str) else message.decode(errors="replace")
+    found = _TRAILER.search(text)
+    return found.group(1)[:100] if found else ""
 
 
 def change_score(

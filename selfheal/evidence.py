@@ -50,6 +50,8 @@ class ChangeRef(BaseModel):
     score: float = 0.0
     #: Whether the commit touches the service's configured paths.
     touches_service: bool = False
+    #: The incident whose fix this commit is (its `Selfheal-Incident` trailer), when selfheal made it.
+    selfheal_incident: str = ""
     url: str = ""
 
 

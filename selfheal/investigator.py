@@ -109,15 +109,26 @@ def _change_ref(change: ChangeRef) -> str:
 
 
 def _change_hypotheses(changes: Sequence[ChangeRef], onset: datetime, shifts: list[str]) -> list[Hypothesis]:
+    """Changes touching the service just before the onset are suspects, the closest first.
+
+    Several suspects share the belief (each later one counts less); selfheal's own fix commits
+    and changes elsewhere are listed as unlikely, so a reader sees they were considered.
+    """
     out: list[Hypothesis] = []
-    for change in changes[:5]:
+    suspects = 0
+    ordered = sorted(changes[:8], key=lambda c: abs((onset - _aware(c.committed_at)).total_seconds()))
+    for change in ordered:
         committed = _aware(change.committed_at)
         lead = onset - committed
         touches = change.touches_service
         in_horizon = timedelta(minutes=-1) <= lead <= CHANGE_HORIZON
-        if touches and in_horizon:
+        if change.selfheal_incident:
+            confidence = 0.05
+            why = f"selfheal's own fix for incident {change.selfheal_incident}"
+        elif touches and in_horizon:
             closeness = 1.0 - max(lead.total_seconds(), 0.0) / CHANGE_HORIZON.total_seconds()
-            confidence = 0.45 + 0.4 * closeness
+            confidence = (0.45 + 0.4 * closeness) * (0.75**suspects)
+            suspects += 1
             why = "touches the service's paths"
         else:
             confidence = 0.05 + (0.1 if in_horizon else 0.0)

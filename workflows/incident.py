@@ -632,11 +632,15 @@ class IncidentWorkflow:
         assert ticket is not None
         self._view.decision = decision
         verb = "approved" if decision.decision == DecisionKind.APPROVE else "rejected"
-        meaning = (
-            "Acknowledged: no fix was proposed, so nothing runs."
-            if decision.decision == DecisionKind.APPROVE
-            else "Rejected: humans own this incident from here."
-        )
+        fix = self._view.investigation.proposed_fix if self._view.investigation else None
+        if decision.decision != DecisionKind.APPROVE:
+            meaning = "Rejected: humans own this incident from here."
+        elif fix is not None and fix.kind in ("manual", "patch"):
+            meaning = (
+                f"Acknowledged: the proposed fix ({fix.kind}) is for humans to apply; selfheal runs nothing."
+            )
+        else:
+            meaning = "Acknowledged: no runnable fix was proposed, so nothing runs."
         text = f"{verb.capitalize()} by {decision.by} via {decision.source}. {meaning}"
         if decision.comment:
             text += f"\nComment: {decision.comment}"

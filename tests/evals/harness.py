@@ -167,6 +167,7 @@ def build_view(case: Case) -> IncidentView:
                         change_score(committed, start, WINDOW_SECONDS, c.get("paths", []), service_paths), 4
                     ),
                     touches_service=path_matches_any(c.get("paths", []), service_paths),
+                    selfheal_incident=c.get("selfheal_incident", ""),
                 )
             )
         changes.sort(key=lambda c: (-c.score, -c.committed_at.timestamp()))
