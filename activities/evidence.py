@@ -148,7 +148,13 @@ class EvidenceActivities:
         if not url:
             return EvidenceSection(source="metrics", status="skipped", message="no Prometheus configured")
         with PrometheusClient(url, timeout=self.settings.evidence.timeout_seconds) as client:
-            return gather_metrics(client, queries, alert_start=start)
+            return gather_metrics(
+                client,
+                queries,
+                alert_start=start,
+                before_seconds=self.settings.evidence.graph_window_seconds,
+                min_step=self.settings.evidence.graph_min_step_seconds,
+            )
 
     def _affected(self, url: str | None, view: IncidentView, svc: ServiceEvidence) -> EvidenceSection:
         from connectors.prometheus import PrometheusClient

@@ -34,6 +34,9 @@ def evidence_settings(prom_url: str, remote: Path, shop_log: Path, window: str) 
         # The remote is what is deployed: its commits are the suspects (selfheal's clone may lag).
         "change_repos": {"config": str(remote)},
         "change_window_seconds": 3600,
+        # The demo lives for about a minute: graph the last five minutes at the scrape interval.
+        "graph_window_seconds": 300,
+        "graph_min_step_seconds": 1,
         "services": {
             SERVICE: {
                 "golden_signals": {

@@ -35,6 +35,9 @@ ERRORISH = re.compile(
 #: A series has left its baseline when it moves by this factor (or this much from ~zero).
 SHIFT_FACTOR = 2.0
 SHIFT_FROM_ZERO = 1e-3
+#: A similar incident scoring this much (same alert and service, similar text) is a recurrence; one that
+#: only shares the service scores about 0.5-0.65 and lends no fix.
+RECURRENCE_SCORE = 0.75
 #: A change this long before the onset still counts as "just before".
 CHANGE_HORIZON = timedelta(hours=2)
 #: A log line first seen this long before the onset is old noise.
@@ -175,7 +178,7 @@ def _log_hypotheses(logs: Sequence[LogLine], onset: datetime) -> tuple[list[Hypo
 def _similar_hypotheses(similar: Sequence[SimilarIncident]) -> list[Hypothesis]:
     out: list[Hypothesis] = []
     for inc in similar[:3]:
-        if inc.score < 0.5:
+        if inc.score < RECURRENCE_SCORE:
             continue
         fixed = f"; what fixed it: {inc.fix[:200]}" if inc.fix else ""
         out.append(
@@ -265,7 +268,9 @@ def investigate(
             rationale=f"playbook {plan.playbook} matched {plan.alertname} on {plan.target}",
         )
     else:
-        past = next((s for s in (similar.similar if similar else []) if s.fix and s.score >= 0.5), None)
+        past = next(
+            (s for s in (similar.similar if similar else []) if s.fix and s.score >= RECURRENCE_SCORE), None
+        )
         suspect = next(
             (
                 h

@@ -146,6 +146,9 @@ class EvidenceSettings(Section):
     timeout_seconds: float = Field(default=10, gt=0)
     max_log_lines: int = Field(default=200, ge=1)
     max_log_bytes: int = Field(default=20_000, ge=1000)
+    #: Metric graphs cover this long before the alert start, at no finer step than the minimum.
+    graph_window_seconds: float = Field(default=3600, gt=0)
+    graph_min_step_seconds: float = Field(default=15, gt=0)
     #: How far before the alert start logs and traces are read, so new errors stand out from old noise.
     lookback_seconds: float = Field(default=900, ge=0)
     redact_emails: bool = False
