@@ -286,7 +286,9 @@ def render_markdown(doc: Document) -> str:
                 "| " + " | ".join(markdown_escape(h) for h in b.header) + " |",
                 "|" + "---|" * len(b.header),
             ]
-            lines += ["| " + " | ".join(_md_runs(cell, in_table=True) for cell in row) + " |" for row in b.rows]
+            lines += [
+                "| " + " | ".join(_md_runs(cell, in_table=True) for cell in row) + " |" for row in b.rows
+            ]
             out.append("\n".join(lines))
         elif isinstance(b, Code):
             text = _block_text(b.text)
