@@ -97,7 +97,9 @@ def view(*, hostile: bool = False, timeline: int = 80, log_lines: int = 20) -> I
                 status="ok",
                 query='{service="checkout"}',
                 logs=[
-                    LogLine(at=START - timedelta(seconds=i), line=t(f"ERROR pool exhausted after {i}ms"), count=3)
+                    LogLine(
+                        at=START - timedelta(seconds=i), line=t(f"ERROR pool exhausted after {i}ms"), count=3
+                    )
                     for i in range(log_lines)
                 ],
             ),
@@ -154,7 +156,7 @@ def view(*, hostile: bool = False, timeline: int = 80, log_lines: int = 20) -> I
         summary=t("The pool was lowered 12 minutes before the alert.\n\nNovel: no playbook matched."),
         hypotheses=[
             Hypothesis(
-                title=t("Pool size lowered"),
+                title="Pool size lowered" + (f" {HOSTILE[0]} {HOSTILE[1]}" if hostile else ""),
                 detail=t("commit lowers pool"),
                 confidence=0.8,
                 evidence=["changes:config@0123456789", "logs:0"],
@@ -163,11 +165,17 @@ def view(*, hostile: bool = False, timeline: int = 80, log_lines: int = 20) -> I
         ],
         matched_playbook=None,
         proposed_fix=ProposedFix(
-            kind="patch", repo="config", patch=t("--- a/pool.yaml\n+++ b/pool.yaml\n-size: 5\n+size: 50"),
+            kind="patch",
+            repo="config",
+            patch=t("--- a/pool.yaml\n+++ b/pool.yaml\n-size: 5\n+size: 50"),
             rationale=t("restore the pool size"),
         ),
         open_questions=[t("Was the change deployed everywhere?")],
-        diagnose=[DiagnoseResult(playbook="pool", name="saturated", query="q", condition="> 0.9", value=0.95, passed=True)],
+        diagnose=[
+            DiagnoseResult(
+                playbook="pool", name="saturated", query="q", condition="> 0.9", value=0.95, passed=True
+            )
+        ],
         duration_seconds=3.2,
     )
     events = [
@@ -198,9 +206,15 @@ def view(*, hostile: bool = False, timeline: int = 80, log_lines: int = 20) -> I
         evidence=evidence,
         investigation=investigation,
         remediations=[
-            RemediationSummary(playbook="raise-pool", outcome="rolled_back", reason=t("verify failed"), seconds=61.5),
             RemediationSummary(
-                playbook="raise-pool", outcome="healed", fix_commit="fedcba9876543210", approved_by="oncall", seconds=42
+                playbook="raise-pool", outcome="rolled_back", reason=t("verify failed"), seconds=61.5
+            ),
+            RemediationSummary(
+                playbook="raise-pool",
+                outcome="healed",
+                fix_commit="fedcba9876543210",
+                approved_by="oncall",
+                seconds=42,
             ),
         ],
         timeline=events,
