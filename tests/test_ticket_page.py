@@ -63,7 +63,7 @@ def links(node: Any) -> list[str]:
 def test_markdown_page_has_every_section_in_order_with_its_content() -> None:
     page = render_markdown(build_page(view(), WORKFLOW_URL))
     heads = [line.lstrip("#").strip() for line in page.splitlines() if line.startswith("#")]
-    assert [h.replace("\\", "") for h in heads] == SECTIONS[:10] + ["Open questions"] + SECTIONS[10:]
+    assert [h.replace("\\", "") for h in heads] == [*SECTIONS[:10], "Open questions", *SECTIONS[10:]]
     assert "**What fired:** HighErrorRate" in page and "**Severity:** critical" in page
     assert f"(<{WORKFLOW_URL}>)" in page and "(<https://runbooks.example/HighErrorRate>)" in page
     assert "**affected users: 42**" in page and 'sum(active_users{service="checkout"})' in page
@@ -102,7 +102,7 @@ def test_adf_page_is_valid_with_native_tables_links_and_code() -> None:
     kinds = [n["type"] for n in doc["content"]]
     assert kinds.count("table") >= 6 and "codeBlock" in kinds and "bulletList" in kinds
     heads = [adf_plain_text(n) for n in doc["content"] if n["type"] == "heading"]
-    assert heads[:4] == SECTIONS[:3] + ["Metric graphs"]
+    assert heads[:4] == [*SECTIONS[:3], "Metric graphs"]
     assert WORKFLOW_URL in links(doc) and "https://git.example/config/commit/0123456789abcdef0123" in links(
         doc
     )
