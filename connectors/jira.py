@@ -25,7 +25,7 @@ from jira.resources import Issue
 from connectors.base import TicketContent, Tracker, TrackerError, dedup_marker, incident_label
 from selfheal.models import TicketRef
 from selfheal.page import Document
-from selfheal.page_render import adf_plain_text, render, render_adf_fitted
+from selfheal.page_render import adf_plain_text, render, render_adf_fitted, render_wiki_text
 from selfheal.settings import JiraSettings
 
 #: Statuses worth another attempt besides 5xx: timeouts, edit conflicts, locks, rate limits.
@@ -159,7 +159,8 @@ class JiraTracker(Tracker):
             self._v3("POST", f"issue/{key}/comment", f"comment on {key}", {"body": adf})
             return True
         with _jira_errors(f"comment on {key}"):
-            self.client.add_comment(key, f"{body}\n\n{marker}")
+            # The body is escaped (it quotes reasons, labels, model output); the marker is ours, verbatim.
+            self.client.add_comment(key, f"{render_wiki_text(body)}\n\n{marker}")
         return True
 
     def transition(self, key: str, status: str) -> bool:

@@ -103,9 +103,9 @@ class Document(BaseModel):
 
     @classmethod
     def of_text(cls, text: str) -> Document:
-        """A document of plain paragraphs, one per non-empty line group (for simple bodies)."""
-        paras = [p.strip("\n") for p in re.split(r"\n\s*\n", text) if p.strip()]
-        return cls(blocks=[Paragraph(runs=[Text(text=p)]) for p in paras])
+        """Plain text (a comment body) as one paragraph per non-empty line, every word data."""
+        lines = [line.strip() for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
+        return cls(blocks=[Paragraph(runs=[Text(text=line)]) for line in lines])
 
     def plain_text(self) -> str:
         """The document's words without any markup (for search and tests)."""

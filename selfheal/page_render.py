@@ -103,6 +103,12 @@ def _wiki_noformat(text: str) -> str:
     return "{noformat}\n" + _NOFORMAT.sub(r"{ \1", _block_text(text)) + "\n{noformat}"
 
 
+def render_wiki_text(text: str) -> str:
+    """Plain text (a comment body) as wiki markup that shows it verbatim, line breaks kept."""
+    lines = _block_text(text).split("\n")
+    return "\n".join(_WIKI_LINE_START.sub(lambda m: m.group(1) + "\\.", wiki_escape(line)) for line in lines)
+
+
 def render_wiki(doc: Document) -> str:
     out: list[str] = []
     for b in doc.blocks:

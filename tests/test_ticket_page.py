@@ -267,3 +267,22 @@ def test_fake_rejects_what_jira_v3_rejects(fake: JiraFake) -> None:
         assert http.put(f"/rest/api/3/issue/{key}", json={"fields": {"description": "x"}}).status_code == 400
         # v2 still takes wiki strings and shows ADF-made descriptions as text.
         assert http.get(f"/rest/api/2/issue/{key}").json()["fields"]["description"] == "hi"
+
+
+def test_v2_comment_body_is_escaped_and_its_marker_still_dedups(fake: JiraFake) -> None:
+    settings = JiraSettings(url=fake.url, project="OPS", user="bot@example.com", api_token="api-token")
+    tracker = JiraTracker(settings)
+    try:
+        key = tracker.create_or_update(
+            TicketContent(incident_id="inc-9", summary="s", page=Document.of_text("hi"))
+        ).key
+        body = "Alert group changed:\n- [x|http://evil.example] *now* {noformat}\nh1. big"
+        assert tracker.comment(key, body, "inc-9:changed") is True
+        assert tracker.comment(key, body, "inc-9:changed") is False
+        [stored] = [c["body"] for c in fake.comments(key)]
+        assert stored.startswith(
+            "Alert group changed:\n\\- \\[x\\|http://evil.example\\] \\*now\\* \\{noformat\\}"
+        )
+        assert "\nh1\\. big\n" in stored and stored.endswith(dedup_marker("inc-9:changed"))
+    finally:
+        tracker.close()
