@@ -155,7 +155,7 @@ def test_comment_is_added_once_per_dedup_key(fake: JiraFake, tracker: JiraTracke
     assert tracker.comment(key, "Escalated again.", "esc-10") is True  # not fooled by a prefix
     bodies = [c["body"] for c in fake.comments(key)]
     assert bodies == [
-        f"Escalated to on-call.\n\n{dedup_marker('esc-1')}",
+        f"Escalated to on\\-call.\n\n{dedup_marker('esc-1')}",  # the body is escaped wiki text
         f"Escalated again.\n\n{dedup_marker('esc-10')}",
     ]
     assert all(c["author"]["name"] == "bot" for c in fake.comments(key))

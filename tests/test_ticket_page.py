@@ -270,7 +270,9 @@ def test_fake_rejects_what_jira_v3_rejects(fake: JiraFake) -> None:
 
 
 def test_v2_comment_body_is_escaped_and_its_marker_still_dedups(fake: JiraFake) -> None:
-    settings = JiraSettings(url=fake.url, project="OPS", user="bot@example.com", api_token="api-token")
+    settings = JiraSettings(
+        url=fake.url, project="OPS", user="bot@example.com", api_token="api-token", cloud=True
+    )
     tracker = JiraTracker(settings)
     try:
         key = tracker.create_or_update(
