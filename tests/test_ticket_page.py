@@ -288,3 +288,36 @@ def test_v2_comment_body_is_escaped_and_its_marker_still_dedups(fake: JiraFake) 
         assert "\nh1\\. big\n" in stored and stored.endswith(dedup_marker("inc-9:changed"))
     finally:
         tracker.close()
+
+
+def test_untrusted_text_at_the_start_of_a_line_is_not_line_markup() -> None:
+    from selfheal.page import Bullets, Paragraph, Table, Text
+
+    starts = [
+        "h1. Fake",
+        "bq. quote",
+        "# item",
+        "* item",
+        "- item",
+        "1. item",
+        "---",
+        "|| head ||",
+        "> quote",
+    ]
+    doc = Document(
+        blocks=[Paragraph(runs=[Text(text=s)]) for s in starts]
+        + [
+            Bullets(items=[[Text(text=s)] for s in starts]),
+            Table(header=["h"], rows=[[[Text(text="h2. x")]]]),
+        ]
+    )
+    wiki = render_wiki(doc)
+    for line in wiki.splitlines():
+        body = line[2:] if line.startswith("* ") else line.strip("|")
+        assert not re.match(r"(h[1-6]|bq)\.|[#*\-|]", body), line
+    md = render_markdown(doc)
+    for line in md.splitlines():
+        if line.startswith("|"):
+            continue
+        body = line[2:] if line.startswith("- ") else line
+        assert not re.match(r"#|[*+\-]\s|\d+[.)]|-{3}|>", body), line
