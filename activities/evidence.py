@@ -24,7 +24,7 @@ from connectors.base import TicketContent, Tracker
 from selfheal.evidence import Evidence, EvidenceSection
 from selfheal.models import IncidentView
 from selfheal.settings import ServiceEvidence, Settings
-from selfheal.tickets import EvidenceRequest, render_page
+from selfheal.tickets import EvidenceRequest, build_page
 
 log = structlog.get_logger(__name__)
 
@@ -208,13 +208,16 @@ class EvidenceActivities:
             for section in evidence.sections:
                 for i, series in enumerate(section.metrics):
                     if series.graph_png:
-                        self.tracker.attach(ticket.key, f"{view.id}-graph-{i + 1}.png", series.graph_png)
+                        name = f"{view.id}-graph-{i + 1}.png"
+                        self.tracker.attach(ticket.key, name, series.graph_png)
+                        # The page embeds it by name, now and on every later rewrite.
+                        series.graph = name
             self.tracker.update_page(
                 ticket.key,
                 TicketContent(
                     incident_id=view.id,
                     summary=(view.title or f"selfheal incident {view.id}").replace("\n", " ")[:250],
-                    description=render_page(view.model_copy(update={"evidence": evidence}), req.workflow_url),
+                    page=build_page(view.model_copy(update={"evidence": evidence}), req.workflow_url),
                     priority=self.policy.priority(view.severity),
                     labels=list(self.policy.labels),
                 ),

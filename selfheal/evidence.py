@@ -71,6 +71,8 @@ class MetricSeries(BaseModel):
     points: list[tuple[float, float]] = Field(default_factory=list)
     #: PNG of the series with the alert start marked, when rendered.
     graph_png: bytes | None = None
+    #: The ticket attachment holding that PNG, once attached (`<incident id>-graph-<n>.png`).
+    graph: str = ""
 
 
 class EvidenceSection(BaseModel):

@@ -48,6 +48,9 @@ class JiraSettings(Section):
     user: str | None = None
     api_token: SecretStr | None = None
     cloud: bool = False
+    #: 2: descriptions and comments in wiki markup (Server/DC, Cloud's v2). 3: Atlassian Document
+    #: Format through REST v3 (Jira Cloud), where tables, links and code render natively.
+    api_version: Literal[2, 3] = 2
     issue_type: str = "Task"
     labels: list[str] = Field(default_factory=lambda: ["selfheal"])
     priority_map: dict[str, str] = Field(

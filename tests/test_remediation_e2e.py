@@ -575,15 +575,17 @@ async def test_novel_incident_ticket_carries_evidence_and_similar_incidents(
     assert sections["changes"]["changes"][0]["score"] > 1.0, "touches the service's own paths"
     assert sections["similar_incidents"]["status"] == "empty"
     ticket = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
-    assert "h3. Evidence" in ticket["description"]
-    assert "suspect change" in ticket["description"] and "affected users: 42" in ticket["description"]
+    page = ticket["description"]
+    assert "## Evidence" in page and "## Suspect changes" in page and "**affected users: 42**" in page
+    assert "| initial config |" in page, "the suspect commit is a row of the changes table"
+    assert "![graph of" in page and f"]({first}-graph-1.png)" in page, "the attached graph is embedded"
     assert [a["filename"] for a in ticket["attachments"]] == [f"{first}-graph-1.png"]
     inv = view["investigation"]
     assert inv["investigator"] == "builtin" and inv["matched_playbook"] is None
     assert "Novel: no playbook matched" in inv["summary"]
     top = inv["hypotheses"][0]
     assert "initial config" in top["title"] and top["evidence"][0].startswith("changes:config@")
-    assert "Novel: no playbook matched" in ticket["description"], "the page carries the investigation"
+    assert "## Investigation" in page and "Novel: no playbook matched" in page, "the page carries it"
     resp = await lp.http.post(
         f"/api/v1/incidents/{first}/decision",
         json={"decision": "reject", "by": "oncall", "comment": "bumped pool"},
@@ -600,6 +602,8 @@ async def test_novel_incident_ticket_carries_evidence_and_similar_incidents(
     assert similar["similar"][0]["incident_id"] == first
     assert similar["similar"][0]["outcome"] == "rejected"
     assert "bumped pool" in similar["similar"][0]["fix"]
+    page = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()["description"]
+    assert "## Similar incidents" in page and "| rejected |" in page and "bumped pool" in page
 
 
 async def test_evidence_reads_loki_logs_and_tempo_traces_into_the_investigation(loop_factory: Any) -> None:
