@@ -85,8 +85,9 @@ def test_known_fault_heals_once_with_no_human(run: Run) -> None:
     ticket = run.runner.ticket(res.ticket_key)
     assert ticket["status"] == "Done"
     page = ticket["description"]
-    assert f"suspect change config@{res.fault_sha[:10]}" in page, "the bad commit is the top suspect"
-    assert "affected users: " in page
+    changes = page.split("## Suspect changes", 1)[1].splitlines()
+    assert f"config@{res.fault_sha[:10]}" in changes[4], "the bad commit is the top suspect"
+    assert "**affected users: " in page
     assert ticket["attachments"], "metric graphs attached"
     bodies = "\n".join(c["body"] for c in ticket["comments"])
     for step in ("git_revert fix 1", "command test 1", "git_push deploy 1", "http deploy 2", "verify"):
@@ -118,7 +119,7 @@ def test_novel_fault_escalates_with_investigation_and_similar_incident(run: Run)
 
     ticket = run.runner.ticket(res.ticket_key)
     page = ticket["description"]
-    assert "h3. Investigation" in page and f"revert config@{res.fault_sha[:7]}" in page
+    assert "## Investigation" in page and f"revert config@{res.fault_sha[:7]}" in page
     assert run.known.incident_id in page, "the earlier incident shows as similar"
     bodies = "\n".join(c["body"] for c in ticket["comments"])
     assert "No playbook applies" in bodies and "Approved by oncall-test" in bodies
