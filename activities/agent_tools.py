@@ -26,10 +26,10 @@ from temporalio import activity
 
 from selfheal.settings import Settings
 
+from selfheal.agent import LlmRunConfig, config_from_settings
+
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
-
-    from selfheal.agent import LlmRunConfig
 
 #: A git revision as the model may name it: a sha, branch or tag, optionally with ~n / ^n.
 _REV = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/@{}~^-]{0,199}$")
@@ -310,18 +310,7 @@ class AgentActivities:
     @activity.defn(name="llm_investigator_config")
     async def llm_investigator_config(self) -> LlmRunConfig:
         """Model name and budgets for this incident's run: recorded in history, so no secrets."""
-        from selfheal.agent import LlmRunConfig
-
-        llm = self.settings.investigation.llm
-        return LlmRunConfig(
-            provider=llm.provider,
-            model=llm.model,
-            max_requests=llm.max_requests,
-            max_total_tokens=llm.max_total_tokens,
-            max_tool_output_chars=llm.max_tool_output_chars,
-            redact_emails=self.settings.evidence.redact_emails,
-            repos=sorted(repos(self.settings)),
-        )
+        return config_from_settings(self.settings)
 
     def all(self) -> list[Callable[..., object]]:
         return [self.llm_investigator_config]

@@ -143,7 +143,7 @@ def _window(ctx: RunContext[AgentDeps], minutes_before: float, minutes_after: fl
 # ------------------------------------------------------------------------- evidence tools
 
 
-def list_evidence(ctx: RunContext[AgentDeps]) -> str:
+async def list_evidence(ctx: RunContext[AgentDeps]) -> str:
     """List the evidence sections already gathered for this incident, with their status and size."""
     evidence = ctx.deps.evidence
     if evidence is None or not evidence.sections:
@@ -163,7 +163,7 @@ def list_evidence(ctx: RunContext[AgentDeps]) -> str:
     return _out(ctx, "\n".join(rows))
 
 
-def read_evidence(ctx: RunContext[AgentDeps], source: str, offset: int = 0) -> str:
+async def read_evidence(ctx: RunContext[AgentDeps], source: str, offset: int = 0) -> str:
     """Read one evidence section (as named by list_evidence), EVIDENCE_PAGE items from `offset`.
 
     Args:

@@ -1,0 +1,250 @@
+"""The LLM investigator through a real Temporal worker, driven by scripted pydantic-ai models.
+
+Each test runs `InvestigationAgentWorkflow` on a worker built by `build_worker` with a
+`FunctionModel` script standing in for the LLM: the script makes tool calls, sees their results
+(as the model would), then answers. Model requests and live tool calls are activities.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import git
+import pytest
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+)
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.usage import RequestUsage
+from temporalio.client import Client, WorkflowFailureError
+
+from playbooks.plan import MatchResult
+from selfheal.agent import investigate_offline
+from selfheal.evidence import ChangeRef, Evidence, EvidenceSection, LogLine, MetricSeries
+from selfheal.investigation import Hypothesis, Investigation
+from selfheal.models import IncidentView, Stage, TrackedAlert
+from selfheal.remediation import InvestigationRequest
+from selfheal.settings import Settings
+from selfheal.temporal import connect
+from selfheal.worker import build_worker
+from tests.conftest import make_settings
+
+START = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+HOSTILE = ["{{ 7*7 }}", "$(id)", "{noformat}", "]", "`rm -rf /`", "{% raw %}", "${jndi:ldap://x}"]
+
+
+def make_request(*, match: str | None = None, logs: int = 3, secret_line: str | None = None) -> InvestigationRequest:
+    alert = TrackedAlert(
+        fingerprint="fp1",
+        status="firing",
+        labels={"alertname": "HighErrorRate", "service": "checkout", "severity": "critical"},
+        annotations={"summary": "5xx ratio above 5% on checkout"},
+        startsAt=START,
+    )
+    lines = [LogLine(at=START - timedelta(seconds=i), line=f"ERROR upstream timeout pool exhausted #{i}") for i in range(logs)]
+    if secret_line:
+        lines.insert(0, LogLine(at=START, line=secret_line))
+    evidence = Evidence(
+        incident_id="inc-1",
+        gathered_at=START,
+        sections=[
+            EvidenceSection(
+                source="metrics",
+                status="ok",
+                metrics=[MetricSeries(name="error ratio", query="sum(rate(errors[5m]))", points=[(START.timestamp(), 0.2)])],
+            ),
+            EvidenceSection(source="logs", status="ok", logs=lines),
+            EvidenceSection(
+                source="changes",
+                status="ok",
+                changes=[
+                    ChangeRef(
+                        repo="app",
+                        sha="abcdef1234567890",
+                        author="dev",
+                        committed_at=START - timedelta(minutes=10),
+                        summary="shrink db pool to 2",
+                    )
+                ],
+            ),
+        ],
+    )
+    view = IncidentView(
+        id="inc-1",
+        group_id="g1",
+        group_key="{}:{alertname=\"HighErrorRate\"}",
+        receiver="selfheal",
+        stage=Stage.INVESTIGATING,
+        status="firing",
+        service="checkout",
+        severity="critical",
+        alertname="HighErrorRate",
+        title="HighErrorRate on checkout",
+        opened_at=START,
+        alerts=[alert],
+        evidence=evidence,
+    )
+    prior = Investigation(
+        investigator="builtin",
+        summary="builtin: error ratio up after a change",
+        hypotheses=[Hypothesis(title="recent change", confidence=0.4, evidence=["changes:app@abcdef1"])],
+    )
+    match_result = MatchResult(fingerprint="fp1", alertname="HighErrorRate", playbook=match, mode="auto") if match else None
+    return InvestigationRequest(view=view, match=match_result, prior=prior)
+
+
+@dataclass
+class Script:
+    """A scripted model: each step gets the messages so far and returns parts; it records what it saw."""
+
+    steps: list[Callable[[list[ModelMessage], AgentInfo], ModelResponse]]
+    seen: list[list[ModelMessage]] = field(default_factory=list)
+
+    def model(self) -> FunctionModel:
+        async def fn(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+            self.seen.append(list(messages))
+            step = self.steps[min(len(self.seen) - 1, len(self.steps) - 1)]
+            return step(messages, info)
+
+        return FunctionModel(fn, model_name="scripted")
+
+    def tool_returns(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for msg in self.seen[-1] if self.seen else []:
+            if isinstance(msg, ModelRequest):
+                for part in msg.parts:
+                    if isinstance(part, ToolReturnPart):
+                        out.setdefault(part.tool_name, []).append(str(part.content))
+        return out
+
+
+def call(name: str, **args: Any) -> Callable[[list[ModelMessage], AgentInfo], ModelResponse]:
+    def step(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(
+            parts=[ToolCallPart(name, json.dumps(args), tool_call_id=f"c-{uuid.uuid4().hex[:8]}")],
+            usage=RequestUsage(input_tokens=100, output_tokens=10),
+        )
+
+    return step
+
+
+def answer(output: dict[str, Any], usage: int = 100) -> Callable[[list[ModelMessage], AgentInfo], ModelResponse]:
+    def step(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(
+            parts=[ToolCallPart(info.output_tools[0].name, json.dumps(output), tool_call_id="final")],
+            usage=RequestUsage(input_tokens=usage, output_tokens=20),
+        )
+
+    return step
+
+
+GOOD_ANSWER = {
+    "summary": "The db pool was shrunk to 2 ten minutes before the alert; requests time out waiting.",
+    "hypotheses": [
+        {
+            "title": "DB pool too small after commit abcdef1",
+            "detail": "logs show pool exhausted",
+            "confidence": 0.8,
+            "evidence": ["changes:app@abcdef1", "logs:0", "metrics:error ratio"],
+        }
+    ],
+    "proposed_fix": {"kind": "manual", "rationale": "revert abcdef1"},
+    "open_questions": ["is traffic up too?"],
+}
+
+
+@dataclass
+class Agentic:
+    settings: Settings
+    client: Client
+
+    async def investigate(self, request: InvestigationRequest) -> Investigation:
+        try:
+            result: Investigation = await self.client.execute_workflow(
+                "InvestigationAgentWorkflow",
+                request,
+                id=f"investigation-{uuid.uuid4().hex[:8]}",
+                task_queue=self.settings.temporal.task_queue,
+                result_type=Investigation,
+                execution_timeout=timedelta(seconds=60),
+            )
+        except WorkflowFailureError as err:
+            cause: BaseException | None = err.cause
+            chain = []
+            while cause is not None:
+                chain.append(f"{type(cause).__name__}: {cause}")
+                cause = cause.__cause__
+            raise AssertionError(" <- ".join(chain)) from err
+        return result
+
+
+def _repo(path: Path) -> None:
+    repo = git.Repo.init(path, initial_branch="main")
+    (path / "config.yaml").write_text("pool: 10\n")
+    repo.index.add(["config.yaml"])
+    repo.index.commit("initial")
+    (path / "config.yaml").write_text("pool: 2\n")
+    repo.index.add(["config.yaml"])
+    repo.index.commit("shrink db pool to 2")
+    repo.close()
+
+
+@pytest.fixture
+async def agentic(temporal_address: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Any]]:
+    """Start a worker whose LLM is the given script; yields a factory so each test picks its script."""
+    stack: list[Any] = []
+    repo_path = tmp_path / "app"
+    repo_path.mkdir()
+    _repo(repo_path)
+
+    async def start(script: Script, **llm: Any) -> Agentic:
+        settings = make_settings(
+            temporal_address,
+            tmp_path / "data",
+            investigation={"investigator": "llm", "llm": {"model": "scripted-model", **llm}},
+            evidence={"change_repos": {"app": str(repo_path)}},
+        )
+        client = await connect(settings.temporal)
+        worker = build_worker(client, settings, llm_model=script.model())
+        await worker.__aenter__()
+        stack.append(worker)
+        return Agentic(settings, client)
+
+    yield start
+    for worker in stack:
+        await worker.__aexit__(None, None, None)
+
+
+async def test_tool_calls_then_answer_become_an_llm_investigation(agentic: Callable[..., Any]) -> None:
+    script = Script(
+        [
+            call("list_evidence"),
+            call("read_evidence", source="logs"),
+            call("git_log", repo="app", rev="HEAD", max_count=5),
+            answer(GOOD_ANSWER),
+        ]
+    )
+    ag = await agentic(script)
+    result = await ag.investigate(make_request())
+    assert result.investigator == "llm:scripted-model"
+    assert result.status == "ok"
+    assert result.summary == GOOD_ANSWER["summary"]
+    assert result.hypotheses[0].evidence == ["changes:app@abcdef1", "logs:0", "metrics:error ratio"]
+    assert result.proposed_fix is not None and result.proposed_fix.kind == "manual"
+    assert result.usage["requests"] == 4
+    assert result.usage["input_tokens"] == 400
+    returns = script.tool_returns()
+    assert "logs: status=ok" in returns["list_evidence"][0]
+    assert "[logs:0]" in returns["read_evidence"][0]
+    assert "shrink db pool to 2" in returns["git_log"][0]
