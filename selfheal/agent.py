@@ -624,7 +624,7 @@ async def run_investigation(
         result.output,
         request,
         model=config.model,
-        usage=result.usage(),
+        usage=result.usage,
         started_at=started,
         duration_seconds=(now() - started).total_seconds(),
     )

@@ -21,7 +21,7 @@ from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
     ModelResponse,
-    TextPart,
+    RetryPromptPart,
     ToolCallPart,
     ToolReturnPart,
 )
@@ -120,12 +120,15 @@ class Script:
         return FunctionModel(fn, model_name="scripted")
 
     def tool_returns(self) -> dict[str, list[str]]:
+        """What the model was shown for each tool (results and retry prompts), by tool name."""
         out: dict[str, list[str]] = {}
         for msg in self.seen[-1] if self.seen else []:
             if isinstance(msg, ModelRequest):
                 for part in msg.parts:
                     if isinstance(part, ToolReturnPart):
                         out.setdefault(part.tool_name, []).append(str(part.content))
+                    elif isinstance(part, RetryPromptPart) and part.tool_name:
+                        out.setdefault(part.tool_name, []).append(f"RETRY: {part.model_response()}")
         return out
 
 
@@ -248,3 +251,133 @@ async def test_tool_calls_then_answer_become_an_llm_investigation(agentic: Calla
     assert "logs: status=ok" in returns["list_evidence"][0]
     assert "[logs:0]" in returns["read_evidence"][0]
     assert "shrink db pool to 2" in returns["git_log"][0]
+
+
+async def test_budget_exhaustion_keeps_the_builtin_investigation(agentic: Callable[..., Any]) -> None:
+    # A model that never stops calling tools: the request budget ends it, not a crash.
+    script = Script([call("list_evidence")])
+    ag = await agentic(script, max_requests=3)
+    request = make_request()
+    result = await ag.investigate(request)
+    assert result.status == "budget_exhausted"
+    assert result.investigator == "llm:scripted-model"
+    assert request.prior is not None
+    assert result.summary == request.prior.summary
+    assert result.hypotheses == request.prior.hypotheses
+    assert "budget" in result.message
+    assert len(script.seen) == 3
+    assert result.usage["requests"] == 3
+
+
+async def test_token_budget_exhaustion(agentic: Callable[..., Any]) -> None:
+    script = Script([answer(GOOD_ANSWER, usage=5000)])
+    ag = await agentic(script, max_total_tokens=1000)
+    result = await ag.investigate(make_request())
+    assert result.status == "budget_exhausted"
+    assert result.summary.startswith("builtin:")
+    assert result.usage["input_tokens"] == 5000
+
+
+async def test_playbook_that_did_not_match_is_rejected(agentic: Callable[..., Any]) -> None:
+    bad = {**GOOD_ANSWER, "proposed_fix": {"kind": "playbook", "playbook": "restart-everything"}}
+    script = Script([answer(bad)])
+    ag = await agentic(script)
+    result = await ag.investigate(make_request(match="db-pool-resize"))
+    assert result.status == "ok"
+    assert result.proposed_fix is None
+    assert result.matched_playbook == "db-pool-resize"
+    assert "restart-everything" in result.open_questions[0]
+    assert "did not match" in result.open_questions[0]
+
+    # With no match at all, any playbook reference is rejected too.
+    result = await ag.investigate(make_request(match=None))
+    assert result.proposed_fix is None and "restart-everything" in result.open_questions[0]
+
+
+async def test_the_matched_playbook_may_be_proposed(agentic: Callable[..., Any]) -> None:
+    good = {**GOOD_ANSWER, "proposed_fix": {"kind": "playbook", "playbook": "db-pool-resize", "rationale": "fits"}}
+    ag = await agentic(Script([answer(good)]))
+    result = await ag.investigate(make_request(match="db-pool-resize"))
+    assert result.proposed_fix is not None
+    assert (result.proposed_fix.kind, result.proposed_fix.playbook) == ("playbook", "db-pool-resize")
+
+
+async def test_hostile_model_output_comes_back_verbatim_as_data(agentic: Callable[..., Any]) -> None:
+    text = " ".join(HOSTILE)
+    hostile = {
+        "summary": text,
+        "hypotheses": [{"title": h, "detail": text, "confidence": 0.5, "evidence": ["logs:0"]} for h in HOSTILE],
+        "proposed_fix": {"kind": "patch", "repo": "app", "patch": f"--- a/x\n+++ b/x\n+{text}\n", "rationale": text},
+        "open_questions": HOSTILE,
+    }
+    ag = await agentic(Script([answer(hostile)]))
+    result = await ag.investigate(make_request())
+    assert result.summary == text
+    assert [h.title for h in result.hypotheses] == HOSTILE
+    assert all(h.detail == text for h in result.hypotheses)
+    assert result.open_questions == HOSTILE
+    assert result.proposed_fix is not None
+    assert result.proposed_fix.kind == "patch"  # for human approval only; nothing applies it
+    assert result.proposed_fix.patch == f"--- a/x\n+++ b/x\n+{text}\n"
+    assert result.proposed_fix.rationale == text
+
+
+async def test_tool_outputs_are_truncated_and_redacted(agentic: Callable[..., Any]) -> None:
+    script = Script([call("read_evidence", source="logs"), call("git_show", repo="app", rev="HEAD"), answer(GOOD_ANSWER)])
+    ag = await agentic(script, max_tool_output_chars=600)
+    secret = "connecting with password=hunter2secret token ghp_abcdefghijklmnopqrstuvwxyz0123"
+    result = await ag.investigate(make_request(logs=150, secret_line=secret))
+    assert result.status == "ok"
+    returns = script.tool_returns()
+    logs = returns["read_evidence"][0]
+    assert len(logs) <= 600
+    assert "more characters truncated" in logs
+    assert "hunter2secret" not in logs and "ghp_abcdefghijklmnopqrstuvwxyz0123" not in logs
+    assert "[REDACTED]" in logs
+    assert len(returns["git_show"][0]) <= 600
+
+
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [
+        ("git_log", {"repo": "app", "rev": "--output=/tmp/selfheal-pwned"}),
+        ("git_show", {"repo": "app", "rev": "HEAD", "path": "--output=/tmp/selfheal-pwned"}),
+        ("git_diff", {"repo": "app", "base": "HEAD~1", "head": "-o/tmp/selfheal-pwned"}),
+        ("git_log", {"repo": "../../etc", "rev": "HEAD"}),
+        ("git_show", {"repo": "app", "rev": "HEAD", "path": "../../etc/passwd"}),
+    ],
+)
+async def test_git_tools_refuse_option_injection(
+    agentic: Callable[..., Any], tool: str, args: dict[str, Any], tmp_path: Path
+) -> None:
+    script = Script([call(tool, **args), answer(GOOD_ANSWER)])
+    ag = await agentic(script)
+    result = await ag.investigate(make_request())
+    assert result.status == "ok"
+    shown = script.tool_returns()[tool][0]
+    assert "invalid" in shown or "unknown repository" in shown
+    assert not Path("/tmp/selfheal-pwned").exists()
+
+
+async def test_git_diff_between_real_commits(agentic: Callable[..., Any]) -> None:
+    script = Script([call("git_diff", repo="app", base="HEAD~1", head="HEAD", path="config.yaml"), answer(GOOD_ANSWER)])
+    ag = await agentic(script)
+    await ag.investigate(make_request())
+    diff = script.tool_returns()["git_diff"][0]
+    assert "-pool: 10" in diff and "+pool: 2" in diff
+
+
+async def test_offline_investigation_uses_only_evidence_tools(tmp_path: Path) -> None:
+    script = Script([call("read_evidence", source="changes"), answer(GOOD_ANSWER)])
+    seen_tools: list[str] = []
+
+    async def fn(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen_tools[:] = [t.name for t in info.function_tools]
+        return await script.model().function(messages, info)  # type: ignore[misc]
+
+    settings = make_settings("127.0.0.1:1", tmp_path / "data", investigation={"llm": {"model": "offline-model"}})
+    result = await investigate_offline(make_request(), FunctionModel(fn), settings)
+    assert result.investigator == "llm:offline-model"
+    assert result.status == "ok"
+    assert sorted(seen_tools) == ["list_evidence", "read_evidence"]
+    assert "changes:app@abcdef123456" in script.tool_returns()["read_evidence"][0]
