@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
-from selfheal.settings import Settings
-
 from selfheal.agent import LlmRunConfig, config_from_settings
+from selfheal.settings import Settings
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
@@ -167,10 +166,10 @@ def loki_query(settings: Settings, logql: str, start: datetime, end: datetime, l
 
 
 def search_traces(settings: Settings, service: str, start: datetime, end: datetime, limit: int) -> str:
-    from connectors.traces import JaegerClient, TempoClient, TraceSearcher, gather_traces
+    from connectors.traces import JaegerClient, TempoClient, gather_traces
 
     ev = settings.evidence
-    client: TraceSearcher
+    client: TempoClient | JaegerClient
     if ev.tempo_url:
         client = TempoClient(ev.tempo_url, timeout=ev.timeout_seconds, ui_url=ev.traces_ui_url)
     elif ev.jaeger_url:
@@ -180,7 +179,7 @@ def search_traces(settings: Settings, service: str, start: datetime, end: dateti
     try:
         section = gather_traces(client, service, start, end, limit=limit)
     finally:
-        client.close()  # type: ignore[attr-defined]
+        client.close()
     if section.status == "failed":
         return f"search failed: {section.message}"
     rows = [

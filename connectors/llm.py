@@ -36,14 +36,18 @@ def build_model(llm: LlmSettings, *, sdk_retries: int = 0) -> Model:
         client = AsyncAnthropic(
             api_key=api_key, base_url=llm.base_url, max_retries=sdk_retries, timeout=llm.timeout_seconds
         )
-        return AnthropicModel(llm.model, provider=AnthropicProvider(anthropic_client=client), settings=settings)
+        return AnthropicModel(
+            llm.model, provider=AnthropicProvider(anthropic_client=client), settings=settings
+        )
 
     from openai import AsyncOpenAI
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
     if not api_key and llm.base_url is None:
-        raise LlmConfigError("investigation.llm.api_key: required for OpenAI (or set investigation.llm.base_url)")
+        raise LlmConfigError(
+            "investigation.llm.api_key: required for OpenAI (or set investigation.llm.base_url)"
+        )
     client_openai = AsyncOpenAI(
         # Local OpenAI-compatible servers often need no key, but the SDK insists on one.
         api_key=api_key or "unused",

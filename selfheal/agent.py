@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_ai import Agent, ModelRetry, RunContext, Tool
-from pydantic_ai.exceptions import UnexpectedModelBehavior, UsageLimitExceeded
 from pydantic_ai.durable_exec.temporal import TemporalDurability
+from pydantic_ai.exceptions import UnexpectedModelBehavior, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models import Model
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -133,7 +133,9 @@ def _section(evidence: Evidence | None, source: str) -> EvidenceSection | None:
     return None
 
 
-def _window(ctx: RunContext[AgentDeps], minutes_before: float, minutes_after: float) -> tuple[datetime, datetime]:
+def _window(
+    ctx: RunContext[AgentDeps], minutes_before: float, minutes_after: float
+) -> tuple[datetime, datetime]:
     if minutes_before < 0 or minutes_after < 0 or minutes_before + minutes_after > 7 * 24 * 60:
         raise ModelRetry("minutes_before/minutes_after must be >= 0 and together at most 7 days")
     start = ctx.deps.alert_start
@@ -191,21 +193,33 @@ async def read_evidence(ctx: RunContext[AgentDeps], source: str, offset: int = 0
             stats = "no points"
         rows.append(f"[metrics:{m.name}] query={m.query} {stats}")
         step = max(1, len(m.points) // 20)
-        sample = ", ".join(f"{datetime.fromtimestamp(t).strftime('%H:%M')}={v:g}" for t, v in m.points[::step])
+        sample = ", ".join(
+            f"{datetime.fromtimestamp(t).strftime('%H:%M')}={v:g}" for t, v in m.points[::step]
+        )
         if sample:
             rows.append(f"  points: {sample}")
     for t in section.traces[offset:end]:
-        rows.append(f"[traces:{t.trace_id}] {t.root_service} {t.root_name} {t.duration_ms:.0f}ms error={t.error}")
+        rows.append(
+            f"[traces:{t.trace_id}] {t.root_service} {t.root_name} {t.duration_ms:.0f}ms error={t.error}"
+        )
     for c in section.changes[offset:end]:
         rows.append(
             f"[changes:{c.repo}@{c.sha[:12]}] {c.committed_at.isoformat()} {c.author}: {c.summary}"
             f" (+{c.insertions}/-{c.deletions}; score {c.score}; {', '.join(c.paths[:10])})"
         )
     for inc in section.similar[offset:end]:
-        rows.append(f"[similar:{inc.incident_id}] {inc.title} outcome={inc.outcome} score={inc.score} fix={inc.fix}")
+        rows.append(
+            f"[similar:{inc.incident_id}] {inc.title} outcome={inc.outcome} score={inc.score} fix={inc.fix}"
+        )
     for name, value in section.figures.items():
         rows.append(f"[{section.source}] {name} = {value:g}")
-    total = max(len(section.logs), len(section.metrics), len(section.traces), len(section.changes), len(section.similar))
+    total = max(
+        len(section.logs),
+        len(section.metrics),
+        len(section.traces),
+        len(section.changes),
+        len(section.similar),
+    )
     if total > end:
         rows.append(f"… {total - end} more; call read_evidence with offset={end}")
     return _out(ctx, "\n".join([head, *rows]))
@@ -227,7 +241,9 @@ def _live(ctx: RunContext[AgentDeps], call: Any) -> str:
         return _out(ctx, f"error: {type(exc).__name__}: {exc}")
 
 
-async def prometheus_query(ctx: RunContext[AgentDeps], promql: str, minutes_after_alert_start: float = 0) -> str:
+async def prometheus_query(
+    ctx: RunContext[AgentDeps], promql: str, minutes_after_alert_start: float = 0
+) -> str:
     """Evaluate a PromQL instant query; one line per series with its labels and value.
 
     Args:
@@ -264,7 +280,11 @@ async def prometheus_range(
 
 
 async def loki_query(
-    ctx: RunContext[AgentDeps], logql: str, minutes_before: float = 30, minutes_after: float = 10, limit: int = 100
+    ctx: RunContext[AgentDeps],
+    logql: str,
+    minutes_before: float = 30,
+    minutes_after: float = 10,
+    limit: int = 100,
 ) -> str:
     """Run a LogQL log query around the alert start; repeated lines are folded with a count.
 
@@ -340,7 +360,9 @@ async def git_show(ctx: RunContext[AgentDeps], repo: str, rev: str, path: str | 
     return _live(ctx, lambda s: t.git_show(s, repo, rev, path))
 
 
-async def git_diff(ctx: RunContext[AgentDeps], repo: str, base: str, head: str, path: str | None = None) -> str:
+async def git_diff(
+    ctx: RunContext[AgentDeps], repo: str, base: str, head: str, path: str | None = None
+) -> str:
     """`git diff base head` in a configured repository (optionally limited to a path).
 
     Args:
@@ -375,21 +397,37 @@ _TOOL_ACTIVITY = ActivityConfig(
 
 def evidence_toolset() -> FunctionToolset[AgentDeps]:
     return FunctionToolset(
-        [Tool(list_evidence, metadata=_PURE), Tool(read_evidence, metadata=_PURE)], id="evidence", max_retries=2
+        [Tool(list_evidence, metadata=_PURE), Tool(read_evidence, metadata=_PURE)],
+        id="evidence",
+        max_retries=2,
     )
 
 
 def live_toolset() -> FunctionToolset[AgentDeps]:
-    tools = [prometheus_query, prometheus_range, loki_query, search_traces, recent_changes]
-    tools += [git_log, git_show, git_diff, past_incident]
-    return FunctionToolset([Tool(f) for f in tools], id="live", max_retries=2)
+    return FunctionToolset(
+        [
+            prometheus_query,
+            prometheus_range,
+            loki_query,
+            search_traces,
+            recent_changes,
+            git_log,
+            git_show,
+            git_diff,
+            past_incident,
+        ],
+        id="live",
+        max_retries=2,
+    )
 
 
 async def _forward(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
     """The stand-in model's body, run inside the model-request activity: ask the worker's model."""
     from activities.agent_tools import current_runtime
 
-    return await current_runtime().model().request(messages, info.model_settings, info.model_request_parameters)
+    return (
+        await current_runtime().model().request(messages, info.model_settings, info.model_request_parameters)
+    )
 
 
 def build_agent(model: Model, *, live: bool, durable: bool) -> Agent[AgentDeps, InvestigationOutput]:
@@ -417,7 +455,9 @@ def build_agent(model: Model, *, live: bool, durable: bool) -> Agent[AgentDeps, 
 
 
 #: The durable agent the workflow runs; its activities are registered by the worker.
-investigation_agent = build_agent(FunctionModel(_forward, model_name=WORKER_MODEL_NAME), live=True, durable=True)
+investigation_agent = build_agent(
+    FunctionModel(_forward, model_name=WORKER_MODEL_NAME), live=True, durable=True
+)
 
 
 # ------------------------------------------------------------------------ prompt & result
@@ -630,7 +670,9 @@ async def run_investigation(
     )
 
 
-async def investigate_offline(request: InvestigationRequest, model: Model, settings: Settings) -> Investigation:
+async def investigate_offline(
+    request: InvestigationRequest, model: Model, settings: Settings
+) -> Investigation:
     """The same investigation without Temporal and with only the evidence tools (for evals)."""
     agent = build_agent(model, live=False, durable=False)
     config = config_from_settings(settings)

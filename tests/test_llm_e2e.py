@@ -23,7 +23,11 @@ from tests.payloads import simple
 ANSWER = {
     "summary": "Errors started with the alert; see the evidence.",
     "hypotheses": [
-        {"title": "Upstream dependency failing", "confidence": 0.6, "evidence": ["alert:HighErrorRate", "bogus ref"]}
+        {
+            "title": "Upstream dependency failing",
+            "confidence": 0.6,
+            "evidence": ["alert:HighErrorRate", "bogus ref"],
+        }
     ],
     "proposed_fix": {"kind": "playbook", "playbook": "not-a-matching-playbook"},
     "open_questions": ["{{ 7*7 }} $(id)"],
@@ -58,8 +62,13 @@ async def test_llm_investigation_over_the_openai_wire_protocol(temporal_address:
     script = [[("list_evidence", {})], [("read_evidence", {"source": "changes"})], [(OUTPUT, ANSWER)]]
     with FakeOpenAI(script, api_key="sk-test-123", model="fake-gpt") as fake:
         async with llm_stack(temporal_address, tmp_path, fake, "sk-test-123") as stack:
-            view = await _incident(stack, lambda v: (v.get("investigation") or {}).get("investigator", "") != "builtin"
-                                   and v.get("investigation") is not None)
+            view = await _incident(
+                stack,
+                lambda v: (
+                    (v.get("investigation") or {}).get("investigator", "") != "builtin"
+                    and v.get("investigation") is not None
+                ),
+            )
     inv = view["investigation"]
     assert inv["investigator"] == "llm:fake-gpt"
     assert inv["status"] == "ok"
@@ -85,12 +94,16 @@ async def test_llm_investigation_over_the_openai_wire_protocol(temporal_address:
     assert "sk-test-123" not in str(view), "the key never reaches the incident"
 
 
-async def test_rejected_api_key_falls_back_to_the_builtin_investigation(temporal_address: str, tmp_path: Path) -> None:
+async def test_rejected_api_key_falls_back_to_the_builtin_investigation(
+    temporal_address: str, tmp_path: Path
+) -> None:
     with FakeOpenAI([[(OUTPUT, ANSWER)]], api_key="sk-right", model="fake-gpt") as fake:
         async with llm_stack(temporal_address, tmp_path, fake, "sk-wrong") as stack:
             view = await _incident(
                 stack,
-                lambda v: any(e["message"].startswith("LLM investigation failed") for e in v.get("timeline", [])),
+                lambda v: any(
+                    e["message"].startswith("LLM investigation failed") for e in v.get("timeline", [])
+                ),
             )
     # The incident keeps the builtin investigation (none, on a worker without the builtin activity).
     assert view["investigation"] is None or view["investigation"]["investigator"] == "builtin"

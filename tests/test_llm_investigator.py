@@ -44,7 +44,9 @@ START = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 HOSTILE = ["{{ 7*7 }}", "$(id)", "{noformat}", "]", "`rm -rf /`", "{% raw %}", "${jndi:ldap://x}"]
 
 
-def make_request(*, match: str | None = None, logs: int = 3, secret_line: str | None = None) -> InvestigationRequest:
+def make_request(
+    *, match: str | None = None, logs: int = 3, secret_line: str | None = None
+) -> InvestigationRequest:
     alert = TrackedAlert(
         fingerprint="fp1",
         status="firing",
@@ -52,7 +54,10 @@ def make_request(*, match: str | None = None, logs: int = 3, secret_line: str | 
         annotations={"summary": "5xx ratio above 5% on checkout"},
         startsAt=START,
     )
-    lines = [LogLine(at=START - timedelta(seconds=i), line=f"ERROR upstream timeout pool exhausted #{i}") for i in range(logs)]
+    lines = [
+        LogLine(at=START - timedelta(seconds=i), line=f"ERROR upstream timeout pool exhausted #{i}")
+        for i in range(logs)
+    ]
     if secret_line:
         lines.insert(0, LogLine(at=START, line=secret_line))
     evidence = Evidence(
@@ -62,7 +67,11 @@ def make_request(*, match: str | None = None, logs: int = 3, secret_line: str | 
             EvidenceSection(
                 source="metrics",
                 status="ok",
-                metrics=[MetricSeries(name="error ratio", query="sum(rate(errors[5m]))", points=[(START.timestamp(), 0.2)])],
+                metrics=[
+                    MetricSeries(
+                        name="error ratio", query="sum(rate(errors[5m]))", points=[(START.timestamp(), 0.2)]
+                    )
+                ],
             ),
             EvidenceSection(source="logs", status="ok", logs=lines),
             EvidenceSection(
@@ -83,7 +92,7 @@ def make_request(*, match: str | None = None, logs: int = 3, secret_line: str | 
     view = IncidentView(
         id="inc-1",
         group_id="g1",
-        group_key="{}:{alertname=\"HighErrorRate\"}",
+        group_key='{}:{alertname="HighErrorRate"}',
         receiver="selfheal",
         stage=Stage.INVESTIGATING,
         status="firing",
@@ -100,7 +109,11 @@ def make_request(*, match: str | None = None, logs: int = 3, secret_line: str | 
         summary="builtin: error ratio up after a change",
         hypotheses=[Hypothesis(title="recent change", confidence=0.4, evidence=["changes:app@abcdef1"])],
     )
-    match_result = MatchResult(fingerprint="fp1", alertname="HighErrorRate", playbook=match, mode="auto") if match else None
+    match_result = (
+        MatchResult(fingerprint="fp1", alertname="HighErrorRate", playbook=match, mode="auto")
+        if match
+        else None
+    )
     return InvestigationRequest(view=view, match=match_result, prior=prior)
 
 
@@ -142,7 +155,9 @@ def call(name: str, **args: Any) -> Callable[[list[ModelMessage], AgentInfo], Mo
     return step
 
 
-def answer(output: dict[str, Any], usage: int = 100) -> Callable[[list[ModelMessage], AgentInfo], ModelResponse]:
+def answer(
+    output: dict[str, Any], usage: int = 100
+) -> Callable[[list[ModelMessage], AgentInfo], ModelResponse]:
     def step(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         return ModelResponse(
             parts=[ToolCallPart(info.output_tools[0].name, json.dumps(output), tool_call_id="final")],
@@ -204,7 +219,9 @@ def _repo(path: Path) -> None:
 
 
 @pytest.fixture
-async def agentic(temporal_address: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Any]]:
+async def agentic(
+    temporal_address: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[..., Any]]:
     """Start a worker whose LLM is the given script; yields a factory so each test picks its script."""
     stack: list[Any] = []
     repo_path = tmp_path / "app"
@@ -295,7 +312,10 @@ async def test_playbook_that_did_not_match_is_rejected(agentic: Callable[..., An
 
 
 async def test_the_matched_playbook_may_be_proposed(agentic: Callable[..., Any]) -> None:
-    good = {**GOOD_ANSWER, "proposed_fix": {"kind": "playbook", "playbook": "db-pool-resize", "rationale": "fits"}}
+    good = {
+        **GOOD_ANSWER,
+        "proposed_fix": {"kind": "playbook", "playbook": "db-pool-resize", "rationale": "fits"},
+    }
     ag = await agentic(Script([answer(good)]))
     result = await ag.investigate(make_request(match="db-pool-resize"))
     assert result.proposed_fix is not None
@@ -306,8 +326,15 @@ async def test_hostile_model_output_comes_back_verbatim_as_data(agentic: Callabl
     text = " ".join(HOSTILE)
     hostile = {
         "summary": text,
-        "hypotheses": [{"title": h, "detail": text, "confidence": 0.5, "evidence": ["logs:0"]} for h in HOSTILE],
-        "proposed_fix": {"kind": "patch", "repo": "app", "patch": f"--- a/x\n+++ b/x\n+{text}\n", "rationale": text},
+        "hypotheses": [
+            {"title": h, "detail": text, "confidence": 0.5, "evidence": ["logs:0"]} for h in HOSTILE
+        ],
+        "proposed_fix": {
+            "kind": "patch",
+            "repo": "app",
+            "patch": f"--- a/x\n+++ b/x\n+{text}\n",
+            "rationale": text,
+        },
         "open_questions": HOSTILE,
     }
     ag = await agentic(Script([answer(hostile)]))
@@ -323,7 +350,9 @@ async def test_hostile_model_output_comes_back_verbatim_as_data(agentic: Callabl
 
 
 async def test_tool_outputs_are_truncated_and_redacted(agentic: Callable[..., Any]) -> None:
-    script = Script([call("read_evidence", source="logs"), call("git_show", repo="app", rev="HEAD"), answer(GOOD_ANSWER)])
+    script = Script(
+        [call("read_evidence", source="logs"), call("git_show", repo="app", rev="HEAD"), answer(GOOD_ANSWER)]
+    )
     ag = await agentic(script, max_tool_output_chars=600)
     secret = "connecting with password=hunter2secret token ghp_abcdefghijklmnopqrstuvwxyz0123"
     result = await ag.investigate(make_request(logs=150, secret_line=secret))
@@ -360,7 +389,9 @@ async def test_git_tools_refuse_option_injection(
 
 
 async def test_git_diff_between_real_commits(agentic: Callable[..., Any]) -> None:
-    script = Script([call("git_diff", repo="app", base="HEAD~1", head="HEAD", path="config.yaml"), answer(GOOD_ANSWER)])
+    script = Script(
+        [call("git_diff", repo="app", base="HEAD~1", head="HEAD", path="config.yaml"), answer(GOOD_ANSWER)]
+    )
     ag = await agentic(script)
     await ag.investigate(make_request())
     diff = script.tool_returns()["git_diff"][0]
@@ -375,7 +406,9 @@ async def test_offline_investigation_uses_only_evidence_tools(tmp_path: Path) ->
         seen_tools[:] = [t.name for t in info.function_tools]
         return await script.model().function(messages, info)  # type: ignore[misc]
 
-    settings = make_settings("127.0.0.1:1", tmp_path / "data", investigation={"llm": {"model": "offline-model"}})
+    settings = make_settings(
+        "127.0.0.1:1", tmp_path / "data", investigation={"llm": {"model": "offline-model"}}
+    )
     result = await investigate_offline(make_request(), FunctionModel(fn), settings)
     assert result.investigator == "llm:offline-model"
     assert result.status == "ok"

@@ -47,20 +47,30 @@ class FakeOpenAI:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 if self.path.rstrip("/") != "/v1/chat/completions":
-                    self._send(404, {"error": {"message": f"unknown path {self.path}", "type": "invalid_request_error"}})
+                    self._send(
+                        404,
+                        {"error": {"message": f"unknown path {self.path}", "type": "invalid_request_error"}},
+                    )
                     return
                 if self.headers.get("Authorization") != f"Bearer {fake.api_key}":
                     fake.rejected.append(str(self.headers.get("Authorization")))
                     self._send(
                         401,
-                        {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
-                                   "code": "invalid_api_key"}},
+                        {
+                            "error": {
+                                "message": "Incorrect API key provided",
+                                "type": "invalid_request_error",
+                                "code": "invalid_api_key",
+                            }
+                        },
                     )
                     return
                 try:
                     body = json.loads(raw)
                 except ValueError:
-                    self._send(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
+                    self._send(
+                        400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}}
+                    )
                     return
                 status, answer = fake.answer(body)
                 self._send(status, answer)
@@ -86,7 +96,9 @@ class FakeOpenAI:
             self.requests.append(body)
             index = len(self.requests) - 1
         if not isinstance(body.get("messages"), list) or not body.get("model"):
-            return 400, {"error": {"message": "messages and model are required", "type": "invalid_request_error"}}
+            return 400, {
+                "error": {"message": "messages and model are required", "type": "invalid_request_error"}
+            }
         tools = [t["function"]["name"] for t in body.get("tools") or []]
         step = self.script[min(index, len(self.script) - 1)]
         calls = []
@@ -94,12 +106,20 @@ class FakeOpenAI:
             if name == OUTPUT:
                 outputs = [t for t in tools if t.startswith("final_result")]
                 if not outputs:
-                    return 400, {"error": {"message": "no output tool offered", "type": "invalid_request_error"}}
+                    return 400, {
+                        "error": {"message": "no output tool offered", "type": "invalid_request_error"}
+                    }
                 name = outputs[0]
             elif name not in tools:
-                return 400, {"error": {"message": f"tool {name} not offered", "type": "invalid_request_error"}}
+                return 400, {
+                    "error": {"message": f"tool {name} not offered", "type": "invalid_request_error"}
+                }
             calls.append(
-                {"id": f"call_{index}_{n}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+                {
+                    "id": f"call_{index}_{n}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
             )
         prompt_tokens = sum(len(json.dumps(m)) for m in body["messages"]) // 4
         return 200, {
@@ -114,7 +134,11 @@ class FakeOpenAI:
                     "finish_reason": "tool_calls",
                 }
             ],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 20, "total_tokens": prompt_tokens + 20},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": 20,
+                "total_tokens": prompt_tokens + 20,
+            },
         }
 
     def tool_messages(self) -> list[dict[str, Any]]:
