@@ -39,6 +39,8 @@ from selfheal.settings import Settings
 from selfheal.temporal import connect
 from selfheal.worker import build_worker
 from tests.conftest import make_settings
+from tests.services_prom import prometheus_server
+from tests.test_connector_loki import FakeLoki
 
 START = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 HOSTILE = ["{{ 7*7 }}", "$(id)", "{noformat}", "]", "`rm -rf /`", "{% raw %}", "${jndi:ldap://x}"]
@@ -228,12 +230,12 @@ async def agentic(
     repo_path.mkdir()
     _repo(repo_path)
 
-    async def start(script: Script, **llm: Any) -> Agentic:
+    async def start(script: Script, evidence: dict[str, Any] | None = None, **llm: Any) -> Agentic:
         settings = make_settings(
             temporal_address,
             tmp_path / "data",
             investigation={"investigator": "llm", "llm": {"model": "scripted-model", **llm}},
-            evidence={"change_repos": {"app": str(repo_path)}},
+            evidence={"change_repos": {"app": str(repo_path)}, **(evidence or {})},
         )
         client = await connect(settings.temporal)
         worker = build_worker(client, settings, llm_model=script.model())
@@ -414,3 +416,43 @@ async def test_offline_investigation_uses_only_evidence_tools(tmp_path: Path) ->
     assert result.status == "ok"
     assert sorted(seen_tools) == ["list_evidence", "read_evidence"]
     assert "changes:app@abcdef123456" in script.tool_returns()["read_evidence"][0]
+
+
+async def test_live_prometheus_and_loki_tools(agentic: Callable[..., Any], tmp_path: Path) -> None:
+    """Live tools run as activities against a real Prometheus and a Loki fake, results redacted.
+
+    Both servers start before this test's worker, so their blocking start-up stalls no worker."""
+    with FakeLoki() as loki, prometheus_server(tmp_path / "prom", []) as prom_url:
+        loki.add(
+            START - timedelta(minutes=2),
+            "ERROR pool exhausted api_key=sk-live-secret-value",
+            service="checkout",
+        )
+        loki.add(
+            START - timedelta(minutes=1),
+            "ERROR pool exhausted api_key=sk-live-secret-value",
+            service="checkout",
+        )
+        script = Script(
+            [
+                call("prometheus_query", promql="vector(21) * 2"),
+                call(
+                    "prometheus_range", promql="vector(7)", minutes_before=5, minutes_after=0, step_seconds=60
+                ),
+                call(
+                    "loki_query", logql='{service="checkout"} |= "ERROR"', minutes_before=10, minutes_after=1
+                ),
+                call("prometheus_query", promql="sum(rate(nope[5m]"),
+                answer(GOOD_ANSWER),
+            ]
+        )
+        ag = await agentic(script, evidence={"prometheus_url": prom_url, "loki_url": loki.url})
+        result = await ag.investigate(make_request())
+    assert result.status == "ok"
+    returns = script.tool_returns()
+    assert returns["prometheus_query"][0].strip().endswith(" 42")
+    assert "=7" in returns["prometheus_range"][0]
+    logs = returns["loki_query"][0]
+    assert "pool exhausted" in logs and "(x2)" in logs
+    assert "sk-live-secret-value" not in logs
+    assert "error: PrometheusError" in returns["prometheus_query"][1], "a bad query is an answer, not a crash"
