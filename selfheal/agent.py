@@ -528,8 +528,10 @@ def finalize(
     usage: RunUsage,
     started_at: datetime,
     duration_seconds: float,
+    repos: list[str] | None = None,
 ) -> Investigation:
     """The model's answer as an Investigation, with what it may not decide taken out."""
+    repos = repos or []
     match: MatchResult | None = request.match
     matched = match.playbook if match is not None else None
     questions = list(output.open_questions)
@@ -542,6 +544,13 @@ def finalize(
                 f" (matched: {matched!r}); the proposal was dropped.",
             )
             fix = None
+    elif fix is not None and fix.kind == "patch" and (not fix.patch or fix.repo not in repos):
+        questions.insert(
+            0,
+            f"The model proposed a patch for repository {fix.repo!r}, which is not a configured repository"
+            f" ({', '.join(repos) or 'none configured'}) or came without a diff; the proposal was dropped.",
+        )
+        fix = None
     elif fix is not None and fix.kind != "patch":
         fix = fix.model_copy(update={"patch": None, "repo": None})
     hypotheses = []
@@ -667,6 +676,7 @@ async def run_investigation(
         usage=result.usage,
         started_at=started,
         duration_seconds=(now() - started).total_seconds(),
+        repos=config.repos,
     )
 
 

@@ -35,7 +35,7 @@ from selfheal.evidence import ChangeRef, Evidence, EvidenceSection, LogLine, Met
 from selfheal.investigation import Hypothesis, Investigation
 from selfheal.models import IncidentView, Stage, TrackedAlert
 from selfheal.remediation import InvestigationRequest
-from selfheal.settings import Settings
+from selfheal.settings import ConfigError, Settings, load_settings
 from selfheal.temporal import connect
 from selfheal.worker import build_worker
 from tests.conftest import make_settings
@@ -234,7 +234,10 @@ async def agentic(
         settings = make_settings(
             temporal_address,
             tmp_path / "data",
-            investigation={"investigator": "llm", "llm": {"model": "scripted-model", **llm}},
+            investigation={
+                "investigator": "llm",
+                "llm": {"model": "scripted-model", "api_key": "sk-never-sent", **llm},
+            },
             evidence={"change_repos": {"app": str(repo_path)}, **(evidence or {})},
         )
         client = await connect(settings.temporal)
@@ -456,3 +459,29 @@ async def test_live_prometheus_and_loki_tools(agentic: Callable[..., Any], tmp_p
     assert "pool exhausted" in logs and "(x2)" in logs
     assert "sk-live-secret-value" not in logs
     assert "error: PrometheusError" in returns["prometheus_query"][1], "a bad query is an answer, not a crash"
+
+
+async def test_patch_for_an_unknown_repository_is_dropped(agentic: Callable[..., Any]) -> None:
+    fix = {"kind": "patch", "repo": "somewhere-else", "patch": "--- a/x\n+++ b/x\n", "rationale": "r"}
+    ag = await agentic(Script([answer({**GOOD_ANSWER, "proposed_fix": fix})]))
+    result = await ag.investigate(make_request())
+    assert result.proposed_fix is None
+    assert "somewhere-else" in result.open_questions[0]
+
+
+def test_llm_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SELFHEAL_INVESTIGATION__INVESTIGATOR", "llm")
+    monkeypatch.setenv("SELFHEAL_INVESTIGATION__LLM__API_KEY", "sk-from-env")
+    monkeypatch.setenv("SELFHEAL_INVESTIGATION__LLM__MODEL", "gpt-test")
+    settings = load_settings(None)
+    assert settings.investigation.investigator == "llm"
+    assert settings.investigation.llm.api_key is not None
+    assert settings.investigation.llm.api_key.get_secret_value() == "sk-from-env"
+    assert "sk-from-env" not in repr(settings)
+
+    monkeypatch.delenv("SELFHEAL_INVESTIGATION__LLM__API_KEY")
+    with pytest.raises(ConfigError, match="investigation.llm.api_key is required"):
+        load_settings(None)
+    # A local OpenAI-compatible server may need no key.
+    monkeypatch.setenv("SELFHEAL_INVESTIGATION__LLM__BASE_URL", "http://127.0.0.1:11434/v1")
+    assert load_settings(None).investigation.llm.api_key is None
