@@ -480,7 +480,7 @@ def test_llm_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert "sk-from-env" not in repr(settings)
 
     monkeypatch.delenv("SELFHEAL_INVESTIGATION__LLM__API_KEY")
-    with pytest.raises(ConfigError, match="investigation.llm.api_key is required"):
+    with pytest.raises(ConfigError, match=r"investigation\.llm\.api_key is required"):
         load_settings(None)
     # A local OpenAI-compatible server may need no key.
     monkeypatch.setenv("SELFHEAL_INVESTIGATION__LLM__BASE_URL", "http://127.0.0.1:11434/v1")
