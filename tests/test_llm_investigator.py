@@ -17,6 +17,7 @@ from typing import Any
 
 import git
 import pytest
+from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
@@ -28,6 +29,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.worker import Replayer
 
 from playbooks.plan import MatchResult
 from selfheal.agent import investigate_offline
@@ -41,6 +43,7 @@ from selfheal.worker import build_worker
 from tests.conftest import make_settings
 from tests.services_prom import prometheus_server
 from tests.test_connector_loki import FakeLoki
+from workflows.investigation_agent import InvestigationAgentWorkflow
 
 START = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 HOSTILE = ["{{ 7*7 }}", "$(id)", "{noformat}", "]", "`rm -rf /`", "{% raw %}", "${jndi:ldap://x}"]
@@ -189,12 +192,15 @@ class Agentic:
     settings: Settings
     client: Client
 
+    last_id: str = ""
+
     async def investigate(self, request: InvestigationRequest) -> Investigation:
+        self.last_id = f"investigation-{uuid.uuid4().hex[:8]}"
         try:
             result: Investigation = await self.client.execute_workflow(
                 "InvestigationAgentWorkflow",
                 request,
-                id=f"investigation-{uuid.uuid4().hex[:8]}",
+                id=self.last_id,
                 task_queue=self.settings.temporal.task_queue,
                 result_type=Investigation,
                 execution_timeout=timedelta(seconds=60),
@@ -273,6 +279,11 @@ async def test_tool_calls_then_answer_become_an_llm_investigation(agentic: Calla
     assert "logs: status=ok" in returns["list_evidence"][0]
     assert "[logs:0]" in returns["read_evidence"][0]
     assert "shrink db pool to 2" in returns["git_log"][0]
+
+    # The history replays deterministically (pydantic-ai's loop runs in workflow code).
+    history = await ag.client.get_workflow_handle(ag.last_id).fetch_history()
+    replayer = Replayer(workflows=[InvestigationAgentWorkflow], plugins=[PydanticAIPlugin()])
+    await replayer.replay_workflow(history)
 
 
 async def test_budget_exhaustion_keeps_the_builtin_investigation(agentic: Callable[..., Any]) -> None:
@@ -485,3 +496,16 @@ def test_llm_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     # A local OpenAI-compatible server may need no key.
     monkeypatch.setenv("SELFHEAL_INVESTIGATION__LLM__BASE_URL", "http://127.0.0.1:11434/v1")
     assert load_settings(None).investigation.llm.api_key is None
+
+
+async def test_unusable_answers_keep_the_builtin_investigation(agentic: Callable[..., Any]) -> None:
+    # Confidence 5 is out of range: the model is asked to fix it, and after its retries the run
+    # ends with the builtin investigation and why, not with a failed workflow.
+    bad = {**GOOD_ANSWER, "hypotheses": [{"title": "x", "confidence": 5}]}
+    script = Script([answer(bad)])
+    ag = await agentic(script)
+    result = await ag.investigate(make_request())
+    assert result.status == "failed"
+    assert result.summary.startswith("builtin:")
+    assert "no usable answer" in result.message
+    assert len(script.seen) == 3, "the first answer and two retries"
