@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic_ai.durable_exec.temporal import PydanticAIWorkflow
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic_ai.durable_exec.temporal import PydanticAIWorkflow
+
     from selfheal.agent import LlmRunConfig, investigation_agent, run_investigation
     from selfheal.investigation import Investigation
     from selfheal.remediation import InvestigationRequest
