@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -177,6 +185,20 @@ class InvestigationSettings(Section):
 
     investigator: Literal["builtin", "llm"] = "builtin"
     llm: LlmSettings = Field(default_factory=LlmSettings)
+
+    @model_validator(mode="after")
+    def _llm_needs_a_key(self) -> InvestigationSettings:
+        llm = self.llm
+        if (
+            self.investigator == "llm"
+            and llm.api_key is None
+            and (llm.provider == "anthropic" or not llm.base_url)
+        ):
+            raise ValueError(
+                "investigation.llm.api_key is required when investigation.investigator is 'llm'"
+                " (only an OpenAI-compatible base_url may go without one)"
+            )
+        return self
 
 
 class Settings(BaseSettings):

@@ -44,3 +44,23 @@ def test_make_eval_prints_the_table() -> None:
     assert "Investigator evals" in out.stdout and "builtin" in out.stdout and "naive" in out.stdout
     n = len(load_cases())
     assert f"{n}/{n} cases" in out.stdout, out.stdout
+
+
+def test_the_llm_investigator_is_scored_on_the_same_cases_when_configured() -> None:
+    """`make eval` scores the LLM column over the real openai wire protocol (here the fake server)."""
+    from tests.fakes.openai_fake import OUTPUT, FakeOpenAI
+
+    answer = {"summary": "scripted", "hypotheses": [{"title": "scripted answer", "confidence": 0.5}]}
+    with FakeOpenAI([[(OUTPUT, answer)]], api_key="sk-eval", model="fake-gpt") as fake:
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "SELFHEAL_INVESTIGATION__LLM__BASE_URL": fake.url,
+            "SELFHEAL_INVESTIGATION__LLM__API_KEY": "sk-eval",
+            "SELFHEAL_INVESTIGATION__LLM__MODEL": "fake-gpt",
+        }
+        out = subprocess.run(
+            [sys.executable, "-m", "tests.evals"], capture_output=True, text=True, timeout=300, env=env
+        )
+    assert out.returncode == 0, out.stderr
+    assert "not scored" not in out.stdout and "llm" in out.stdout, out.stdout
+    assert len(fake.requests) == len(load_cases()), "one model call per case, over HTTP"
