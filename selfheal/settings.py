@@ -58,7 +58,7 @@ class JiraSettings(Section):
     cloud: bool = False
     #: 2: descriptions and comments in wiki markup (Server/DC, Cloud's v2). 3: Atlassian Document
     #: Format through REST v3 (Jira Cloud), where tables, links and code render natively.
-    api_version: Literal[2, 3] = 2
+    api_version: int = Field(default=2, ge=2, le=3)
     issue_type: str = "Task"
     labels: list[str] = Field(default_factory=lambda: ["selfheal"])
     priority_map: dict[str, str] = Field(
