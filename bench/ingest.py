@@ -300,13 +300,15 @@ async def bench(args: Any) -> int:
     )
     common.console.print(
         f"absorbed: {accepted} notifications into {absorb['incidents']} incidents,"
-        f" lost {absorb['lost']}; per level, all visible {absorb['seconds_after_last_post']} s after its last post"
+        f" lost {absorb['lost']}; per level, all visible"
+        f" {absorb['seconds_after_last_post']} s after its last post"
     )
     common.print_checks(checks)
     common.console.print(common.machine_line(machine))
     headline = {
-        f"{lv['senders']} senders": f"{lv['api']['per_second']}/s API vs {lv['bare_signal_with_start']['per_second']}/s"
-        f" bare (x{lv['ratio_api_to_bare']}), p99 {lv['api']['p99_ms']} ms"
+        f"{lv['senders']} senders": f"{lv['api']['per_second']}/s API vs"
+        f" {lv['bare_signal_with_start']['per_second']}/s bare (x{lv['ratio_api_to_bare']}),"
+        f" p99 {lv['api']['p99_ms']} ms"
         for lv in figures["levels"]
     }
     headline["lost"] = absorb["lost"]
