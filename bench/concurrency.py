@@ -117,6 +117,19 @@ def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def sample_timeline(view: dict[str, Any] | None) -> list[str]:
+    """One incident's timeline as seconds since it opened: where the time goes."""
+    if view is None:
+        return []
+    opened = parse_time(view["opened_at"])
+    out = []
+    for e in view["timeline"]:
+        at = parse_time(e["at"])
+        offset = (at - opened).total_seconds() if at and opened else float("nan")
+        out.append(f"{offset:7.2f}s {e['kind']}: {e['message'][:100]}")
+    return out
+
+
 async def bench(args: Any) -> int:
     started = time.monotonic()
     machine = common.machine_facts()
@@ -250,6 +263,7 @@ async def bench(args: Any) -> int:
         "outcomes": outcomes,
         "fix_commits": len(fix_ids),
         "unfinished": len(unfinished),
+        "sample_timeline": sample_timeline(healed[-1] if healed else None),
     }
     checks = {
         "every webhook answered 2xx": len(statuses) == n and all(200 <= s < 300 for s in statuses),
