@@ -77,6 +77,7 @@ async def bench(args: Any) -> int:
     burst_seconds: list[float] = []
     config = {"remediation": {"include_library": False}}
     with common.running_stack(config) as stack:
+        cpu0 = stack.cpu_seconds()
         async with stack.http(limits=httpx.Limits(max_connections=args.senders)) as http:
             sem = asyncio.Semaphore(args.senders)
 
@@ -141,6 +142,7 @@ async def bench(args: Any) -> int:
             except TimeoutError:
                 pass
             view_bytes = sorted(len(json.dumps(v)) for v in views.values())
+        cpu = common.cpu_delta(cpu0, stack.cpu_seconds())
         stack.assert_alive()
     posted = sum(len(b) for b in payloads)
     absorb_s = None if absorbed_at is None else round(absorbed_at - t0, 2)
@@ -167,6 +169,7 @@ async def bench(args: Any) -> int:
         "incidents_listed": len(listing),
         "alerts_held_in_views": alerts_held,
         "view_bytes_max": view_bytes[-1] if view_bytes else None,
+        "cpu_seconds": cpu,
     }
     common.print_table(
         f"Alert storm: {n_alerts:,} alerts in {n_groups} groups, {bursts} growing bursts + 1 repeat",
@@ -183,6 +186,7 @@ async def bench(args: Any) -> int:
             ["incidents listed", len(listing)],
             ["alerts held in incident views", f"{alerts_held:,} / {per_group * n_groups:,}"],
             ["absorbed (all alerts in every view)", f"{absorb_s} s from first post, {after_s} s after last"],
+            ["CPU seconds used", ", ".join(f"{k} {v}" for k, v in cpu.items())],
             ["largest incident view", f"{(view_bytes[-1] if view_bytes else 0) / 1024:.0f} KiB"],
         ],
     )

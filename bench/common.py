@@ -261,6 +261,14 @@ class Stack:
             if not c.alive():
                 raise RuntimeError(f"{c.name} died:\n{c.log.read_text()[-3000:]}")
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each process of the stack (where a run's CPU went)."""
+        pids = {c.name: c.proc.pid for c in self.children if c.proc is not None}
+        if self.temporal is not None and self.temporal.proc is not None:
+            pids["temporal"] = self.temporal.proc.pid
+        pids["bench"] = os.getpid()
+        return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
     def stop(self) -> None:
         for c in reversed(self.children):
             c.stop()
@@ -296,6 +304,20 @@ def proc_status_kib(pid: int, key: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its reaped children, from /proc/<pid>/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return round(sum(int(f) for f in fields[11:15]) / ticks, 1)
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before.get(k, 0.0), 1) for k in after}
 
 
 # --- payloads and polling -------------------------------------------------------------------------

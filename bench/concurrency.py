@@ -133,7 +133,7 @@ def sample_timeline(view: dict[str, Any] | None) -> list[str]:
 async def bench(args: Any) -> int:
     started = time.monotonic()
     machine = common.machine_facts()
-    n = args.incidents or (4 if args.quick else 500)
+    n = args.incidents or (4 if args.quick else 100)
     run = uuid.uuid4().hex[:6]
     alertname = f"BenchPoolExhausted{run}"
     services = [f"svc-{run}-{i:04d}" for i in range(n)]
@@ -164,6 +164,7 @@ async def bench(args: Any) -> int:
             with common.running_stack(config, root=root / "stack") as stack:
                 worker_pid = stack.pid("worker")
                 rss_idle = common.proc_status_kib(worker_pid, "VmRSS")
+                cpu0 = stack.cpu_seconds()
                 starts = common.now_iso()
                 payloads = []
                 for i, svc in enumerate(services):
@@ -217,6 +218,7 @@ async def bench(args: Any) -> int:
                     except TimeoutError:
                         completion_s = None
                     peak_kib = common.proc_status_kib(worker_pid, "VmHWM")
+                    cpu = common.cpu_delta(cpu0, stack.cpu_seconds())
 
                     async def view(incident_id: str) -> None:
                         resp = await http.get(f"/api/v1/incidents/{incident_id}")
@@ -260,6 +262,7 @@ async def bench(args: Any) -> int:
         "worker_rss_idle_mib": round((rss_idle or 0) / 1024, 1),
         "worker_peak_rss_mib": round((peak_kib or 0) / 1024, 1),
         "worker_rss_max_sampled_mib": round(max(rss_samples) / 1024, 1) if rss_samples else None,
+        "cpu_seconds": cpu,
         "outcomes": outcomes,
         "fix_commits": len(fix_ids),
         "unfinished": len(unfinished),
@@ -287,6 +290,7 @@ async def bench(args: Any) -> int:
                 "worker RSS idle → peak",
                 f"{figures['worker_rss_idle_mib']} → {figures['worker_peak_rss_mib']} MiB",
             ],
+            ["CPU seconds used", ", ".join(f"{k} {v}" for k, v in cpu.items())],
             ["outcomes", ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items()))],
             ["fix commits on the remote", len(fix_ids)],
         ],
@@ -313,7 +317,7 @@ async def bench(args: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__)
-    p.add_argument("--incidents", type=int, help="simultaneous incidents (default 500; --quick 4)")
+    p.add_argument("--incidents", type=int, help="simultaneous incidents (default 100; --quick 4; the target is 500)")
     p.add_argument("--senders", type=int, default=20, help="concurrent webhook POSTs")
     p.add_argument("--timeout", type=float, default=1800, help="give up waiting after this many seconds")
     return asyncio.run(bench(p.parse_args(argv)))

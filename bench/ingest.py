@@ -228,8 +228,11 @@ async def bench(args: Any) -> int:
         for level in levels:
             # Bare first, on a quiet server; then the API while the worker runs the new incidents;
             # then wait until they absorbed everything, so the next level starts quiet too.
+            cpu0 = stack.cpu_seconds()
             bare = await bare_phase(stack.temporal_address, level, run)
+            cpu1 = stack.cpu_seconds()
             api = await api_phase(stack, level)
+            cpu2 = stack.cpu_seconds()
             stack.assert_alive()
             errors += api["errors"] + bare["errors"]
             mine: dict[str, tuple[str, int]] = {}
@@ -259,6 +262,7 @@ async def bench(args: Any) -> int:
                     "errors": bare["errors"],
                 },
                 "ratio_api_to_bare": round(api_rate / bare_rate, 3),
+                "cpu_seconds": {"bare": common.cpu_delta(cpu0, cpu1), "api": common.cpu_delta(cpu1, cpu2)},
             }
             figures["levels"].append(entry)
             rows.append(
