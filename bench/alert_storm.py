@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--groups", type=int)
     p.add_argument("--bursts", type=int, help="growing snapshots before the repeat")
     p.add_argument("--senders", type=int, default=10, help="concurrent POSTs within a burst")
-    return asyncio.run(bench(p.parse_args(argv)))
+    return common.run_async(bench(p.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ import json
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -177,6 +178,16 @@ def machine_line(m: dict[str, Any]) -> str:
         f" {m['temporal_cli'] or 'temporal ?'}, commit {str(m['git_commit'])[:12]}"
         f"{' (dirty)' if m.get('git_dirty') else ''}, load {m['load_average'][0]:.2f}"
     )
+
+
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """asyncio.run with SIGTERM turned into KeyboardInterrupt, so the stack is always stopped."""
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    return asyncio.run(main)
 
 
 # --- the real stack -------------------------------------------------------------------------------

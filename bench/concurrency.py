@@ -197,33 +197,35 @@ async def bench(args: Any) -> int:
                     wall0 = datetime.now().astimezone()
                     await asyncio.gather(*(post(p) for p in payloads))
                     posted_s = time.monotonic() - t0
-                    closed: dict[str, str | None] = {}
+                    settled: dict[str, str] = {}
                     list_errors: list[str] = []
 
-                    async def all_closed() -> bool:
+                    async def all_settled() -> bool:
+                        """Every incident closed, or waiting for a human (its fix did not run)."""
                         stack.assert_alive()
                         rss = common.proc_status_kib(worker_pid, "VmRSS")
                         if rss:
                             rss_samples.append(rss)
-                        try:
-                            resp = await http.get(
-                                "/api/v1/incidents", params={"stage": "closed", "limit": 1000}
-                            )
-                        except httpx.HTTPError as err:
-                            list_errors.append(type(err).__name__)
-                            return False
-                        if resp.status_code != 200:
-                            # The list reads Temporal visibility; under this load it may time out: retry.
-                            list_errors.append(f"{resp.status_code}: {resp.text[:200]}")
-                            return False
-                        for item in resp.json()["incidents"]:
-                            if item["alertname"] == alertname and item["stage"] == "closed":
-                                closed[item["id"]] = item["outcome"]
-                        return len(closed) >= len(ids)
+                        for stage in ("closed", "awaiting_decision"):
+                            try:
+                                resp = await http.get(
+                                    "/api/v1/incidents", params={"stage": stage, "limit": 1000}
+                                )
+                            except httpx.HTTPError as err:
+                                list_errors.append(type(err).__name__)
+                                return False
+                            if resp.status_code != 200:
+                                # The list reads Temporal visibility; under this load it may time out: retry.
+                                list_errors.append(f"{resp.status_code}: {resp.text[:200]}")
+                                return False
+                            for item in resp.json()["incidents"]:
+                                if item["alertname"] == alertname:
+                                    settled[item["id"]] = item["stage"]
+                        return len(settled) >= len(ids)
 
                     try:
                         done_at = await common.poll_until(
-                            all_closed, args.timeout, 1.0, "all incidents closed"
+                            all_settled, args.timeout, 2.0, "all incidents settled"
                         )
                         completion_s: float | None = round(done_at - t0, 1)
                     except TimeoutError:
@@ -245,7 +247,8 @@ async def bench(args: Any) -> int:
         if line.startswith("Selfheal-Incident:")
     ]
     healed = [v for v in views.values() if v["stage"] == "closed" and v["outcome"] == "healed"]
-    unfinished = [i for i in ids if views.get(i, {}).get("stage") != "closed"]
+    # Unfinished: neither closed nor waiting for a human, i.e. stuck somewhere in between.
+    unfinished = [i for i in ids if views.get(i, {}).get("stage") not in ("closed", "awaiting_decision")]
     heal_s = []
     last_close = None
     for v in healed:
@@ -254,13 +257,28 @@ async def bench(args: Any) -> int:
             heal_s.append((closed_at - opened).total_seconds())
             last_close = closed_at if last_close is None or closed_at > last_close else last_close
     outcomes: dict[str, int] = {}
+    not_healed: dict[str, int] = {}
     for v in views.values():
-        outcomes[str(v.get("outcome"))] = outcomes.get(str(v.get("outcome")), 0) + 1
+        key = str(v.get("outcome") or v["stage"])
+        outcomes[key] = outcomes.get(key, 0) + 1
+        if v.get("outcome") != "healed":
+            why = next(
+                (
+                    e["message"]
+                    for e in v["timeline"]
+                    if e["kind"].startswith("remediation_") and e["kind"] != "remediation_started"
+                ),
+                "no remediation ran",
+            )
+            not_healed[why[:160]] = not_healed.get(why[:160], 0) + 1
     figures = {
         "incidents": n,
         "playbooks": shards,
         "post_seconds": round(posted_s, 2),
         "completion_seconds": completion_s,
+        "settled": "every incident closed or awaiting a decision"
+        if completion_s is not None
+        else "timed out",
         "last_close_after_first_post_seconds": round((last_close - wall0).total_seconds(), 1)
         if last_close
         else None,
@@ -276,6 +294,7 @@ async def bench(args: Any) -> int:
         "cpu_seconds": cpu,
         "incident_list_errors": {"count": len(list_errors), "first": list_errors[:3]},
         "outcomes": outcomes,
+        "why_not_healed": not_healed,
         "fix_commits": len(fix_ids),
         "unfinished": len(unfinished),
         "sample_timeline": sample_timeline(healed[-1] if healed else None),
@@ -292,7 +311,7 @@ async def bench(args: Any) -> int:
         [
             ["incidents / playbooks", f"{n} / {shards}"],
             ["webhooks posted in", f"{figures['post_seconds']} s"],
-            ["all closed after first webhook", f"{completion_s} s"],
+            ["all settled after first webhook", f"{completion_s} s (closed, or awaiting a human)"],
             ["throughput", f"{figures['incidents_per_minute']} incidents/min"],
             [
                 "time to heal p50 / p99 / max",
@@ -304,6 +323,7 @@ async def bench(args: Any) -> int:
             ],
             ["CPU seconds used", ", ".join(f"{k} {v}" for k, v in cpu.items())],
             ["outcomes", ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items()))],
+            *[[f"not healed ({n})", why] for why, n in sorted(not_healed.items(), key=lambda kv: -kv[1])[:4]],
             ["fix commits on the remote", len(fix_ids)],
         ],
     )
@@ -317,7 +337,7 @@ async def bench(args: Any) -> int:
         params={"incidents": n, "senders": args.senders, "per_playbook": PER_PLAYBOOK},
         figures=figures,
         headline={
-            f"{n} incidents": f"closed in {completion_s} s",
+            f"{n} incidents": f"settled in {completion_s} s, {len(healed)} healed",
             "worker peak RSS": f"{figures['worker_peak_rss_mib']} MiB",
             "fix commits": len(fix_ids),
         },
@@ -334,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--senders", type=int, default=20, help="concurrent webhook POSTs")
     p.add_argument("--timeout", type=float, default=1800, help="give up waiting after this many seconds")
-    return asyncio.run(bench(p.parse_args(argv)))
+    return common.run_async(bench(p.parse_args(argv)))
 
 
 if __name__ == "__main__":

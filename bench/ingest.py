@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__)
     p.add_argument("--counts", type=int, nargs=3, help="notifications for 1, 10 and 100 senders")
     p.add_argument("--groups", type=int, help="alert groups (incidents) per sender level")
-    return asyncio.run(bench(p.parse_args(argv)))
+    return common.run_async(bench(p.parse_args(argv)))
 
 
 if __name__ == "__main__":
