@@ -150,7 +150,7 @@ async def bench(args: Any) -> int:
     absorb_s = None if absorbed_at is None else round(absorbed_at - t0, 2)
     after_s = None if absorbed_at is None else round(absorbed_at - posted_at, 2)
     alerts_held = sum(len(v["alerts"]) for v in views.values())
-    checks = {
+    checks: dict[str, bool] = {
         "every notification answered 2xx": len(statuses) == posted and all(200 <= s < 300 for s in statuses),
         "exactly one incident per group (listed)": len(listing) == n_groups
         and len({i["id"] for i in listing}) == n_groups,
@@ -158,7 +158,7 @@ async def bench(args: Any) -> int:
         and all(len(s) == 1 for s in ids.values()),
         "every incident holds all its alerts and notifications": absorbed_at is not None,
     }
-    figures = {
+    figures: dict[str, Any] = {
         "notifications": posted,
         "alerts_per_group": per_group,
         "post_seconds": round(posted_at - t0, 2),

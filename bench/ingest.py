@@ -224,7 +224,7 @@ async def bench(args: Any) -> int:
     split = 0
     config = {"remediation": {"include_library": False}}
     with common.running_stack(config) as stack:
-        absorb = {"ok": True, "lost": 0, "incidents": 0, "seconds_after_last_post": []}
+        absorb: dict[str, Any] = {"ok": True, "lost": 0, "incidents": 0, "seconds_after_last_post": []}
         for level in levels:
             # Bare first, on a quiet server; then the API while the worker runs the new incidents;
             # then wait until they absorbed everything, so the next level starts quiet too.
@@ -282,7 +282,7 @@ async def bench(args: Any) -> int:
     figures["absorption"] = absorb
     posted = sum(level.count for level in levels)
     accepted = sum(n for _, n in expected.values())
-    checks = {
+    checks: dict[str, bool] = {
         "every notification answered 2xx": errors == 0 and accepted == posted,
         "one incident per group": split == 0 and len(expected) == sum(len(lv.groups) for lv in levels),
         "no notification lost (view notifications == posted)": absorb["ok"] and absorb["lost"] == 0,
