@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 STAMP  := $(VENV)/.synced
 
-.PHONY: bootstrap demo test lint typecheck unit eval clean
+.PHONY: bootstrap demo test lint typecheck unit eval bench clean
 
 bootstrap: $(STAMP)
 
@@ -38,6 +38,11 @@ eval: bootstrap
 	$(VENV)/bin/python -m tests.evals
 
 test: lint typecheck unit
+
+# Every bench/<name>.py (discovered): tables on stdout, figures in bench/results/<name>.json.
+# Takes several minutes; BENCH_ARGS=--quick for tiny sizes.
+bench: bootstrap
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .selfheal .pytest_cache .mypy_cache .ruff_cache

@@ -1,15 +1,16 @@
 """How long a /metrics scrape spends aggregating the incident store, by store size.
 
-    .venv/bin/python bench/loop_metrics.py [--incidents 1000 10000 50000] [--url sqlite:///…]
+    .venv/bin/python -m bench.loop_metrics [--quick] [--incidents 1000 10000 50000] [--url sqlite:///…]
 
-Prints one line per size: incidents, playbook runs, median and max scrape time of the loop
-collector (the SQL aggregates plus exposition), and the exposition's size.
+Prints one row per size: incidents, playbook runs, median and max scrape time of the loop
+collector (the SQL aggregates plus exposition), and the exposition's size; writes
+bench/results/loop_metrics.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy.orm import Session
 
+from bench import common
 from selfheal.incident_store import ClosedIncident, IncidentStore, PlaybookRun
 from selfheal.loop_metrics import LoopCollector
 
@@ -68,37 +70,78 @@ def fill(store: IncidentStore, start: int, count: int) -> int:
     return runs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--incidents", type=int, nargs="+", default=[1000, 10_000, 50_000])
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser(__doc__)
+    parser.add_argument("--incidents", type=int, nargs="+", default=None)
     parser.add_argument("--url", default=None, help="store URL (default: a fresh SQLite file)")
-    parser.add_argument("--repeat", type=int, default=7)
-    args = parser.parse_args()
+    parser.add_argument("--repeat", type=int, default=None)
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    machine = common.machine_facts()
+    sizes = sorted(args.incidents or ([100, 1000] if args.quick else [1000, 10_000, 50_000]))
+    repeat = args.repeat or (3 if args.quick else 7)
+    rows: list[list[object]] = []
+    points: list[dict[str, object]] = []
+    counted_ok = True
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url or f"sqlite:///{Path(tmp) / 'incidents.db'}"
         store = IncidentStore(url)
         have = runs = 0
-        print(f"store {url.split('@')[-1]}")
-        for target in sorted(args.incidents):
+        for target in sizes:
             runs += fill(store, have, target - have)
             have = target
             collector = LoopCollector(url)
             registry = CollectorRegistry(auto_describe=False)
             registry.register(collector)
             times = []
-            size = 0
-            for _ in range(args.repeat):
+            text = b""
+            for _ in range(repeat):
                 began = time.perf_counter()
-                size = len(generate_latest(registry))
+                text = generate_latest(registry)
                 times.append(time.perf_counter() - began)
             collector.close()
-            median_ms = statistics.median(times) * 1000
-            print(
-                f"incidents {have:>7}  runs {runs:>7}  scrape median {median_ms:7.1f} ms"
-                f"  max {max(times) * 1000:7.1f} ms  exposition {size / 1024:6.1f} KiB"
+            # Every incident filled in is counted in the exposition's outcome counter: nothing dropped.
+            total = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.decode().splitlines()
+                if line.startswith("selfheal_incidents_total{")
+            )
+            counted_ok = counted_ok and int(total) == have
+            point = {
+                "incidents": have,
+                "playbook_runs": runs,
+                "scrape_median_ms": round(statistics.median(times) * 1000, 2),
+                "scrape_max_ms": round(max(times) * 1000, 2),
+                "exposition_kib": round(len(text) / 1024, 1),
+                "incidents_counted": int(total),
+            }
+            points.append(point)
+            rows.append(
+                [have, runs, point["scrape_median_ms"], point["scrape_max_ms"], point["exposition_kib"]]
             )
         store.close()
+    common.print_table(
+        f"/metrics loop collector scrape time by store size ({url.split('@')[-1].split(':')[0]})",
+        ["incidents", "playbook runs", "median ms", "max ms", "exposition KiB"],
+        rows,
+    )
+    checks = {"every stored incident counted in the exposition": counted_ok}
+    common.print_checks(checks)
+    common.console.print(common.machine_line(machine))
+    largest = points[-1]
+    common.write_result(
+        "loop_metrics",
+        args.results_dir,
+        quick=args.quick,
+        started=started,
+        params={"incidents": sizes, "repeat": repeat, "store": url.split("@")[-1].split(":")[0]},
+        figures={"points": points},
+        headline={f"{largest['incidents']} incidents": f"scrape median {largest['scrape_median_ms']} ms"},
+        checks=checks,
+        machine=machine,
+    )
+    return 0 if counted_ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
