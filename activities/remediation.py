@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -133,7 +134,14 @@ class RemediationActivities:
 
     @activity.defn(name="acquire_run")
     async def acquire_run(self, req: RunRequest) -> RunGrant:
-        """Ask the control workflow (started on first use) for permission to run."""
+        """Ask the control workflow (started on first use) for permission to run.
+
+        A retry waits a random extra moment first, so a burst of incidents refused together
+        (Temporal's in-flight update limit) does not come back together.
+        """
+        attempt = activity.info().attempt
+        if attempt > 1:
+            await asyncio.sleep(random.uniform(0, min(5.0, float(attempt))))  # noqa: S311 (jitter, not crypto)
         op = WithStartWorkflowOperation(
             ControlWorkflow.run,
             None,

@@ -478,7 +478,16 @@ class IncidentWorkflow:
                     approved=approved_by is not None,
                 ),
                 result_type=RunGrant,
-                **self._activity_options(attempts=5),
+                # One control workflow serves every incident; in a burst Temporal refuses updates past
+                # its in-flight limit (10) or aborts them at continue-as-new. Those are transient:
+                # keep asking for minutes (the activity adds jitter) before calling humans.
+                start_to_close_timeout=timedelta(seconds=self._policy.activity_timeout_seconds),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    backoff_coefficient=1.5,
+                    maximum_interval=timedelta(seconds=15),
+                    maximum_attempts=30,
+                ),
             )
         except ActivityError as err:
             grant = RunGrant(allowed=False, reason=f"could not reach the control workflow: {_cause(err)}")
