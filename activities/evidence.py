@@ -62,8 +62,7 @@ class EvidenceActivities:
     def _gather(self, view: IncidentView) -> Evidence:
         ev = self.settings.evidence
         svc = self._service(view.service)
-        firing = [a for a in view.alerts if a.status == "firing"] or view.alerts
-        start = min((a.startsAt for a in firing), default=datetime.now(UTC))
+        start = view.alert_start()
         sections: list[EvidenceSection] = []
 
         def add(source: str, fn: Callable[[], EvidenceSection]) -> None:

@@ -600,8 +600,7 @@ def fallback(
 
 def make_deps(request: InvestigationRequest, config: LlmRunConfig) -> AgentDeps:
     view = request.view
-    firing = [a for a in view.alerts if a.status == "firing"] or view.alerts
-    start = min((a.startsAt for a in firing), default=view.opened_at)
+    start = view.alert_start()
     return AgentDeps(
         incident_id=view.id,
         service=view.service,

@@ -54,11 +54,6 @@ def _sections(view: IncidentView) -> dict[str, EvidenceSection]:
     return {s.source: s for s in view.evidence.sections}
 
 
-def alert_start(view: IncidentView) -> datetime:
-    firing = [a for a in view.alerts if a.status == "firing"] or view.alerts
-    return _aware(min((a.startsAt for a in firing), default=view.opened_at))
-
-
 def series_onset(series: MetricSeries, start: datetime) -> tuple[datetime, float, float] | None:
     """When the series left its baseline (before → after level), or None if it did not move.
 
@@ -223,7 +218,7 @@ def investigate(
 ) -> Investigation:
     """The builtin investigation of `view` (with its evidence) and the playbook match."""
     sections = _sections(view)
-    start = alert_start(view)
+    start = view.alert_start()
     metrics = sections.get("metrics")
     onsets: list[tuple[datetime, str, float, float]] = []
     for series in metrics.metrics if metrics else []:

@@ -191,6 +191,12 @@ class IncidentView(BaseModel):
     notifications: int = 0
     timeline: list[TimelineEvent] = Field(default_factory=list)
 
+    def alert_start(self) -> datetime:
+        """When the incident's alerts started: the earliest firing one (any, if all resolved), UTC-aware."""
+        firing = [a for a in self.alerts if a.status == "firing"] or self.alerts
+        start = min((a.startsAt for a in firing), default=self.opened_at)
+        return start if start.tzinfo else start.replace(tzinfo=UTC)
+
 
 class IncidentSummary(BaseModel):
     """A row of the incident list, read from Temporal visibility (no worker needed)."""

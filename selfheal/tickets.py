@@ -90,11 +90,6 @@ def _status_note(section: EvidenceSection | None, what: str) -> Paragraph:
     return Paragraph(runs=[_t(note + (f" ({section.message[:300]})" if section.message else "") + ".")])
 
 
-def _alert_start(view: IncidentView) -> datetime:
-    firing = [a for a in view.alerts if a.status == "firing"] or view.alerts
-    return min((a.startsAt for a in firing), default=view.opened_at)
-
-
 def _summary(view: IncidentView, workflow_url: str) -> list[Block]:
     facts: list[Runs] = [
         [_t("What fired: ", bold=True), _t(view.alertname or "unknown alert"), _t(f" — {view.title}")]
@@ -220,7 +215,7 @@ def _changes(view: IncidentView) -> list[Block]:
     if section is None or not section.changes:
         blocks.append(_status_note(section, "suspect changes"))
         return blocks
-    start = _alert_start(view)
+    start = view.alert_start()
     rows: list[list[Runs]] = []
     for ch in section.changes[:MAX_ROWS]:
         paths = ", ".join(ch.paths[:5]) + (f" (+{len(ch.paths) - 5} more)" if len(ch.paths) > 5 else "")
