@@ -17,6 +17,7 @@ from typing import Literal
 import httpx
 
 from connectors.commands import CommandError, run_command
+from connectors.tenant_http import TenantHttpClient
 from selfheal.evidence import EvidenceSection, LogLine
 from selfheal.redact import cap, redact
 
@@ -49,31 +50,8 @@ def from_ns(ns: int) -> datetime:
     return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
-class LokiClient:
+class LokiClient(TenantHttpClient):
     """One Loki (or its query frontend); `tenant` is sent as `X-Scope-OrgID`."""
-
-    def __init__(
-        self,
-        url: str,
-        timeout: float = 10.0,
-        *,
-        headers: Mapping[str, str] | None = None,
-        tenant: str | None = None,
-    ) -> None:
-        self.url = url.rstrip("/")
-        all_headers = dict(headers or {})
-        if tenant:
-            all_headers["X-Scope-OrgID"] = tenant
-        self._client = httpx.Client(base_url=self.url, timeout=timeout, headers=all_headers)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __enter__(self) -> LokiClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def query_range(
         self,

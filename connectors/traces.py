@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
+from connectors.tenant_http import TenantHttpClient
 from selfheal.evidence import EvidenceSection, TraceRef
 from selfheal.redact import redact
 
@@ -61,7 +62,7 @@ def _logfmt_value(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class _HttpBackend:
+class _HttpBackend(TenantHttpClient):
     name = "traces"
 
     def __init__(
@@ -73,21 +74,8 @@ class _HttpBackend:
         tenant: str | None = None,
         ui_url: str = "",
     ) -> None:
-        self.url = url.rstrip("/")
+        super().__init__(url, timeout, headers=headers, tenant=tenant)
         self.ui_url = ui_url
-        all_headers = dict(headers or {})
-        if tenant:
-            all_headers["X-Scope-OrgID"] = tenant
-        self._client = httpx.Client(base_url=self.url, timeout=timeout, headers=all_headers)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def _get(self, path: str, params: Mapping[str, str]) -> Any:
         try:
@@ -110,9 +98,6 @@ class TempoClient(_HttpBackend):
     """Grafana Tempo's search API; `ui_url` e.g. a Grafana explore URL template with `{trace_id}`."""
 
     name = "tempo"
-
-    def __enter__(self) -> TempoClient:
-        return self
 
     def search(self, service: str, start: datetime, end: datetime, limit: int = 20) -> list[TraceRef]:
         params = {
@@ -167,9 +152,6 @@ class JaegerClient(_HttpBackend):
     ) -> None:
         super().__init__(url, timeout, headers=headers, tenant=tenant, ui_url="")
         self.ui_url = self.url if ui_url is None else ui_url
-
-    def __enter__(self) -> JaegerClient:
-        return self
 
     def search(self, service: str, start: datetime, end: datetime, limit: int = 20) -> list[TraceRef]:
         params = {
