@@ -121,16 +121,9 @@ class RemediationActivities:
             return None
         pbs = await self._thread(self.playbook_set, req.incident_id)
         ctx = self.settings.remediation.template_settings(self.settings.public_url)
-        first: MatchResult | None = None
-        for tracked in req.alerts:
-            if tracked.status != "firing":
-                continue
-            alert = WebhookAlert.model_validate(tracked.model_dump())
-            result: MatchResult = pbs.match(alert, incident_id=req.incident_id, settings_ctx=ctx)
-            if result.plan is not None:
-                return result
-            first = first or result
-        return first
+        alerts = (WebhookAlert.model_validate(t.model_dump()) for t in req.alerts)
+        found: MatchResult | None = pbs.match_first(alerts, incident_id=req.incident_id, settings_ctx=ctx)
+        return found
 
     @activity.defn(name="acquire_run")
     async def acquire_run(self, req: RunRequest) -> RunGrant:

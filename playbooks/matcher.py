@@ -96,6 +96,24 @@ class PlaybookSet:
     def __iter__(self) -> Iterator[Playbook]:
         return iter(self.playbooks)
 
+    def match_first(
+        self,
+        alerts: Iterable[WebhookAlert],
+        *,
+        incident_id: str = "",
+        settings_ctx: dict[str, str] | None = None,
+    ) -> MatchResult | None:
+        """The first firing alert a playbook applies to; else why none applies to the first firing one."""
+        first: MatchResult | None = None
+        for alert in alerts:
+            if alert.status != "firing":
+                continue
+            result = self.match(alert, incident_id=incident_id, settings_ctx=settings_ctx)
+            if result.plan is not None:
+                return result
+            first = first or result
+        return first
+
     def match(
         self,
         alert: WebhookAlert,

@@ -200,20 +200,15 @@ _PLAYBOOKS: Any = None
 
 
 def match_case(case: Case) -> MatchResult | None:
-    """The real library matcher on the case's firing alerts, as the `match_playbook` activity does."""
+    """The real library matcher on the case's alerts, as the `match_playbook` activity calls it."""
     global _PLAYBOOKS
     if _PLAYBOOKS is None:
         _PLAYBOOKS = load_playbooks([], include_library=True)
     ctx = {"public_url": "https://selfheal.example", "kube_api_url": "https://kubernetes.default.svc"}
-    first: MatchResult | None = None
-    for alert in case.webhook.alerts:
-        if alert.status != "firing":
-            continue
-        result: MatchResult = _PLAYBOOKS.match(alert, incident_id=f"eval-{case.name}", settings_ctx=ctx)
-        if result.plan is not None:
-            return result
-        first = first or result
-    return first
+    found: MatchResult | None = _PLAYBOOKS.match_first(
+        case.webhook.alerts, incident_id=f"eval-{case.name}", settings_ctx=ctx
+    )
+    return found
 
 
 def diagnose_case(case: Case, match: MatchResult | None) -> list[DiagnoseResult]:
