@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -159,8 +160,11 @@ async def time_env() -> AsyncIterator[Any]:
 
     from selfheal.temporal import ensure_search_attributes
 
+    # The SDK waits 5 s for the test server by default; on a loaded 2-core CI machine it can take longer.
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=services.test_server_binary(), data_converter=pydantic_data_converter
+        test_server_existing_path=services.test_server_binary(),
+        data_converter=pydantic_data_converter,
+        test_server_startup_timeout=timedelta(seconds=60),
     )
     async with env:
         await ensure_search_attributes(env.client, env.client.namespace)
