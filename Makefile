@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 STAMP  := $(VENV)/.synced
 
-.PHONY: bootstrap demo test lint typecheck unit clean
+.PHONY: bootstrap demo test lint typecheck unit bench clean
 
 bootstrap: $(STAMP)
 
@@ -34,6 +34,10 @@ unit: bootstrap
 	$(VENV)/bin/pytest
 
 test: lint typecheck unit
+
+# Benchmarks print tables and write bench/results/<name>.json; BENCH_ARGS=--quick for a smoke run.
+bench: bootstrap
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .selfheal .pytest_cache .mypy_cache .ruff_cache
