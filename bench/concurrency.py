@@ -76,7 +76,7 @@ def make_repos(root: Path, n: int) -> tuple[Path, Path]:
     return remote, work
 
 
-def playbook(k: int) -> dict[str, Any]:
+def playbook(k: int, hold_for: float) -> dict[str, Any]:
     return {
         "apiVersion": "selfheal/v1",
         "kind": "Playbook",
@@ -113,7 +113,12 @@ def playbook(k: int) -> dict[str, Any]:
             }
         ],
         "deploy": [{"git_push": {"branch": "main"}}],
-        "verify": {"query": "vector(0)", "condition": "< 1", "hold_for": "0s", "timeout": "60s"},
+        "verify": {
+            "query": "vector(0)",
+            "condition": "< 1",
+            "hold_for": f"{hold_for:g}s",
+            "timeout": f"{hold_for + 60:g}s",
+        },
         "rollback": "auto",
     }
 
@@ -258,7 +263,9 @@ async def run(args: Any) -> int:
         books = scratch / "playbooks"
         books.mkdir()
         for k in range((n + PER_PLAYBOOK - 1) // PER_PLAYBOOK):
-            (books / f"bench-pool-{k}.yaml").write_text(yaml.safe_dump(playbook(k), sort_keys=False))
+            (books / f"bench-pool-{k}.yaml").write_text(
+                yaml.safe_dump(playbook(k, args.hold_for), sort_keys=False)
+            )
         with MetricTarget() as scraped, prometheus_server(scratch / "prom", [scraped.url]) as prom_url:
             config = {
                 "remediation": {
@@ -306,7 +313,13 @@ async def run(args: Any) -> int:
         fail(p)
     write_result(
         NAME,
-        params={"incidents": n, "senders": args.senders, "timeout": args.timeout, "quick": args.quick},
+        params={
+            "incidents": n,
+            "senders": args.senders,
+            "hold_for": args.hold_for,
+            "timeout": args.timeout,
+            "quick": args.quick,
+        },
         results=res,
         headline={
             "incidents": n,
@@ -325,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0] if __doc__ else NAME)
     parser.add_argument("--incidents", type=int, default=500)
     parser.add_argument("--senders", type=int, default=20, help="concurrent webhook requests while opening")
+    parser.add_argument(
+        "--hold-for", type=float, default=0.0, help="verify hold_for seconds (0: the condition holds at once)"
+    )
     parser.add_argument("--timeout", type=float, default=1200, help="seconds to wait for every incident")
     args = parser.parse_args(argv)
     if args.quick:
