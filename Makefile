@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 STAMP  := $(VENV)/.synced
 
-.PHONY: bootstrap demo test lint typecheck unit bench clean
+.PHONY: bootstrap demo test lint typecheck unit eval bench clean
 
 bootstrap: $(STAMP)
 
@@ -28,14 +28,19 @@ lint: bootstrap
 	$(VENV)/bin/ruff format --check .
 
 typecheck: bootstrap
-	$(VENV)/bin/mypy selfheal workflows activities connectors playbooks
+	$(VENV)/bin/mypy selfheal workflows activities connectors playbooks demo
 
 unit: bootstrap
 	$(VENV)/bin/pytest
 
+# Scores the investigators on tests/evals/cases (the LLM one too when a key is configured).
+eval: bootstrap
+	$(VENV)/bin/python -m tests.evals
+
 test: lint typecheck unit
 
-# Benchmarks print tables and write bench/results/<name>.json; BENCH_ARGS=--quick for a smoke run.
+# Every bench/<name>.py (discovered): tables on stdout, figures in bench/results/<name>.json.
+# Takes several minutes; BENCH_ARGS=--quick for tiny sizes.
 bench: bootstrap
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 

@@ -9,8 +9,10 @@ workflow history stays small.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,9 +24,12 @@ from connectors.base import TicketContent, Tracker
 from selfheal.evidence import Evidence, EvidenceSection
 from selfheal.models import IncidentView
 from selfheal.settings import ServiceEvidence, Settings
-from selfheal.tickets import EvidenceRequest, render_page
+from selfheal.tickets import EvidenceRequest, build_page
 
 log = structlog.get_logger(__name__)
+
+#: A service name that may be placed inside a command argument (it comes from alert labels).
+SAFE_SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 def alert_expression(generator_url: str) -> str | None:
@@ -37,10 +42,18 @@ def alert_expression(generator_url: str) -> str | None:
 
 
 class EvidenceActivities:
-    def __init__(self, settings: Settings, tracker: Tracker, policy: TicketPolicy) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tracker: Tracker,
+        policy: TicketPolicy,
+        playbook_category: Callable[[str], str] | None = None,
+    ) -> None:
         self.settings = settings
         self.tracker = tracker
         self.policy = policy
+        #: Looks up a playbook's `category:` by name, for the loop's metrics.
+        self.playbook_category = playbook_category or (lambda _name: "")
 
     def _service(self, service: str) -> ServiceEvidence:
         ev = self.settings.evidence
@@ -62,9 +75,62 @@ class EvidenceActivities:
         prom_url = ev.prometheus_url or self.settings.remediation.prometheus_url
         add("metrics", lambda: self._metrics(prom_url, view, svc, start))
         add("affected_users", lambda: self._affected(prom_url, view, svc))
+        add("logs", lambda: self._logs(view.service, svc, start))
+        add("traces", lambda: self._traces(view.service, start))
         add("changes", lambda: self._changes(svc, view.service, start))
         add("similar_incidents", lambda: self._similar(view))
         return Evidence(incident_id=view.id, gathered_at=datetime.now(UTC), sections=sections)
+
+    def _window(self, start: datetime) -> tuple[datetime, datetime]:
+        return start - timedelta(seconds=self.settings.evidence.lookback_seconds), datetime.now(UTC)
+
+    def _logs(self, service: str, svc: ServiceEvidence, start: datetime) -> EvidenceSection:
+        """Loki when a LogQL template is configured, else the configured log command, else skipped."""
+        from connectors.loki import LokiClient, gather_command_logs, gather_logs
+
+        ev = self.settings.evidence
+        begin, end = self._window(start)
+        if ev.loki_url and svc.logql:
+            with LokiClient(ev.loki_url, timeout=ev.timeout_seconds, tenant=ev.loki_tenant) as client:
+                return gather_logs(
+                    client,
+                    svc.logql.replace("{service}", service),
+                    begin,
+                    end,
+                    max_lines=ev.max_log_lines,
+                    max_bytes=ev.max_log_bytes,
+                    emails=ev.redact_emails,
+                )
+        if svc.log_command:
+            if not SAFE_SERVICE.fullmatch(service):
+                return EvidenceSection(
+                    source="logs", status="skipped", message=f"service {service!r} is not safe in a command"
+                )
+            argv = [a.replace("{service}", service) for a in svc.log_command]
+            env = {k: os.environ[k] for k in ("PATH", "LANG", "HOME") if k in os.environ}
+            return gather_command_logs(
+                argv,
+                ev.timeout_seconds,
+                env=env,
+                max_lines=ev.max_log_lines,
+                max_bytes=ev.max_log_bytes,
+                emails=ev.redact_emails,
+            )
+        return EvidenceSection(source="logs", status="skipped", message="no log source configured")
+
+    def _traces(self, service: str, start: datetime) -> EvidenceSection:
+        from connectors.traces import JaegerClient, TempoClient, gather_traces
+
+        ev = self.settings.evidence
+        begin, end = self._window(start)
+        ui = ev.traces_ui_url or None
+        if ev.tempo_url:
+            with TempoClient(ev.tempo_url, timeout=ev.timeout_seconds, ui_url=ev.traces_ui_url) as tempo:
+                return gather_traces(tempo, service, begin, end, ui_url=ui)
+        if ev.jaeger_url:
+            with JaegerClient(ev.jaeger_url, timeout=ev.timeout_seconds, ui_url=ui) as jaeger:
+                return gather_traces(jaeger, service, begin, end)
+        return EvidenceSection(source="traces", status="skipped", message="no tracing backend configured")
 
     def _metrics(
         self, url: str | None, view: IncidentView, svc: ServiceEvidence, start: datetime
@@ -82,7 +148,13 @@ class EvidenceActivities:
         if not url:
             return EvidenceSection(source="metrics", status="skipped", message="no Prometheus configured")
         with PrometheusClient(url, timeout=self.settings.evidence.timeout_seconds) as client:
-            return gather_metrics(client, queries, alert_start=start)
+            return gather_metrics(
+                client,
+                queries,
+                alert_start=start,
+                before_seconds=self.settings.evidence.graph_window_seconds,
+                min_step=self.settings.evidence.graph_min_step_seconds,
+            )
 
     def _affected(self, url: str | None, view: IncidentView, svc: ServiceEvidence) -> EvidenceSection:
         from connectors.prometheus import PrometheusClient
@@ -108,6 +180,7 @@ class EvidenceActivities:
             before=start,
             window_seconds=self.settings.evidence.change_window_seconds,
             service_paths=[p.replace("{service}", service) for p in svc.paths],
+            emails=self.settings.evidence.redact_emails,
         )
 
     def _similar(self, view: IncidentView) -> EvidenceSection:
@@ -135,15 +208,19 @@ class EvidenceActivities:
             for section in evidence.sections:
                 for i, series in enumerate(section.metrics):
                     if series.graph_png:
-                        self.tracker.attach(ticket.key, f"{view.id}-graph-{i + 1}.png", series.graph_png)
-            self.tracker.create_or_update(
+                        name = f"{view.id}-graph-{i + 1}.png"
+                        self.tracker.attach(ticket.key, name, series.graph_png)
+                        # The page embeds it by name, now and on every later rewrite.
+                        series.graph = name
+            self.tracker.update_page(
+                ticket.key,
                 TicketContent(
                     incident_id=view.id,
                     summary=(view.title or f"selfheal incident {view.id}").replace("\n", " ")[:250],
-                    description=render_page(view.model_copy(update={"evidence": evidence}), req.workflow_url),
+                    page=build_page(view.model_copy(update={"evidence": evidence}), req.workflow_url),
                     priority=self.policy.priority(view.severity),
                     labels=list(self.policy.labels),
-                )
+                ),
             )
 
         await asyncio.to_thread(write)
@@ -155,13 +232,15 @@ class EvidenceActivities:
 
     @activity.defn(name="record_incident")
     async def record_incident(self, view: IncidentView) -> None:
-        """Remember a closed incident, with what fixed it, for future similar-incident search."""
-        from selfheal.incident_store import IncidentStore
+        """Remember a closed incident (its fix, how the loop did) for similar-incident search and metrics."""
+        from selfheal.incident_store import IncidentStore, matched_playbook
 
         def run() -> None:
+            playbook = matched_playbook(view)
+            category = self.playbook_category(playbook) if playbook else ""
             store = IncidentStore(self.settings.store_url)
             try:
-                store.record(view)
+                store.record(view, category=category)
             finally:
                 store.close()
 

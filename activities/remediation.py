@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -102,6 +103,15 @@ class RemediationActivities:
             )
         return self._playbooks
 
+    def playbook_category(self, name: str) -> str:
+        """The `category:` of a loaded playbook ("" when unknown or the playbooks cannot load)."""
+        try:
+            pbs = self.playbook_set()
+        except Exception:
+            return ""
+        playbook = pbs.by_name.get(name) or next((p for p, _ in pbs.skipped if p.name == name), None)
+        return str(playbook.spec.category) if playbook is not None else ""
+
     # --- matching and gating ----------------------------------------------------------------------
 
     @activity.defn(name="match_playbook")
@@ -124,7 +134,14 @@ class RemediationActivities:
 
     @activity.defn(name="acquire_run")
     async def acquire_run(self, req: RunRequest) -> RunGrant:
-        """Ask the control workflow (started on first use) for permission to run."""
+        """Ask the control workflow (started on first use) for permission to run.
+
+        A retry waits a random extra moment first, so a burst of incidents refused together
+        (Temporal's in-flight update limit) does not come back together.
+        """
+        attempt = activity.info().attempt
+        if attempt > 1:
+            await asyncio.sleep(random.uniform(0, min(5.0, float(attempt))))  # noqa: S311 (jitter, not crypto)
         op = WithStartWorkflowOperation(
             ControlWorkflow.run,
             None,

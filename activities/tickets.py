@@ -23,8 +23,7 @@ from selfheal.tickets import (
     EvidenceRequest,
     OpenTicketRequest,
     TransitionRequest,
-    render_description,
-    render_page,
+    build_page,
 )
 
 log = structlog.get_logger(__name__)
@@ -75,7 +74,7 @@ class TicketActivities:
         content = TicketContent(
             incident_id=view.id,
             summary=(view.title or f"selfheal incident {view.id}").replace("\n", " ")[:250],
-            description=render_description(view, req.workflow_url),
+            page=build_page(view, req.workflow_url),
             priority=self.policy.priority(view.severity),
             labels=list(self.policy.labels),
             link_url=req.workflow_url or None,
@@ -125,11 +124,12 @@ class TicketActivities:
         content = TicketContent(
             incident_id=view.id,
             summary=(view.title or f"selfheal incident {view.id}").replace("\n", " ")[:250],
-            description=render_page(view, req.workflow_url),
+            page=build_page(view, req.workflow_url),
             priority=self.policy.priority(view.severity, view.escalations),
             labels=list(self.policy.labels),
         )
-        await self._call(lambda: self.tracker.create_or_update(content), "update_ticket_page", view.id)
+        key = view.ticket.key
+        await self._call(lambda: self.tracker.update_page(key, content), "update_ticket_page", view.id)
 
     def all(self) -> list[Callable[..., object]]:
         return [

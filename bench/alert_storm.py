@@ -1,233 +1,224 @@
-"""Alert storm: many alerts in a few groups, posted as Alertmanager would, become exactly one incident each.
+"""An alert storm: 10,000 alerts in 50 groups, posted in bursts the way Alertmanager sends them.
 
-Alertmanager sends one notification per alert group, each a full snapshot of the group's alerts,
-growing as alerts join, and resends the last snapshot on repeat. We replay that for `--alerts`
-alerts in `--groups` groups over `--bursts` rounds plus `--repeats` resends, through the real API,
-then check that exactly `--groups` incidents exist (the API's incidents list, read from Temporal
-visibility) and time how long until every incident's view holds all of its alerts.
+    .venv/bin/python -m bench.alert_storm [--quick] [--alerts 10000] [--groups 50] [--bursts 4]
+
+Alertmanager notifies per group, and each notification is the group's whole current snapshot:
+as alerts keep arriving, every group is re-sent with more alerts each `group_interval` (burst k
+carries the first k/bursts of its alerts), and a final burst repeats the full snapshot
+(`repeat_interval`). Within a burst all groups are posted concurrently. Afterwards there must be
+exactly one incident per group (GET /api/v1/incidents), and we time how long until every
+incident's view holds all its alerts and every notification.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-import math
 import sys
 import time
+import uuid
 from typing import Any
 
 import httpx
 
-from bench.common import (
-    BenchStack,
-    alert,
-    base_parser,
-    console,
-    elapsed,
-    embedded_stack,
-    fail,
-    machine_facts,
-    notification,
-    now_iso,
-    percentile,
-    print_machine,
-    print_table,
-    write_result,
-)
+from bench import common
 
 NAME = "alert_storm"
-ALERTNAME = "BenchStorm"
 
 
-def group_alerts(tag: str, group: int, count: int) -> list[dict[str, Any]]:
-    started = now_iso()
-    return [
-        alert(
-            ALERTNAME,
-            f"{tag}g{group}a{i}",
-            {
-                "service": f"storm-{group}",
-                "severity": "critical",
-                "instance": f"10.{group}.{i // 250}.{i % 250}",
-            },
-            started,
-        )
-        for i in range(count)
-    ]
+def group_payloads(run: str, n_alerts: int, n_groups: int, bursts: int) -> list[list[dict[str, Any]]]:
+    """Per burst, one snapshot per group; the last burst repeats the full snapshot."""
+    per_group = n_alerts // n_groups
+    starts = common.now_iso()
+    groups: list[tuple[str, list[dict[str, Any]]]] = []
+    for g in range(n_groups):
+        key = f'{{}}/{{severity="critical"}}:{{alertname="BenchStorm",cluster="c{g}",run="{run}"}}'
+        alerts = [
+            common.alert(
+                {
+                    "alertname": "BenchStorm",
+                    "cluster": f"c{g}",
+                    "service": f"storm-{g}",
+                    "instance": f"10.{g // 250}.{g % 250}.{i % 250}:{9000 + i // 250}",
+                    "severity": "critical",
+                },
+                hashlib.sha256(f"{run}/{g}/{i}".encode()).hexdigest()[:16],
+                starts,
+                f"node {i} of cluster c{g} unreachable",
+            )
+            for i in range(per_group)
+        ]
+        groups.append((key, alerts))
+    out: list[list[dict[str, Any]]] = []
+    for k in range(1, bursts + 1):
+        burst = []
+        for key, alerts in groups:
+            upto = max(1, per_group * k // bursts)
+            burst.append(common.notification(key, alerts[:upto], {"alertname": "BenchStorm"}))
+        out.append(burst)
+    out.append(out[-1])  # repeat_interval: the same snapshot again
+    return out
 
 
-def snapshots(tag: str, groups: int, per_group: int, bursts: int) -> list[list[bytes]]:
-    """Round r holds each group's snapshot after r+1 bursts of arrivals (growing, cumulative)."""
-    alerts = [group_alerts(tag, g, per_group) for g in range(groups)]
-    rounds = []
-    for r in range(bursts):
-        size = math.ceil(per_group * (r + 1) / bursts)
-        rounds.append(
-            [
-                json.dumps(notification(f"{tag}-{g}", ALERTNAME, alerts[g][:size])).encode()
-                for g in range(groups)
-            ]
-        )
-    return rounds
-
-
-async def storm(stack: BenchStack, args: Any) -> dict[str, Any]:
-    tag = f"s{int(time.time())}"
-    per_group = args.alerts // args.groups
-    rounds = snapshots(tag, args.groups, per_group, args.bursts)
-    rounds += [rounds[-1]] * args.repeats  # repeat_interval: the same final snapshot again
-    headers = {**stack.headers, "Content-Type": "application/json"}
+async def bench(args: Any) -> int:
+    started = time.monotonic()
+    machine = common.machine_facts()
+    n_alerts = args.alerts or (200 if args.quick else 10_000)
+    n_groups = args.groups or (10 if args.quick else 50)
+    bursts = args.bursts or (2 if args.quick else 4)
+    per_group = n_alerts // n_groups
+    run = uuid.uuid4().hex[:8]
+    payloads = group_payloads(run, n_alerts, n_groups, bursts)
+    sizes = [len(json.dumps(p)) for p in payloads[-1]]
     latencies: list[float] = []
-    incident_of: dict[int, set[str]] = {g: set() for g in range(args.groups)}
-    posted = [0] * args.groups
-    errors: dict[str, int] = {}
-    limit = asyncio.Semaphore(args.senders)
-    largest = max(len(b) for b in rounds[-1])
+    statuses: list[int] = []
+    ids: dict[str, set[str]] = {}
+    burst_seconds: list[float] = []
+    config = {"remediation": {"include_library": False}}
+    with common.running_stack(config) as stack:
+        cpu0 = stack.cpu_seconds()
+        async with stack.http(limits=httpx.Limits(max_connections=args.senders)) as http:
+            sem = asyncio.Semaphore(args.senders)
 
-    async with httpx.AsyncClient(
-        base_url=stack.api_url,
-        headers=headers,
-        timeout=120,
-        limits=httpx.Limits(max_connections=args.senders),
-    ) as http:
+            async def post(payload: dict[str, Any]) -> None:
+                async with sem:
+                    began = time.perf_counter()
+                    resp = await http.post("/api/v1/alerts", json=payload)
+                    latencies.append(time.perf_counter() - began)
+                statuses.append(resp.status_code)
+                if resp.status_code < 300:
+                    ids.setdefault(payload["groupKey"], set()).add(resp.json()["incident_id"])
 
-        async def post(g: int, body: bytes) -> None:
-            async with limit:
-                t0 = time.perf_counter()
-                for _attempt in range(5):
-                    try:
-                        resp = await http.post("/api/v1/alerts", content=body)
-                    except httpx.HTTPError as err:
-                        errors[type(err).__name__] = errors.get(type(err).__name__, 0) + 1
-                        continue
-                    if resp.status_code == 202:
-                        latencies.append(time.perf_counter() - t0)
-                        posted[g] += 1
-                        incident_of[g].add(resp.json()["incident_id"])
-                        return
-                    errors[str(resp.status_code)] = errors.get(str(resp.status_code), 0) + 1
+            t0 = time.monotonic()
+            for burst in payloads:
+                b0 = time.monotonic()
+                await asyncio.gather(*(post(p) for p in burst))
+                burst_seconds.append(time.monotonic() - b0)
+            posted_at = time.monotonic()
+            incident_ids = sorted({i for s in ids.values() for i in s})
+            views: dict[str, dict[str, Any]] = {}
 
-        start = time.perf_counter()
-        for bodies in rounds:  # one burst: every group's snapshot at once, as after a group_interval
-            await asyncio.gather(*(post(g, b) for g, b in enumerate(bodies)))
-        post_seconds = elapsed(start)
-        stack.check_alive()
+            async def view(incident_id: str) -> None:
+                resp = await http.get(f"/api/v1/incidents/{incident_id}")
+                if resp.status_code == 200:
+                    views[incident_id] = resp.json()
 
-        # Absorbed: every incident's view holds all its alerts and counted every notification.
-        ids = {g: next(iter(s)) for g, s in incident_of.items() if len(s) == 1}
-        pending = set(ids)
-        seen_alerts: dict[int, int] = {}
-        deadline = time.monotonic() + args.timeout
-        while pending and time.monotonic() < deadline:
-            for g in sorted(pending):
-                resp = await http.get(f"/api/v1/incidents/{ids[g]}")
+            def complete(v: dict[str, Any] | None) -> bool:
+                return (
+                    v is not None
+                    and len(v["alerts"]) == per_group
+                    and all(a["status"] == "firing" for a in v["alerts"])
+                    and v["notifications"] == len(payloads)
+                )
+
+            async def all_absorbed() -> bool:
+                todo = [i for i in incident_ids if not complete(views.get(i))]
+                await common.gather_limited([view(i) for i in todo], 10)
+                return all(complete(views.get(i)) for i in incident_ids)
+
+            try:
+                absorbed_at = await common.poll_until(
+                    all_absorbed, 60 if args.quick else 600, 0.5, "absorbed"
+                )
+            except TimeoutError:
+                absorbed_at = None
+
+            async def listed() -> list[dict[str, Any]]:
+                resp = await http.get("/api/v1/incidents", params={"limit": 1000})
                 if resp.status_code != 200:
-                    continue
-                view = resp.json()
-                seen_alerts[g] = len(view["alerts"])
-                if seen_alerts[g] == per_group and view["notifications"] == posted[g]:
-                    pending.discard(g)
-            if pending:
-                await asyncio.sleep(0.2)
-        absorbed_seconds = elapsed(start)
+                    return []  # visibility timed out under load: the caller polls again
+                items: list[dict[str, Any]] = resp.json()["incidents"]
+                return [i for i in items if i["alertname"] == "BenchStorm"]
 
-        # Exactly one incident per group in the API's list (visibility is eventually consistent: poll).
-        listed: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            resp = await http.get("/api/v1/incidents", params={"limit": 1000})
-            listed = [i for i in resp.json()["incidents"] if i["alertname"] == ALERTNAME]
-            if len(listed) >= args.groups:
-                break
-            await asyncio.sleep(0.5)
+            # Visibility is eventually consistent: wait (bounded) for the list to show every incident.
+            listing: list[dict[str, Any]] = []
 
-    return {
-        "tag": tag,
-        "alerts_per_group": per_group,
-        "notifications": sum(posted),
-        "notifications_expected": args.groups * len(rounds),
-        "largest_body_bytes": largest,
-        "post_seconds": round(post_seconds, 2),
-        "notifications_per_s": round(sum(posted) / post_seconds, 1),
-        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
-        "p99_ms": round(percentile(latencies, 99) * 1000, 1),
-        "absorbed_seconds": round(absorbed_seconds, 2) if not pending else None,
-        "absorb_after_last_post_seconds": round(absorbed_seconds - post_seconds, 2) if not pending else None,
-        "groups_not_absorbed": {str(g): seen_alerts.get(g) for g in sorted(pending)},
-        "groups_not_one_incident": {str(g): sorted(s) for g, s in incident_of.items() if len(s) != 1},
-        "incidents_listed": len(listed),
-        "listed_ids_match": sorted(i["id"] for i in listed) == sorted(ids.values()),
-        "errors": errors,
+            async def list_complete() -> bool:
+                nonlocal listing
+                listing = await listed()
+                return len(listing) >= n_groups
+
+            try:
+                await common.poll_until(list_complete, 30, 0.5, "incident list")
+            except TimeoutError:
+                pass
+            view_bytes = sorted(len(json.dumps(v)) for v in views.values())
+        cpu = common.cpu_delta(cpu0, stack.cpu_seconds())
+        stack.assert_alive()
+    posted = sum(len(b) for b in payloads)
+    absorb_s = None if absorbed_at is None else round(absorbed_at - t0, 2)
+    after_s = None if absorbed_at is None else round(absorbed_at - posted_at, 2)
+    alerts_held = sum(len(v["alerts"]) for v in views.values())
+    checks: dict[str, bool] = {
+        "every notification answered 2xx": len(statuses) == posted and all(200 <= s < 300 for s in statuses),
+        "exactly one incident per group (listed)": len(listing) == n_groups
+        and len({i["id"] for i in listing}) == n_groups,
+        "one incident id per group (ingest answers)": len(ids) == n_groups
+        and all(len(s) == 1 for s in ids.values()),
+        "every incident holds all its alerts and notifications": absorbed_at is not None,
     }
-
-
-async def run(args: Any) -> int:
-    machine = machine_facts()
-    with embedded_stack(keep=args.keep) as stack:
-        console.print(f"posting {args.alerts} alerts in {args.groups} groups over {args.bursts} bursts…")
-        res = await storm(stack, args)
-    problems = []
-    if res["incidents_listed"] != args.groups or not res["listed_ids_match"]:
-        problems.append(f"{res['incidents_listed']} incidents listed, expected exactly {args.groups}")
-    if res["groups_not_one_incident"]:
-        problems.append(f"groups split over several incidents: {res['groups_not_one_incident']}")
-    if res["groups_not_absorbed"]:
-        problems.append(f"not absorbed within {args.timeout}s: {res['groups_not_absorbed']}")
-    if res["notifications"] != res["notifications_expected"]:
-        problems.append(f"{res['notifications']}/{res['notifications_expected']} notifications accepted")
-    absorbed = res["absorbed_seconds"]
-    rate = round(args.groups * res["alerts_per_group"] / absorbed, 1) if absorbed else "-"
-    print_table(
-        f"Alert storm: {args.alerts} alerts in {args.groups} groups,"
-        f" {args.bursts} bursts + {args.repeats} repeats",
+    figures: dict[str, Any] = {
+        "notifications": posted,
+        "alerts_per_group": per_group,
+        "post_seconds": round(posted_at - t0, 2),
+        "notifications_per_second": round(posted / (posted_at - t0), 1),
+        "post_latency": common.latency_ms(latencies),
+        "burst_seconds": [round(b, 2) for b in burst_seconds],
+        "full_snapshot_bytes_max": max(sizes),
+        "absorb_seconds_from_first_post": absorb_s,
+        "absorb_seconds_after_last_post": after_s,
+        "incidents_listed": len(listing),
+        "alerts_held_in_views": alerts_held,
+        "view_bytes_max": view_bytes[-1] if view_bytes else None,
+        "cpu_seconds": cpu,
+    }
+    common.print_table(
+        f"Alert storm: {n_alerts:,} alerts in {n_groups} groups, {bursts} growing bursts + 1 repeat",
         ["figure", "value"],
         [
-            ["notifications posted", res["notifications"]],
-            ["largest notification (bytes)", res["largest_body_bytes"]],
-            ["posting took (s)", res["post_seconds"]],
-            ["notifications/s", res["notifications_per_s"]],
+            ["notifications posted", posted],
+            ["full snapshot size (max)", f"{max(sizes) / 1024:.0f} KiB"],
+            ["posting took", f"{figures['post_seconds']} s ({figures['notifications_per_second']}/s)"],
             [
-                "alerts/s (in snapshots)",
-                round(res["notifications"] * res["alerts_per_group"] / 2 / res["post_seconds"], 1),
+                "post latency p50 / p99",
+                f"{figures['post_latency']['p50_ms']} / {figures['post_latency']['p99_ms']} ms",
             ],
-            ["webhook p50 / p99 (ms)", f"{res['p50_ms']} / {res['p99_ms']}"],
-            ["all alerts in every view after (s)", res["absorbed_seconds"]],
-            ["  of which after the last post (s)", res["absorb_after_last_post_seconds"]],
-            ["incidents listed", f"{res['incidents_listed']} (expected {args.groups})"],
+            ["bursts", ", ".join(f"{b:.1f}s" for b in burst_seconds)],
+            ["incidents listed", len(listing)],
+            ["alerts held in incident views", f"{alerts_held:,} / {per_group * n_groups:,}"],
+            ["absorbed (all alerts in every view)", f"{absorb_s} s from first post, {after_s} s after last"],
+            ["CPU seconds used", ", ".join(f"{k} {v}" for k, v in cpu.items())],
+            ["largest incident view", f"{(view_bytes[-1] if view_bytes else 0) / 1024:.0f} KiB"],
         ],
     )
-    print_machine(machine)
-    for p in problems:
-        fail(p)
-    write_result(
+    common.print_checks(checks)
+    common.console.print(common.machine_line(machine))
+    common.write_result(
         NAME,
-        params={k: getattr(args, k) for k in ("alerts", "groups", "bursts", "repeats", "senders", "quick")},
-        results=res,
+        args.results_dir,
+        quick=args.quick,
+        started=started,
+        params={"alerts": n_alerts, "groups": n_groups, "bursts": bursts, "senders": args.senders},
+        figures=figures,
         headline={
-            "incidents": res["incidents_listed"],
-            "absorbed_seconds": res["absorbed_seconds"],
-            "notifications_per_s": res["notifications_per_s"],
-            "alerts_absorbed_per_s": rate,
+            "incidents": f"{len(listing)} for {n_groups} groups",
+            "absorbed": f"{absorb_s} s for {n_alerts:,} alerts",
+            "post p99": f"{figures['post_latency']['p99_ms']} ms",
         },
-        checks={"exactly_one_incident_per_group": not problems, "problems": problems},
+        checks=checks,
         machine=machine,
-        out=args.out,
     )
-    return 1 if problems else 0
+    return 0 if all(checks.values()) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0] if __doc__ else NAME)
-    parser.add_argument("--alerts", type=int, default=10_000)
-    parser.add_argument("--groups", type=int, default=50)
-    parser.add_argument("--bursts", type=int, default=10, help="rounds in which the groups grow")
-    parser.add_argument("--repeats", type=int, default=2, help="resends of the final snapshot")
-    parser.add_argument("--senders", type=int, default=10, help="concurrent webhook requests")
-    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for absorption")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.alerts, args.groups, args.bursts, args.repeats, args.senders = 24, 3, 2, 1, 3
-    return asyncio.run(run(args))
+    p = common.parser(__doc__)
+    p.add_argument("--alerts", type=int)
+    p.add_argument("--groups", type=int)
+    p.add_argument("--bursts", type=int, help="growing snapshots before the repeat")
+    p.add_argument("--senders", type=int, default=10, help="concurrent POSTs within a burst")
+    return common.run_async(bench(p.parse_args(argv)))
 
 
 if __name__ == "__main__":

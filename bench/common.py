@@ -1,255 +1,151 @@
-"""Shared benchmark helpers: the embedded stack, Alertmanager payloads, percentiles, machine facts, JSON.
+"""Shared by every benchmark: the real stack, percentiles, machine facts and the JSON result file.
 
-Every benchmark runs the product as deployed (a real `temporal server start-dev`, a `selfheal worker`
-and a `selfheal api` process, supervised by `selfheal.dev.DevStack`) in a throw-away directory, and
-records the machine it ran on next to its figures, because numbers without a machine mean little.
+A benchmark module `bench/<name>.py` defines `main(argv) -> int`, accepts `--quick` (tiny sizes,
+for the smoke test) and `--results-dir`, prints a rich table and writes `<results-dir>/<name>.json`
+via `write_result`. Figures are reported, never asserted: the only hard checks are `checks`
+(no notification lost, nothing left unfinished), which the smoke test reads.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
-import shutil
+import secrets
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from rich.console import Console
 from rich.table import Table
 
-from selfheal.dev import DevStack
-from selfheal.devserver import find_temporal_cli, free_port
+from selfheal.dev import Child
+from selfheal.devserver import TemporalDevServer, find_temporal_cli, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results"
-#: Wide enough for the tables when piped to a file (rich would otherwise wrap at 80 columns).
-console = Console(width=None if sys.stdout.isatty() else 150)
+RESULTS_DIR = ROOT / "bench" / "results"
+console = Console(width=max(140, Console().width))
 
 
-# --- the stack --------------------------------------------------------------------------------------
+# --- arguments and results ------------------------------------------------------------------------
 
 
-@dataclass
-class BenchStack:
-    """A running Temporal dev server + worker + API (real processes) and how to reach them."""
-
-    dev: DevStack
-    root: Path
-
-    @property
-    def api_url(self) -> str:
-        return self.dev.api_url
-
-    @property
-    def token(self) -> str:
-        return self.dev.token
-
-    @property
-    def temporal_address(self) -> str:
-        return self.dev.temporal.address
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def pid(self, name: str) -> int:
-        child = next(c for c in self.dev.children if c.name == name)
-        if child.proc is None or child.proc.poll() is not None:
-            raise RuntimeError(f"{name} is not running; see {child.log}")
-        return child.proc.pid
-
-    def check_alive(self) -> None:
-        """Fail loudly if a child died mid-benchmark (figures from a half-dead stack are wrong)."""
-        for child in self.dev.children:
-            if not child.alive():
-                raise RuntimeError(f"{child.name} exited during the benchmark; see {child.log}")
-        if not self.dev.temporal.alive():
-            raise RuntimeError("the Temporal dev server exited during the benchmark")
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test's mode)")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where <name>.json goes")
+    return p
 
 
-@contextmanager
-def embedded_stack(config: dict[str, Any] | None = None, keep: bool = False) -> Iterator[BenchStack]:
-    """Start the embedded stack on free ports in a temp dir (no UI); stop it and clean up afterwards."""
-    root = Path(tempfile.mkdtemp(prefix="selfheal-bench-"))
-    cfg_path = None
-    if config is not None:
-        cfg_path = root / "selfheal.yaml"
-        cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    dev = DevStack(
-        root / "data",
-        port=free_port(),
-        temporal_port=free_port(),
-        ui_port=None,  # type: ignore[arg-type]  # headless: the UI is not what we measure
-        config=cfg_path,
-    )
-    try:
-        dev.start()
-        dev.wait_ready(timeout=120)
-        yield BenchStack(dev=dev, root=root)
-    finally:
-        dev.stop()
-        if keep:
-            console.print(f"[dim]kept {root}[/]")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-
-
-# --- Alertmanager payloads --------------------------------------------------------------------------
-
-
-def alert(name: str, fingerprint: str, labels: dict[str, str], starts_at: str) -> dict[str, Any]:
-    return {
-        "status": "firing",
-        "labels": {"alertname": name, **labels},
-        "annotations": {"summary": f"{name} on {labels.get('instance', '?')}", "description": "benchmark"},
-        "startsAt": starts_at,
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "",
-        "fingerprint": fingerprint,
-    }
-
-
-def notification(group: str, alertname: str, alerts: list[dict[str, Any]]) -> dict[str, Any]:
-    """A webhook body in Alertmanager 0.25's exact shape for one alert group (a full snapshot)."""
-    common = dict(alerts[0]["labels"]) if alerts else {"alertname": alertname}
-    for a in alerts[1:]:
-        common = {k: v for k, v in common.items() if a["labels"].get(k) == v}
-    return {
-        "receiver": "selfheal",
-        "status": "firing",
-        "alerts": alerts,
-        "groupLabels": {"alertname": alertname, "group": group},
-        "commonLabels": common,
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager.bench:9093",
-        "version": "4",
-        "groupKey": f'{{}}:{{alertname="{alertname}", group="{group}"}}',
-        "truncatedAlerts": 0,
-    }
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-# --- figures ----------------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Linear-interpolated percentile (p in 0..100) of `values`; NaN when empty."""
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks; q in [0, 100]."""
     if not values:
         return float("nan")
-    xs = sorted(values)
-    k = (len(xs) - 1) * p / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def rss_kib(pid: int) -> tuple[int, int]:
-    """(current RSS, peak RSS) of a process in KiB, from /proc (VmRSS, VmHWM)."""
-    fields: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(rest.split()[0])
-    return fields.get("VmRSS", 0), fields.get("VmHWM", 0)
+def latency_ms(values: list[float]) -> dict[str, float]:
+    """p50/p99/max of durations given in seconds, in milliseconds."""
+    return {
+        "p50_ms": round(percentile(values, 50) * 1000, 2),
+        "p99_ms": round(percentile(values, 99) * 1000, 2),
+        "max_ms": round(max(values) * 1000, 2) if values else float("nan"),
+    }
 
 
-# --- machine facts ----------------------------------------------------------------------------------
-
-
-def _cmd(argv: list[str], cwd: Path | None = None) -> str:
+def _cpu_model() -> str:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False, cwd=cwd)
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ram_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _run_text(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False, cwd=ROOT)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip()
 
 
 def machine_facts() -> dict[str, Any]:
-    """What the figures were measured on, including how busy the (shared) machine was."""
-    model = ""
+    """What the figures depend on; the load average says how busy the shared machine was."""
+    commit = _run_text(["git", "rev-parse", "HEAD"])
+    dirty = bool(_run_text(["git", "status", "--porcelain", "--untracked-files=no"]))
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_kib = 0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
-    except OSError:
-        pass
-    commit = _cmd(["git", "rev-parse", "HEAD"], ROOT)
-    dirty = bool(_cmd(["git", "status", "--porcelain", "--untracked-files=no"], ROOT))
-    try:
-        temporal = _cmd([find_temporal_cli(), "--version"])
+        temporal = _run_text([find_temporal_cli(), "--version"])
     except Exception:
         temporal = ""
     return {
         "cpu_count": os.cpu_count(),
-        "cpu_model": model or platform.processor(),
-        "ram_gib": round(mem_kib / 1024 / 1024, 1),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "os": platform.platform(),
+        "cpu_model": _cpu_model(),
+        "ram_bytes": _ram_bytes(),
         "python": platform.python_version(),
+        "platform": platform.platform(),
         "temporal_cli": temporal,
-        "git_commit": commit + ("-dirty" if dirty else ""),
-        "measured_at": now_iso(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "load_average": list(os.getloadavg()),
     }
-
-
-# --- output -----------------------------------------------------------------------------------------
-
-
-def base_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, not a measurement")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="JSON path (default bench/results/<name>.json)"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) afterwards")
-    return parser
 
 
 def write_result(
     name: str,
+    results_dir: Path,
     *,
+    quick: bool,
+    started: float,
     params: dict[str, Any],
-    results: Any,
+    figures: dict[str, Any],
     headline: dict[str, Any],
-    checks: dict[str, Any],
+    checks: dict[str, bool],
     machine: dict[str, Any],
-    out: Path | None = None,
 ) -> Path:
-    """Write `{benchmark, params, headline, results, checks, machine}`; returns the path."""
-    path = out or RESULTS / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    machine = {**machine, "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+    """`<results_dir>/<name>.json`: parameters, figures, the headline the summary prints, checks, machine."""
+    results_dir.mkdir(parents=True, exist_ok=True)
     doc = {
         "benchmark": name,
+        "finished_at": datetime.now(UTC).isoformat(),
+        "duration_seconds": round(time.monotonic() - started, 2),
+        "quick": quick,
         "params": params,
+        "figures": figures,
         "headline": headline,
-        "results": results,
         "checks": checks,
-        "machine": machine,
+        "ok": all(checks.values()),
+        "machine": {**machine, "load_average_end": list(os.getloadavg())},
     }
-    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
-    console.print(f"[dim]wrote {path}[/]")
+    path = results_dir / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return path
 
 
@@ -258,32 +154,241 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for col in columns:
         table.add_column(col, justify="right" if col != columns[0] else "left")
     for row in rows:
-        table.add_row(*[fmt(v) for v in row])
+        table.add_row(*(_fmt(v) for v in row))
     console.print(table)
 
 
-def fmt(value: Any) -> str:
+def print_checks(checks: dict[str, bool]) -> None:
+    for name, ok in checks.items():
+        console.print(f"  {'[green]ok[/]' if ok else '[red]FAILED[/]'}  {name}")
+
+
+def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        if value != value:  # NaN
-            return "-"
-        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.3g}"
-    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.2f}"
+    if isinstance(value, int):
         return f"{value:,}"
     return str(value)
 
 
-def print_machine(machine: dict[str, Any]) -> None:
-    console.print(
-        f"[dim]{machine['cpu_count']} x {machine['cpu_model']}, {machine['ram_gib']} GiB RAM, "
-        f"Python {machine['python']}, {machine['temporal_cli']}, commit {machine['git_commit'][:12]}, "
-        f"load {machine['load_average']}[/]"
+def machine_line(m: dict[str, Any]) -> str:
+    ram = m.get("ram_bytes") or 0
+    return (
+        f"{m['cpu_count']} x {m['cpu_model']}, {ram / 2**30:.0f} GiB RAM, Python {m['python']},"
+        f" {m['temporal_cli'] or 'temporal ?'}, commit {str(m['git_commit'])[:12]}"
+        f"{' (dirty)' if m.get('git_dirty') else ''}, load {m['load_average'][0]:.2f}"
     )
 
 
-def fail(message: str) -> None:
-    """A failed correctness check: say it on stderr; the benchmark then exits 1 after writing JSON."""
-    print(f"CHECK FAILED: {message}", file=sys.stderr)
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """asyncio.run with SIGTERM turned into KeyboardInterrupt, so the stack is always stopped."""
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    return asyncio.run(main)
 
 
-def elapsed(start: float) -> float:
-    return time.perf_counter() - start
+# --- the real stack -------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """A Temporal dev server plus real `selfheal worker` and `selfheal api` processes."""
+
+    root: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    worker: bool = True
+    env_extra: dict[str, str] = field(default_factory=dict)
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    port: int = 0
+    temporal: TemporalDevServer | None = None
+    children: list[Child] = field(default_factory=list)
+    task_queue: str = "selfheal-bench"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def temporal_address(self) -> str:
+        assert self.temporal is not None
+        return self.temporal.address
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def pid(self, name: str) -> int:
+        proc = self.child(name).proc
+        assert proc is not None
+        return proc.pid
+
+    def start(self, timeout: float = 90.0) -> None:
+        logs = self.root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.temporal = TemporalDevServer(
+            self.root / "temporal.db", port=free_port(), ui_port=None, log_file=logs / "temporal.log"
+        )
+        self.temporal.start()
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
+        env.update(
+            SELFHEAL_ENV="dev",
+            SELFHEAL_DATA_DIR=str(self.root / "data"),
+            SELFHEAL_PORT=str(self.port),
+            SELFHEAL_WEBHOOK_TOKEN=self.token,
+            SELFHEAL_TEMPORAL__ADDRESS=self.temporal.address,
+            SELFHEAL_TEMPORAL__TASK_QUEUE=self.task_queue,
+            SELFHEAL_TEMPORAL__UI_URL="",
+            SELFHEAL_LOG_FORMAT="json",
+            **self.env_extra,
+        )
+        if self.config:
+            path = self.root / "selfheal.yaml"
+            path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+            env["SELFHEAL_CONFIG"] = str(path)
+        exe = [sys.executable, "-m", "selfheal"]
+        names = ["worker", "api"] if self.worker else ["api"]
+        self.children = [Child(n, [*exe, n], env, logs / f"{n}.log") for n in names]
+        for c in self.children:
+            c.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for c in self.children:
+                if not c.alive():
+                    raise RuntimeError(f"{c.name} exited during start-up:\n{c.log.read_text()[-3000:]}")
+            try:
+                ready = httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                ready = False
+            if ready and (not self.worker or "worker started" in self.child("worker").log.read_text()):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"stack not ready within {timeout:.0f}s; see {logs}")
+
+    def assert_alive(self) -> None:
+        for c in self.children:
+            if not c.alive():
+                raise RuntimeError(f"{c.name} died:\n{c.log.read_text()[-3000:]}")
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each process of the stack (where a run's CPU went)."""
+        pids = {c.name: c.proc.pid for c in self.children if c.proc is not None}
+        if self.temporal is not None and self.temporal.proc is not None:
+            pids["temporal"] = self.temporal.proc.pid
+        pids["bench"] = os.getpid()
+        return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def stop(self) -> None:
+        for c in reversed(self.children):
+            c.stop()
+        if self.temporal is not None:
+            self.temporal.stop()
+
+    def http(self, **kw: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.api_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=120, **kw
+        )
+
+
+@contextmanager
+def running_stack(
+    config: dict[str, Any] | None = None, *, worker: bool = True, root: Path | None = None
+) -> Iterator[Stack]:
+    """A fresh stack in a temp dir (or `root`), stopped on exit whatever happened."""
+    with tempfile.TemporaryDirectory(prefix="selfheal-bench-") as tmp:
+        stack = Stack(root=root or Path(tmp), config=config or {}, worker=worker)
+        try:
+            stack.start()
+            yield stack
+        finally:
+            stack.stop()
+
+
+def proc_status_kib(pid: int, key: str) -> int | None:
+    """A `/proc/<pid>/status` figure in KiB, e.g. VmHWM (peak RSS) or VmRSS."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its reaped children, from /proc/<pid>/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return round(sum(int(f) for f in fields[11:15]) / ticks, 1)
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before.get(k, 0.0), 1) for k in after}
+
+
+# --- payloads and polling -------------------------------------------------------------------------
+
+
+def alert(labels: dict[str, str], fingerprint: str, starts_at: str, summary: str = "") -> dict[str, Any]:
+    return {
+        "status": "firing",
+        "labels": labels,
+        "annotations": {"summary": summary or f"{labels.get('alertname', '')} firing"},
+        "startsAt": starts_at,
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus.bench:9090/graph?g0.expr=up",
+        "fingerprint": fingerprint,
+    }
+
+
+def notification(
+    group_key: str, alerts: list[dict[str, Any]], group_labels: dict[str, str]
+) -> dict[str, Any]:
+    """An Alertmanager webhook (version 4) body: one group's current snapshot."""
+    common = dict(alerts[0]["labels"]) if alerts else {}
+    for a in alerts[1:]:
+        common = {k: v for k, v in common.items() if a["labels"].get(k) == v}
+    return {
+        "version": "4",
+        "groupKey": group_key,
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "selfheal",
+        "groupLabels": group_labels,
+        "commonLabels": common,
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.bench:9093",
+        "alerts": alerts,
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[bool]], within: float, interval: float = 0.5, what: str = "condition"
+) -> float:
+    """Poll `check` until true; returns the monotonic time it first held. Raises on the deadline."""
+    deadline = time.monotonic() + within
+    while True:
+        if await check():
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {within:.0f}s")
+        await asyncio.sleep(interval)
+
+
+async def gather_limited(coros: list[Awaitable[Any]], limit: int) -> list[Any]:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(c: Awaitable[Any]) -> Any:
+        async with sem:
+            return await c
+
+    return await asyncio.gather(*(one(c) for c in coros))

@@ -1,21 +1,24 @@
-"""Webhook ingest: notifications/s and latency with durable acceptance, against bare signal-with-start.
+"""Webhook ingest with durable acceptance, against the bare signal-with-start rate of the same server.
 
-The API answers 2xx only after Temporal recorded the notification (signal-with-start), so its
-ceiling is the Temporal server's own signal-with-start rate. We measure both against the SAME
-server in the same run: the bare rate with the Temporal Python client (same workflow input, signal
-payload, id policies, memo and search attributes, on a task queue no worker polls), then the API
-path (httpx async clients → `selfheal api` → Temporal, a `selfheal worker` running). The headline
-is their ratio per concurrency. Afterwards every incident's view must count exactly the
-notifications that were accepted for its group: nothing lost, nothing doubled.
+    .venv/bin/python -m bench.ingest [--quick] [--counts 300 1000 2000] [--groups 50]
+
+For 1, 10 and 100 concurrent senders (each an httpx async client) we post Alertmanager
+notifications to a real `selfheal api` process (answered 2xx only after signal-with-start) while a
+real `selfheal worker` runs the incidents; then, on the same Temporal dev server, we issue the same
+signal-with-start calls directly with the Temporal Python client (same workflow type, input and
+notification payloads; a task queue no worker polls). The headline is API rate / bare rate.
+Afterwards every incident's `notifications` count (its view, via the API) must equal what was
+posted to it: nothing lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import sys
 import time
-from collections import Counter
+import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,91 +30,140 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 
-from bench.common import (
-    BenchStack,
-    alert,
-    base_parser,
-    console,
-    elapsed,
-    embedded_stack,
-    fail,
-    machine_facts,
-    notification,
-    now_iso,
-    percentile,
-    print_machine,
-    print_table,
-    write_result,
-)
+from bench import common
 from selfheal import identity
 from selfheal.incidents import policy_snapshot
 from selfheal.models import AlertmanagerWebhook, Notification
-from selfheal.settings import TASK_QUEUE, TemporalSettings, load_settings
+from selfheal.settings import TemporalSettings, load_settings
 from selfheal.temporal import connect
-from workflows.incident import IncidentInput
+from workflows.incident import IncidentInput, IncidentWorkflow
 
 NAME = "ingest"
-UNPOLLED_QUEUE = "bench-bare-unpolled"
+SENDERS = [1, 10, 100]
 
 
-def group_payloads(tag: str, groups: int) -> list[dict[str, Any]]:
-    """One small alert group per incident (an Alertmanager notification of one firing alert)."""
-    out = []
-    for g in range(groups):
-        labels = {"service": f"svc-{g}", "severity": "warning", "instance": f"10.0.{g // 250}.{g % 250}:8080"}
-        out.append(
-            notification(
-                f"{tag}-{g}", "BenchIngest", [alert("BenchIngest", f"fp{tag}{g}", labels, now_iso())]
+@dataclass
+class Level:
+    senders: int
+    count: int
+    groups: list[str]
+    payloads: list[dict[str, Any]] = field(default_factory=list)
+
+
+def make_level(senders: int, count: int, n_groups: int, run: str) -> Level:
+    """`count` notifications spread round-robin over `n_groups` groups of 3 alerts each."""
+    groups = [
+        f'{{}}:{{alertname="BenchIngest",run="{run}",senders="{senders}",g="{g}"}}' for g in range(n_groups)
+    ]
+    level = Level(senders, count, groups)
+    starts = common.now_iso()
+    for i in range(count):
+        g = i % n_groups
+        alerts = [
+            common.alert(
+                {
+                    "alertname": "BenchIngest",
+                    "service": f"ingest-{g}",
+                    "instance": f"10.0.{g}.{k}:8080",
+                    "severity": "warning",
+                },
+                hashlib.sha256(f"{run}/{senders}/{g}/{k}".encode()).hexdigest()[:16],
+                starts,
             )
+            for k in range(3)
+        ]
+        level.payloads.append(
+            common.notification(groups[g], alerts, {"alertname": "BenchIngest", "g": str(g)})
         )
-    return out
+    return level
 
 
-def summarize(latencies: list[float], count: int, seconds: float) -> dict[str, Any]:
+async def run_senders(senders: int, jobs: list[Any], call: Any) -> tuple[float, list[float], list[Any]]:
+    """Run `call(sender_state, job)` for every job with `senders` concurrent workers."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    for job in jobs:
+        queue.put_nowait(job)
+    latencies: list[float] = []
+    results: list[Any] = []
+
+    async def sender() -> None:
+        while True:
+            try:
+                job = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            began = time.perf_counter()
+            results.append(await call(job))
+            latencies.append(time.perf_counter() - began)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(sender() for _ in range(senders)))
+    return time.perf_counter() - began, latencies, results
+
+
+async def api_phase(stack: common.Stack, level: Level) -> dict[str, Any]:
+    clients = [stack.http(limits=httpx.Limits(max_connections=1)) for _ in range(level.senders)]
+    free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+    for c in clients:
+        free.put_nowait(c)
+
+    async def post(payload: dict[str, Any]) -> tuple[str, int, str | None]:
+        client = await free.get()
+        try:
+            resp = await client.post("/api/v1/alerts", json=payload)
+        except httpx.HTTPError as err:
+            return payload["groupKey"], 0, type(err).__name__
+        finally:
+            free.put_nowait(client)
+        body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+        return payload["groupKey"], resp.status_code, body.get("incident_id")
+
+    try:
+        elapsed, lat, results = await run_senders(level.senders, level.payloads, post)
+    finally:
+        for c in clients:
+            await c.aclose()
+    accepted: dict[str, int] = {}
+    ids: dict[str, set[str]] = {}
+    errors = 0
+    for group, status, incident in results:
+        if 200 <= status < 300 and incident:
+            accepted[group] = accepted.get(group, 0) + 1
+            ids.setdefault(group, set()).add(incident)
+        else:
+            errors += 1
     return {
-        "notifications": count,
-        "seconds": round(seconds, 3),
-        "per_second": round(count / seconds, 1) if seconds > 0 else 0.0,
-        "p50_ms": round(percentile(latencies, 50) * 1000, 2),
-        "p99_ms": round(percentile(latencies, 99) * 1000, 2),
-        "max_ms": round(max(latencies) * 1000, 2) if latencies else 0.0,
+        "elapsed": elapsed,
+        "latencies": lat,
+        "accepted": accepted,
+        "ids": ids,
+        "errors": errors,
     }
 
 
-async def bare_level(
-    client: Any, tag: str, senders: int, total: int, groups: int, *, polled: bool = False
-) -> dict[str, Any]:
-    """Signal-with-start straight from the Temporal client: the ceiling for durable acceptance.
+async def bare_phase(address: str, level: Level, run: str) -> dict[str, Any]:
+    """The same signal-with-start calls the API makes, straight from the Temporal client."""
+    client = await connect(TemporalSettings(address=address))
+    settings = load_settings(None, temporal={"address": address})
+    policy = policy_snapshot(settings)
+    queue = f"bench-bare-{run}"  # nobody polls it: only the server's acceptance is measured
 
-    Unpolled (the headline's denominator): no worker runs what is started, so this is the server's
-    bare rate. Polled: the real IncidentWorkflow on the worker's queue, so the server and the worker
-    do the same downstream work as for the API path and only the API's own cost differs.
-    """
-    settings = load_settings(None, env="dev")
-    workflow, queue = (
-        ("IncidentWorkflow", TASK_QUEUE) if polled else ("BenchBareSignalWithStart", UNPOLLED_QUEUE)
-    )
-    prefix = f"bench-{'polled' if polled else 'bare'}-{tag}"
-    bodies = [AlertmanagerWebhook.model_validate(p) for p in group_payloads(tag, groups)]
-    next_index = iter(range(total))
-    latencies: list[float] = []
-    per_group: Counter[int] = Counter()
-
-    async def sender() -> None:
-        for i in next_index:
-            g = i % groups
-            gid = identity.group_id(bodies[g].receiver, bodies[g].groupKey)
-            new_id = identity.new_incident_id(gid)
-            t0 = time.perf_counter()
-            await client.start_workflow(
-                workflow,
-                IncidentInput(incident_id=new_id, group_id=gid, policy=policy_snapshot(settings)),
-                id=f"{prefix}-{g}",
+    async def start(payload: dict[str, Any]) -> str | None:
+        body = AlertmanagerWebhook.model_validate(payload)
+        gid = identity.group_id(body.receiver, body.groupKey + "/bare")
+        wid = identity.workflow_id_for_group(gid)
+        new_id = identity.new_incident_id(gid)
+        note = Notification(received_at=datetime.now(UTC), notification=body)
+        try:
+            handle = await client.start_workflow(
+                IncidentWorkflow.run,
+                IncidentInput(incident_id=new_id, group_id=gid, policy=policy),
+                id=wid,
                 task_queue=queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 start_signal="notify",
-                start_signal_args=[Notification(received_at=datetime.now(UTC), notification=bodies[g])],
+                start_signal_args=[note],
                 memo={"incident_id": new_id},
                 search_attributes=TypedSearchAttributes(
                     [
@@ -120,207 +172,174 @@ async def bare_level(
                         SearchAttributePair(identity.SA_STATUS, "firing"),
                     ]
                 ),
-                rpc_timeout=timedelta(seconds=30),
+                rpc_timeout=timedelta(seconds=settings.temporal.rpc_timeout_seconds),
             )
-            latencies.append(time.perf_counter() - t0)
-            per_group[g] += 1
+        except Exception as err:
+            return type(err).__name__
+        return None if handle.result_run_id else "no run id"
 
-    start = time.perf_counter()
-    await asyncio.gather(*(sender() for _ in range(senders)))
-    seconds = elapsed(start)
-    # Nothing lost on the bare path either: each workflow's history holds one signal per call. Signals
-    # that arrive while a worker runs a workflow task are buffered until it completes: poll a while.
-    signalled = 0
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        signalled = 0
-        for g in range(groups):
-            history = await client.get_workflow_handle(f"{prefix}-{g}").fetch_history()
-            signalled += sum(
-                1 for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
-            )
-        if signalled >= total:
-            break
-        await asyncio.sleep(0.5)
-    return {**summarize(latencies, len(latencies), seconds), "signals_in_histories": signalled}
+    elapsed, lat, results = await run_senders(level.senders, level.payloads, start)
+    return {"elapsed": elapsed, "latencies": lat, "errors": sum(1 for r in results if r is not None)}
 
 
-async def api_level(stack: BenchStack, tag: str, senders: int, total: int, groups: int) -> dict[str, Any]:
-    """The same notifications through `POST /api/v1/alerts`, one httpx async client per sender."""
-    bodies = [json.dumps(p).encode() for p in group_payloads(tag, groups)]
-    next_index = iter(range(total))
-    latencies: list[float] = []
-    accepted: Counter[int] = Counter()
-    incidents: dict[int, set[str]] = {g: set() for g in range(groups)}
-    errors: Counter[str] = Counter()
-    gave_up = 0
-    headers = {**stack.headers, "Content-Type": "application/json"}
+async def absorbed(
+    stack: common.Stack, expected: dict[str, tuple[str, int]], within: float
+) -> dict[str, Any]:
+    """Poll every incident's view until its `notifications` equals what was accepted for it."""
+    seen: dict[str, int] = {}
+    async with stack.http() as http:
 
-    async def sender() -> None:
-        nonlocal gave_up
-        async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=60) as http:
-            for i in next_index:
-                g = i % groups
-                t0 = time.perf_counter()
-                for _attempt in range(5):  # like Alertmanager, retry a 5xx or a broken connection
-                    try:
-                        resp = await http.post("/api/v1/alerts", content=bodies[g])
-                    except httpx.HTTPError as err:
-                        errors[type(err).__name__] += 1
-                        continue
-                    if resp.status_code == 202:
-                        latencies.append(time.perf_counter() - t0)
-                        accepted[g] += 1
-                        incidents[g].add(resp.json()["incident_id"])
-                        break
-                    errors[str(resp.status_code)] += 1
-                else:
-                    gave_up += 1
+        async def one(incident_id: str) -> int:
+            resp = await http.get(f"/api/v1/incidents/{incident_id}")
+            return int(resp.json()["notifications"]) if resp.status_code == 200 else -1
 
-    start = time.perf_counter()
-    await asyncio.gather(*(sender() for _ in range(senders)))
-    seconds = elapsed(start)
-    stack.check_alive()
+        async def done() -> bool:
+            todo = [i for i, n in expected.values() if seen.get(i) != n]
+            counts = await common.gather_limited([one(i) for i in todo], 10)
+            seen.update(zip(todo, counts, strict=True))
+            return all(seen.get(i) == n for i, n in expected.values())
 
-    # Verify: every incident's view counts exactly the notifications accepted for its group.
-    absorb_start = time.perf_counter()
-    counted: dict[int, int] = {}
-    async with httpx.AsyncClient(base_url=stack.api_url, headers=stack.headers, timeout=60) as http:
-        deadline = time.monotonic() + max(120.0, total / 5)
-        pending = {g for g in range(groups) if len(incidents[g]) == 1}
-        while pending and time.monotonic() < deadline:
-            for g in sorted(pending):
-                (incident_id,) = incidents[g]
-                resp = await http.get(f"/api/v1/incidents/{incident_id}")
-                if resp.status_code == 200:
-                    counted[g] = int(resp.json()["notifications"])
-                    if counted[g] >= accepted[g]:
-                        pending.discard(g)
-            if pending:
-                await asyncio.sleep(0.2)
-    absorb_seconds = elapsed(absorb_start)
-    mismatched = {g: (accepted[g], counted.get(g)) for g in range(groups) if counted.get(g) != accepted[g]}
-    split = {g: sorted(ids) for g, ids in incidents.items() if len(ids) != 1}
-    return {
-        **summarize(latencies, len(latencies), seconds),
-        "accepted": sum(accepted.values()),
-        "counted_in_views": sum(counted.values()),
-        "absorbed_within_s": round(absorb_seconds, 2),
-        "errors": dict(errors),
-        "gave_up": gave_up,
-        "groups_mismatched": {str(k): v for k, v in mismatched.items()},
-        "groups_not_one_incident": {str(k): v for k, v in split.items()},
-    }
+        began = time.monotonic()
+        try:
+            await common.poll_until(done, within, 0.5, "all notifications absorbed")
+            ok = True
+        except TimeoutError:
+            ok = False
+        took = time.monotonic() - began
+    lost = sum(max(0, n - seen.get(i, 0)) for i, n in expected.values())
+    return {"ok": ok, "lost": lost, "seconds_after_last_post": round(took, 2), "incidents": len(expected)}
 
 
-async def run(args: Any) -> int:
-    levels = [int(x) for x in args.concurrency.split(",")]
-    machine = machine_facts()
+async def bench(args: Any) -> int:
+    started = time.monotonic()
+    machine = common.machine_facts()
+    run = uuid.uuid4().hex[:8]
+    counts = args.counts or ([10, 20, 100] if args.quick else [300, 1000, 2000])
+    n_groups = args.groups or (5 if args.quick else 50)
+    levels = [make_level(s, c, n_groups, run) for s, c in zip(SENDERS, counts, strict=True)]
     rows: list[list[Any]] = []
-    results: list[dict[str, Any]] = []
-    problems: list[str] = []
-    with embedded_stack(keep=args.keep) as stack:
-        client = await connect(TemporalSettings(address=stack.temporal_address))
-        for senders in levels:
-            tag = f"c{senders}-{int(time.time())}"
-            console.print(f"concurrency {senders}: bare signal-with-start…")
-            bare = await bare_level(client, tag, senders, args.notifications, args.groups)
-            console.print(f"concurrency {senders}: bare signal-with-start, worker running the workflows…")
-            polled = await bare_level(client, tag, senders, args.notifications, args.groups, polled=True)
-            console.print(f"concurrency {senders}: API…")
-            api = await api_level(stack, tag, senders, args.notifications, args.groups)
-            ratio = api["per_second"] / bare["per_second"] if bare["per_second"] else 0.0
-            ratio_polled = api["per_second"] / polled["per_second"] if polled["per_second"] else 0.0
-            results.append(
-                {
-                    "senders": senders,
-                    "bare": bare,
-                    "bare_with_worker": polled,
-                    "api": api,
-                    "ratio": round(ratio, 3),
-                    "ratio_vs_bare_with_worker": round(ratio_polled, 3),
-                }
-            )
+    figures: dict[str, Any] = {"levels": []}
+    expected: dict[str, tuple[str, int]] = {}
+    errors = 0
+    split = 0
+    config = {"remediation": {"include_library": False}}
+    with common.running_stack(config) as stack:
+        absorb: dict[str, Any] = {"ok": True, "lost": 0, "incidents": 0, "seconds_after_last_post": []}
+        for level in levels:
+            # Bare first, on a quiet server; then the API while the worker runs the new incidents;
+            # then wait until they absorbed everything, so the next level starts quiet too.
+            cpu0 = stack.cpu_seconds()
+            bare = await bare_phase(stack.temporal_address, level, run)
+            cpu1 = stack.cpu_seconds()
+            api = await api_phase(stack, level)
+            cpu2 = stack.cpu_seconds()
+            stack.assert_alive()
+            errors += api["errors"] + bare["errors"]
+            mine: dict[str, tuple[str, int]] = {}
+            for group, ids in api["ids"].items():
+                split += len(ids) - 1
+                mine[group] = (sorted(ids)[0], api["accepted"][group])
+            expected.update(mine)
+            got = await absorbed(stack, mine, within=60 if args.quick else 300)
+            absorb["ok"] = absorb["ok"] and got["ok"]
+            absorb["lost"] += got["lost"]
+            absorb["incidents"] += got["incidents"]
+            absorb["seconds_after_last_post"].append(got["seconds_after_last_post"])
+            api_rate = level.count / api["elapsed"]
+            bare_rate = level.count / bare["elapsed"]
+            entry = {
+                "senders": level.senders,
+                "notifications": level.count,
+                "groups": len(level.groups),
+                "api": {
+                    "per_second": round(api_rate, 1),
+                    **common.latency_ms(api["latencies"]),
+                    "errors": api["errors"],
+                },
+                "bare_signal_with_start": {
+                    "per_second": round(bare_rate, 1),
+                    **common.latency_ms(bare["latencies"]),
+                    "errors": bare["errors"],
+                },
+                "ratio_api_to_bare": round(api_rate / bare_rate, 3),
+                "cpu_seconds": {"bare": common.cpu_delta(cpu0, cpu1), "api": common.cpu_delta(cpu1, cpu2)},
+            }
+            figures["levels"].append(entry)
             rows.append(
                 [
-                    senders,
-                    bare["per_second"],
-                    polled["per_second"],
-                    api["per_second"],
-                    f"{ratio:.0%}",
-                    f"{ratio_polled:.0%}",
-                    bare["p50_ms"],
-                    bare["p99_ms"],
-                    polled["p50_ms"],
-                    polled["p99_ms"],
-                    api["p50_ms"],
-                    api["p99_ms"],
-                    f"{api['counted_in_views']}/{api['accepted']}",
+                    level.senders,
+                    level.count,
+                    api_rate,
+                    entry["api"]["p50_ms"],
+                    entry["api"]["p99_ms"],
+                    bare_rate,
+                    entry["bare_signal_with_start"]["p50_ms"],
+                    entry["bare_signal_with_start"]["p99_ms"],
+                    f"{entry['ratio_api_to_bare']:.2f}",
                 ]
             )
-            for label, series in (("bare", bare), ("bare with worker", polled)):
-                if series["signals_in_histories"] != args.notifications:
-                    problems.append(f"{label} c={senders}: {series['signals_in_histories']} signals recorded")
-            if api["accepted"] != args.notifications or api["gave_up"]:
-                problems.append(f"api c={senders}: {api['accepted']}/{args.notifications} accepted")
-            if api["groups_mismatched"] or api["groups_not_one_incident"]:
-                problems.append(
-                    f"api c={senders}: lost or doubled notifications {api['groups_mismatched']},"
-                    f" groups split {api['groups_not_one_incident']}"
-                )
-    print_table(
-        f"Webhook ingest: {args.notifications} notifications over {args.groups} groups per level",
+        stack.assert_alive()
+    figures["absorption"] = absorb
+    posted = sum(level.count for level in levels)
+    accepted = sum(n for _, n in expected.values())
+    checks: dict[str, bool] = {
+        "every notification answered 2xx": errors == 0 and accepted == posted,
+        "one incident per group": split == 0 and len(expected) == sum(len(lv.groups) for lv in levels),
+        "no notification lost (view notifications == posted)": absorb["ok"] and absorb["lost"] == 0,
+    }
+    common.print_table(
+        "Webhook ingest (durable: 2xx after signal-with-start) vs bare signal-with-start, same server",
         [
             "senders",
-            "bare/s",
-            "bare+worker/s",
-            "API/s",
-            "API÷bare",
-            "API÷bare+worker",
-            "bare p50 ms",
-            "bare p99 ms",
-            "bare+worker p50",
-            "bare+worker p99",
+            "notifications",
+            "API /s",
             "API p50 ms",
             "API p99 ms",
-            "counted/accepted",
+            "bare /s",
+            "bare p50 ms",
+            "bare p99 ms",
+            "API/bare",
         ],
         rows,
     )
-    print_machine(machine)
-    for p in problems:
-        fail(p)
-    headline = {f"api_over_bare_c{r['senders']}": r["ratio"] for r in results}
-    headline.update(
-        {f"api_over_bare_with_worker_c{r['senders']}": r["ratio_vs_bare_with_worker"] for r in results}
+    common.console.print(
+        f"absorbed: {accepted} notifications into {absorb['incidents']} incidents,"
+        f" lost {absorb['lost']}; per level, all visible"
+        f" {absorb['seconds_after_last_post']} s after its last post"
     )
-    headline.update({f"api_per_s_c{r['senders']}": r["api"]["per_second"] for r in results})
-    write_result(
+    common.print_checks(checks)
+    common.console.print(common.machine_line(machine))
+    headline = {
+        f"{lv['senders']} senders": f"{lv['api']['per_second']}/s API vs"
+        f" {lv['bare_signal_with_start']['per_second']}/s bare (x{lv['ratio_api_to_bare']}),"
+        f" p99 {lv['api']['p99_ms']} ms"
+        for lv in figures["levels"]
+    }
+    headline["lost"] = absorb["lost"]
+    common.write_result(
         NAME,
+        args.results_dir,
+        quick=args.quick,
+        started=started,
         params={
-            "notifications": args.notifications,
-            "groups": args.groups,
-            "concurrency": levels,
-            "quick": args.quick,
+            "senders": SENDERS,
+            "counts": counts,
+            "groups_per_level": n_groups,
+            "alerts_per_notification": 3,
         },
-        results=results,
+        figures=figures,
         headline=headline,
-        checks={"no_loss": not problems, "problems": problems},
+        checks=checks,
         machine=machine,
-        out=args.out,
     )
-    return 1 if problems else 0
+    return 0 if all(checks.values()) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0] if __doc__ else NAME)
-    parser.add_argument("--notifications", type=int, default=1000, help="notifications per concurrency level")
-    parser.add_argument("--groups", type=int, default=20, help="alert groups (incidents) per level")
-    parser.add_argument("--concurrency", default="1,10,100", help="comma-separated sender counts")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.notifications, args.groups, args.concurrency = 12, 3, "1,4"
-    return asyncio.run(run(args))
+    p = common.parser(__doc__)
+    p.add_argument("--counts", type=int, nargs=3, help="notifications for 1, 10 and 100 senders")
+    p.add_argument("--groups", type=int, help="alert groups (incidents) per sender level")
+    return common.run_async(bench(p.parse_args(argv)))
 
 
 if __name__ == "__main__":

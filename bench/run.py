@@ -1,12 +1,14 @@
-"""Run every benchmark in bench/ (each `bench/<name>.py` with a `main`), then print a summary.
+"""Run every benchmark module in bench/ (discovered, not listed) and print a summary.
 
-Modules are discovered, not listed, so a new `bench/<name>.py` joins `make bench` by existing.
-Each runs in its own interpreter (`python -m bench.<name>`), so one's leftovers cannot skew the next.
+    .venv/bin/python -m bench.run [--quick] [--only ingest alert_storm] [--results-dir DIR]
+
+Each benchmark runs as its own `python -m bench.<name>` process (its own stack and memory), then
+its `<name>.json` is read back for the summary. Exits non-zero when a benchmark failed or one of
+its checks (e.g. no notification lost) did not hold; figures themselves are never judged.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import pkgutil
 import subprocess
@@ -14,57 +16,55 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import RESULTS, console, fmt, print_table
+import bench
+from bench import common
 
-HERE = Path(__file__).resolve().parent
 NOT_BENCHMARKS = {"common", "run"}
 
 
 def discover() -> list[str]:
+    """Every module of the bench package except the shared helpers and this runner."""
     return sorted(
         m.name
-        for m in pkgutil.iter_modules([str(HERE)])
-        if not m.ispkg and not m.name.startswith("_") and m.name not in NOT_BENCHMARKS
+        for m in pkgutil.iter_modules(bench.__path__)
+        if not m.ispkg and m.name not in NOT_BENCHMARKS and not m.name.startswith("_")
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "bench")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes for every benchmark")
-    parser.add_argument("--only", default="", help="comma-separated benchmark names")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where the JSON results go")
-    parser.add_argument("--list", action="store_true", help="print the benchmark names and exit")
-    args = parser.parse_args(argv)
+    p = common.parser(__doc__)
+    p.add_argument("--only", nargs="+", help="run only these benchmarks")
+    args = p.parse_args(argv)
     names = discover()
-    if args.list:
-        print("\n".join(names))
-        return 0
     if args.only:
-        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = sorted(set(wanted) - set(names))
+        unknown = sorted(set(args.only) - set(names))
         if unknown:
-            print(f"unknown benchmark(s): {', '.join(unknown)} (have: {', '.join(names)})", file=sys.stderr)
+            print(f"error: --only: unknown benchmark(s) {', '.join(unknown)}; have {', '.join(names)}")
             return 2
-        names = [n for n in names if n in wanted]
-    rows = []
+        names = [n for n in names if n in args.only]
+    rows: list[list[object]] = []
     failed = 0
     for name in names:
-        out = args.out_dir / f"{name}.json"
-        out.unlink(missing_ok=True)
-        argv_ = [sys.executable, "-m", f"bench.{name}", "--out", str(out)]
+        common.console.rule(f"bench.{name}")
+        argv_ = [sys.executable, "-m", f"bench.{name}", "--results-dir", str(args.results_dir)]
         if args.quick:
             argv_.append("--quick")
-        console.rule(f"bench.{name}")
-        start = time.perf_counter()
-        code = subprocess.run(argv_, check=False).returncode
-        minutes = (time.perf_counter() - start) / 60
-        failed += code != 0
-        headline = ""
-        if out.exists():
-            doc = json.loads(out.read_text())
-            headline = ", ".join(f"{k}={fmt(v)}" for k, v in doc.get("headline", {}).items())
-        rows.append([name, "ok" if code == 0 else f"exit {code}", round(minutes, 2), headline or "-"])
-    print_table("Benchmarks", ["benchmark", "result", "minutes", "headline"], rows)
+        result_path = Path(args.results_dir) / f"{name}.json"
+        result_path.unlink(missing_ok=True)
+        began = time.monotonic()
+        code = subprocess.run(argv_, cwd=common.ROOT, check=False).returncode
+        took = time.monotonic() - began
+        doc = json.loads(result_path.read_text()) if result_path.exists() else None
+        if code != 0 or doc is None or not doc.get("ok"):
+            failed += 1
+        status = "ok" if code == 0 and doc and doc.get("ok") else f"FAILED (exit {code})"
+        headline = "; ".join(f"{k}: {v}" for k, v in (doc or {}).get("headline", {}).items())
+        rows.append([name, status, f"{took:.0f}s", headline or "(no result file)"])
+    common.print_table(
+        "Benchmarks" + (" (quick)" if args.quick else ""), ["benchmark", "status", "took", "headline"], rows
+    )
+    common.console.print(common.machine_line(common.machine_facts()))
+    common.console.print(f"results in {args.results_dir}")
     return 1 if failed else 0
 
 

@@ -12,14 +12,20 @@ from abc import ABC, abstractmethod
 from pydantic import BaseModel, Field
 
 from selfheal.models import TicketRef
+from selfheal.page import Document
 
 
 class TicketContent(BaseModel):
-    """What selfheal wants the ticket to say; trackers map it to their own fields."""
+    """What selfheal wants the ticket to say; trackers map it to their own fields.
+
+    The description is a neutral `Document`: each tracker renders it in the one format it speaks
+    (Markdown locally, wiki markup on Jira REST v2, ADF on v3), so callers never need to know which
+    tracker, or which Jira API version, is configured.
+    """
 
     incident_id: str
     summary: str = Field(max_length=250)
-    description: str
+    page: Document
     priority: str = "Medium"
     labels: list[str] = Field(default_factory=list)
     assignee: str | None = None
@@ -61,6 +67,10 @@ class Tracker(ABC):
     @abstractmethod
     def create_or_update(self, content: TicketContent) -> TicketRef:
         """Create the incident's ticket, or update the one that already exists."""
+
+    @abstractmethod
+    def update_page(self, key: str, content: TicketContent) -> None:
+        """Rewrite the summary and description of ticket `key`, whatever its status; never creates."""
 
     @abstractmethod
     def comment(self, key: str, body: str, dedup_key: str) -> bool:

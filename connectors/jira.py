@@ -10,6 +10,7 @@ whether another attempt can help.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from io import BufferedReader
@@ -23,6 +24,8 @@ from jira.resources import Issue
 
 from connectors.base import TicketContent, Tracker, TrackerError, dedup_marker, incident_label
 from selfheal.models import TicketRef
+from selfheal.page import Document
+from selfheal.page_render import adf_plain_text, render, render_adf_fitted, render_wiki_text
 from selfheal.settings import JiraSettings
 
 #: Statuses worth another attempt besides 5xx: timeouts, edit conflicts, locks, rate limits.
@@ -150,8 +153,14 @@ class JiraTracker(Tracker):
         marker = dedup_marker(dedup_key)
         if self._has_comment_containing(key, marker):
             return False
+        if self.v3:
+            # Plain text in ADF text nodes: nothing in `body` can become markup; the marker stays findable.
+            adf = render_adf_fitted(Document.of_text(f"{body}\n\n{marker}"))
+            self._v3("POST", f"issue/{key}/comment", f"comment on {key}", {"body": adf})
+            return True
         with _jira_errors(f"comment on {key}"):
-            self.client.add_comment(key, f"{body}\n\n{marker}")
+            # The body is escaped (it quotes reasons, labels, model output); the marker is ours, verbatim.
+            self.client.add_comment(key, f"{render_wiki_text(body)}\n\n{marker}")
         return True
 
     def transition(self, key: str, status: str) -> bool:
@@ -176,6 +185,52 @@ class JiraTracker(Tracker):
                 return False
             raise
         return True
+
+    def update_page(self, key: str, content: TicketContent) -> None:
+        """Send only what differs; a closed issue is edited too (the page records how it ended)."""
+        if self.v3:
+            now = self._v3_fields(key, "summary,description")
+        else:
+            issue = self._issue(key, "summary,description")
+            now = issue.raw.get("fields") or {}
+        fields: dict[str, Any] = {}
+        if now.get("summary") != content.summary:
+            fields["summary"] = content.summary
+        description = self.description(content)
+        if (now.get("description") or "") != description:
+            fields["description"] = description
+        if not fields:
+            return
+        if self.v3:
+            self._v3("PUT", f"issue/{key}", f"update {key}", {"fields": fields})
+            return
+        with _jira_errors(f"update {key}"):
+            issue.update(fields=fields)
+
+    # ------------------------------------------------------------------------------- rendering
+
+    @property
+    def v3(self) -> bool:
+        return self.settings.api_version == 3
+
+    def description(self, content: TicketContent) -> str | dict[str, Any]:
+        """The page in this Jira's format: ADF on REST v3, wiki markup on v2; within Jira's limit."""
+        if self.v3:
+            return render_adf_fitted(content.page)
+        return render(content.page, "wiki")
+
+    def _v3(self, method: str, path: str, action: str, payload: Any = None) -> Any:
+        """A REST v3 call on the client's session (auth, timeout, no retries), mapped to TrackerError."""
+        url = f"{self.base_url}/rest/api/3/{path}"
+        data = json.dumps(payload) if payload is not None else None
+        with _jira_errors(action):
+            response = self.client._session.request(method, url, data=data)
+            return response.json() if response.content else None
+
+    def _v3_fields(self, key: str, fields: str) -> dict[str, Any]:
+        issue = self._v3("GET", f"issue/{key}?fields={fields}", f"read {key}")
+        found: dict[str, Any] = (issue or {}).get("fields") or {}
+        return found
 
     # ---------------------------------------------------------------------------------- helpers
 
@@ -242,12 +297,15 @@ class JiraTracker(Tracker):
             "project": {"key": self.settings.project},
             "issuetype": {"name": self.settings.issue_type},
             "summary": content.summary,
-            "description": content.description,
+            "description": self.description(content),
             "labels": labels,
             "priority": {"name": content.priority},
         }
         if content.assignee:
             fields["assignee"] = self._user(content.assignee)
+        if self.v3:
+            created = self._v3("POST", "issue", "create issue", {"fields": fields})
+            return str(created["key"])
         with _jira_errors("create issue"):
             # prefetch=False: the key is all we need, and one request less to fail.
             issue = self.client.create_issue(fields=fields, prefetch=False)
@@ -259,8 +317,15 @@ class JiraTracker(Tracker):
         fields: dict[str, Any] = {}
         if now.get("summary") != content.summary:
             fields["summary"] = content.summary
-        if (now.get("description") or "") != content.description:
-            fields["description"] = content.description
+        description = self.description(content)
+        # Search answers in v2 (description as wiki text); on v3 compare with the stored ADF.
+        current = (
+            self._v3_fields(issue.key, "description").get("description")
+            if self.v3
+            else now.get("description")
+        )
+        if (current or "") != description:
+            fields["description"] = description
         if (now.get("priority") or {}).get("name") != content.priority:
             fields["priority"] = {"name": content.priority}
         if content.assignee:
@@ -271,7 +336,9 @@ class JiraTracker(Tracker):
         update = {"labels": [{"add": label} for label in labels if label not in current]}
         if not update["labels"]:
             update = {}
-        if fields or update:
+        if (fields or update) and self.v3:
+            self._v3("PUT", f"issue/{issue.key}", f"update {issue.key}", {"fields": fields, "update": update})
+        elif fields or update:
             with _jira_errors(f"update {issue.key}"):
                 issue.update(fields=fields, update=update)
 
@@ -288,6 +355,8 @@ class JiraTracker(Tracker):
             self.client.add_simple_link(key, {"url": url, "title": title})
 
     def _has_comment_containing(self, key: str, marker: str) -> bool:
+        if self.v3:
+            return self._v3_has_comment_containing(key, marker)
         start = 0
         while True:
             with _jira_errors(f"read comments of {key}"):
@@ -297,6 +366,22 @@ class JiraTracker(Tracker):
             if len(page) < _COMMENT_PAGE:
                 return False
             start += len(page)
+
+    def _v3_has_comment_containing(self, key: str, marker: str) -> bool:
+        """Comments on v3 are ADF: the marker is searched in their text nodes."""
+        start = 0
+        while True:
+            page = self._v3(
+                "GET",
+                f"issue/{key}/comment?startAt={start}&maxResults={_COMMENT_PAGE}",
+                f"read comments of {key}",
+            )
+            comments = (page or {}).get("comments") or []
+            if any(marker in adf_plain_text(c.get("body")) for c in comments):
+                return True
+            if len(comments) < _COMMENT_PAGE:
+                return False
+            start += len(comments)
 
     def _status_is(self, key: str, status: str) -> bool:
         issue = self._issue(key, "status")

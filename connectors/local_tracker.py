@@ -16,6 +16,7 @@ from typing import Any
 
 from connectors.base import TicketContent, Tracker, TrackerError, dedup_marker, incident_label
 from selfheal.models import TicketRef
+from selfheal.page_render import render
 
 STATUSES = ("To Do", "In Progress", "Approved", "Rejected", "Done")
 DONE_STATUSES = frozenset({"Done"})
@@ -106,7 +107,13 @@ class LocalTracker(Tracker):
                 return self._ref(r["n"])
         return None
 
+    @staticmethod
+    def render(content: TicketContent) -> str:
+        """The description as stored: Markdown, capped like Jira's so pages look alike everywhere."""
+        return render(content.page, "markdown")
+
     def create_or_update(self, content: TicketContent) -> TicketRef:
+        description = self.render(content)
         label = incident_label(content.incident_id)
         labels = sorted({*content.labels, label})
         links = [{"url": content.link_url, "title": content.link_title}] if content.link_url else []
@@ -124,7 +131,7 @@ class LocalTracker(Tracker):
                         " links=?, updated=? WHERE n=?",
                         (
                             content.summary,
-                            content.description,
+                            description,
                             content.priority,
                             json.dumps(merged),
                             content.assignee or existing["assignee"],
@@ -142,7 +149,7 @@ class LocalTracker(Tracker):
                         (
                             label,
                             content.summary,
-                            content.description,
+                            description,
                             content.priority,
                             json.dumps(labels),
                             content.assignee,
@@ -191,6 +198,16 @@ class LocalTracker(Tracker):
                 return False
             db.execute("UPDATE tickets SET status=?, updated=? WHERE n=?", (match, _now(), row["n"]))
         return True
+
+    def update_page(self, key: str, content: TicketContent) -> None:
+        description = self.render(content)
+        with self._db() as db:
+            row = self._row(db, key)
+            if (row["summary"], row["description"]) != (content.summary, description):
+                db.execute(
+                    "UPDATE tickets SET summary=?, description=?, updated=? WHERE n=?",
+                    (content.summary, description, _now(), row["n"]),
+                )
 
     def set_priority(self, key: str, priority: str) -> None:
         with self._db() as db:

@@ -153,9 +153,12 @@ def summarise(
         seen = groups.get(key)
         if seen is not None:
             seen.count += item.count
+            seen.first_at = min(seen.first_at or seen.at, item.first_at or item.at)
             continue
         labels = {k: redact(v, emails=emails) for k, v in item.labels.items()}
-        groups[key] = LogLine(at=item.at, line=text, labels=labels, count=item.count)
+        groups[key] = LogLine(
+            at=item.at, line=text, labels=labels, count=item.count, first_at=item.first_at or item.at
+        )
     if not groups:
         return EvidenceSection(source=source, status="empty", query=query, message="no log lines")
     kept: list[LogLine] = []

@@ -6,6 +6,7 @@ notification; when Temporal is unreachable we answer 503 so Alertmanager retries
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -20,12 +21,20 @@ import structlog
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from pydantic import BaseModel, Field, ValidationError
 from temporalio.client import Client
 
 from selfheal import control, identity
 from selfheal.incidents import IncidentError, IncidentService
+from selfheal.loop_metrics import LoopCollector, OpenIncidentsCollector
 from selfheal.models import AlertmanagerWebhook, Decision, DecisionKind, IncidentSummary, IncidentView
 from selfheal.settings import Settings
 from selfheal.temporal import connect
@@ -137,12 +146,21 @@ def create_app(
         return await connect(settings.temporal, lazy=True)
 
     factory = client_factory or default_factory
+    # The loop's metrics come from durable data at scrape time, in a registry of this app's own.
+    loop_collector = LoopCollector(settings.store_url)
+    open_incidents = OpenIncidentsCollector()
+    loop_registry = CollectorRegistry(auto_describe=False)
+    loop_registry.register(loop_collector)
+    loop_registry.register(open_incidents)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         app.state.client = await factory()
         app.state.service = IncidentService(app.state.client, settings)
-        yield
+        try:
+            yield
+        finally:
+            loop_collector.close()
 
     app = FastAPI(
         title="selfheal",
@@ -364,8 +382,16 @@ def create_app(
         return JSONResponse(status_code=200, content={"status": "ready"})
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        """Process metrics, plus the loop's own (incident store aggregates, open incidents by stage)."""
+        # Bounded well inside Prometheus' scrape timeout: with Temporal down the gauge is left out.
+        deadline = min(settings.temporal.rpc_timeout_seconds, 3.0)
+        await open_incidents.refresh(request.app.state.client, deadline)
+
+        def render() -> bytes:
+            return generate_latest(REGISTRY) + generate_latest(loop_registry)
+
+        return Response(await asyncio.to_thread(render), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -10,6 +10,7 @@ history with GitPython and never touches the work tree.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import git
 
 from selfheal.evidence import ChangeRef, EvidenceSection
+from selfheal.redact import cap, redact
 
 #: Commits examined per repository at most, however busy the window was.
 MAX_SCAN = 500
@@ -68,12 +70,7 @@ def recent_changes(
                 continue
             stats = commit.stats
             paths = sorted(str(p) for p in stats.files)
-            closeness = (
-                1.0 - (before - committed).total_seconds() / window_seconds if window_seconds > 0 else 1.0
-            )
-            score = max(0.0, min(1.0, closeness))
-            if path_matches_any(paths, service_paths):
-                score += PATH_MATCH_BONUS
+            score = change_score(committed, before, window_seconds, paths, service_paths)
             summary = commit.summary
             changes.append(
                 ChangeRef(
@@ -86,6 +83,8 @@ def recent_changes(
                     insertions=int(stats.total.get("insertions", 0)),
                     deletions=int(stats.total.get("deletions", 0)),
                     score=round(score, 4),
+                    touches_service=path_matches_any(paths, service_paths),
+                    selfheal_incident=_fix_trailer(commit.message),
                     url=url_template.replace("{sha}", commit.hexsha).replace("{repo}", name),
                 )
             )
@@ -93,6 +92,30 @@ def recent_changes(
         repo.close()
     changes.sort(key=lambda c: (-c.score, -c.committed_at.timestamp()))
     return changes[:limit]
+
+
+_TRAILER = re.compile(r"^Selfheal-Incident:\s*(\S+)\s*$", re.MULTILINE)
+
+
+def _fix_trailer(message: str | bytes) -> str:
+    text = message if isinstance(message, str) else message.decode(errors="replace")
+    found = _TRAILER.search(text)
+    return found.group(1)[:100] if found else ""
+
+
+def change_score(
+    committed: datetime,
+    before: datetime,
+    window_seconds: float,
+    paths: Sequence[str],
+    service_paths: Sequence[str],
+) -> float:
+    """Closeness to `before` in [0, 1], plus PATH_MATCH_BONUS when the commit touches the service's paths."""
+    closeness = 1.0 - (before - committed).total_seconds() / window_seconds if window_seconds > 0 else 1.0
+    score = max(0.0, min(1.0, closeness))
+    if path_matches_any(paths, service_paths):
+        score += PATH_MATCH_BONUS
+    return score
 
 
 def path_matches_any(paths: Sequence[str], service_paths: Sequence[str]) -> bool:
@@ -107,6 +130,7 @@ def gather_changes(
     service_paths: list[str] | None = None,
     limit: int = 10,
     url_templates: dict[str, str] | None = None,
+    emails: bool = False,
 ) -> EvidenceSection:
     """Recent changes across `repos` (name → local clone) as an evidence section; never raises.
 
@@ -144,6 +168,16 @@ def gather_changes(
             source="changes", status="empty", message="no commits in the window", query=query
         )
     status = "truncated" if len(found) > limit else "ok"
+    # Commit messages and author names are free text: a pasted token must not reach a ticket.
+    kept = [
+        c.model_copy(
+            update={
+                "summary": cap(redact(c.summary, emails=emails), 300),
+                "author": cap(redact(c.author, emails=emails), 120),
+            }
+        )
+        for c in found[:limit]
+    ]
     return EvidenceSection(
-        source="changes", status=status, message=message, query=query, changes=found[:limit]
+        source="changes", status=status, message=redact(message), query=query, changes=kept
     )

@@ -192,14 +192,48 @@ def incidents_list(
     out.print(table)
 
 
+PageOpt = Annotated[bool, typer.Option("--page", help="Print the incident's ticket page as rendered.")]
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format", help="Page format: markdown (local tracker), wiki (Jira REST v2) or adf (Jira REST v3)."
+    ),
+]
+
+
 @incidents_app.command("show")
-def incidents_show(incident_id: str, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
-    """One incident: stage, alerts, ticket and timeline."""
+def incidents_show(
+    incident_id: str,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+    page: PageOpt = False,
+    fmt: FormatOpt = "markdown",
+) -> None:
+    """One incident: stage, alerts, ticket and timeline; with --page, its ticket page."""
+    if fmt not in ("markdown", "wiki", "adf"):
+        raise fail(f"--format: {fmt!r} is not one of markdown, wiki, adf")
     data = _call(url, "GET", f"/api/v1/incidents/{incident_id}")
+    if page:
+        print(_render_page(data, fmt))
+        return
     if as_json:
         print(json.dumps(data, indent=2))
         return
     print_incident(data)
+
+
+def _render_page(data: dict[str, Any], fmt: str) -> str:
+    """The page exactly as the ticket activities build and render it (same builder, same cap)."""
+    from selfheal.models import IncidentView
+    from selfheal.page_render import render
+    from selfheal.tickets import build_page
+
+    settings = settings_or_exit()
+    view = IncidentView.model_validate(data)
+    ui = settings.temporal.ui_url.rstrip("/")
+    workflow_url = f"{ui}/namespaces/{settings.temporal.namespace}/workflows/{view.id}" if ui else ""
+    text = render(build_page(view, workflow_url), fmt)  # type: ignore[arg-type]
+    return json.dumps(json.loads(text), indent=2) if fmt == "adf" else text
 
 
 def print_incident(data: dict[str, Any], console: Console = out) -> None:
@@ -273,13 +307,25 @@ def resume(as_user: AsOpt, reason: CommentOpt = "", url: UrlOpt = None) -> None:
 @app.command()
 def demo(
     data_dir: Annotated[
-        Path | None, typer.Option(help="Keep the demo's data here (default: a temp dir).")
+        Path | None, typer.Option(help="Keep the demo's data and logs here (default: a temp dir).")
     ] = None,
+    interactive: Annotated[
+        bool, typer.Option(help="Leave the novel incident's decision to you (selfheal approve/reject).")
+    ] = False,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Run only this scenario (repeatable): bad-config, pool-regression, feature-flag, novel."
+        ),
+    ] = None,
+    ticket_dir: Annotated[
+        Path, typer.Option(help="Where the final ticket page of one incident is saved.")
+    ] = Path(".selfheal-demo"),
 ) -> None:
-    """Start the embedded stack, post a realistic alert, show the escalation, approve it, stop."""
+    """The real loop on a real service: faults in a shop healed via Prometheus, Alertmanager and Temporal."""
     from selfheal.demo import run_demo
 
-    raise typer.Exit(run_demo(data_dir))
+    raise typer.Exit(run_demo(data_dir, interactive=interactive, scenarios=scenario, ticket_dir=ticket_dir))
 
 
 def main() -> None:

@@ -21,6 +21,8 @@ class LogLine(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     #: How many identical lines (after normalisation) this one stands for.
     count: int = 1
+    #: The oldest of those lines (`at` is the newest): tells a new error from old background noise.
+    first_at: datetime | None = None
 
 
 class TraceRef(BaseModel):
@@ -46,6 +48,10 @@ class ChangeRef(BaseModel):
     deletions: int = 0
     #: Higher is more suspect: closeness to the alert start and touching the service's paths.
     score: float = 0.0
+    #: Whether the commit touches the service's configured paths.
+    touches_service: bool = False
+    #: The incident whose fix this commit is (its `Selfheal-Incident` trailer), when selfheal made it.
+    selfheal_incident: str = ""
     url: str = ""
 
 
@@ -65,6 +71,8 @@ class MetricSeries(BaseModel):
     points: list[tuple[float, float]] = Field(default_factory=list)
     #: PNG of the series with the alert start marked, when rendered.
     graph_png: bytes | None = None
+    #: The ticket attachment holding that PNG, once attached (`<incident id>-graph-<n>.png`).
+    graph: str = ""
 
 
 class EvidenceSection(BaseModel):

@@ -77,12 +77,13 @@ def gather_metrics(
     before_seconds: float = 3600.0,
     after_seconds: float = 600.0,
     step: float | None = None,
+    min_step: float = 15.0,
     now: datetime | None = None,
 ) -> EvidenceSection:
     """Range-query each named PromQL around the alert start and graph each series; never raises.
 
     The window ends `after_seconds` after the start, or now if that is earlier. `step` defaults to
-    about 240 points over the window, at least 15 seconds.
+    about 240 points over the window, at least `min_step` seconds.
     """
     if client is None or not queries:
         return EvidenceSection(source="metrics", status="skipped", message="no Prometheus or no queries")
@@ -92,7 +93,7 @@ def gather_metrics(
     end = max(min(end, current), start_at)
     begin = start_at - timedelta(seconds=before_seconds)
     span = (end - begin).total_seconds()
-    step_s = step if step is not None else max(15.0, round(span / _TARGET_POINTS))
+    step_s = step if step is not None else max(min_step, round(span / _TARGET_POINTS))
     metrics: list[MetricSeries] = []
     errors: list[str] = []
     truncated = False

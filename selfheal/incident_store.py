@@ -5,6 +5,11 @@ read by `similar`, which ranks stored incidents by a blend of label overlap (ale
 severity, then any other label) and Okapi BM25 over their text (title, annotations, timeline).
 Only portable column types are used, so PostgreSQL is a change of URL; SQLite is the default
 (`sqlite:///<data_dir>/incidents.db`).
+
+Each row also keeps what the loop's own metrics need (outcome, playbook category, alert start,
+fix deployed and verified times, investigation duration; playbook runs in `playbook_runs`), so
+any API replica can aggregate them at scrape time (`selfheal.loop_metrics`). Columns added since
+a database was created are added to it on open.
 """
 
 from __future__ import annotations
@@ -17,9 +22,24 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import DateTime, String, Text, create_engine, func, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    func,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.schema import CreateColumn
 
 from selfheal.evidence import EvidenceSection, SimilarIncident
 from selfheal.models import IncidentView
@@ -57,6 +77,78 @@ class ClosedIncident(_Base):
     ticket_url: Mapped[str] = mapped_column(Text, default="")
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+    # --- loop metrics (added later: nullable or with a server default, so old files gain them) ---
+    #: Playbook `category`, `novel` when no playbook matched, `uncategorized` when it has none.
+    category: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    #: The matched playbook ("" when none matched).
+    playbook: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    #: Remediation runs that were rolled back.
+    rollbacks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    alert_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    deployed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    alert_to_deployed_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    alert_to_verified_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    investigation_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class PlaybookRun(_Base):
+    """One remediation run of a closed incident (its `remediations`, in order)."""
+
+    __tablename__ = "playbook_runs"
+
+    incident_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    playbook: Mapped[str] = mapped_column(String(200), default="", index=True)
+    #: healed | rolled_back | failed | skipped | blocked
+    result: Mapped[str] = mapped_column(String(50), default="")
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    approved: Mapped[int] = mapped_column(Integer, default=0)
+
+
+#: Timeline event kinds (sent by RemediationWorkflow) that mark the loop's milestones.
+EVENT_REMEDIATION_STARTED = "remediation_started"
+#: Sent once the deploy steps completed, right before verification starts.
+EVENT_VERIFYING = "verifying"
+#: Sent when the fix was deployed and verification passed (or there was nothing to verify).
+EVENT_HEALED = "remediation_healed"
+#: Category of an incident no playbook matched; of a matched playbook that names none.
+NOVEL = "novel"
+UNCATEGORIZED = "uncategorized"
+#: Remediation results that mean a fix was actually attempted (not skipped or blocked).
+ATTEMPTED_RESULTS = ("healed", "rolled_back", "failed")
+
+
+def engine_url(url: str) -> URL:
+    """The URL with a driver we ship: a bare `postgresql://` means psycopg 3, not psycopg2."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """ALTER TABLE … ADD COLUMN for model columns an older database lacks; returns their names.
+
+    Several processes may open the same database at once: a column another one just added is fine.
+    """
+    added: list[str] = []
+    for table in _Base.metadata.sorted_tables:
+        have = {c["name"] for c in inspect(engine).get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            ddl = CreateColumn(column).compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
+            except SQLAlchemyError:
+                have = {c["name"] for c in inspect(engine).get_columns(table.name)}
+                if column.name not in have:
+                    raise
+                continue
+            added.append(column.name)
+    return added
 
 
 def default_url(data_dir: Path) -> str:
@@ -113,6 +205,43 @@ def incident_text(view: IncidentView) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def matched_playbook(view: IncidentView) -> str:
+    """The playbook that matched the incident ("" when none did)."""
+    if view.proposal is not None:
+        return view.proposal.playbook
+    return view.remediations[-1].playbook if view.remediations else ""
+
+
+def alert_started_at(view: IncidentView) -> datetime | None:
+    """When the earliest alert of the group started firing (Alertmanager's `startsAt`)."""
+    starts = [_utc(a.startsAt) for a in view.alerts]
+    return min((s for s in starts if s is not None), default=None)
+
+
+def fix_times(view: IncidentView) -> tuple[datetime | None, datetime | None]:
+    """(deployed, verified) of the fix that healed the incident, from the remediation's timeline events.
+
+    The run that healed is the last `remediation_started` before `remediation_healed`; its deploy
+    finished when `verifying` was sent, or at `remediation_healed` when the playbook has no verify.
+    """
+    started: int | None = None
+    for i, event in enumerate(view.timeline):
+        if event.kind == EVENT_REMEDIATION_STARTED:
+            started = i
+        elif event.kind == EVENT_HEALED:
+            run = view.timeline[(started or 0) : i]
+            verifying = [e for e in run if e.kind == EVENT_VERIFYING]
+            deployed = verifying[-1].at if verifying else event.at
+            return _utc(deployed), _utc(event.at)
+    return None, None
+
+
+def _since(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
 def derive_fix(view: IncidentView) -> str:
     """What fixed it, when the caller does not say: the playbook (and commit), else the human's comment."""
     for rem in reversed(view.remediations):
@@ -152,11 +281,12 @@ class IncidentStore:
     """Closed incidents in a SQL database (SQLAlchemy 2; SQLite or PostgreSQL)."""
 
     def __init__(self, url: str) -> None:
-        parsed = make_url(url)
+        parsed = engine_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url)
+        self.engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
         _Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> IncidentStore:
@@ -165,8 +295,15 @@ class IncidentStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    def record(self, view: IncidentView, fix: str = "") -> None:
-        """Insert or replace the incident (by id); calling it twice changes nothing."""
+    def record(self, view: IncidentView, fix: str = "", category: str = "") -> None:
+        """Insert or replace the incident (by id) and its playbook runs; calling it twice changes nothing.
+
+        `category` is the matched playbook's `category:` (the caller knows the playbooks).
+        """
+        playbook = matched_playbook(view)
+        started = alert_started_at(view)
+        deployed, verified = fix_times(view)
+        investigation = view.investigation.duration_seconds if view.investigation is not None else None
         row = ClosedIncident(
             id=view.id,
             title=view.title,
@@ -180,9 +317,31 @@ class IncidentStore:
             ticket_url=view.ticket.url if view.ticket is not None else "",
             opened_at=_utc(view.opened_at) or view.opened_at,
             closed_at=_utc(view.closed_at),
+            category=(category or UNCATEGORIZED) if playbook else NOVEL,
+            playbook=playbook,
+            rollbacks=sum(1 for r in view.remediations if r.outcome == "rolled_back"),
+            alert_started_at=started,
+            deployed_at=deployed,
+            verified_at=verified,
+            alert_to_deployed_seconds=_since(started, deployed),
+            alert_to_verified_seconds=_since(started, verified),
+            investigation_seconds=investigation,
         )
+        runs = [
+            PlaybookRun(
+                incident_id=view.id,
+                seq=i,
+                playbook=r.playbook,
+                result=r.outcome,
+                seconds=r.seconds,
+                approved=1 if r.approved_by else 0,
+            )
+            for i, r in enumerate(view.remediations)
+        ]
         with Session(self.engine) as session, session.begin():
             session.merge(row)
+            session.execute(delete(PlaybookRun).where(PlaybookRun.incident_id == view.id))
+            session.add_all(runs)
 
     def get(self, incident_id: str) -> ClosedIncident | None:
         with Session(self.engine, expire_on_commit=False) as session:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
+from selfheal.redact import redact
 from selfheal.settings import Settings
 
 
@@ -44,6 +46,14 @@ def _lift_temporal_info(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str
             for key in ("workflow_id", "workflow_type", "run_id", "activity_type", "attempt"):
                 if key in info:
                     event_dict.setdefault(key, info[key])
+    return event_dict
+
+
+def _redact_values(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Secrets in any string value (error texts quote URLs, headers, commit messages) never reach a log."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and not key.startswith("_"):
+            event_dict[key] = redact(value)
     return event_dict
 
 
@@ -81,6 +91,7 @@ def configure_logging(settings: Settings, *, component: str = "") -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                _redact_values,
                 renderer,
             ],
         )

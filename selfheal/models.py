@@ -132,6 +132,18 @@ class TrackedAlert(BaseModel):
     endsAt: datetime | None = None
     generatorURL: str = ""
 
+    @classmethod
+    def of(cls, alert: WebhookAlert) -> TrackedAlert:
+        return cls(
+            fingerprint=alert.fingerprint,
+            status=alert.status,
+            labels=alert.labels,
+            annotations=alert.annotations,
+            startsAt=alert.startsAt,
+            endsAt=alert.endsAt,
+            generatorURL=alert.generatorURL,
+        )
+
 
 class Proposal(BaseModel):
     """The fix a playbook proposes for this incident, as humans see it before deciding."""

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -48,6 +56,9 @@ class JiraSettings(Section):
     user: str | None = None
     api_token: SecretStr | None = None
     cloud: bool = False
+    #: 2: descriptions and comments in wiki markup (Server/DC, Cloud's v2). 3: Atlassian Document
+    #: Format through REST v3 (Jira Cloud), where tables, links and code render natively.
+    api_version: int = Field(default=2, ge=2, le=3)
     issue_type: str = "Task"
     labels: list[str] = Field(default_factory=lambda: ["selfheal"])
     priority_map: dict[str, str] = Field(
@@ -117,6 +128,9 @@ class ServiceEvidence(Section):
 
     golden_signals: dict[str, str] = Field(default_factory=dict)
     logql: str | None = None
+    #: A command printing recent log lines (oldest first) for stores other than Loki, as an argv
+    #: list (no shell), e.g. `[journalctl, -u, "{service}", --since, -15min, -o, cat]`.
+    log_command: list[str] = Field(default_factory=list)
     affected_users: str | None = None
     #: Globs of paths in the watched repos that belong to this service (for suspect changes);
     #: `{service}` is replaced too.
@@ -142,6 +156,12 @@ class EvidenceSettings(Section):
     store_url: str | None = None
     timeout_seconds: float = Field(default=10, gt=0)
     max_log_lines: int = Field(default=200, ge=1)
+    max_log_bytes: int = Field(default=20_000, ge=1000)
+    #: Metric graphs cover this long before the alert start, at no finer step than the minimum.
+    graph_window_seconds: float = Field(default=3600, gt=0)
+    graph_min_step_seconds: float = Field(default=15, gt=0)
+    #: How far before the alert start logs and traces are read, so new errors stand out from old noise.
+    lookback_seconds: float = Field(default=900, ge=0)
     redact_emails: bool = False
 
 
@@ -165,6 +185,20 @@ class InvestigationSettings(Section):
 
     investigator: Literal["builtin", "llm"] = "builtin"
     llm: LlmSettings = Field(default_factory=LlmSettings)
+
+    @model_validator(mode="after")
+    def _llm_needs_a_key(self) -> InvestigationSettings:
+        llm = self.llm
+        if (
+            self.investigator == "llm"
+            and llm.api_key is None
+            and (llm.provider == "anthropic" or not llm.base_url)
+        ):
+            raise ValueError(
+                "investigation.llm.api_key is required when investigation.investigator is 'llm'"
+                " (only an OpenAI-compatible base_url may go without one)"
+            )
+        return self
 
 
 class Settings(BaseSettings):

@@ -1,17 +1,20 @@
-"""Activity payloads for ticket work and the text selfheal writes on tickets.
+"""Activity payloads for ticket work, and `build_page`: the incident's single page on its ticket.
 
-Shared by the workflow (which builds requests) and the activities (which render and send
-them). Alert labels and annotations are untrusted: they are shown as data inside a
-no-format block, never interpreted as markup.
+Shared by the workflow (which builds requests) and the activities (which build the page and hand
+it to the tracker). The page is a neutral `Document`; each tracker renders it in its own format,
+and every alert-, log- or model-derived string in it stays data (see `selfheal.page_render`).
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from pydantic import BaseModel
 
-from selfheal.evidence import Evidence
-from selfheal.investigation import Investigation
+from selfheal.evidence import EvidenceSection
 from selfheal.models import IncidentView
+from selfheal.page import Block, Bullets, Code, Document, Heading, Image, Paragraph, Runs, Table, Text
+from selfheal.redact import redact
 
 
 class OpenTicketRequest(BaseModel):
@@ -50,106 +53,376 @@ class TransitionRequest(BaseModel):
     status: str | None = None
 
 
-def _safe(value: str) -> str:
-    """Neutralise a value so it cannot close the no-format block it is shown in."""
-    return value.replace("{noformat}", "{ noformat }").replace("\r", "")
+#: The most recent timeline events on the page.
+MAX_TIMELINE = 50
+MAX_LOG_LINES = 20
+MAX_ROWS = 10
 
 
-def render_description(view: IncidentView, workflow_url: str) -> str:
-    """The ticket body: what fired, where, and how to decide."""
-    lines = [
-        f"selfheal incident {view.id} for alert group {_safe(view.group_key)!r}"
-        f" (receiver {_safe(view.receiver)}).",
-        "",
-        f"Service: {_safe(view.service) or 'unknown'}   Severity: {_safe(view.severity) or 'unknown'}",
-        "",
-        "Alerts:",
-        "{noformat}",
-    ]
-    for alert in view.alerts:
-        labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
-        lines.append(_safe(f"[{alert.status}] since {alert.startsAt.isoformat()} {{{labels}}}"))
-        for key in ("summary", "description", "runbook_url"):
-            if alert.annotations.get(key):
-                lines.append(_safe(f"    {key}: {alert.annotations[key]}"))
-        if alert.generatorURL:
-            lines.append(_safe(f"    source: {alert.generatorURL}"))
-    lines.append("{noformat}")
-    lines += [
-        "",
-        "To decide, comment {{/selfheal approve}} or {{/selfheal reject}} (optionally followed by a reason),",
-        "or use `selfheal approve|reject " + view.id + " --as USER`.",
+def _t(text: str, *, bold: bool = False, code: bool = False, link: str | None = None) -> Text:
+    return Text(text=text, bold=bold, code=code, link=link)
+
+
+def _when(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S") if at is not None else "-"
+
+
+def _ago(delta: timedelta) -> str:
+    """A duration as a reader scans it: `2h 5m`, `12m 3s`, `40s`."""
+    seconds = int(abs(delta.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+def _section(view: IncidentView, source: str) -> EvidenceSection | None:
+    if view.evidence is None:
+        return None
+    return next((s for s in view.evidence.sections if s.source == source), None)
+
+
+def _status_note(section: EvidenceSection | None, what: str) -> Paragraph:
+    if section is None:
+        return Paragraph(runs=[_t(f"No {what} gathered yet.")])
+    note = f"No {what}: {section.status}"
+    return Paragraph(runs=[_t(note + (f" ({section.message[:300]})" if section.message else "") + ".")])
+
+
+def _alert_start(view: IncidentView) -> datetime:
+    firing = [a for a in view.alerts if a.status == "firing"] or view.alerts
+    return min((a.startsAt for a in firing), default=view.opened_at)
+
+
+def _summary(view: IncidentView, workflow_url: str) -> list[Block]:
+    facts: list[Runs] = [
+        [_t("What fired: ", bold=True), _t(view.alertname or "unknown alert"), _t(f" — {view.title}")]
+        if view.title
+        else [_t("What fired: ", bold=True), _t(view.alertname or "unknown alert")],
+        [_t("Service: ", bold=True), _t(view.service or "unknown")],
+        [_t("Severity: ", bold=True), _t(view.severity or "unknown")],
+        [_t("Status: ", bold=True), _t(f"{view.status}, stage {view.stage.value}")],
+        [
+            _t("Outcome: ", bold=True),
+            _t(
+                (view.outcome.value if view.outcome is not None else "open")
+                + (f" (closed {_when(view.closed_at)})" if view.closed_at else "")
+            ),
+        ],
+        [_t("Alert group: ", bold=True), _t(view.group_key), _t(f" (receiver {view.receiver})")],
     ]
     if workflow_url:
-        lines.append(f"Workflow: {workflow_url}")
-    return "\n".join(lines)
+        facts.append([_t("Workflow: ", bold=True), _t("Temporal workflow " + view.id, link=workflow_url)])
+    runbooks = list(
+        dict.fromkeys(a.annotations["runbook_url"] for a in view.alerts if a.annotations.get("runbook_url"))
+    )
+    for url in runbooks[:3]:
+        clean = redact(url)
+        facts.append([_t("Runbook: ", bold=True), _t(clean, link=clean)])
+    rows: list[list[Runs]] = []
+    for alert in view.alerts[:MAX_ROWS]:
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
+        note = redact(alert.annotations.get("summary") or alert.annotations.get("description") or "")
+        source: Runs = [_t("graph", link=alert.generatorURL)] if alert.generatorURL else []
+        rows.append([[_t(alert.status)], [_t(_when(alert.startsAt))], [_t(labels)], [_t(note)], source])
+    blocks: list[Block] = [
+        Heading(level=2, text=f"selfheal incident {view.id}"),
+        Bullets(items=facts),
+    ]
+    if rows:
+        blocks.append(Table(header=["status", "since", "labels", "summary", "source"], rows=rows))
+    if len(view.alerts) > MAX_ROWS:
+        blocks.append(Paragraph(runs=[_t(f"… and {len(view.alerts) - MAX_ROWS} more alerts.")]))
+    return blocks
 
 
-def render_evidence(evidence: Evidence) -> str:
-    """The evidence part of the ticket: one section per source, untrusted text kept as data."""
-    lines = ["h3. Evidence"]
-    for section in evidence.sections:
-        head = f"*{section.source.replace('_', ' ')}*: {section.status}"
-        if section.message:
-            head += f" ({_safe(section.message)[:200]})"
-        lines.append(head)
-        if section.query:
-            lines += ["{noformat}", _safe(section.query), "{noformat}"]
+def _impact(view: IncidentView) -> list[Block]:
+    blocks: list[Block] = [Heading(level=2, text="Impact")]
+    section = _section(view, "affected_users")
+    if section is None or not section.figures:
+        blocks.append(_status_note(section, "affected-users figure"))
+    else:
         for name, value in section.figures.items():
-            lines.append(f"- {name}: {value:g}")
-        for series in section.metrics:
-            lines.append(f"- graph: {_safe(series.name)} ({len(series.points)} points; attached)")
-        for change in section.changes[:5]:
-            lines.append(
-                f"- suspect change {change.repo}@{change.sha[:10]} by {_safe(change.author)} at"
-                f" {change.committed_at.isoformat()} (score {change.score:.2f}):"
-                f" {_safe(change.summary)[:120]}"
-            )
-        for inc in section.similar[:5]:
-            fix = f", fix: {_safe(inc.fix)[:120]}" if inc.fix else ""
-            lines.append(
-                f"- similar incident {inc.incident_id} ({inc.outcome}{fix}): {_safe(inc.title)[:120]}"
-            )
-        if section.logs:
-            lines.append("{noformat}")
-            lines += [
-                _safe(f"{line.at.isoformat()} x{line.count} {line.line}")[:500] for line in section.logs[:20]
+            blocks.append(Paragraph(runs=[_t(f"{name}: {value:g}", bold=True)]))
+    if section is not None and section.query:
+        blocks.append(Paragraph(runs=[_t("Query: "), _t(section.query, code=True)]))
+    return blocks
+
+
+def _evidence(view: IncidentView) -> list[Block]:
+    blocks: list[Block] = [Heading(level=2, text="Evidence")]
+    if view.evidence is None:
+        blocks.append(Paragraph(runs=[_t("Evidence is being gathered.")]))
+        return blocks
+    blocks.append(
+        Bullets(
+            items=[
+                [_t(s.source.replace("_", " "), bold=True), _t(f": {s.status}")]
+                + ([_t(f" ({s.message[:200]})")] if s.message else [])
+                for s in view.evidence.sections
             ]
-            lines.append("{noformat}")
-        for trace in section.traces[:5]:
-            lines.append(
-                f"- trace {trace.trace_id} {trace.duration_ms:.0f}ms {_safe(trace.root_name)} {trace.url}"
+        )
+    )
+    metrics = _section(view, "metrics")
+    blocks.append(Heading(level=3, text="Metric graphs"))
+    if metrics is None or not metrics.metrics:
+        blocks.append(_status_note(metrics, "metric graphs"))
+    else:
+        for series in metrics.metrics[:MAX_ROWS]:
+            blocks.append(
+                Paragraph(
+                    runs=[
+                        _t(series.name, bold=True),
+                        _t(f" ({len(series.points)} points): "),
+                        _t(series.query, code=True),
+                    ]
+                )
             )
-    return "\n".join(lines)
+            if series.graph:
+                blocks.append(Image(attachment=series.graph, alt=f"graph of {series.name}"))
+    logs = _section(view, "logs")
+    blocks.append(Heading(level=3, text="Log excerpt"))
+    if logs is None or not logs.logs:
+        blocks.append(_status_note(logs, "log lines"))
+    else:
+        if logs.query:
+            blocks.append(Paragraph(runs=[_t("Query: "), _t(logs.query, code=True)]))
+        lines = [
+            f"{_when(line.at)} x{line.count}"
+            + (f" (since {_when(line.first_at)})" if line.first_at and line.count > 1 else "")
+            + f" {line.line}"[:500]
+            for line in logs.logs[:MAX_LOG_LINES]
+        ]
+        blocks.append(Code(text="\n".join(lines), trim=2))
+    traces = _section(view, "traces")
+    blocks.append(Heading(level=3, text="Error traces"))
+    if traces is None or not traces.traces:
+        blocks.append(_status_note(traces, "error traces"))
+    else:
+        blocks.append(
+            Bullets(
+                items=[
+                    [
+                        _t(tr.trace_id, code=True, link=tr.url or None),
+                        _t(f" {tr.duration_ms:.0f} ms {tr.root_service} {tr.root_name}".rstrip()),
+                    ]
+                    for tr in traces.traces[:MAX_ROWS]
+                ]
+            )
+        )
+    return blocks
 
 
-def render_investigation(inv: Investigation) -> str:
-    """The investigation part of the ticket; every model- or alert-derived string shown as data."""
-    lines = [f"h3. Investigation ({_safe(inv.investigator)}, {inv.status})", "{noformat}", _safe(inv.summary)]
-    for i, hyp in enumerate(inv.hypotheses, 1):
-        refs = ", ".join(_safe(r) for r in hyp.evidence)
-        cited = f" (evidence: {refs})" if refs else ""
-        lines.append(f"{i}. [{hyp.confidence:.0%}] {_safe(hyp.title)}{cited}")
-        if hyp.detail:
-            lines.append("   " + _safe(hyp.detail)[:1000])
-    lines.append(f"Matched playbook: {_safe(inv.matched_playbook or 'none (novel)')}")
-    fix = inv.proposed_fix
-    if fix is not None and fix.kind != "none":
+def _changes(view: IncidentView) -> list[Block]:
+    blocks: list[Block] = [Heading(level=2, text="Suspect changes")]
+    section = _section(view, "changes")
+    if section is None or not section.changes:
+        blocks.append(_status_note(section, "suspect changes"))
+        return blocks
+    start = _alert_start(view)
+    rows: list[list[Runs]] = []
+    for ch in section.changes[:MAX_ROWS]:
+        paths = ", ".join(ch.paths[:5]) + (f" (+{len(ch.paths) - 5} more)" if len(ch.paths) > 5 else "")
+        rows.append(
+            [
+                [_t(f"{ch.repo}@{ch.sha[:10]}", code=True, link=ch.url or None)],
+                [_t(ch.author)],
+                [_t(_ago(start - ch.committed_at) + (" before" if ch.committed_at <= start else " after"))],
+                [_t(ch.summary[:200])],
+                [_t(paths)],
+                [_t(f"+{ch.insertions} -{ch.deletions}")],
+                [_t(f"{ch.score:.2f}" + (" (touches the service)" if ch.touches_service else ""))],
+            ]
+        )
+    blocks.append(
+        Table(header=["commit", "author", "alert start", "summary", "paths", "diff", "score"], rows=rows)
+    )
+    return blocks
+
+
+def _similar(view: IncidentView) -> list[Block]:
+    blocks: list[Block] = [Heading(level=2, text="Similar incidents")]
+    section = _section(view, "similar_incidents")
+    if section is None or not section.similar:
+        blocks.append(_status_note(section, "similar incidents"))
+        return blocks
+    rows = [
+        [
+            [_t(inc.incident_id, link=inc.url or None)],
+            [_t(inc.title[:200])],
+            [_t(inc.outcome)],
+            [_t(inc.fix[:300] or "-")],
+            [_t(f"{inc.score:.2f}")],
+        ]
+        for inc in section.similar[:MAX_ROWS]
+    ]
+    blocks.append(Table(header=["incident", "title", "outcome", "fix that worked", "similarity"], rows=rows))
+    return blocks
+
+
+def _investigation(view: IncidentView) -> list[Block]:
+    blocks: list[Block] = [Heading(level=2, text="Investigation")]
+    inv = view.investigation
+    if inv is None:
+        blocks.append(Paragraph(runs=[_t("Not investigated yet.")]))
+        return blocks
+    blocks.append(
+        Paragraph(
+            runs=[_t(f"{inv.investigator} investigator, status {inv.status}, {inv.duration_seconds:.1f} s.")]
+            + ([_t(f" {inv.message[:300]}")] if inv.message else [])
+        )
+    )
+    for para in [p for p in inv.summary.split("\n\n") if p.strip()][:10]:
+        blocks.append(Paragraph(runs=[_t(para)]))
+    if inv.hypotheses:
+        blocks.append(Heading(level=3, text="Hypotheses"))
+        rows = [
+            [
+                [_t(str(i))],
+                [_t(f"{hyp.confidence:.0%}")],
+                [_t(hyp.title, bold=True)] + ([_t(" — " + hyp.detail[:1000])] if hyp.detail else []),
+                [_t(", ".join(hyp.evidence) or "-")],
+            ]
+            for i, hyp in enumerate(inv.hypotheses, 1)
+        ]
+        blocks.append(Table(header=["#", "confidence", "hypothesis", "evidence"], rows=rows))
+    blocks.append(
+        Paragraph(
+            runs=[_t("Matched playbook: ", bold=True), _t(inv.matched_playbook, code=True)]
+            if inv.matched_playbook
+            else [_t("Matched playbook: ", bold=True), _t("none — novel incident")]
+        )
+    )
+    if inv.diagnose:
+        blocks.append(
+            Bullets(
+                items=[
+                    [
+                        _t(f"check {d.name} ({d.playbook}): "),
+                        _t(d.condition, code=True),
+                        _t(
+                            (" passed" if d.passed else " failed" if d.passed is False else " not run")
+                            + (f", value {d.value:g}" if d.value is not None else "")
+                            + (f", {d.error[:200]}" if d.error else "")
+                        ),
+                    ]
+                    for d in inv.diagnose[:MAX_ROWS]
+                ]
+            )
+        )
+    if inv.open_questions:
+        blocks.append(Heading(level=3, text="Open questions"))
+        blocks.append(Bullets(items=[[_t(q)] for q in inv.open_questions]))
+    return blocks
+
+
+def _proposed_fix(view: IncidentView) -> list[Block]:
+    blocks: list[Block] = [Heading(level=2, text="Proposed fix")]
+    fix = view.investigation.proposed_fix if view.investigation is not None else None
+    if view.proposal is not None:
+        p = view.proposal
+        blocks.append(
+            Paragraph(
+                runs=[
+                    _t("Playbook "),
+                    _t(p.playbook, code=True),
+                    _t(f" ({p.mode}) on "),
+                    _t(p.target, code=True),
+                    _t("."),
+                ]
+            )
+        )
+        if p.params:
+            blocks.append(Paragraph(runs=[_t(", ".join(f"{k}={v}" for k, v in sorted(p.params.items())))]))
+        if p.steps:
+            blocks.append(Bullets(items=[[_t(step)] for step in p.steps[:30]]))
+    elif fix is not None and fix.kind != "none":
         target = fix.playbook if fix.kind == "playbook" else fix.repo
-        lines.append(f"Proposed fix ({fix.kind}: {_safe(target or '')}): {_safe(fix.rationale)}")
+        blocks.append(
+            Paragraph(
+                runs=[_t(f"{fix.kind} fix" + (" for " if target else "")), _t(target or "", code=True)]
+                + ([_t(f" (from {fix.source})")] if fix.source else [])
+                + [_t(": " + fix.rationale if fix.rationale else ".")]
+            )
+        )
         if fix.patch:
-            lines.append(_safe(fix.patch)[:5000])
-    for q in inv.open_questions:
-        lines.append(f"? {_safe(q)}")
-    lines.append("{noformat}")
-    return "\n".join(lines)
+            blocks.append(Code(text=fix.patch))
+    else:
+        blocks.append(Paragraph(runs=[_t("No fix proposed.")]))
+    if view.decision is not None:
+        d = view.decision
+        blocks.append(
+            Paragraph(
+                runs=[
+                    _t(
+                        f"Decision: {d.decision.value} by {d.by} via {d.source}"
+                        + (f": {d.comment}" if d.comment else "")
+                    )
+                ]
+            )
+        )
+    elif view.outcome is None:
+        blocks.append(
+            Paragraph(
+                runs=[
+                    _t("To decide, comment "),
+                    _t("/selfheal approve", code=True),
+                    _t(" or "),
+                    _t("/selfheal reject", code=True),
+                    _t(" on this ticket (optionally followed by a reason), or run "),
+                    _t(f"selfheal approve|reject {view.id} --as USER", code=True),
+                    _t("."),
+                ]
+            )
+        )
+    return blocks
 
 
-def render_page(view: IncidentView, workflow_url: str) -> str:
-    """The whole ticket description: the incident's single page, rewritten in place on each update."""
-    parts = [render_description(view, workflow_url)]
-    if view.evidence is not None:
-        parts.append(render_evidence(view.evidence))
-    if view.investigation is not None:
-        parts.append(render_investigation(view.investigation))
-    return "\n\n".join(parts)
+def _remediations(view: IncidentView) -> list[Block]:
+    blocks: list[Block] = [Heading(level=2, text="Remediation")]
+    if not view.remediations:
+        blocks.append(Paragraph(runs=[_t("No remediation ran.")]))
+        return blocks
+    rows = [
+        [
+            [_t(r.playbook, code=True)],
+            [_t(r.outcome, bold=True)],
+            [_t(r.reason[:300] or "-")],
+            [_t(r.fix_commit[:12], code=True)] if r.fix_commit else [_t("-")],
+            [_t(r.approved_by or "-")],
+            [_t(f"{r.seconds:.1f}")],
+        ]
+        for r in view.remediations[-MAX_ROWS:]
+    ]
+    blocks.append(
+        Table(header=["playbook", "outcome", "reason", "fix commit", "approved by", "seconds"], rows=rows)
+    )
+    return blocks
+
+
+def _timeline(view: IncidentView) -> list[Block]:
+    events = view.timeline[-MAX_TIMELINE:]
+    blocks: list[Block] = [Heading(level=2, text="Timeline")]
+    if len(view.timeline) > len(events):
+        blocks.append(Paragraph(runs=[_t(f"The last {len(events)} of {len(view.timeline)} events.")]))
+    rows = [[[_t(_when(ev.at))], [_t(ev.kind, code=True)], [_t(ev.message[:500])]] for ev in events]
+    blocks.append(Table(header=["time", "event", "message"], rows=rows, trim=1))
+    return blocks
+
+
+def build_page(view: IncidentView, workflow_url: str) -> Document:
+    """The ticket's page, in order: summary, impact, evidence, suspect changes, similar incidents,
+    investigation, proposed fix (and how to decide), remediation, timeline."""
+    blocks: list[Block] = [
+        *_summary(view, workflow_url),
+        *_impact(view),
+        *_evidence(view),
+        *_changes(view),
+        *_similar(view),
+        *_investigation(view),
+        *_proposed_fix(view),
+        *_remediations(view),
+        *_timeline(view),
+    ]
+    return Document(blocks=blocks)

@@ -1,15 +1,28 @@
-"""Worker wiring: the tracker chosen by settings, injected into the ticket activities."""
+"""Worker wiring: the tracker chosen by settings, injected into the ticket activities.
+
+The LLM investigator (InvestigationAgentWorkflow, its model/tool activities and pydantic-ai's
+Temporal plugin) is registered on every worker, whatever `investigation.investigator` says: an
+incident started while the setting was `llm` must find its child workflow type on whichever
+worker picks it up, or it would wait forever on an unregistered type; unused, it costs only the
+import. Its settings reach its activities through `register_runtime` (per task queue), never
+through workflow history.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from typing import TYPE_CHECKING
 
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+if TYPE_CHECKING:
+    from pydantic_ai.models import Model
+
 from activities.evidence import EvidenceActivities
+from activities.investigation import InvestigationActivities
 from activities.remediation import RemediationActivities
 from activities.tickets import TicketActivities, TicketPolicy
 from connectors.base import Tracker
@@ -34,17 +47,53 @@ def build_tracker(settings: Settings) -> Tracker:
     return LocalTracker(settings.local_db_path, base_url=base)
 
 
-def build_worker(client: Client, settings: Settings, tracker: Tracker | None = None) -> Worker:
+def with_pydantic_ai(client: Client) -> Client:
+    """The same connection with pydantic-ai's Temporal plugin (its payload converter, sandbox
+    passthrough and failure types), which the agent's activities and messages need."""
+    from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
+
+    config = client.config()
+    if any(isinstance(p, PydanticAIPlugin) for p in config["plugins"]):
+        return client
+    config["plugins"] = [*config["plugins"], PydanticAIPlugin()]
+    return Client(**config)
+
+
+def build_worker(
+    client: Client, settings: Settings, tracker: Tracker | None = None, *, llm_model: Model | None = None
+) -> Worker:
+    """The worker for every workflow and activity; `llm_model` replaces the configured LLM (tests)."""
+    from activities.agent_tools import AgentActivities, register_runtime
+    from workflows.investigation_agent import InvestigationAgentWorkflow
+
     tracker = tracker or build_tracker(settings)
     policy = TicketPolicy(settings.tracker.jira)
     tickets = TicketActivities(tracker, policy)
     remediation = RemediationActivities(settings, client)
-    evidence = EvidenceActivities(settings, tracker, policy)
+    evidence = EvidenceActivities(settings, tracker, policy, remediation.playbook_category)
+    investigation = InvestigationActivities(settings)
+    agent = AgentActivities(settings)
+    register_runtime(settings, llm_model)
     return Worker(
-        client,
+        with_pydantic_ai(client),
         task_queue=settings.temporal.task_queue,
-        workflows=[IncidentWorkflow, RemediationWorkflow, ControlWorkflow],
-        activities=[*tickets.all(), *remediation.all(), *evidence.all()],
+        workflows=[IncidentWorkflow, RemediationWorkflow, ControlWorkflow, InvestigationAgentWorkflow],
+        activities=[*tickets.all(), *remediation.all(), *evidence.all(), *investigation.all(), *agent.all()],
+    )
+
+
+def _warm_up_graphs() -> None:
+    """Render one throwaway graph, so the first incident does not pay matplotlib's start-up (~3 s)."""
+    from datetime import UTC, datetime
+
+    from selfheal.evidence import MetricSeries
+    from selfheal.graphs import render_graph
+
+    now = datetime.now(UTC)
+    render_graph(
+        MetricSeries(name="warm-up", query="", points=[(now.timestamp() - 60, 0.0), (now.timestamp(), 1.0)]),
+        alert_start=now,
+        title="warm-up",
     )
 
 
@@ -63,6 +112,8 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if settings.evidence.enabled:
+        await asyncio.to_thread(_warm_up_graphs)
     log.info("worker started", task_queue=settings.temporal.task_queue, tracker=tracker.name)
     async with worker:
         await stop.wait()

@@ -138,3 +138,28 @@ def test_gather_changes(repo: tuple[Path, dict[str, str]], tmp_path: Path) -> No
 def test_empty_repository(tmp_path: Path) -> None:
     _git(tmp_path, "init", "-q")
     assert recent_changes(tmp_path, name="x", before=ALERT, window_seconds=60, service_paths=[]) == []
+
+
+def test_selfheal_fix_commits_are_marked_and_service_paths_flagged(tmp_path: Path) -> None:
+    path = tmp_path / "cfg"
+    path.mkdir()
+    _git(path, "init", "-q", "-b", "main")
+    human = _commit(
+        path, ALERT - timedelta(minutes=10), "checkout: new timeout", {"services/checkout/a.yaml": "1\n"}
+    )
+    fix = _commit(
+        path,
+        ALERT - timedelta(seconds=1),
+        "selfheal: revert for checkout\n\nSelfheal-Incident: abc123def456-q1w2e3",
+        {"services/checkout/a.yaml": "2\n"},
+    )
+    found = {
+        c.sha: c
+        for c in recent_changes(
+            path, name="cfg", before=ALERT, window_seconds=3600, service_paths=["services/checkout/**"]
+        )
+    }
+    assert found[fix].selfheal_incident == "abc123def456-q1w2e3" and found[fix].touches_service
+    assert found[human].selfheal_incident == "" and found[human].touches_service
+    elsewhere = recent_changes(path, name="cfg", before=ALERT, window_seconds=3600, service_paths=["docs/**"])
+    assert not any(c.touches_service for c in elsewhere)

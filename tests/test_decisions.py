@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -104,6 +105,17 @@ async def test_cli_list_show_approve_reject(stack: Stack) -> None:
     assert shown.returncode == 0 and '"awaiting_decision"' in shown.stdout
     human = await _cli(stack, "incidents", "show", first)
     assert "timeline" in human.stdout and "escalated" in human.stdout
+    page = await _cli(stack, "incidents", "show", first, "--page")
+    assert page.returncode == 0, page.stderr
+    ticket = (await stack.http.get(f"/api/v1/tickets/{json.loads(shown.stdout)['ticket']['key']}")).json()
+    assert page.stdout.startswith(f"## selfheal incident {first}") and "## Timeline" in page.stdout
+    assert "## Proposed fix" in ticket["description"], "the ticket carries the same page"
+    wiki = await _cli(stack, "incidents", "show", first, "--page", "--format", "wiki")
+    assert wiki.returncode == 0 and wiki.stdout.startswith("h2. selfheal incident")
+    adf = await _cli(stack, "incidents", "show", first, "--page", "--format", "adf")
+    assert json.loads(adf.stdout)["type"] == "doc"
+    bad = await _cli(stack, "incidents", "show", first, "--page", "--format", "html")
+    assert bad.returncode == 2 and "--format" in bad.stderr
 
     ok = await _cli(stack, "approve", first, "--as", "carol", "--comment", "fine")
     assert ok.returncode == 0, ok.stderr

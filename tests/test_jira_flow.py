@@ -253,3 +253,36 @@ async def test_comment_sent_as_two_events_is_one_decision(jstack: JiraStack) -> 
     decisions = [c for c in jstack.fake.comments(key) if c["body"].startswith("Approved by alice")]
     assert len(decisions) == 1
     assert len(jstack.fake.deliveries) >= 2
+
+
+async def test_jira_v3_page_and_comments_are_adf_through_the_loop(
+    temporal_address: str, tmp_path: Path, jira: JiraFake
+) -> None:
+    """With `api_version: 3` the ticket page and selfheal's comments go to REST v3 as ADF (the fake
+    refuses a string there), and a decision by comment still closes the incident with the page final."""
+    from selfheal.page_render import adf_plain_text
+    from tests.fakes.jira_fake import adf_problem
+
+    settings = jira_settings(temporal_address, tmp_path, jira)
+    assert settings.tracker.jira is not None
+    settings.tracker.jira.api_version = 3
+    client = await connect(settings.temporal)
+    async with build_worker(client, settings, JiraTracker(settings.tracker.jira)):
+        with ApiServer(settings) as api:
+            jira.configure_webhook(f"{api.url}/api/v1/jira/webhook", secret=SECRET)
+            async with api.client() as http:
+                stack = JiraStack(settings, jira, api, http)
+                incident_id, key = await stack.escalated()
+                page = jira.issue_v3(key)["fields"]["description"]
+                assert adf_problem(page) is None
+                heads = [adf_plain_text(n) for n in page["content"] if n["type"] == "heading"]
+                assert heads[0] == f"selfheal incident {incident_id}" and "Investigation" in heads
+                comments = jira.comments(key, v3=True)
+                assert adf_plain_text(comments[0]["body"]).startswith("Escalated")
+                assert jira.count("POST", r"^/rest/api/2/issue") == 0, "nothing written through v2"
+                status = await asyncio.to_thread(jira.add_comment_as, key, "alice", "/selfheal approve")
+                assert status == 200
+                await stack.wait(incident_id, lambda v: v["stage"] == "closed")
+                final = jira.issue_v3(key)["fields"]["description"]
+                assert adf_problem(final) is None and "Decision: approve by alice" in adf_plain_text(final)
+                assert len(jira.issues) == 1

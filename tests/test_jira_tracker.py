@@ -20,6 +20,7 @@ import pytest
 
 from connectors.base import TicketContent, TrackerError, dedup_marker
 from connectors.jira import JiraTracker
+from selfheal.page import Bullets, Document, Heading, Paragraph, Text
 from selfheal.settings import JiraSettings
 from tests.fakes.jira_fake import JiraFake
 
@@ -62,10 +63,14 @@ def content(incident_id: str = "inc-1", **over: Any) -> TicketContent:
     values: dict[str, Any] = {
         "incident_id": incident_id,
         "summary": f"High error rate on checkout ({incident_id})",
-        "description": "h2. What fired\n* HighErrorRate",
+        "page": Document(blocks=[Heading(text="What fired"), Bullets(items=[[Text(text="HighErrorRate")]])]),
         "priority": "High",
         "labels": ["service-checkout"],
     }
+    if "description" in over:
+        # A page of one heading line and one paragraph line, e.g. "Investigation\nfinal page".
+        head, _, rest = over.pop("description").partition("\n")
+        values["page"] = Document(blocks=[Heading(level=3, text=head), Paragraph(runs=[Text(text=rest)])])
     values.update(over)
     return TicketContent(**values)
 
@@ -150,7 +155,7 @@ def test_comment_is_added_once_per_dedup_key(fake: JiraFake, tracker: JiraTracke
     assert tracker.comment(key, "Escalated again.", "esc-10") is True  # not fooled by a prefix
     bodies = [c["body"] for c in fake.comments(key)]
     assert bodies == [
-        f"Escalated to on-call.\n\n{dedup_marker('esc-1')}",
+        f"Escalated to on\\-call.\n\n{dedup_marker('esc-1')}",  # the body is escaped wiki text
         f"Escalated again.\n\n{dedup_marker('esc-10')}",
     ]
     assert all(c["author"]["name"] == "bot" for c in fake.comments(key))
@@ -737,3 +742,19 @@ def test_fake_comment_can_also_send_issue_updated(fake: JiraFake, receiver: _Rec
     ]
     assert "changelog" not in events[1]
     assert events[1]["comment"]["body"] == "hello"
+
+
+def test_update_page_edits_a_closed_issue_in_place_and_never_creates(
+    fake: JiraFake, tracker: JiraTracker
+) -> None:
+    """The closing page update may run after a human moved the issue to Done: it edits, not creates."""
+    key = tracker.create_or_update(content()).key
+    tracker.transition(key, "Done")
+    tracker.update_page(key, content(description="Investigation\nfinal page"))
+    assert len(fake.issues) == 1
+    assert fake.issues[key]["fields"]["description"] == "h3. Investigation\n\nfinal page"
+    puts = fake.count("PUT", rf"/rest/api/2/issue/{key}")
+    tracker.update_page(key, content(description="Investigation\nfinal page"))
+    assert fake.count("PUT", rf"/rest/api/2/issue/{key}") == puts, "an unchanged page sends nothing"
+    with pytest.raises(TrackerError):
+        tracker.update_page("OPS-999", content())

@@ -150,3 +150,25 @@ def test_dev_worker_logs_human_readable_lines(temporal: str, tmp_path: Path) -> 
     assert len(started) == 1 and f"task_queue={run.task_queue}" in started[0]
     ticket = [line for line in lines if "ticket ready" in line]
     assert ticket and f"incident_id={run.incident_id}" in ticket[0] and f"key={run.ticket_key}" in ticket[0]
+
+
+def test_secrets_in_logged_values_are_redacted() -> None:
+    """An error text quoting a URL with credentials or a token is redacted before it is written."""
+    code = (
+        "import structlog, logging\n"
+        "from selfheal.settings import Settings\n"
+        "from selfheal.logs import configure_logging\n"
+        "configure_logging(Settings(log_format='json'))\n"
+        "structlog.get_logger('t').warning('call failed', error='GET https://bot:hunter22@jira.example/x"
+        " password=pa55word', header='Authorization: Bearer abcdef123456789')\n"
+        "logging.getLogger('lib').error('token=t0ken-value-1 in a stdlib line')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    assert len(lines) == 2, out.stderr
+    text = out.stderr
+    for secret in ("hunter22", "pa55word", "abcdef123456789", "t0ken-value-1"):
+        assert secret not in text, text
+    assert "[REDACTED]" in lines[0]["error"] and "jira.example" in lines[0]["error"]

@@ -8,6 +8,7 @@ git worktree, a sandboxed test command and a `git push`. No step is mocked.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -98,6 +99,7 @@ def playbook_yaml(
     max_runs: int = 10,
     test_argv: list[str] | None = None,
     verify_timeout: str = "40s",
+    diagnose: list[dict[str, str]] | None = None,
 ) -> str:
     doc = {
         "apiVersion": "selfheal/v1",
@@ -143,6 +145,8 @@ def playbook_yaml(
         },
         "rollback": "auto",
     }
+    if diagnose:
+        doc["diagnose"] = diagnose
     return yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -343,7 +347,15 @@ async def test_circuit_breaker_stops_a_second_run(loop_factory: Any) -> None:
 
 
 async def test_pause_escalates_and_approval_runs_the_fix(loop_factory: Any) -> None:
-    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-paused", "ALERTNAME")})
+    diagnose = [
+        {
+            "name": "pool exhausted",
+            "query": 'demo_pool_exhausted{service="{{ params.service }}"}',
+            "condition": "> 0",
+        },
+        {"name": "something is scraped", "query": "count(up)", "condition": "> 0"},
+    ]
+    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-paused", "ALERTNAME", diagnose=diagnose)})
     paused = await lp.http.post("/api/v1/remediation/pause", json={"by": "oncall", "reason": "maintenance"})
     assert paused.status_code == 200 and paused.json()["paused"] is True
     try:
@@ -354,6 +366,14 @@ async def test_pause_escalates_and_approval_runs_the_fix(loop_factory: Any) -> N
         assert "paused by oncall" in view["remediations"][-1]["reason"]
         assert view["proposal"]["playbook"] == "pool-paused"
         assert lp.deploys() == 0
+        # The builtin investigator ran the playbook's diagnose checks against the real Prometheus.
+        inv = view["investigation"]
+        checks = {d["name"]: d for d in inv["diagnose"]}
+        assert checks["pool exhausted"]["passed"] is True and checks["pool exhausted"]["value"] == 1.0
+        assert checks["something is scraped"]["passed"] is True, inv["diagnose"]
+        assert inv["matched_playbook"] == "pool-paused"
+        assert inv["proposed_fix"] == {**inv["proposed_fix"], "kind": "playbook", "playbook": "pool-paused"}
+        assert "pool-paused applies and its diagnose checks hold" in inv["hypotheses"][0]["title"]
         resp = await lp.http.post(
             f"/api/v1/incidents/{incident_id}/decision", json={"decision": "approve", "by": "alice"}
         )
@@ -555,9 +575,17 @@ async def test_novel_incident_ticket_carries_evidence_and_similar_incidents(
     assert sections["changes"]["changes"][0]["score"] > 1.0, "touches the service's own paths"
     assert sections["similar_incidents"]["status"] == "empty"
     ticket = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
-    assert "h3. Evidence" in ticket["description"]
-    assert "suspect change" in ticket["description"] and "affected users: 42" in ticket["description"]
+    page = ticket["description"]
+    assert "## Evidence" in page and "## Suspect changes" in page and "**affected users: 42**" in page
+    assert "| initial config |" in page, "the suspect commit is a row of the changes table"
+    assert "![graph of" in page and f"]({first}-graph-1.png)" in page, "the attached graph is embedded"
     assert [a["filename"] for a in ticket["attachments"]] == [f"{first}-graph-1.png"]
+    inv = view["investigation"]
+    assert inv["investigator"] == "builtin" and inv["matched_playbook"] is None
+    assert "Novel: no playbook matched" in inv["summary"]
+    top = inv["hypotheses"][0]
+    assert "initial config" in top["title"] and top["evidence"][0].startswith("changes:config@")
+    assert "## Investigation" in page and "Novel: no playbook matched" in page, "the page carries it"
     resp = await lp.http.post(
         f"/api/v1/incidents/{first}/decision",
         json={"decision": "reject", "by": "oncall", "comment": "bumped pool"},
@@ -574,3 +602,108 @@ async def test_novel_incident_ticket_carries_evidence_and_similar_incidents(
     assert similar["similar"][0]["incident_id"] == first
     assert similar["similar"][0]["outcome"] == "rejected"
     assert "bumped pool" in similar["similar"][0]["fix"]
+    page = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()["description"]
+    assert "## Similar incidents" in page and "| rejected |" in page and "bumped pool" in page
+
+
+async def test_evidence_reads_loki_logs_and_tempo_traces_into_the_investigation(loop_factory: Any) -> None:
+    """Logs (Loki's documented query_range) and error traces (Tempo's search) reach the view,
+    redacted and deduplicated, and a new error line becomes the investigation's lead."""
+    from tests.test_connector_loki import FakeLoki
+    from tests.test_connector_traces import FakeServer
+
+    now = datetime.now(UTC)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+    def tempo(params: dict[str, str], _: dict[str, str]) -> tuple[int, Any]:
+        if "status=error" not in params.get("tags", "") or int(params["end"]) <= int(params["start"]):
+            return 400, "bad search"
+        return 200, {
+            "traces": [
+                {
+                    "traceID": trace_id,
+                    "rootServiceName": "svc",
+                    "rootTraceName": "POST /pool",
+                    "startTimeUnixNano": str(int(now.timestamp()) * 10**9),
+                    "durationMs": 5003,
+                }
+            ]
+        }
+
+    traces = FakeServer("/api/search", tempo)
+    with FakeLoki() as loki:
+        try:
+            lp: Loop = await loop_factory(
+                {},
+                evidence={
+                    "loki_url": loki.url,
+                    "tempo_url": traces.url,
+                    "traces_ui_url": "https://grafana.example/explore?trace={trace_id}",
+                    "default_service": {"logql": '{service="{service}"}'},
+                },
+            )
+            for i in range(30):
+                loki.add(
+                    now - timedelta(seconds=i),
+                    f"ERROR pool exhausted after {i}ms token=s3cr3tvalue",
+                    service=lp.service,
+                )
+            loki.add(now, "INFO unrelated line", service="someone-else")
+            await lp.fire()
+            incident_id = await lp.incident_for()
+            view = await lp.wait(incident_id, lambda v: v["stage"] == "awaiting_decision")
+        finally:
+            traces.close()
+    sections = {s["source"]: s for s in view["evidence"]["sections"]}
+    logs = sections["logs"]
+    assert logs["status"] == "ok" and logs["query"] == f'{{service="{lp.service}"}}'
+    assert len(logs["logs"]) == 1 and logs["logs"][0]["count"] == 30, "30 lines of one shape fold into one"
+    assert "s3cr3tvalue" not in json.dumps(view), "the token never leaves the worker"
+    assert sections["traces"]["status"] == "ok"
+    assert sections["traces"]["traces"][0]["trace_id"] == trace_id
+    assert sections["traces"]["traces"][0]["url"] == f"https://grafana.example/explore?trace={trace_id}"
+    top = view["investigation"]["hypotheses"][0]
+    assert "ERROR pool exhausted" in top["title"] and top["evidence"] == ["logs:0"]
+    ticket = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
+    assert trace_id in ticket["description"] and "s3cr3tvalue" not in ticket["description"]
+
+
+async def test_loop_metrics_count_healed_and_rolled_back_incidents(loop_factory: Any) -> None:
+    """/metrics (scraped over HTTP, parsed) reflects what the loop did, from the incident store."""
+    from tests.test_loop_metrics import scrape_api, value
+
+    healed: Loop = await loop_factory({"pool": playbook_yaml("pool-metrics", "ALERTNAME")})
+    await healed.fire()
+    first = await healed.incident_for()
+    view = await healed.wait(first, lambda v: v["stage"] == "closed")
+    assert view["outcome"] == "healed"
+    s = await scrape_api(healed.http)
+    assert value(s, "selfheal_incidents_total", outcome="auto_healed", category="capacity") == 1.0
+    assert value(s, "selfheal_playbook_runs_total", playbook="pool-metrics", result="healed") == 1.0
+    assert value(s, "selfheal_self_healing_success_ratio") == 1.0
+    at = {e["kind"]: datetime.fromisoformat(e["at"]) for e in view["timeline"]}
+    start = min(datetime.fromisoformat(a["startsAt"]) for a in view["alerts"])
+    deployed = value(s, "selfheal_alert_to_deployed_seconds_sum", category="capacity")
+    verified = value(s, "selfheal_alert_to_verified_seconds_sum", category="capacity")
+    assert deployed == pytest.approx((at["verifying"] - start).total_seconds(), abs=1e-3)
+    assert verified == pytest.approx((at["remediation_healed"] - start).total_seconds(), abs=1e-3)
+    assert 0 < deployed < verified
+    assert value(s, "selfheal_alert_to_verified_seconds_count", category="capacity") == 1.0
+
+    rolled: Loop = await loop_factory(
+        {"pool": playbook_yaml("pool-metrics-small", "ALERTNAME", scale=2, verify_timeout="6s")}
+    )
+    await rolled.fire()
+    second = await rolled.incident_for()
+    await rolled.wait(second, lambda v: v["stage"] == "awaiting_decision" and v["remediations"])
+    resp = await rolled.http.post(
+        f"/api/v1/incidents/{second}/decision", json={"decision": "reject", "by": "oncall"}
+    )
+    assert resp.status_code == 200, resp.text
+    await rolled.wait(second, lambda v: v["stage"] == "closed")
+    s = await scrape_api(rolled.http)
+    assert value(s, "selfheal_incidents_total", outcome="rolled_back", category="capacity") == 1.0
+    runs = value(s, "selfheal_playbook_runs_total", playbook="pool-metrics-small", result="rolled_back")
+    assert runs == 1.0
+    assert value(s, "selfheal_self_healing_success_ratio") == 0.0
+    assert value(s, "selfheal_alert_to_deployed_seconds_count", category="capacity") is None

@@ -311,3 +311,18 @@ def test_api_without_webhook_token_refuses_to_start(tmp_path: Path) -> None:
     port = free_port()
     result = run_cli(tmp_path, "api", env=clean_env(SELFHEAL_PORT=str(port)))
     assert_one_line_error(result, "webhook_token")
+
+
+def test_jira_api_version_from_env() -> None:
+    """Env values arrive as strings: `3` selects REST v3, `4` is refused naming the field."""
+    from selfheal.settings import Settings
+
+    base = {"SELFHEAL_TRACKER__JIRA__URL": "https://jira.example", "SELFHEAL_TRACKER__JIRA__PROJECT": "OPS"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**base, "SELFHEAL_TRACKER__JIRA__API_VERSION": "3"}.items():
+            mp.setenv(key, value)
+        jira = Settings().tracker.jira
+        assert jira is not None and jira.api_version == 3
+        mp.setenv("SELFHEAL_TRACKER__JIRA__API_VERSION", "4")
+        with pytest.raises(ValueError, match="api_version"):
+            Settings()

@@ -381,6 +381,11 @@ class IncidentWorkflow:
         )
         await self._update_page()
 
+    def _closing_view(self, outcome: Outcome) -> IncidentView:
+        return self._view.model_copy(
+            update={"outcome": outcome, "closed_at": workflow.now(), "stage": Stage.CLOSED}
+        )
+
     async def _update_page(self, view: IncidentView | None = None) -> None:
         """Rewrite the ticket's page (description) from the view; best effort."""
         if self._view.ticket is None or not workflow.patched(PATCH_INVESTIGATION):
@@ -402,10 +407,7 @@ class IncidentWorkflow:
         """
         if not workflow.patched(PATCH_EVIDENCE):
             return
-        closing = self._view.model_copy(
-            update={"outcome": outcome, "closed_at": workflow.now(), "stage": Stage.CLOSED}
-        )
-        await self._update_page(closing)
+        closing = self._closing_view(outcome)
         try:
             await workflow.execute_activity(
                 "record_incident",
@@ -476,7 +478,16 @@ class IncidentWorkflow:
                     approved=approved_by is not None,
                 ),
                 result_type=RunGrant,
-                **self._activity_options(attempts=5),
+                # One control workflow serves every incident; in a burst Temporal refuses updates past
+                # its in-flight limit (10) or aborts them at continue-as-new. Those are transient:
+                # keep asking for minutes (the activity adds jitter) before calling humans.
+                start_to_close_timeout=timedelta(seconds=self._policy.activity_timeout_seconds),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    backoff_coefficient=1.5,
+                    maximum_interval=timedelta(seconds=15),
+                    maximum_attempts=30,
+                ),
             )
         except ActivityError as err:
             grant = RunGrant(allowed=False, reason=f"could not reach the control workflow: {_cause(err)}")
@@ -581,15 +592,7 @@ class IncidentWorkflow:
             before = {a.fingerprint: a.status for a in self._view.alerts}
             current = {a.fingerprint: a for a in self._view.alerts}
             for alert in n.alerts:
-                current[alert.fingerprint] = TrackedAlert(
-                    fingerprint=alert.fingerprint,
-                    status=alert.status,
-                    labels=alert.labels,
-                    annotations=alert.annotations,
-                    startsAt=alert.startsAt,
-                    endsAt=alert.endsAt,
-                    generatorURL=alert.generatorURL,
-                )
+                current[alert.fingerprint] = TrackedAlert.of(alert)
             self._view.alerts = sorted(current.values(), key=lambda a: (a.status != "firing", a.fingerprint))
             self._refresh_identity()
             after = {a.fingerprint: a.status for a in self._view.alerts}
@@ -638,11 +641,15 @@ class IncidentWorkflow:
         assert ticket is not None
         self._view.decision = decision
         verb = "approved" if decision.decision == DecisionKind.APPROVE else "rejected"
-        meaning = (
-            "Acknowledged: no fix was proposed, so nothing runs."
-            if decision.decision == DecisionKind.APPROVE
-            else "Rejected: humans own this incident from here."
-        )
+        fix = self._view.investigation.proposed_fix if self._view.investigation else None
+        if decision.decision != DecisionKind.APPROVE:
+            meaning = "Rejected: humans own this incident from here."
+        elif fix is not None and fix.kind in ("manual", "patch"):
+            meaning = (
+                f"Acknowledged: the proposed fix ({fix.kind}) is for humans to apply; selfheal runs nothing."
+            )
+        else:
+            meaning = "Acknowledged: no runnable fix was proposed, so nothing runs."
         text = f"{verb.capitalize()} by {decision.by} via {decision.source}. {meaning}"
         if decision.comment:
             text += f"\nComment: {decision.comment}"
@@ -653,6 +660,7 @@ class IncidentWorkflow:
             )
         )
         outcome = Outcome.APPROVED if decision.decision == DecisionKind.APPROVE else Outcome.REJECTED
+        await self._update_page(self._closing_view(outcome))
         await self._record_closed(outcome)
         self._close(outcome)
 
@@ -671,6 +679,7 @@ class IncidentWorkflow:
                 incident_id=self._view.id, key=ticket.key, body=body, dedup_key=f"{self._view.id}:{dedup}"
             )
         )
+        await self._update_page(self._closing_view(outcome))
         try:
             await workflow.execute_activity(
                 "transition_ticket",

@@ -28,6 +28,7 @@ import contextlib
 import copy
 import email.parser
 import email.policy
+import functools
 import hashlib
 import hmac
 import itertools
@@ -49,6 +50,8 @@ import httpx
 JsonDict = dict[str, Any]
 
 API = r"/rest/api/(?:2|latest)"
+#: REST v3 (Jira Cloud): the same resources, rich text (descriptions, comment bodies) as ADF.
+API3 = r"/rest/api/3"
 PRIORITIES: dict[str, str] = {"Highest": "1", "High": "2", "Medium": "3", "Low": "4", "Lowest": "5"}
 ISSUE_TYPES: dict[str, str] = {"Bug": "1", "Task": "3"}
 RESOLUTIONS: dict[str, str] = {"Done": "10000", "Won't Do": "10001"}
@@ -160,6 +163,111 @@ FIELDS: tuple[_FieldDef, ...] = (
 _WRITABLE = {"summary", "description", "labels", "priority", "assignee", "reporter", "project", "issuetype"}
 
 
+# ------------------------------------------------------------------------------------------- ADF
+
+#: Node and mark types Jira accepts in an issue description or comment; anything else is a 400.
+ADF_NODES = frozenset(
+    {
+        "paragraph",
+        "heading",
+        "bulletList",
+        "orderedList",
+        "listItem",
+        "codeBlock",
+        "blockquote",
+        "rule",
+        "table",
+        "tableRow",
+        "tableHeader",
+        "tableCell",
+        "text",
+        "hardBreak",
+        "mediaSingle",
+        "media",
+        "mediaGroup",
+        "panel",
+        "mention",
+        "emoji",
+        "inlineCard",
+        "date",
+        "status",
+        "expand",
+        "nestedExpand",
+    }
+)
+ADF_MARKS = frozenset({"strong", "em", "code", "link", "strike", "underline", "textColor", "subsup"})
+ADF_REQUIRED = "Operation value must be an Atlassian Document (see the Atlassian Document Format)"
+
+
+def adf_problem(value: Any) -> str | None:
+    """Why Jira would refuse `value` as an ADF document, or None when it is one."""
+    if not isinstance(value, dict):
+        return ADF_REQUIRED
+    if value.get("type") != "doc" or value.get("version") != 1:
+        return "INVALID_INPUT: the document must be of type doc, version 1"
+    if not isinstance(value.get("content"), list):
+        return "INVALID_INPUT: doc content must be an array"
+    return _adf_node_problem(value.get("content"), "doc")
+
+
+def _adf_node_problem(nodes: Any, parent: str) -> str | None:
+    if not isinstance(nodes, list):
+        return f"INVALID_INPUT: content of {parent} must be an array"
+    for node in nodes:
+        if not isinstance(node, dict) or not isinstance(node.get("type"), str):
+            return f"INVALID_INPUT: a node in {parent} has no type"
+        kind = node["type"]
+        if kind not in ADF_NODES:
+            return f"INVALID_INPUT: unknown node type {kind!r}"
+        if kind == "text":
+            if not isinstance(node.get("text"), str) or not node["text"]:
+                return "INVALID_INPUT: text nodes must have non-empty text"
+            marks = node.get("marks") or []
+            names = [m.get("type") if isinstance(m, dict) else None for m in marks]
+            if any(n not in ADF_MARKS for n in names):
+                return f"INVALID_INPUT: unknown mark in {names!r}"
+            if "code" in names and set(names) - {"code", "link"}:
+                return "INVALID_INPUT: the code mark combines with link only"
+            if parent == "codeBlock" and marks:
+                return "INVALID_INPUT: text in a codeBlock takes no marks"
+            for m in marks:
+                if m.get("type") == "link" and not isinstance((m.get("attrs") or {}).get("href"), str):
+                    return "INVALID_INPUT: a link mark needs attrs.href"
+        if kind == "heading" and (node.get("attrs") or {}).get("level") not in range(1, 7):
+            return "INVALID_INPUT: heading level must be 1 to 6"
+        if "content" in node:
+            problem = _adf_node_problem(node["content"], kind)
+            if problem:
+                return problem
+    return None
+
+
+def adf_text(value: Any) -> str:
+    """An ADF document as the plain text Jira's v2 API shows for it (blocks on their own lines)."""
+    if isinstance(value, str) or value is None:
+        return value or ""
+    out: list[str] = []
+
+    def walk(node: Any) -> str:
+        if not isinstance(node, dict):
+            return ""
+        if node.get("type") == "text":
+            return str(node.get("text", ""))
+        return "".join(walk(c) for c in node.get("content") or [])
+
+    for block in value.get("content") or []:
+        out.append(walk(block))
+    return "\n".join(out)
+
+
+def as_adf(value: Any) -> JsonDict | None:
+    """What v3 shows for a value stored through v2 (a string): one paragraph of text."""
+    if value is None or isinstance(value, dict):
+        return value
+    content = [{"type": "paragraph", "content": [{"type": "text", "text": value}]}] if value else []
+    return {"version": 1, "type": "doc", "content": content}
+
+
 # --------------------------------------------------------------------------------------------- state
 
 
@@ -167,7 +275,7 @@ _WRITABLE = {"summary", "description", "labels", "priority", "assignee", "report
 class _Comment:
     id: int
     author: str
-    body: str
+    body: str | JsonDict
     created: datetime
     updated: datetime
 
@@ -189,7 +297,7 @@ class _Issue:
     project: str
     issuetype: str
     summary: str
-    description: str | None
+    description: str | JsonDict | None
     labels: list[str]
     priority: str
     status: str
@@ -754,9 +862,14 @@ class JiraFake:
         with self._lock:
             return {key: self._issue_json(iss, lambda _f: True) for key, iss in self._issues.items()}
 
-    def comments(self, key: str) -> list[JsonDict]:
+    def comments(self, key: str, *, v3: bool = False) -> list[JsonDict]:
         with self._lock:
-            return [self._comment_json(self._issues[key], c) for c in self._issues[key].comments]
+            return [self._comment_json(self._issues[key], c, v3=v3) for c in self._issues[key].comments]
+
+    def issue_v3(self, key: str) -> JsonDict:
+        """The issue as `GET /rest/api/3/issue/{key}` returns it (description as ADF)."""
+        with self._lock:
+            return self._issue_json(self._issues[key], lambda _f: True, v3=True)
 
     def remote_links(self, key: str) -> list[JsonDict]:
         with self._lock:
@@ -1016,13 +1129,13 @@ class JiraFake:
             "simplified": False,
         }
 
-    def _comment_json(self, iss: _Issue, c: _Comment) -> JsonDict:
+    def _comment_json(self, iss: _Issue, c: _Comment, v3: bool = False) -> JsonDict:
         author = self._user_json(c.author)
         return {
-            "self": f"{self._base()}/rest/api/2/issue/{iss.id}/comment/{c.id}",
+            "self": f"{self._base()}/rest/api/{3 if v3 else 2}/issue/{iss.id}/comment/{c.id}",
             "id": str(c.id),
             "author": author,
-            "body": c.body,
+            "body": as_adf(c.body) if v3 else adf_text(c.body),
             "updateAuthor": author,
             "created": _ts(c.created),
             "updated": _ts(c.updated),
@@ -1042,7 +1155,7 @@ class JiraFake:
             "content": f"{base}/secure/attachment/{a.id}/{quote(a.filename)}",
         }
 
-    def _issue_json(self, iss: _Issue, want: Callable[[str], bool]) -> JsonDict:
+    def _issue_json(self, iss: _Issue, want: Callable[[str], bool], v3: bool = False) -> JsonDict:
         resolution = None
         if iss.resolution is not None:
             rid = RESOLUTIONS[iss.resolution]
@@ -1052,10 +1165,10 @@ class JiraFake:
                 "description": "",
                 "name": iss.resolution,
             }
-        comments = [self._comment_json(iss, c) for c in iss.comments]
+        comments = [self._comment_json(iss, c, v3=v3) for c in iss.comments]
         values: JsonDict = {
             "summary": iss.summary,
-            "description": iss.description,
+            "description": as_adf(iss.description) if v3 else (adf_text(iss.description) or None),
             "labels": list(iss.labels),
             "priority": self._priority_json(iss.priority),
             "status": self._status_json(iss.status),
@@ -1104,7 +1217,7 @@ class JiraFake:
 
     # ------------------------------------------------------------------------ state changes
 
-    def _add_comment(self, iss: _Issue, author: str, body: str) -> _Comment:
+    def _add_comment(self, iss: _Issue, author: str, body: str | JsonDict) -> _Comment:
         now = datetime.now(UTC)
         comment = _Comment(self._next_id(), author, body, now, now)
         iss.comments.append(comment)
@@ -1185,6 +1298,11 @@ class JiraFake:
             r("POST", rf"{API}/search", self._h_search),
             r("GET", rf"{API}/search/jql", self._h_search_jql),
             r("POST", rf"{API}/search/jql", self._h_search_jql),
+            r("POST", rf"{API3}/issue", functools.partial(self._h_create, v3=True)),
+            r("GET", rf"{API3}/issue/{k}", functools.partial(self._h_get_issue, v3=True)),
+            r("PUT", rf"{API3}/issue/{k}", functools.partial(self._h_edit_issue, v3=True)),
+            r("GET", rf"{API3}/issue/{k}/comment", functools.partial(self._h_list_comments, v3=True)),
+            r("POST", rf"{API3}/issue/{k}/comment", functools.partial(self._h_add_comment, v3=True)),
             r("GET", r"/secure/attachment/(?P<aid>\d+)/(?P<name>[^/]+)", self._h_attachment_content),
         ]
 
@@ -1389,7 +1507,9 @@ class JiraFake:
             return next((n for n in table if n == value["name"]), None)
         return None
 
-    def _validate_fields(self, fields: JsonDict, *, creating: bool) -> tuple[JsonDict, dict[str, str]]:
+    def _validate_fields(
+        self, fields: JsonDict, *, creating: bool, v3: bool = False
+    ) -> tuple[JsonDict, dict[str, str]]:
         """Check the `fields` object like Jira's validators do; return (clean values, errors)."""
         clean: JsonDict = {}
         errors: dict[str, str] = {}
@@ -1428,6 +1548,12 @@ class JiraFake:
                     errors["summary"] = "Summary must be less than 255 characters."
                 else:
                     clean["summary"] = value
+            elif name == "description" and v3:
+                problem = None if value is None else adf_problem(value)
+                if problem:
+                    errors["description"] = problem
+                else:
+                    clean["description"] = value
             elif name == "description":
                 if value is not None and not isinstance(value, str):
                     errors["description"] = "Operation value must be a string"
@@ -1541,13 +1667,15 @@ class JiraFake:
                     )
         return new_comments
 
-    def _h_create(self, user: str, headers: Mapping[str, str], body: bytes, **_: Any) -> _Response:
+    def _h_create(
+        self, user: str, headers: Mapping[str, str], body: bytes, v3: bool = False, **_: Any
+    ) -> _Response:
         data = self._body_json(headers, body)
         fields = data.get("fields")
         if not isinstance(fields, dict):
             _fail(400, ["Issue must have fields"] if fields is None else ["fields must be an object"])
         with self._lock:
-            clean, errors = self._validate_fields(fields, creating=True)
+            clean, errors = self._validate_fields(fields, creating=True, v3=v3)
             if "project" not in fields:
                 errors["project"] = "project is required"
             if "issuetype" not in fields:
@@ -1597,20 +1725,26 @@ class JiraFake:
             if held is not None:
                 self._active_holds.append(held)
                 held.key = iss.key
-            payload = {"id": str(iss.id), "key": iss.key, "self": f"{self._base()}/rest/api/2/issue/{iss.id}"}
+            version = 3 if v3 else 2
+            payload = {
+                "id": str(iss.id),
+                "key": iss.key,
+                "self": f"{self._base()}/rest/api/{version}/issue/{iss.id}",
+            }
         self._fire_api_events([created_event])
         if held is not None:
             held.created.set()
             held.released.wait(self._hold_timeout)
         return self._json(201, payload)
 
-    def _h_get_issue(self, key: str, query: Mapping[str, list[str]], **_: Any) -> _Response:
+    def _h_get_issue(self, key: str, query: Mapping[str, list[str]], v3: bool = False, **_: Any) -> _Response:
         with self._lock:
             iss = self._get_issue(key)
-            return self._json(200, self._issue_json(iss, self._field_filter(query.get("fields", []), "*all")))
+            want = self._field_filter(query.get("fields", []), "*all")
+            return self._json(200, self._issue_json(iss, want, v3=v3))
 
     def _h_edit_issue(
-        self, key: str, user: str, headers: Mapping[str, str], body: bytes, **_: Any
+        self, key: str, user: str, headers: Mapping[str, str], body: bytes, v3: bool = False, **_: Any
     ) -> _Response:
         data = self._body_json(headers, body)
         fields = data.get("fields") or {}
@@ -1619,7 +1753,7 @@ class JiraFake:
             _fail(400, ["fields and update must be objects"])
         with self._lock:
             iss = self._get_issue(key)
-            clean, errors = self._validate_fields(fields, creating=False)
+            clean, errors = self._validate_fields(fields, creating=False, v3=v3)
             labels = list(clean.get("labels", iss.labels))
             new_comments = self._apply_update_ops(update, fields, labels, clean, errors)
             if errors:
@@ -1641,7 +1775,7 @@ class JiraFake:
         """Field values as a changelog shows them (`fromString` / `toString`)."""
         return {
             "summary": iss.summary,
-            "description": iss.description,
+            "description": adf_text(iss.description) or None,
             "labels": " ".join(iss.labels) or None,
             "priority": iss.priority,
             "assignee": iss.assignee,
@@ -1680,7 +1814,9 @@ class JiraFake:
 
     # ---- comments
 
-    def _h_list_comments(self, key: str, query: Mapping[str, list[str]], **_: Any) -> _Response:
+    def _h_list_comments(
+        self, key: str, query: Mapping[str, list[str]], v3: bool = False, **_: Any
+    ) -> _Response:
         start = self._int_param(query, "startAt", 0)
         limit = self._int_param(query, "maxResults", 5000)
         order = query.get("orderBy", ["created"])[-1]
@@ -1693,7 +1829,7 @@ class JiraFake:
             return self._json(
                 200,
                 {
-                    "comments": [self._comment_json(iss, c) for c in page],
+                    "comments": [self._comment_json(iss, c, v3=v3) for c in page],
                     "maxResults": limit,
                     "total": len(comments),
                     "startAt": start,
@@ -1701,10 +1837,21 @@ class JiraFake:
             )
 
     def _h_add_comment(
-        self, key: str, user: str, headers: Mapping[str, str], body: bytes, **_: Any
+        self, key: str, user: str, headers: Mapping[str, str], body: bytes, v3: bool = False, **_: Any
     ) -> _Response:
         data = self._body_json(headers, body)
         text = data.get("body")
+        if v3:
+            problem = adf_problem(text)
+            if problem or not isinstance(text, dict):
+                _fail(400, [], {"comment": problem or ADF_REQUIRED})
+            with self._lock:
+                iss = self._get_issue(key)
+                comment = self._add_comment(iss, user, text)
+                payload = self._comment_json(iss, comment, v3=True)
+                events = self._comment_events(iss, comment, user)
+            self._fire_api_events(events)
+            return self._json(201, payload)
         with self._lock:
             iss = self._get_issue(key)
             if not isinstance(text, str) or not text.strip():
@@ -2144,8 +2291,8 @@ class JiraFake:
     def _eval_text(self, name: str, node: _Clause, iss: _Issue) -> bool:
         texts = {
             "summary": [iss.summary],
-            "description": [iss.description or ""],
-            "comment": [c.body for c in iss.comments],
+            "description": [adf_text(iss.description)],
+            "comment": [adf_text(c.body) for c in iss.comments],
         }
         texts["text"] = texts["summary"] + texts["description"] + texts["comment"]
         haystack = " ".join(texts[name]).lower()

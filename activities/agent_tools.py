@@ -1,0 +1,315 @@
+"""The LLM investigator's live, read-only tools and its worker-side configuration.
+
+The tool functions the model sees live in `selfheal/agent.py`; pydantic-ai's Temporal integration
+runs each call as an activity on the worker, where it lands here. Everything is read-only:
+PromQL/LogQL queries, a trace search, the incident store, and `git log/show/diff` over the
+configured repositories. Model-chosen arguments are validated before they reach git (a ref or
+path starting with `-` is refused, refs are resolved to a commit id first, paths go after `--`),
+so model output can never become an option. Every result is redacted and capped by the caller.
+
+`LlmRuntime` is how settings reach those activities: `build_worker` registers one per task queue
+and the activities look theirs up by `activity.info().task_queue`, so no URL or key ever travels
+through workflow history.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from temporalio import activity
+
+from selfheal.agent import LlmRunConfig, config_from_settings
+from selfheal.settings import Settings
+
+if TYPE_CHECKING:
+    from pydantic_ai.models import Model
+
+#: A git revision as the model may name it: a sha, branch or tag, optionally with ~n / ^n.
+_REV = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/@{}~^-]{0,199}$")
+MAX_GIT_COUNT = 50
+
+
+class ToolInputError(ValueError):
+    """A tool argument the model chose is not acceptable; the message goes back to the model."""
+
+
+@dataclass
+class LlmRuntime:
+    """What the investigator's activities need on this worker: settings and (lazily) the model."""
+
+    settings: Settings
+    model_override: Model | None = None
+    _model: Model | None = field(default=None, repr=False)
+
+    def model(self) -> Model:
+        if self.model_override is not None:
+            return self.model_override
+        if self._model is None:
+            from connectors.llm import build_model
+
+            self._model = build_model(self.settings.investigation.llm)
+        return self._model
+
+
+_RUNTIMES: dict[str, LlmRuntime] = {}
+
+
+def register_runtime(settings: Settings, model: Model | None = None) -> LlmRuntime:
+    """Make `settings` (and optionally a ready model, e.g. a scripted one) serve this task queue."""
+    runtime = LlmRuntime(settings, model_override=model)
+    _RUNTIMES[settings.temporal.task_queue] = runtime
+    return runtime
+
+
+def current_runtime() -> LlmRuntime:
+    """The runtime of the task queue the running activity was scheduled on."""
+    if not activity.in_activity():
+        raise RuntimeError("the LLM investigator's live tools only run inside a worker activity")
+    queue = activity.info().task_queue
+    runtime = _RUNTIMES.get(queue)
+    if runtime is None:
+        raise RuntimeError(f"no LLM investigator runtime registered for task queue {queue!r}")
+    return runtime
+
+
+# ------------------------------------------------------------------------------- validation
+
+
+def check_rev(rev: str) -> str:
+    if not _REV.match(rev) or ".." in rev:
+        raise ToolInputError(f"invalid git revision {rev!r}: use a commit id, branch or tag")
+    return rev
+
+
+def check_path(path: str) -> str:
+    if not path or path.startswith(("-", "/")) or "\\" in path or "\x00" in path:
+        raise ToolInputError(f"invalid path {path!r}: use a path relative to the repository root")
+    if any(part in ("..", "") for part in path.rstrip("/").split("/")):
+        raise ToolInputError(f"invalid path {path!r}: no '..' or empty components")
+    return path
+
+
+def repos(settings: Settings) -> dict[str, Path]:
+    """Repository name → local clone: remediation repos plus evidence change repos."""
+    found: dict[str, Path] = {name: r.path for name, r in settings.remediation.repos.items()}
+    found.update(settings.evidence.change_repos)
+    return found
+
+
+def _repo_path(settings: Settings, name: str) -> Path:
+    known = repos(settings)
+    if name not in known:
+        raise ToolInputError(f"unknown repository {name!r}; configured: {sorted(known) or 'none'}")
+    return known[name]
+
+
+# ------------------------------------------------------------------------------------ tools
+
+
+def prometheus_query(settings: Settings, promql: str, at: datetime | None = None) -> str:
+    """The value of every series of an instant query (at the newest sample of the last 5 minutes)."""
+    from connectors.prometheus import PrometheusClient
+
+    url = settings.evidence.prometheus_url or settings.remediation.prometheus_url
+    if not url:
+        return "no Prometheus configured"
+    end = at or datetime.now(UTC)
+    with PrometheusClient(url, timeout=settings.evidence.timeout_seconds) as client:
+        series = client.query_range(promql, end - timedelta(minutes=5), end, step=30)
+    if not series:
+        return "empty result"
+    lines = [f"{_labels(s.labels)} {s.samples[-1][1]:g}" for s in series if s.samples]
+    return "\n".join(lines) or "empty result"
+
+
+def prometheus_range(settings: Settings, promql: str, start: datetime, end: datetime, step: float) -> str:
+    from connectors.prometheus import PrometheusClient
+
+    url = settings.evidence.prometheus_url or settings.remediation.prometheus_url
+    if not url:
+        return "no Prometheus configured"
+    with PrometheusClient(url, timeout=settings.evidence.timeout_seconds) as client:
+        series = client.query_range(promql, start, end, step=step)
+    if not series:
+        return "empty result"
+    out = []
+    for s in series:
+        points = ", ".join(
+            f"{datetime.fromtimestamp(t, UTC).strftime('%H:%M:%S')}={v:g}" for t, v in s.samples
+        )
+        out.append(f"{_labels(s.labels)}: {points}")
+    return "\n".join(out)
+
+
+def loki_query(settings: Settings, logql: str, start: datetime, end: datetime, limit: int) -> str:
+    from connectors.loki import LokiClient, gather_logs
+
+    ev = settings.evidence
+    if not ev.loki_url:
+        return "no Loki configured"
+    with LokiClient(ev.loki_url, timeout=ev.timeout_seconds, tenant=ev.loki_tenant) as client:
+        section = gather_logs(client, logql, start, end, max_lines=limit, emails=ev.redact_emails)
+    if section.status == "failed":
+        return f"query failed: {section.message}"
+    lines = [
+        f"{line.at.isoformat()} {_labels(line.labels)} {line.line}"
+        + (f" (x{line.count})" if line.count > 1 else "")
+        for line in section.logs
+    ]
+    return "\n".join([section.message, *lines])
+
+
+def search_traces(settings: Settings, service: str, start: datetime, end: datetime, limit: int) -> str:
+    from connectors.traces import JaegerClient, TempoClient, gather_traces
+
+    ev = settings.evidence
+    client: TempoClient | JaegerClient
+    if ev.tempo_url:
+        client = TempoClient(ev.tempo_url, timeout=ev.timeout_seconds, ui_url=ev.traces_ui_url)
+    elif ev.jaeger_url:
+        client = JaegerClient(ev.jaeger_url, timeout=ev.timeout_seconds, ui_url=ev.traces_ui_url)
+    else:
+        return "no trace backend configured"
+    try:
+        section = gather_traces(client, service, start, end, limit=limit)
+    finally:
+        client.close()
+    if section.status == "failed":
+        return f"search failed: {section.message}"
+    rows = [
+        f"traces:{t.trace_id} service={t.root_service} op={t.root_name} {t.duration_ms:.0f}ms "
+        f"started={t.started.isoformat() if t.started else '?'} {t.url}"
+        for t in section.traces
+    ]
+    return "\n".join([section.message or section.status, *rows])
+
+
+def recent_changes(settings: Settings, before: datetime, hours: float, repo: str | None) -> str:
+    from selfheal.changes import gather_changes
+
+    selected = repos(settings)
+    if repo is not None:
+        selected = {repo: _repo_path(settings, repo)}
+    section = gather_changes(selected, before=before, window_seconds=hours * 3600, limit=20)
+    if section.status in ("failed", "skipped"):
+        return f"{section.status}: {section.message}"
+    rows = [
+        f"changes:{c.repo}@{c.sha[:12]} {c.committed_at.isoformat()} {c.author}: {c.summary} "
+        f"(+{c.insertions}/-{c.deletions}; {', '.join(c.paths[:10])})"
+        for c in section.changes
+    ]
+    return "\n".join([section.message or f"{len(rows)} commits", *rows]) if rows else "no commits in window"
+
+
+def _git(settings: Settings, repo: str, build: Callable[[Any], str]) -> str:
+    import git
+
+    path = _repo_path(settings, repo)
+    handle = git.Repo(path)
+    try:
+        return build(handle)
+    except (git.BadName, ValueError) as exc:
+        raise ToolInputError(f"{repo}: {exc}") from exc
+    except git.GitCommandError as exc:
+        raise ToolInputError(f"{repo}: git failed: {str(exc.stderr).strip()[:300]}") from exc
+    finally:
+        handle.close()
+
+
+def git_log(settings: Settings, repo: str, rev: str, path: str | None, max_count: int) -> str:
+    rev = check_rev(rev)
+    if path is not None:
+        path = check_path(path)
+    count = max(1, min(max_count, MAX_GIT_COUNT))
+
+    def run(handle: Any) -> str:
+        sha = handle.rev_parse(rev).hexsha  # resolved first: only a commit id reaches the command
+        args = [f"--max-count={count}", "--format=%h %cI %an: %s", sha, "--"]
+        if path is not None:
+            args.append(path)
+        return str(handle.git.log(*args)) or "no commits"
+
+    return _git(settings, repo, run)
+
+
+def git_show(settings: Settings, repo: str, rev: str, path: str | None) -> str:
+    rev = check_rev(rev)
+    if path is not None:
+        path = check_path(path)
+
+    def run(handle: Any) -> str:
+        sha = handle.rev_parse(rev).hexsha
+        args = ["--stat", "--patch", "--format=commit %H%nAuthor: %an%nDate: %cI%n%n%B", sha, "--"]
+        if path is not None:
+            args.append(path)
+        return str(handle.git.show(*args))
+
+    return _git(settings, repo, run)
+
+
+def git_diff(settings: Settings, repo: str, base: str, head: str, path: str | None) -> str:
+    base, head = check_rev(base), check_rev(head)
+    if path is not None:
+        path = check_path(path)
+
+    def run(handle: Any) -> str:
+        a, b = handle.rev_parse(base).hexsha, handle.rev_parse(head).hexsha
+        args = ["--stat", "--patch", a, b, "--"]
+        if path is not None:
+            args.append(path)
+        return str(handle.git.diff(*args)) or "no differences"
+
+    return _git(settings, repo, run)
+
+
+def past_incident(settings: Settings, incident_id: str) -> str:
+    from selfheal.incident_store import IncidentStore
+
+    store = IncidentStore(settings.store_url)
+    try:
+        row = store.get(incident_id)
+        if row is None:
+            return f"no closed incident {incident_id!r} in the incident store"
+        return json.dumps(
+            {
+                "id": row.id,
+                "title": row.title,
+                "service": row.service,
+                "alertname": row.alertname,
+                "outcome": row.outcome,
+                "fix": row.fix,
+                "closed_at": row.closed_at.isoformat() if row.closed_at else None,
+                "text": row.text,
+            },
+            indent=1,
+        )
+    finally:
+        store.close()
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+# -------------------------------------------------------------------------------- activities
+
+
+class AgentActivities:
+    """The one plain activity the investigation workflow calls itself: its non-secret configuration."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @activity.defn(name="llm_investigator_config")
+    async def llm_investigator_config(self) -> LlmRunConfig:
+        """Model name and budgets for this incident's run: recorded in history, so no secrets."""
+        return config_from_settings(self.settings)
+
+    def all(self) -> list[Callable[..., object]]:
+        return [self.llm_investigator_config]

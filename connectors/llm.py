@@ -1,0 +1,58 @@
+"""The model behind the `llm` investigator, built from `LlmSettings`.
+
+OpenAI-compatible endpoints (OpenAI itself, vLLM, Ollama, LiteLLM, Azure's v1 API…) go through the
+OpenAI chat-completions protocol with `base_url`; Anthropic through its own SDK. Building a model
+opens no connection: the SDK clients connect on the first request. The SDK's own retries are off
+by default because Temporal owns retries (each model request is an activity).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from selfheal.settings import LlmSettings
+
+if TYPE_CHECKING:
+    from pydantic_ai.models import Model
+
+
+class LlmConfigError(Exception):
+    """The LLM settings cannot make a model (the message names the field)."""
+
+
+def build_model(llm: LlmSettings, *, sdk_retries: int = 0) -> Model:
+    """A pydantic-ai model for `llm`; raises LlmConfigError when a required key is missing."""
+    from pydantic_ai.settings import ModelSettings
+
+    api_key = llm.api_key.get_secret_value() if llm.api_key is not None else None
+    settings = ModelSettings(timeout=llm.timeout_seconds)
+    if llm.provider == "anthropic":
+        from anthropic import AsyncAnthropic
+        from pydantic_ai.models.anthropic import AnthropicModel
+        from pydantic_ai.providers.anthropic import AnthropicProvider
+
+        if not api_key:
+            raise LlmConfigError("investigation.llm.api_key: required for provider 'anthropic'")
+        client = AsyncAnthropic(
+            api_key=api_key, base_url=llm.base_url, max_retries=sdk_retries, timeout=llm.timeout_seconds
+        )
+        return AnthropicModel(
+            llm.model, provider=AnthropicProvider(anthropic_client=client), settings=settings
+        )
+
+    from openai import AsyncOpenAI
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    if not api_key and llm.base_url is None:
+        raise LlmConfigError(
+            "investigation.llm.api_key: required for OpenAI (or set investigation.llm.base_url)"
+        )
+    client_openai = AsyncOpenAI(
+        # Local OpenAI-compatible servers often need no key, but the SDK insists on one.
+        api_key=api_key or "unused",
+        base_url=llm.base_url,
+        max_retries=sdk_retries,
+        timeout=llm.timeout_seconds,
+    )
+    return OpenAIChatModel(llm.model, provider=OpenAIProvider(openai_client=client_openai), settings=settings)

@@ -1,0 +1,265 @@
+"""Prometheus (rules for the shop's SLOs) and Alertmanager (webhook → selfheal) as our own children.
+
+Both run on 127.0.0.1, on free ports, with their data in the demo's directory, never as the
+system services. Timings are short so the loop shows in seconds; `Timings` names them so the
+demo and the benchmark can report them beside the measured latencies.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from selfheal.devserver import free_port
+
+PROMETHEUS_BIN = os.environ.get("SELFHEAL_PROMETHEUS_BIN", "/usr/bin/prometheus")
+ALERTMANAGER_BIN = os.environ.get("SELFHEAL_ALERTMANAGER_BIN", "/usr/bin/prometheus-alertmanager")
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Timings:
+    scrape_interval: str = "1s"
+    evaluation_interval: str = "1s"
+    #: Window of every rate() in the rules and the verify queries.
+    rate_window: str = "5s"
+    rule_for: str = "2s"
+    resend_delay: str = "1s"
+    group_wait: str = "1s"
+    group_interval: str = "1s"
+    repeat_interval: str = "1h"
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def rules_yaml(t: Timings) -> str:
+    """The shop's alerting rules. The generic 5xx alert stands aside (`unless`) when a more
+    specific one explains the errors, so each fault pages exactly once: an inhibition that
+    holds at evaluation time, not only at notification time."""
+    w = t.rate_window
+    ratio = (
+        f'sum by (service) (rate(http_requests_total{{code=~"5.."}}[{w}]))'
+        f" / sum by (service) (rate(http_requests_total[{w}]))"
+    )
+    pool = f"sum by (service, pool) (rate(shop_db_pool_timeouts_total[{w}]))"
+    flag_ratio = (
+        f'sum by (service, feature_flag) (rate(http_requests_total{{feature_flag!="none",code=~"5.."}}[{w}]))'
+        f' / sum by (service, feature_flag) (rate(http_requests_total{{feature_flag!="none"}}[{w}]))'
+    )
+    p90 = (
+        "histogram_quantile(0.9, sum by (le, service, route)"
+        f" (rate(http_request_duration_seconds_bucket[{w}])))"
+    )
+    doc = {
+        "groups": [
+            {
+                "name": "shop-slo",
+                "rules": [
+                    {
+                        "alert": "DatabaseConnectionPoolExhausted",
+                        "expr": f"{pool} > 0",
+                        "for": t.rule_for,
+                        "labels": {"severity": "warning"},
+                        "annotations": {
+                            "summary": "{{ $labels.service }}: requests time out waiting for a DB connection",
+                            "description": "{{ $value | humanize }} timeouts/s on pool {{ $labels.pool }}",
+                        },
+                    },
+                    {
+                        "alert": "FeatureFlagErrorRatioHigh",
+                        "expr": f"({flag_ratio}) > 0.05",
+                        "for": t.rule_for,
+                        "labels": {"severity": "warning"},
+                        "annotations": {
+                            "summary": "{{ $labels.service }}: requests served with flag "
+                            "{{ $labels.feature_flag }} fail",
+                            "description": "5xx ratio with the flag on: {{ $value | humanizePercentage }}",
+                        },
+                    },
+                    {
+                        "alert": "HighErrorRatio",
+                        "expr": f"(({ratio}) > 0.05)"
+                        f" unless on (service) ({pool} > 0)"
+                        f" unless on (service) (max by (service) ({flag_ratio}) > 0.05)",
+                        "for": t.rule_for,
+                        "labels": {"severity": "critical"},
+                        "annotations": {
+                            "summary": "{{ $labels.service }} 5xx ratio above 5%",
+                            "description": "5xx ratio {{ $value | humanizePercentage }}",
+                            "revert_window": "2m",
+                        },
+                    },
+                    {
+                        "alert": "HighLatency",
+                        "expr": f"({p90}) > 0.3",
+                        "for": t.rule_for,
+                        "labels": {"severity": "warning"},
+                        "annotations": {
+                            "summary": "{{ $labels.service }} {{ $labels.route }} p90 latency above 300ms",
+                            "description": "p90 {{ $value | humanizeDuration }}",
+                        },
+                    },
+                ],
+            }
+        ]
+    }
+    return yaml.safe_dump(doc, sort_keys=False, width=1000)
+
+
+def binary(path: str) -> str | None:
+    return shutil.which(path)
+
+
+class Server:
+    """One server process in its own process group, ready once `/-/ready` answers 200."""
+
+    def __init__(self, name: str, argv: list[str], url: str, log_file: Path) -> None:
+        self.name = name
+        self.url = url
+        self.log_file = log_file
+        with open(log_file, "ab") as out:
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def _start(name: str, argv_for_port: Any, workdir: Path, attempts: int = 3) -> Server:
+    """Start on a free port, retrying when the port was taken between our probe and the bind."""
+    for attempt in range(attempts):
+        port = free_port()
+        server = Server(
+            name, argv_for_port(port), f"http://127.0.0.1:{port}", workdir / f"{name}-{attempt}.log"
+        )
+        if server.wait_ready():
+            return server
+        server.stop()
+    raise ServiceError(f"{name} did not start; see {workdir}/{name}-*.log")
+
+
+def start_alertmanager(workdir: Path, webhook_url: str, token: str, t: Timings) -> Server:
+    exe = binary(ALERTMANAGER_BIN)
+    if exe is None:
+        raise ServiceError(f"{ALERTMANAGER_BIN} is missing")
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "route": {
+            "receiver": "selfheal",
+            "group_by": ["alertname", "service"],
+            "group_wait": t.group_wait,
+            "group_interval": t.group_interval,
+            "repeat_interval": t.repeat_interval,
+        },
+        "receivers": [
+            {
+                "name": "selfheal",
+                "webhook_configs": [
+                    {
+                        "url": webhook_url,
+                        "send_resolved": True,
+                        "max_alerts": 0,
+                        "http_config": {"authorization": {"type": "Bearer", "credentials": token}},
+                    }
+                ],
+            }
+        ],
+    }
+    cfg = workdir / "alertmanager.yml"
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+    cfg.chmod(0o600)  # it holds the webhook token
+
+    def argv(port: int) -> list[str]:
+        return [
+            exe,
+            f"--config.file={cfg}",
+            f"--storage.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ]
+
+    return _start("alertmanager", argv, workdir)
+
+
+def _supports(exe: str, flag: str) -> bool:
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=30, check=False)
+    return flag in out.stdout + out.stderr
+
+
+def start_prometheus(workdir: Path, targets: list[str], alertmanager_url: str, t: Timings) -> Server:
+    exe = binary(PROMETHEUS_BIN)
+    if exe is None:
+        raise ServiceError(f"{PROMETHEUS_BIN} is missing")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "rules.yml").write_text(rules_yaml(t))
+    config = {
+        "global": {"scrape_interval": t.scrape_interval, "evaluation_interval": t.evaluation_interval},
+        "rule_files": [str(workdir / "rules.yml")],
+        "alerting": {
+            "alertmanagers": [
+                {"api_version": "v2", "static_configs": [{"targets": [alertmanager_url.split("://", 1)[1]]}]}
+            ]
+        },
+        "scrape_configs": [
+            {
+                "job_name": "shop",
+                "scrape_interval": t.scrape_interval,
+                "scrape_timeout": t.scrape_interval,
+                "static_configs": [{"targets": targets}],
+            }
+        ],
+    }
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    resend = _supports(exe, "--rules.alert.resend-delay")
+
+    def argv(port: int) -> list[str]:
+        args = [
+            exe,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.external-url=http://127.0.0.1:{port}",
+            "--log.level=warn",
+        ]
+        if resend:
+            args.append(f"--rules.alert.resend-delay={t.resend_delay}")
+        return args
+
+    return _start("prometheus", argv, workdir)

@@ -1,0 +1,1 @@
+"""Investigator evals (`make eval`); see harness.py for the case format."""

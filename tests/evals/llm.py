@@ -1,0 +1,26 @@
+"""The LLM investigator for `make eval`: the same agent as production, offline, on recorded evidence."""
+
+from __future__ import annotations
+
+import asyncio
+
+from connectors.llm import build_model
+from playbooks.plan import MatchResult
+from selfheal.agent import investigate_offline
+from selfheal.investigation import DiagnoseResult, Investigation
+from selfheal.models import IncidentView
+from selfheal.remediation import InvestigationRequest
+from selfheal.settings import Settings
+from tests.evals.harness import Investigator, builtin
+
+
+def llm_investigator(settings: Settings) -> Investigator:
+    """Starts from the builtin investigation, as the incident workflow does."""
+    model = build_model(settings.investigation.llm)
+
+    def run(view: IncidentView, match: MatchResult | None, diagnose: list[DiagnoseResult]) -> Investigation:
+        prior = builtin(view, match, diagnose)
+        request = InvestigationRequest(view=view, match=match, prior=prior)
+        return asyncio.run(investigate_offline(request, model, settings))
+
+    return run

@@ -1,0 +1,167 @@
+"""The demo, end to end: real Prometheus, Alertmanager, Temporal, selfheal (worker and API as
+processes) and the demo shop under load, driven by the same scenario runner as `selfheal demo`.
+
+One known fault (a bad config commit, healed with no human) and then the novel one (escalated
+with evidence and an investigation; the earlier incident is found as a similar one). Each is
+checked through the public API, the config remote and the shop's deploy log: one incident, one
+ticket, and for the known fault exactly one fix commit and one deploy.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from demo.scenarios import SCENARIOS, Runner, ScenarioResult
+from demo.stack import DemoStack
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@dataclass
+class Run:
+    stack: DemoStack
+    runner: Runner
+    known: ScenarioResult
+    novel: ScenarioResult
+    escalated_view: dict[str, Any]
+    events: list[tuple[str, str, float, str]]
+
+
+@pytest.fixture(scope="module")
+def run(temporal_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    stack = DemoStack(tmp_path_factory.mktemp("demo"), temporal_address=temporal_address)
+    events: list[tuple[str, str, float, str]] = []
+    current = {"scenario": ""}
+    seen: dict[str, Any] = {}
+    with stack:
+        runner = Runner(stack, lambda s, k, t: events.append((current["scenario"], k, s, t)))
+
+        def decide(view: dict[str, Any]) -> None:
+            seen["view"] = view
+            runner.decide(view["id"], "approve", "oncall-test", "reverting the suspect commit by hand")
+
+        current["scenario"] = "bad-config"
+        known = runner.run(SCENARIOS["bad-config"], decide)
+        current["scenario"] = "novel"
+        novel = runner.run(SCENARIOS["novel"], decide)
+        yield Run(stack, runner, known, novel, seen.get("view", {}), events)
+
+
+def _incidents(run: Run, alertname: str) -> list[dict[str, Any]]:
+    with run.stack.api() as api:
+        listed: list[dict[str, Any]] = api.get("/api/v1/incidents").json()["incidents"]
+    return [i for i in listed if i["alertname"] == alertname]
+
+
+def test_known_fault_heals_once_with_no_human(run: Run) -> None:
+    res = run.known
+    assert res.ok, res.reason
+    assert res.outcome == "healed"
+    view = run.runner.view(res.incident_id)
+    assert view["decision"] is None and view["remediations"][-1]["outcome"] == "healed"
+    # Nothing twice: one incident, one fix commit on the remote, deployed once.
+    assert [i["id"] for i in _incidents(run, "HighErrorRatio")] == [res.incident_id]
+    assert len(res.fix_commits) == 1 and res.fix_deploys == 1
+    run.stack.repo.sync()
+    config = yaml.safe_load((run.stack.repo.dev / run.stack.repo.config_path).read_text())
+    assert config["payments"]["timeout_ms"] == 800, "the bad commit stays reverted on the remote"
+    # The stages, in order, with times that add up.
+    kinds = [k for s, k, _, _ in run.events if s == "bad-config"]
+    for a, b in [("fault", "received"), ("received", "playbook_matched"), ("playbook_matched", "verifying")]:
+        assert kinds.index(a) < kinds.index(b)
+    assert 0 < res.seconds("fault_at", "alert_at")  # type: ignore[operator]
+    assert 0 < res.seconds("alert_at", "deployed_at") < res.seconds("alert_at", "verified_at")  # type: ignore[operator]
+
+    ticket = run.runner.ticket(res.ticket_key)
+    assert ticket["status"] == "Done"
+    page = ticket["description"]
+    changes = page.split("## Suspect changes", 1)[1].splitlines()
+    assert f"config@{res.fault_sha[:10]}" in changes[4], "the bad commit is the top suspect"
+    assert "**affected users: " in page
+    assert ticket["attachments"], "metric graphs attached"
+    bodies = "\n".join(c["body"] for c in ticket["comments"])
+    for step in ("git_revert fix 1", "command test 1", "git_push deploy 1", "http deploy 2", "verify"):
+        assert step in bodies, f"ticket lacks step {step}"
+    assert f"reverted {res.fault_sha[:12]}" in bodies
+
+
+def test_novel_fault_escalates_with_investigation_and_similar_incident(run: Run) -> None:
+    res = run.novel
+    assert res.ok, res.reason
+    assert res.outcome == "approved"
+    view = run.runner.view(res.incident_id)
+    assert view["decision"]["by"] == "oncall-test" and view["proposal"] is None
+    assert [i["id"] for i in _incidents(run, "HighLatency")] == [res.incident_id]
+    # selfheal changed nothing: no commit of its own, no deploy of one.
+    assert res.fix_commits == [] and res.fix_deploys == 0
+    assert not any(f"Selfheal-Incident: {res.incident_id}" in body for _, body in run.stack.repo.log())
+
+    escalated = run.escalated_view
+    assert escalated["stage"] == "awaiting_decision"
+    investigation = escalated["investigation"]
+    assert investigation["matched_playbook"] is None
+    fix = investigation["proposed_fix"]
+    assert fix["kind"] == "manual" and f"revert config@{res.fault_sha[:7]}" in fix["rationale"]
+    sections = {s["source"]: s for s in escalated["evidence"]["sections"]}
+    assert sections["similar_incidents"]["similar"][0]["incident_id"] == run.known.incident_id
+    assert sections["affected_users"]["figures"]["affected users"] >= 1
+    assert sections["changes"]["changes"][0]["sha"] == res.fault_sha
+
+    ticket = run.runner.ticket(res.ticket_key)
+    page = ticket["description"]
+    assert "## Investigation" in page and f"revert config@{res.fault_sha[:7]}" in page
+    assert run.known.incident_id in page, "the earlier incident shows as similar"
+    bodies = "\n".join(c["body"] for c in ticket["comments"])
+    assert "No playbook applies" in bodies and "Approved by oncall-test" in bodies
+
+
+def test_one_ticket_per_incident(run: Run) -> None:
+    keys = {run.known.ticket_key, run.novel.ticket_key}
+    assert len(keys) == 2
+    numbers = sorted(int(k.rsplit("-", 1)[1]) for k in keys)
+    with run.stack.api() as api:
+        extra = api.get(f"/api/v1/tickets/LOCAL-{numbers[-1] + 1}")
+    assert extra.status_code == 404, "no ticket beyond the two incidents'"
+    with httpx.Client() as client:
+        active = client.get(f"{run.stack.am_url}/api/v2/alerts", params={"active": "true"}).json()
+    assert active == [], "both faults are gone: nothing fires"
+
+
+def test_demo_without_prometheus_and_apt_exits_2_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
+    env.update(PATH=str(tmp_path), SELFHEAL_PROMETHEUS_BIN=str(tmp_path / "no-prometheus"))
+    out = subprocess.run(
+        [sys.executable, "-m", "selfheal", "demo", "--ticket-dir", str(tmp_path / "t")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "prometheus missing" in lines[0] and "apt-get install prometheus" in lines[0]
+
+
+def test_demo_playbooks_lint_clean_and_match_the_rules() -> None:
+    """Every demo playbook loads, and every known scenario's alert has exactly its playbook."""
+    from demo.observability import Timings, rules_yaml
+    from demo.stack import PLAYBOOKS_DIR
+    from playbooks.loader import lint_paths, load_playbooks
+
+    assert lint_paths([PLAYBOOKS_DIR], known_repos={"config"}) == []
+    names = {p.name for p in load_playbooks([PLAYBOOKS_DIR], include_library=False).playbooks}
+    rules = {r["alert"] for g in yaml.safe_load(rules_yaml(Timings()))["groups"] for r in g["rules"]}
+    for scenario in SCENARIOS.values():
+        assert scenario.alertname in rules
+        assert (scenario.playbook in names) if scenario.playbook else scenario.expect == "escalated"
