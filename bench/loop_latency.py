@@ -1,19 +1,17 @@
 """How long the real loop takes: webhook receipt → fix deployed → verified, per known demo fault.
 
-    .venv/bin/python -m bench.loop_latency [--rounds 3] [--scenario bad-config ...]
+    .venv/bin/python -m bench.loop_latency [--rounds 3] [--scenario bad-config ...] [--quick]
 
 Each round starts a fresh demo stack (shop under load, Prometheus, Alertmanager, Temporal dev
 server, selfheal worker and API; fresh, so playbook cooldowns never block a run) and injects each
 known fault in turn. Prints one row per scenario (median, min and max over the rounds) beside the
 settings that bound the figures: scrape and evaluation intervals, rule `for:`, the rate window,
 Alertmanager's group_wait/group_interval, the verify poll and each playbook's `hold_for`; writes
-bench/results/loop_latency.json.
+<results-dir>/loop_latency.json (`--quick`: one round of the first fault).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -23,12 +21,12 @@ from typing import Any
 
 import yaml
 
+from bench import common
 from demo.observability import Timings
 from demo.scenarios import SCENARIOS, Runner, ScenarioResult
 from demo.stack import PLAYBOOKS_DIR, DemoStack
 
 KNOWN = [k for k, s in SCENARIOS.items() if s.expect == "healed"]
-RESULTS = Path(__file__).resolve().parent / "results" / "loop_latency.json"
 METRICS = {
     "fault_to_alert_s": ("fault_at", "alert_at"),
     "alert_to_deployed_s": ("alert_at", "deployed_at"),
@@ -52,11 +50,14 @@ def summarise(values: list[float]) -> dict[str, float] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.loop_latency", description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scenario", action="append", choices=KNOWN, help="default: every known fault")
     args = parser.parse_args(argv)
     keys: list[str] = args.scenario or KNOWN
+    if args.quick:
+        args.rounds, keys = 1, keys[:1]
+    machine = common.machine_facts()
     timings = Timings()
     runs: list[dict[str, Any]] = []
     by_scenario: dict[str, list[ScenarioResult]] = {k: [] for k in keys}
@@ -109,23 +110,27 @@ def main(argv: list[str] | None = None) -> int:
             f"{key:<17} {s['ok']:>2}/{s['rounds']:<2} {cells[0]:>12} {cells[1]:>15} {cells[2]:>15}"
             f" {cells[3]:>15} {holds[key]:>9}"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "loop_latency",
-                "rounds": args.rounds,
-                "wall_seconds": round(time.monotonic() - started, 1),
-                "settings": settings,
-                "summary": summary,
-                "runs": runs,
-            },
-            indent=2,
-        )
-        + "\n"
+    ok = all(r["ok"] for r in runs)
+    headline = {
+        k: f"alert→verified {s['alert_to_verified_s']['median']:.1f}s" if s["alert_to_verified_s"] else "—"
+        for k, s in summary.items()
+    }
+    path = common.write_result(
+        "loop_latency",
+        args.results_dir,
+        quick=args.quick,
+        started=started,
+        params={"rounds": args.rounds, "scenarios": keys, "settings": settings},
+        figures={"summary": summary, "runs": runs},
+        headline=headline,
+        checks={
+            "every scenario healed": ok,
+            "one result per round and scenario": len(runs) == args.rounds * len(keys),
+        },
+        machine=machine,
     )
-    print(f"wrote {RESULTS}")
-    return 0 if all(r["ok"] for r in runs) else 1
+    print(f"wrote {path}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ FIGURES: dict[str, set[str]] = {
     "alert_storm": {"notifications", "absorb_seconds_from_first_post", "incidents_listed", "post_latency"},
     "concurrency": {"completion_seconds", "worker_peak_rss_mib", "fix_commits", "unfinished"},
     "loop_metrics": {"points"},
+    "loop_latency": {"summary", "runs"},
 }
 
 
@@ -52,7 +53,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.
 
 def test_runner_discovers_the_benchmarks() -> None:
     names = discover()
-    assert {"ingest", "alert_storm", "concurrency", "loop_metrics"} <= set(names)
+    assert {"ingest", "alert_storm", "concurrency", "loop_metrics", "loop_latency"} <= set(names)
     assert "common" not in names and "run" not in names
 
 
