@@ -71,7 +71,7 @@ def make_repos(root: Path, services: list[str]) -> tuple[Path, Path]:
     return remote, work
 
 
-def playbook(shard: int, alertname: str, max_runs: int) -> dict[str, Any]:
+def playbook(shard: int, alertname: str, max_runs: int, hold_for: float = 0.0) -> dict[str, Any]:
     return {
         "apiVersion": "selfheal/v1",
         "kind": "Playbook",
@@ -108,7 +108,12 @@ def playbook(shard: int, alertname: str, max_runs: int) -> dict[str, Any]:
             }
         ],
         "deploy": [{"git_push": {"branch": "main"}}],
-        "verify": {"query": "vector(0)", "condition": "< 1", "hold_for": "0s", "timeout": "60s"},
+        "verify": {
+            "query": "vector(0)",
+            "condition": "< 1",
+            "hold_for": f"{hold_for:g}s",
+            "timeout": f"{hold_for + 60:g}s",
+        },
         "rollback": "auto",
     }
 
@@ -148,7 +153,7 @@ async def bench(args: Any) -> int:
         pb_dir.mkdir()
         for s in range(shards):
             (pb_dir / f"pool-{s}.yaml").write_text(
-                yaml.safe_dump(playbook(s, alertname, 100), sort_keys=False)
+                yaml.safe_dump(playbook(s, alertname, 100, args.hold_for), sort_keys=False)
             )
         with prometheus_server(root / "prom", []) as prom_url:
             config = {
@@ -334,7 +339,12 @@ async def bench(args: Any) -> int:
         args.results_dir,
         quick=args.quick,
         started=started,
-        params={"incidents": n, "senders": args.senders, "per_playbook": PER_PLAYBOOK},
+        params={
+            "incidents": n,
+            "senders": args.senders,
+            "per_playbook": PER_PLAYBOOK,
+            "hold_for": args.hold_for,
+        },
         figures=figures,
         headline={
             f"{n} incidents": f"settled in {completion_s} s, {len(healed)} healed",
@@ -353,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         "--incidents", type=int, help="simultaneous incidents (default 100; --quick 4; the target is 500)"
     )
     p.add_argument("--senders", type=int, default=20, help="concurrent webhook POSTs")
+    p.add_argument(
+        "--hold-for",
+        type=float,
+        default=0.0,
+        help="verify hold_for seconds (default 0, cheap; real playbooks hold a minute or more)",
+    )
     p.add_argument("--timeout", type=float, default=1800, help="give up waiting after this many seconds")
     return common.run_async(bench(p.parse_args(argv)))
 

@@ -6,7 +6,9 @@ For 1, 10 and 100 concurrent senders (each an httpx async client) we post Alertm
 notifications to a real `selfheal api` process (answered 2xx only after signal-with-start) while a
 real `selfheal worker` runs the incidents; then, on the same Temporal dev server, we issue the same
 signal-with-start calls directly with the Temporal Python client (same workflow type, input and
-notification payloads; a task queue no worker polls). The headline is API rate / bare rate.
+notification payloads; a task queue no worker polls). The headline is API rate / bare rate. A third
+series sends the bare calls to the worker's queue, so the server and worker do the same downstream
+work as for the API: API ÷ that rate is what the API process itself costs.
 Afterwards every incident's `notifications` count (its view, via the API) must equal what was
 posted to it: nothing lost.
 """
@@ -141,16 +143,25 @@ async def api_phase(stack: common.Stack, level: Level) -> dict[str, Any]:
     }
 
 
-async def bare_phase(address: str, level: Level, run: str) -> dict[str, Any]:
-    """The same signal-with-start calls the API makes, straight from the Temporal client."""
+async def bare_phase(address: str, level: Level, run: str, worker_queue: str | None = None) -> dict[str, Any]:
+    """The same signal-with-start calls the API makes, straight from the Temporal client.
+
+    On a queue nobody polls (the headline's denominator) only the server's acceptance is measured.
+    On the worker's queue (`worker_queue`) the server and the worker also do the downstream work the
+    API path causes (a workflow task per signal, tickets, evidence), so API ÷ that rate is the cost
+    of the API itself.
+    """
     client = await connect(TemporalSettings(address=address))
     settings = load_settings(None, temporal={"address": address})
     policy = policy_snapshot(settings)
-    queue = f"bench-bare-{run}"  # nobody polls it: only the server's acceptance is measured
+    queue = worker_queue or f"bench-bare-{run}"
+    suffix = "/bare-worker" if worker_queue else "/bare"
+    incidents: dict[str, str] = {}
+    per_group: dict[str, int] = {}
 
     async def start(payload: dict[str, Any]) -> str | None:
         body = AlertmanagerWebhook.model_validate(payload)
-        gid = identity.group_id(body.receiver, body.groupKey + "/bare")
+        gid = identity.group_id(body.receiver, body.groupKey + suffix)
         wid = identity.workflow_id_for_group(gid)
         new_id = identity.new_incident_id(gid)
         note = Notification(received_at=datetime.now(UTC), notification=body)
@@ -176,10 +187,21 @@ async def bare_phase(address: str, level: Level, run: str) -> dict[str, Any]:
             )
         except Exception as err:
             return type(err).__name__
+        if worker_queue and wid not in incidents:
+            memo = await (await handle.describe()).memo()
+            incidents[wid] = str(memo.get("incident_id"))
+        per_group[wid] = per_group.get(wid, 0) + 1
         return None if handle.result_run_id else "no run id"
 
     elapsed, lat, results = await run_senders(level.senders, level.payloads, start)
-    return {"elapsed": elapsed, "latencies": lat, "errors": sum(1 for r in results if r is not None)}
+    expected = {wid: (incidents[wid], n) for wid, n in per_group.items() if wid in incidents}
+    return {
+        "elapsed": elapsed,
+        "latencies": lat,
+        "errors": sum(1 for r in results if r is not None),
+        "error_kinds": sorted({str(r) for r in results if r is not None}),
+        "expected": expected,
+    }
 
 
 async def absorbed(
@@ -221,6 +243,7 @@ async def bench(args: Any) -> int:
     figures: dict[str, Any] = {"levels": []}
     expected: dict[str, tuple[str, int]] = {}
     errors = 0
+    bare_w_lost = 0
     split = 0
     config = {"remediation": {"include_library": False}}
     with common.running_stack(config) as stack:
@@ -230,6 +253,11 @@ async def bench(args: Any) -> int:
             # then wait until they absorbed everything, so the next level starts quiet too.
             cpu0 = stack.cpu_seconds()
             bare = await bare_phase(stack.temporal_address, level, run)
+            cpu_b = stack.cpu_seconds()
+            bare_w = await bare_phase(stack.temporal_address, level, run, worker_queue=stack.task_queue)
+            # Its incidents must be absorbed before the API phase, which then starts quiet too.
+            got_w = await absorbed(stack, bare_w["expected"], within=60 if args.quick else 300)
+            bare_w_lost += got_w["lost"] + (0 if got_w["ok"] else 1)
             cpu1 = stack.cpu_seconds()
             api = await api_phase(stack, level)
             cpu2 = stack.cpu_seconds()
@@ -247,6 +275,7 @@ async def bench(args: Any) -> int:
             absorb["seconds_after_last_post"].append(got["seconds_after_last_post"])
             api_rate = level.count / api["elapsed"]
             bare_rate = level.count / bare["elapsed"]
+            bare_w_rate = level.count / bare_w["elapsed"]
             entry = {
                 "senders": level.senders,
                 "notifications": level.count,
@@ -261,8 +290,20 @@ async def bench(args: Any) -> int:
                     **common.latency_ms(bare["latencies"]),
                     "errors": bare["errors"],
                 },
+                "bare_signal_with_start_worker_running": {
+                    "per_second": round(bare_w_rate, 1),
+                    **common.latency_ms(bare_w["latencies"]),
+                    "errors": bare_w["errors"],
+                    "error_kinds": bare_w["error_kinds"],
+                    "lost": got_w["lost"],
+                },
                 "ratio_api_to_bare": round(api_rate / bare_rate, 3),
-                "cpu_seconds": {"bare": common.cpu_delta(cpu0, cpu1), "api": common.cpu_delta(cpu1, cpu2)},
+                "ratio_api_to_bare_worker_running": round(api_rate / bare_w_rate, 3),
+                "cpu_seconds": {
+                    "bare": common.cpu_delta(cpu0, cpu_b),
+                    "bare_worker_running": common.cpu_delta(cpu_b, cpu1),
+                    "api": common.cpu_delta(cpu1, cpu2),
+                },
             }
             figures["levels"].append(entry)
             rows.append(
@@ -276,6 +317,9 @@ async def bench(args: Any) -> int:
                     entry["bare_signal_with_start"]["p50_ms"],
                     entry["bare_signal_with_start"]["p99_ms"],
                     f"{entry['ratio_api_to_bare']:.2f}",
+                    bare_w_rate,
+                    entry["bare_signal_with_start_worker_running"]["p50_ms"],
+                    f"{entry['ratio_api_to_bare_worker_running']:.2f}",
                 ]
             )
         stack.assert_alive()
@@ -286,6 +330,7 @@ async def bench(args: Any) -> int:
         "every notification answered 2xx": errors == 0 and accepted == posted,
         "one incident per group": split == 0 and len(expected) == sum(len(lv.groups) for lv in levels),
         "no notification lost (view notifications == posted)": absorb["ok"] and absorb["lost"] == 0,
+        "bare calls on the worker's queue all absorbed": bare_w_lost == 0,
     }
     common.print_table(
         "Webhook ingest (durable: 2xx after signal-with-start) vs bare signal-with-start, same server",
@@ -299,6 +344,9 @@ async def bench(args: Any) -> int:
             "bare p50 ms",
             "bare p99 ms",
             "API/bare",
+            "bare+worker /s",
+            "bare+worker p50 ms",
+            "API/(bare+worker)",
         ],
         rows,
     )

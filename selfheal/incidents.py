@@ -8,6 +8,7 @@ workflow's query and result.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,6 +79,11 @@ class IngestResult:
     group_id: str
 
 
+#: Run ids whose incident id we already read: a run's `incident_id` memo never changes (a new incident
+#: is a new run, and continue-as-new is a new run id too), so only a run's first notification pays the
+#: extra describe round trip that ingest otherwise makes for every notification.
+_RUN_CACHE_SIZE = 10_000
+
 _UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
 
 
@@ -121,6 +127,7 @@ class IncidentService:
         self.client = client
         self.settings = settings
         self.rpc_timeout = timedelta(seconds=settings.temporal.rpc_timeout_seconds)
+        self._incident_by_run: OrderedDict[str, str] = OrderedDict()
 
     # --- ingest -----------------------------------------------------------------------------------
 
@@ -169,10 +176,20 @@ class IncidentService:
         return IngestResult(incident_id=incident_id, status="accepted", group_id=gid)
 
     async def _memo_incident_id(self, handle: WorkflowHandle[Any, Any]) -> str | None:
+        run_id = handle.result_run_id
+        if run_id and run_id in self._incident_by_run:
+            self._incident_by_run.move_to_end(run_id)
+            return self._incident_by_run[run_id]
         desc = await handle.describe(rpc_timeout=self.rpc_timeout)
         memo = await desc.memo()
         value = memo.get("incident_id")
-        return str(value) if value else None
+        if not value:
+            return None
+        if run_id and desc.run_id == run_id:
+            self._incident_by_run[run_id] = str(value)
+            if len(self._incident_by_run) > _RUN_CACHE_SIZE:
+                self._incident_by_run.popitem(last=False)
+        return str(value)
 
     # --- reads ------------------------------------------------------------------------------------
 
