@@ -8,8 +8,8 @@ cannot fix are raised as non-retryable `RemediationRejected`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
-import random
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 
 import structlog
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from playbooks.plan import (
     CommandAction,
@@ -45,16 +46,18 @@ from selfheal.remediation import (
     WorktreeRequest,
 )
 from selfheal.settings import Settings
-from workflows.control import ControlWorkflow, RunGrant, RunRequest, control_workflow_id
+from workflows.control import (
+    ControlWorkflow,
+    GrantBatch,
+    GrantDelivery,
+    RunGrant,
+    RunRequest,
+    RunTicket,
+    control_workflow_id,
+)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-
-
-def _update_id(kind: str, incident_id: str) -> str:
-    """Stable across retries of this activity, distinct for each new request (e.g. after approval)."""
-    info = activity.info()
-    return f"{kind}-{incident_id}-{info.workflow_run_id}-{info.activity_id}"
 
 
 def rejected(message: str) -> ApplicationError:
@@ -127,28 +130,48 @@ class RemediationActivities:
 
     @activity.defn(name="acquire_run")
     async def acquire_run(self, req: RunRequest) -> RunGrant:
-        """Ask the control workflow (started on first use) for permission to run.
+        """Queue a request at the control workflow (started on first use) and wait for its answer.
 
-        A retry waits a random extra moment first, so a burst of incidents refused together
-        (Temporal's in-flight update limit) does not come back together.
+        The control workflow decides queued requests in batches and completes this activity
+        through its task token (`deliver_grants`); if no answer comes within the timeout the
+        workflow's retry asks again, and a run already granted to the incident is granted again.
         """
-        attempt = activity.info().attempt
-        if attempt > 1:
-            await asyncio.sleep(random.uniform(0, min(5.0, float(attempt))))  # noqa: S311 (jitter, not crypto)
-        op = WithStartWorkflowOperation(
+        ticket = RunTicket(request=req, task_token=base64.b64encode(activity.info().task_token).decode())
+        await self.client.start_workflow(
             ControlWorkflow.run,
             None,
             id=control_workflow_id(self.settings.temporal.task_queue),
             task_queue=self.settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal="request_run",
+            start_signal_args=[ticket],
+            rpc_timeout=timedelta(seconds=self.settings.temporal.rpc_timeout_seconds),
         )
-        grant: RunGrant = await self.client.execute_update_with_start_workflow(
-            ControlWorkflow.acquire,
-            req,
-            start_workflow_operation=op,
-            id=_update_id("acquire", req.incident_id),
-        )
-        return grant
+        activity.raise_complete_async()
+
+    @activity.defn(name="deliver_grants")
+    async def deliver_grants(self, batch: GrantBatch) -> int:
+        """Complete each waiting `acquire_run`; one that is gone (timed out, retried) is skipped,
+        since its retry asks again. Returns how many were delivered."""
+        limit = asyncio.Semaphore(32)
+        failures: list[str] = []
+
+        async def deliver(d: GrantDelivery) -> bool:
+            handle = self.client.get_async_activity_handle(task_token=base64.b64decode(d.task_token))
+            async with limit:
+                try:
+                    await handle.complete(d.grant)
+                    return True
+                except RPCError as err:
+                    if err.status != RPCStatusCode.NOT_FOUND:
+                        failures.append(str(err))
+                    return False
+
+        delivered = sum(await asyncio.gather(*(deliver(d) for d in batch.deliveries)))
+        if failures:
+            # Retrying the batch is safe: those already completed now answer NOT_FOUND and are skipped.
+            raise ApplicationError(f"{len(failures)} grants not delivered, first: {failures[0]}")
+        return delivered
 
     # --- checks -----------------------------------------------------------------------------------
 
@@ -360,6 +383,7 @@ class RemediationActivities:
         return [
             self.match_playbook,
             self.acquire_run,
+            self.deliver_grants,
             self.check_firing,
             self.run_checks,
             self.prepare_worktree,

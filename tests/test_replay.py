@@ -1,5 +1,6 @@
-"""Replay committed workflow histories so a change to IncidentWorkflow cannot silently break
-incidents that are already running. Re-record with SELFHEAL_RECORD_HISTORY=1 only when a
+"""Replay committed workflow histories so a change to IncidentWorkflow or ControlWorkflow cannot
+silently break runs that are already going (`control-v1-updates.json` is the control workflow
+from before grants were batched: one update per request). Re-record with SELFHEAL_RECORD_HISTORY=1 only when a
 change is deliberately versioned (workflow.patched) and the old history still replays:
 `SELFHEAL_RECORD_HISTORY=incident-v3-whatever pytest tests/test_replay.py -k fresh` adds a file.
 """
@@ -22,6 +23,7 @@ from selfheal.settings import load_settings
 from selfheal.worker import build_worker
 from tests.payloads import am025, unique_group
 from tests.test_workflow_time import note
+from workflows.control import ControlWorkflow
 from workflows.incident import IncidentInput, IncidentPolicySnapshot, IncidentWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -66,7 +68,7 @@ async def record_history(env: WorkflowEnvironment, tmp_path: Path) -> str:
 async def test_committed_histories_replay() -> None:
     files = sorted(HISTORIES.glob("*.json"))
     assert files, "no committed histories"
-    replayer = Replayer(workflows=[IncidentWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[IncidentWorkflow, ControlWorkflow], data_converter=pydantic_data_converter)
     for path in files:
         history = WorkflowHistory.from_json(path.stem, path.read_text())
         await replayer.replay_workflow(history)

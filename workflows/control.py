@@ -2,8 +2,14 @@
 
 A singleton workflow per task queue (`selfheal-control-<task queue>`) holds the global pause
 switch and each playbook's recent runs, so the circuit breaker and cooldown hold across
-incidents, workers and restarts without a database. Callers use update-with-start, so it
-exists as soon as it is needed.
+incidents, workers and restarts without a database.
+
+Requests arrive as signals (signal-with-start, so it exists as soon as it is needed) carrying
+the asking activity's task token; the workflow decides every queued request in one workflow
+task and hands the batch to one `deliver_grants` activity, which completes each waiting
+activity. A burst of hundreds of incidents therefore costs a few workflow tasks, where one
+update per incident ran into Temporal's in-flight update limit (10) and aborted at every
+continue-as-new. The `acquire` update stays for workers of the previous version.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 
 def control_workflow_id(task_queue: str) -> str:
@@ -49,6 +57,26 @@ class RunGrant(BaseModel):
     reason: str = ""
 
 
+class RunTicket(BaseModel):
+    """A queued request: what to decide, and the task token (base64) of the activity awaiting it."""
+
+    request: RunRequest
+    task_token: str = Field(min_length=1)
+
+
+class GrantDelivery(BaseModel):
+    task_token: str
+    grant: RunGrant
+
+
+class GrantBatch(BaseModel):
+    deliveries: list[GrantDelivery]
+
+
+#: Requests decided per workflow task at most, so one batch's history events stay small.
+MAX_BATCH = 500
+
+
 class PauseRequest(BaseModel):
     paused: bool
     by: str = Field(min_length=1, max_length=200)
@@ -60,12 +88,36 @@ class ControlWorkflow:
     @workflow.init
     def __init__(self, state: ControlState | None) -> None:
         self._state = state or ControlState()
+        self._queue: list[RunTicket] = []
 
     @workflow.run
     async def run(self, state: ControlState | None) -> None:
-        await workflow.wait_condition(lambda: workflow.info().is_continue_as_new_suggested())
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(self._state)
+        while True:
+            await workflow.wait_condition(
+                lambda: bool(self._queue) or workflow.info().is_continue_as_new_suggested()
+            )
+            if self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._deliver(
+                    [GrantDelivery(task_token=t.task_token, grant=self._decide(t.request)) for t in batch]
+                )
+                continue
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if not self._queue:
+                workflow.continue_as_new(self._state)
+
+    async def _deliver(self, deliveries: list[GrantDelivery]) -> None:
+        """Complete the waiting activities. A failed delivery is not retried here: the asking
+        activity times out and asks again, and a run already granted is granted again."""
+        try:
+            await workflow.execute_activity(
+                "deliver_grants",
+                GrantBatch(deliveries=deliveries),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not deliver %d grants: %s", len(deliveries), err)
 
     @workflow.query
     def state(self) -> ControlState:
@@ -79,8 +131,16 @@ class ControlWorkflow:
         self._state.changed_at = workflow.now()
         return self._state
 
+    @workflow.signal
+    def request_run(self, ticket: RunTicket) -> None:
+        self._queue.append(ticket)
+
     @workflow.update
     def acquire(self, req: RunRequest) -> RunGrant:
+        """The previous workers' way to ask (one update per request); same decision."""
+        return self._decide(req)
+
+    def _decide(self, req: RunRequest) -> RunGrant:
         """Grant one run of a playbook on a target, or say why not (paused, breaker, cooldown)."""
         now = workflow.now()
         runs = [
