@@ -47,6 +47,10 @@ class TemporalSettings(Section):
     api_key: SecretStr | None = None
     ui_url: str = "http://127.0.0.1:8233"
     rpc_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    #: Threads the worker runs blocking activity work on (connector calls, git, each verify's
+    #: whole hold window). As many as Temporal's default activity slots (100), so no activity
+    #: waits for a thread; asyncio's default (cores + 4) made verifications queue.
+    worker_threads: int = Field(default=100, ge=1, le=1000)
 
 
 class JiraSettings(Section):

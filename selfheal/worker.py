@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import structlog
@@ -110,6 +111,9 @@ async def run_worker(settings: Settings) -> None:
     worker = build_worker(client, settings, tracker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_default_executor(
+        ThreadPoolExecutor(max_workers=settings.temporal.worker_threads, thread_name_prefix="activity")
+    )
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if settings.evidence.enabled:

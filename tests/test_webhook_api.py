@@ -100,6 +100,17 @@ async def test_same_payload_five_times_and_two_ha_peers_make_one_incident(stack:
     # Identical snapshots change nothing, so the ticket holds only the escalation comment.
     assert len(ticket["comments"]) == 1
     assert "Escalated" in ticket["comments"][0]["body"]
+    # ...and cost no search-attribute upsert each: only the identity and stage changes are written.
+    history = await stack.client.get_workflow_handle(
+        "incident-" + incident_id.rsplit("-", 1)[0]
+    ).fetch_history()
+    upserted = [
+        sorted(e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
+        for e in history.events
+        if e.HasField("upsert_workflow_search_attributes_event_attributes")
+    ]
+    ours = [keys for keys in upserted if keys != ["TemporalChangeVersion"]]  # patch markers aside
+    assert 1 <= len(ours) <= 6, ours
 
 
 @pytest.mark.settings(incident={"resolve_quiet_seconds": 0})

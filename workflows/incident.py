@@ -107,6 +107,8 @@ PATCH_REMEDIATION = "remediation-v1"
 PATCH_EVIDENCE = "evidence-v1"
 #: Marks histories made since the investigator (and the rewritten ticket page) joined the workflow.
 PATCH_INVESTIGATION = "investigation-v1"
+#: Marks histories that upsert search attributes only when a value changed (not per notification).
+PATCH_SEARCH_ATTRIBUTES_ON_CHANGE = "search-attributes-on-change-v1"
 #: The LLM investigator's child workflow, by name: this module never imports the agent.
 INVESTIGATION_AGENT_WORKFLOW = "InvestigationAgentWorkflow"
 
@@ -478,9 +480,9 @@ class IncidentWorkflow:
                     approved=approved_by is not None,
                 ),
                 result_type=RunGrant,
-                # One control workflow serves every incident; in a burst Temporal refuses updates past
-                # its in-flight limit (10) or aborts them at continue-as-new. Those are transient:
-                # keep asking for minutes (the activity adds jitter) before calling humans.
+                # One control workflow serves every incident and answers in batches; an answer that
+                # does not come within the timeout (a busy worker, the control workflow being
+                # restarted) is transient: keep asking for minutes before calling humans.
                 start_to_close_timeout=timedelta(seconds=self._policy.activity_timeout_seconds),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=1),
@@ -785,7 +787,15 @@ class IncidentWorkflow:
         )
 
     def _sync_search_attributes(self) -> None:
-        workflow.upsert_search_attributes([p.key.value_set(p.value) for p in self._search_attributes()])
+        """Upsert what changed: an Alertmanager repeat that changes nothing costs no history event."""
+        wanted = self._search_attributes()
+        if workflow.patched(PATCH_SEARCH_ATTRIBUTES_ON_CHANGE):
+            have = workflow.info().typed_search_attributes
+            changed = [p for p in wanted if have.get(p.key) != p.value]
+            if changed:
+                workflow.upsert_search_attributes([p.key.value_set(p.value) for p in changed])
+            return
+        workflow.upsert_search_attributes([p.key.value_set(p.value) for p in wanted])
 
     def _workflow_url(self) -> str:
         if not self._policy.ui_url:
