@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import random
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +31,14 @@ from playbooks.plan import (
     HttpAction,
     MatchResult,
 )
+from selfheal.control_models import (
+    GrantBatch,
+    GrantDelivery,
+    RunGrant,
+    RunRequest,
+    RunTicket,
+    control_workflow_id,
+)
 from selfheal.models import WebhookAlert
 from selfheal.remediation import (
     CheckReport,
@@ -46,18 +55,12 @@ from selfheal.remediation import (
     WorktreeRequest,
 )
 from selfheal.settings import Settings
-from workflows.control import (
-    ControlWorkflow,
-    GrantBatch,
-    GrantDelivery,
-    RunGrant,
-    RunRequest,
-    RunTicket,
-    control_workflow_id,
-)
+from workflows.control import ControlWorkflow
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+#: Signal attempts at a busy control workflow before the activity's own retry takes over.
+_BUSY_ATTEMPTS = 10
 
 
 def rejected(message: str) -> ApplicationError:
@@ -137,16 +140,25 @@ class RemediationActivities:
         workflow's retry asks again, and a run already granted to the incident is granted again.
         """
         ticket = RunTicket(request=req, task_token=base64.b64encode(activity.info().task_token).decode())
-        await self.client.start_workflow(
-            ControlWorkflow.run,
-            None,
-            id=control_workflow_id(self.settings.temporal.task_queue),
-            task_queue=self.settings.temporal.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal="request_run",
-            start_signal_args=[ticket],
-            rpc_timeout=timedelta(seconds=self.settings.temporal.rpc_timeout_seconds),
-        )
+        for attempt in range(1, _BUSY_ATTEMPTS + 1):
+            try:
+                await self.client.start_workflow(
+                    ControlWorkflow.run,
+                    None,
+                    id=control_workflow_id(self.settings.temporal.task_queue),
+                    task_queue=self.settings.temporal.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    start_signal="request_run",
+                    start_signal_args=[ticket],
+                    rpc_timeout=timedelta(seconds=self.settings.temporal.rpc_timeout_seconds),
+                )
+                break
+            except RPCError as err:
+                # "Workflow is busy": hundreds of incidents signalling at once contend for the control
+                # workflow's lock in the history service. Transient: pause briefly, spread out.
+                if err.status != RPCStatusCode.RESOURCE_EXHAUSTED or attempt == _BUSY_ATTEMPTS:
+                    raise
+                await asyncio.sleep(random.uniform(0.1, 0.5 * attempt))  # noqa: S311 (jitter, not crypto)
         activity.raise_complete_async()
 
     @activity.defn(name="deliver_grants")

@@ -34,11 +34,12 @@ from temporalio.common import (
 
 from bench import common
 from selfheal import identity
+from selfheal.incident_state import IncidentInput
 from selfheal.incidents import policy_snapshot
 from selfheal.models import AlertmanagerWebhook, Notification
 from selfheal.settings import TemporalSettings, load_settings
 from selfheal.temporal import connect
-from workflows.incident import IncidentInput, IncidentWorkflow
+from workflows.incident import IncidentWorkflow
 
 NAME = "ingest"
 SENDERS = [1, 10, 100]

@@ -33,12 +33,12 @@ from pydantic import BaseModel, Field, ValidationError
 from temporalio.client import Client
 
 from selfheal import control, identity
+from selfheal.control_models import ControlState, PauseRequest
 from selfheal.incidents import IncidentError, IncidentService
 from selfheal.loop_metrics import LoopCollector, OpenIncidentsCollector
 from selfheal.models import AlertmanagerWebhook, Decision, DecisionKind, IncidentSummary, IncidentView
 from selfheal.settings import Settings
 from selfheal.temporal import connect
-from workflows.control import ControlState, PauseRequest
 
 log = structlog.get_logger(__name__)
 

@@ -8,9 +8,10 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from selfheal.control_models import ControlState, PauseRequest, control_workflow_id
 from selfheal.incidents import TemporalUnavailable, check_approver
 from selfheal.settings import Settings
-from workflows.control import ControlState, ControlWorkflow, PauseRequest, control_workflow_id
+from workflows.control import ControlWorkflow
 
 
 async def set_paused(client: Client, settings: Settings, req: PauseRequest) -> ControlState:

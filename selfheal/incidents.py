@@ -33,9 +33,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from selfheal import identity
+from selfheal.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.models import AlertmanagerWebhook, Decision, IncidentSummary, IncidentView, Notification
 from selfheal.settings import Settings
-from workflows.incident import NOT_AWAITING, IncidentInput, IncidentPolicySnapshot, IncidentWorkflow
+from workflows.incident import NOT_AWAITING, IncidentWorkflow
 
 log = structlog.get_logger(__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -10,6 +11,11 @@ from pydantic import BaseModel, Field
 from playbooks.plan import MatchResult, PlannedCheck, PlannedStep, PlannedVerify, RemediationPlan
 from selfheal.investigation import Investigation
 from selfheal.models import IncidentView, TrackedAlert
+
+
+def remediation_workflow_id(target: str) -> str:
+    """The lock: one running remediation per target (RemediationWorkflow's workflow id)."""
+    return "remediation-" + re.sub(r"[^A-Za-z0-9_.-]", "_", target)[:200]
 
 
 class MatchRequest(BaseModel):

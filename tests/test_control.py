@@ -20,11 +20,12 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 
 from connectors.local_tracker import LocalTracker
 from selfheal.control import get_state, set_paused
+from selfheal.control_models import PauseRequest, RunGrant, RunRequest, control_workflow_id
 from selfheal.settings import Settings
 from selfheal.temporal import connect
 from selfheal.worker import build_worker
 from tests.conftest import make_settings
-from workflows.control import ControlWorkflow, PauseRequest, RunGrant, RunRequest, control_workflow_id
+from workflows.control import ControlWorkflow
 
 
 @workflow.defn

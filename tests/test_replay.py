@@ -18,13 +18,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from connectors.local_tracker import LocalTracker
+from selfheal.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.models import Decision, DecisionKind
 from selfheal.settings import load_settings
 from selfheal.worker import build_worker
 from tests.payloads import am025, unique_group
 from tests.test_workflow_time import note
 from workflows.control import ControlWorkflow
-from workflows.incident import IncidentInput, IncidentPolicySnapshot, IncidentWorkflow
+from workflows.incident import IncidentWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 

@@ -11,11 +11,12 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from connectors.local_tracker import LocalTracker
+from selfheal.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.models import AlertmanagerWebhook, Decision, DecisionKind, Notification
 from selfheal.settings import load_settings
 from selfheal.worker import build_worker
 from tests.payloads import simple
-from workflows.incident import IncidentInput, IncidentPolicySnapshot, IncidentWorkflow
+from workflows.incident import IncidentWorkflow
 
 
 def note(payload: dict[str, Any]) -> Notification:

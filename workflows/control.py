@@ -14,73 +14,27 @@ continue-as-new. The `acquire` update stays for workers of the previous version.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-
-def control_workflow_id(task_queue: str) -> str:
-    """One control workflow per deployment (task queue): its pause and breaker are that deployment's."""
-    return f"selfheal-control-{task_queue}"
-
-
-class RunRecord(BaseModel):
-    at: datetime
-    target: str
-    incident_id: str
-
-
-class ControlState(BaseModel):
-    paused: bool = False
-    paused_by: str = ""
-    paused_reason: str = ""
-    changed_at: datetime | None = None
-    runs: dict[str, list[RunRecord]] = Field(default_factory=dict)
-
-
-class RunRequest(BaseModel):
-    playbook: str
-    target: str
-    incident_id: str
-    max_runs: int
-    window_seconds: float
-    cooldown_seconds: float
-    #: A human approved this run: the global pause (which stops autonomous runs) does not apply.
-    approved: bool = False
-
-
-class RunGrant(BaseModel):
-    allowed: bool
-    reason: str = ""
-
-
-class RunTicket(BaseModel):
-    """A queued request: what to decide, and the task token (base64) of the activity awaiting it."""
-
-    request: RunRequest
-    task_token: str = Field(min_length=1)
-
-
-class GrantDelivery(BaseModel):
-    task_token: str
-    grant: RunGrant
-
-
-class GrantBatch(BaseModel):
-    deliveries: list[GrantDelivery]
+with workflow.unsafe.imports_passed_through():
+    from selfheal.control_models import (
+        ControlState,
+        GrantBatch,
+        GrantDelivery,
+        PauseRequest,
+        RunGrant,
+        RunRecord,
+        RunRequest,
+        RunTicket,
+    )
 
 
 #: Requests decided per workflow task at most, so one batch's history events stay small.
 MAX_BATCH = 500
-
-
-class PauseRequest(BaseModel):
-    paused: bool
-    by: str = Field(min_length=1, max_length=200)
-    reason: str = Field(default="", max_length=1000)
 
 
 @workflow.defn

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
@@ -22,13 +21,12 @@ from temporalio.exceptions import (
 )
 from temporalio.workflow import ParentClosePolicy
 
-from workflows.control import RunGrant, RunRequest
-from workflows.remediation import RemediationWorkflow, remediation_workflow_id
-
 with workflow.unsafe.imports_passed_through():
     from playbooks.plan import MatchResult, RemediationPlan
     from selfheal import identity
+    from selfheal.control_models import RunGrant, RunRequest
     from selfheal.evidence import Evidence
+    from selfheal.incident_state import IncidentInput, IncidentState
     from selfheal.investigation import Investigation
     from selfheal.models import (
         Decision,
@@ -49,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         Progress,
         RemediationInput,
         RemediationResult,
+        remediation_workflow_id,
     )
     from selfheal.tickets import (
         CommentRequest,
@@ -58,47 +57,6 @@ with workflow.unsafe.imports_passed_through():
         TransitionRequest,
     )
 
-
-class IncidentPolicySnapshot(BaseModel):
-    """The policy the incident was started with; fixed per run so replays stay deterministic."""
-
-    decision_timeout_seconds: float = 1800
-    max_reescalations: int = 3
-    resolve_quiet_seconds: float = 300
-    service_labels: list[str] = Field(default_factory=lambda: ["service", "job", "app", "namespace"])
-    activity_timeout_seconds: float = 30
-    ticket_retry_seconds: float = 60
-    continue_as_new_after_events: int = 2000
-    ui_url: str = ""
-    namespace: str = "default"
-    lock_retry_seconds: float = 15
-    #: `builtin` always runs; `llm` then runs the agent with the builtin result as its start.
-    investigator: str = "builtin"
-
-
-class IncidentInput(BaseModel):
-    incident_id: str
-    group_id: str
-    policy: IncidentPolicySnapshot = Field(default_factory=IncidentPolicySnapshot)
-    #: Carried across continue-as-new; None on the first run.
-    state: IncidentState | None = None
-    pending: list[Notification] = Field(default_factory=list)
-
-
-class IncidentState(BaseModel):
-    """Everything the workflow must remember besides what the view shows."""
-
-    view: IncidentView
-    decision_due: datetime | None = None
-    resolved_since: datetime | None = None
-    reescalation_limit_noted: bool = False
-    #: The plan of the matched playbook, kept so an approval can run it later.
-    plan: RemediationPlan | None = None
-    #: Escalation rounds (a failed fix starts a new one); keeps comment dedup keys distinct.
-    rounds: int = 0
-
-
-IncidentInput.model_rebuild()
 
 NOT_AWAITING = "NotAwaitingDecision"
 #: Marks histories made since playbook remediation joined the workflow (replay safety).
@@ -111,6 +69,8 @@ PATCH_INVESTIGATION = "investigation-v1"
 PATCH_SEARCH_ATTRIBUTES_ON_CHANGE = "search-attributes-on-change-v1"
 #: The LLM investigator's child workflow, by name: this module never imports the agent.
 INVESTIGATION_AGENT_WORKFLOW = "InvestigationAgentWorkflow"
+#: The fix's child workflow, by name: importing its module would re-run it in every incident's sandbox.
+REMEDIATION_WORKFLOW = "RemediationWorkflow"
 
 
 @workflow.defn
@@ -512,7 +472,7 @@ class IncidentWorkflow:
         while True:
             try:
                 handle = await workflow.start_child_workflow(
-                    RemediationWorkflow.run,
+                    REMEDIATION_WORKFLOW,
                     RemediationInput(
                         plan=plan,
                         incident_id=self._view.id,
@@ -526,6 +486,7 @@ class IncidentWorkflow:
                         activity_timeout_seconds=max(120.0, self._policy.activity_timeout_seconds),
                     ),
                     id=child_id,
+                    result_type=RemediationResult,
                     parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 )
                 break

@@ -9,7 +9,6 @@ crashed worker resumes without making a second commit or a second deploy.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -40,11 +39,6 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.tickets import CommentRequest
 
 T = TypeVar("T", bound=BaseModel)
-
-
-def remediation_workflow_id(target: str) -> str:
-    """The lock: one running remediation per target."""
-    return "remediation-" + re.sub(r"[^A-Za-z0-9_.-]", "_", target)[:200]
 
 
 class StepFailed(Exception):
