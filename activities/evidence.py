@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
@@ -25,6 +27,9 @@ from selfheal.evidence import Evidence, EvidenceSection
 from selfheal.models import IncidentView
 from selfheal.settings import ServiceEvidence, Settings
 from selfheal.tickets import EvidenceRequest, build_page
+
+if TYPE_CHECKING:
+    from selfheal.incident_store import IncidentStore
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +59,18 @@ class EvidenceActivities:
         self.policy = policy
         #: Looks up a playbook's `category:` by name, for the loop's metrics.
         self.playbook_category = playbook_category or (lambda _name: "")
+        self._incident_store: IncidentStore | None = None
+        self._store_lock = threading.Lock()
+
+    def _store(self) -> IncidentStore:
+        """One IncidentStore (engine and connection pool) per worker, made on first use: building
+        one per call (engine, create_all, column check) cost more than the search itself."""
+        from selfheal.incident_store import IncidentStore
+
+        with self._store_lock:
+            if self._incident_store is None:
+                self._incident_store = IncidentStore(self.settings.store_url)
+            return self._incident_store
 
     def _service(self, service: str) -> ServiceEvidence:
         ev = self.settings.evidence
@@ -183,13 +200,9 @@ class EvidenceActivities:
         )
 
     def _similar(self, view: IncidentView) -> EvidenceSection:
-        from selfheal.incident_store import IncidentStore, gather_similar
+        from selfheal.incident_store import gather_similar
 
-        store = IncidentStore(self.settings.store_url)
-        try:
-            return gather_similar(store, view)
-        finally:
-            store.close()
+        return gather_similar(self._store(), view)
 
     @activity.defn(name="gather_evidence")
     async def gather_evidence(self, req: EvidenceRequest) -> Evidence:
@@ -232,16 +245,12 @@ class EvidenceActivities:
     @activity.defn(name="record_incident")
     async def record_incident(self, view: IncidentView) -> None:
         """Remember a closed incident (its fix, how the loop did) for similar-incident search and metrics."""
-        from selfheal.incident_store import IncidentStore, matched_playbook
+        from selfheal.incident_store import matched_playbook
 
         def run() -> None:
             playbook = matched_playbook(view)
             category = self.playbook_category(playbook) if playbook else ""
-            store = IncidentStore(self.settings.store_url)
-            try:
-                store.record(view, category=category)
-            finally:
-                store.close()
+            self._store().record(view, category=category)
 
         await asyncio.to_thread(run)
 

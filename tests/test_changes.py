@@ -163,3 +163,42 @@ def test_selfheal_fix_commits_are_marked_and_service_paths_flagged(tmp_path: Pat
     assert found[human].selfheal_incident == "" and found[human].touches_service
     elsewhere = recent_changes(path, name="cfg", before=ALERT, window_seconds=3600, service_paths=["docs/**"])
     assert not any(c.touches_service for c in elsewhere)
+
+
+def test_one_process_stats_match_gitpython_per_commit_stats(tmp_path: Path) -> None:
+    """commit_stats reads every commit's diff from one `git log`; it must say what GitPython's
+    per-commit `stats` says: root commit, binary file, rename, deletion, merge, odd path names."""
+    import git
+
+    from selfheal.changes import commit_stats
+
+    path = tmp_path / "odd"
+    path.mkdir()
+    _git(path, "init", "-q", "-b", "main")
+    t = ALERT - timedelta(hours=1)
+    _commit(path, t, "root", {"a.txt": "1\n2\n3\n", "dir with space/ü.yaml": "x: 1\n"})
+    (path / "logo.bin").write_bytes(bytes(range(256)))
+    _git(path, "add", "logo.bin")
+    _commit(path, t + timedelta(minutes=1), "binary and a tab\tin the name", {'we"ird\tname.txt': "q\n"})
+    _git(path, "mv", "a.txt", "b.txt")
+    _commit(path, t + timedelta(minutes=2), "rename", {"b.txt": "1\n2\n3\n4\n"})
+    _git(path, "checkout", "-q", "-b", "side")
+    _commit(path, t + timedelta(minutes=3), "side work", {"side.txt": "s\n"})
+    _git(path, "checkout", "-q", "main")
+    _git(path, "rm", "-q", "dir with space/ü.yaml")
+    _commit(path, t + timedelta(minutes=4), "delete", {"c.txt": "c\n"})
+    _git(path, "merge", "-q", "--no-ff", "-m", "merge side", "side", when=t + timedelta(minutes=5))
+
+    repo = git.Repo(path)
+    try:
+        ours = commit_stats(repo, ["HEAD"])
+        commits = list(repo.iter_commits("HEAD"))
+        assert len(commits) == 6 and set(ours) == {c.hexsha for c in commits}
+        for commit in commits:
+            theirs = commit.stats
+            mine = ours[commit.hexsha]
+            assert sorted(mine.paths) == sorted(str(p) for p in theirs.files), commit.summary
+            assert mine.insertions == theirs.total["insertions"], commit.summary
+            assert mine.deletions == theirs.total["deletions"], commit.summary
+    finally:
+        repo.close()
