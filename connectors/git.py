@@ -21,9 +21,11 @@ import hashlib
 import json
 import math
 import os
+import random
 import re
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +68,9 @@ _RETRYABLE_STDERR = (
 )
 #: Push rejections that a fetch + rebase can cure: the remote branch moved since we looked.
 _MOVED = ("non-fast-forward", "fetch first", "stale info", "cannot lock ref")
+#: Pushes tried when the branch keeps moving (many fixes landing on one branch at once), each
+#: after a short random pause so the racing pushers spread out.
+PUSH_ATTEMPTS = 5
 #: Options for every git call: never run hooks from the repo, never sign, never prompt.
 _GIT_CONFIG = (
     "-c",
@@ -86,7 +91,15 @@ _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never", "LC_ALL": "C
 _CREDENTIALS_IN_URL = re.compile(r"(\w+://)[^/@\s]+@")
 
 _repo_locks: dict[str, threading.Lock] = {}
+#: One push at a time per (repository, remote, branch) in this process: concurrent fixes pushing
+#: to one branch would otherwise reject each other (non-fast-forward) and retry in a storm.
+_push_locks: dict[str, threading.Lock] = {}
 _repo_locks_guard = threading.Lock()
+#: When this process last fetched each (repository, remote, base branch): a burst of incidents
+#: preparing worktrees shares one fetch instead of queueing one each behind the repo lock. A base
+#: this stale is harmless: `push` rebases the fix onto whatever the remote holds by then.
+_fetched_at: dict[str, float] = {}
+FETCH_REUSE_SECONDS = 2.0
 
 
 class GitError(Exception):
@@ -133,9 +146,9 @@ class GitRepo:
         self.remote = remote
         self.base_branch = base_branch
         self.author = author
-        common = Path(self.repo.common_dir).resolve()
+        self._common = str(Path(self.repo.common_dir).resolve())
         with _repo_locks_guard:
-            self._lock = _repo_locks.setdefault(str(common), threading.Lock())
+            self._lock = _repo_locks.setdefault(self._common, threading.Lock())
 
     # ---------------------------------------------------------------------------------- worktree
 
@@ -340,13 +353,21 @@ class GitRepo:
 
         Never forces. If the remote moved, only this incident's commits are rebased onto it (so a
         deploy branch other than the base never receives unrelated base commits) and the push is
-        tried once more; a conflict is a GitError for a human.
+        tried again, up to PUSH_ATTEMPTS times; a conflict is a GitError for a human.
         """
         if not self._ok(wt.path, "check-ref-format", f"refs/heads/{branch}"):
             raise GitError(f"{branch!r} is not a valid branch name")
         if self.find_fix_commit(wt, wt.incident_id) is None:
             raise GitError(f"{wt.branch} has no commit with {FIX_TRAILER}: {wt.incident_id}: nothing to push")
-        for attempt in (1, 2):
+        with _repo_locks_guard:
+            push_lock = _push_locks.setdefault(f"{self._common}\0{remote}\0{branch}", threading.Lock())
+        with push_lock:
+            return self._push(wt, branch, remote)
+
+    def _push(self, wt: Worktree, branch: str, remote: str) -> bool:
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            if attempt > 1:
+                time.sleep(random.uniform(0, 0.25 * attempt))  # noqa: S311 (spreading retries, not crypto)
             remote_sha = self._remote_head_at(wt.path, remote, branch)
             if remote_sha is not None:
                 pending = self._commits_with_trailers(wt.path, f"{remote_sha}..HEAD")
@@ -366,14 +387,15 @@ class GitRepo:
                 timeout=_NETWORK_TIMEOUT,
             )
             if code == 0:
+                # The remote moved under our own hand: the next worktree must fetch, not reuse.
+                _fetched_at.pop(f"{self._common}\0{remote}\0{branch}", None)
                 return True
             if not any(reason in (out + err).lower() for reason in _MOVED):
                 raise _git_error(("push", remote), code, err)
-            if attempt == 2:
-                raise GitError(
-                    f"push to {remote}/{branch} rejected twice: the branch keeps moving", retryable=True
-                )
-        return False  # not reached: the second attempt returns or raises
+        raise GitError(
+            f"push to {remote}/{branch} rejected {PUSH_ATTEMPTS} times: the branch keeps moving",
+            retryable=True,
+        )
 
     def remote_contains(self, remote: str, branch: str, commit: str) -> bool:
         """Whether `remote/branch` has `commit`, or a rebased copy of it (same selfheal trailers).
@@ -420,7 +442,8 @@ class GitRepo:
 
     def _refresh_base(self) -> str:
         base_ref = self._base_ref()
-        if self._has_remote():
+        key = f"{self._common}\0{self.remote}\0{self.base_branch}"
+        if self._has_remote() and time.monotonic() - _fetched_at.get(key, -math.inf) > FETCH_REUSE_SECONDS:
             self._git(
                 self.path,
                 "fetch",
@@ -429,6 +452,7 @@ class GitRepo:
                 f"+refs/heads/{self.base_branch}:refs/remotes/{self.remote}/{self.base_branch}",
                 timeout=_NETWORK_TIMEOUT,
             )
+            _fetched_at[key] = time.monotonic()
         if not self._ref_exists(f"{base_ref}^{{commit}}"):
             raise GitError(f"base {base_ref} does not exist in {self.path}")
         return base_ref

@@ -171,6 +171,18 @@ def test_prepare_worktree_picks_up_new_remote_commits_for_a_new_incident(repos: 
     assert git(wt.path, "rev-parse", "HEAD") == newer
 
 
+def test_a_worktree_prepared_right_after_our_push_starts_from_it(repos: Repos) -> None:
+    """Worktrees prepared in a burst share one fetch, but never across our own push: the next
+    incident on the same file must see the fix that just landed, not edit the old content."""
+    repo = repos.repo()
+    first = repo.prepare_worktree(INCIDENT, repos.worktrees)
+    fix_memory(repo, first)
+    assert repo.push(first, "main") is True
+    second = repo.prepare_worktree(INCIDENT + "-next", repos.worktrees)
+    assert git(second.path, "rev-parse", "HEAD") == git(repos.remote, "rev-parse", "main")
+    assert "768Mi" in (second.path / "deploy/web.yaml").read_text()
+
+
 def test_prepare_worktree_recovers_from_crash_leftovers(repos: Repos) -> None:
     repo = repos.repo()
     wt = repo.prepare_worktree(INCIDENT, repos.worktrees)
