@@ -10,7 +10,9 @@ Alertmanager is not configured, so the still-firing precheck answers "unknown" a
 goes ahead (it stops only on "resolved"), and verify skips the alert check.
 
 A playbook's circuit breaker allows at most 100 runs per window (schema limit), so the playbook
-is sharded: one copy per 50 incidents, each matching its own `shard` label.
+is sharded: one copy per 50 incidents, each matching its own `shard` label. `--repos R` spreads
+the shards over R config repositories (default 1: every fix is pushed to the same branch, and
+pushes to one branch can only land one after another).
 
 Measured: time from the first webhook until every incident is closed, per-incident time to heal,
 and the worker's peak RSS (VmHWM in /proc). Checked: every incident closed `healed`, and the
@@ -54,6 +56,7 @@ def git(cwd: Path, *args: str) -> str:
 
 def make_repos(root: Path, services: list[str]) -> tuple[Path, Path]:
     """A bare remote (the GitOps target) holding one config per service, and selfheal's clone."""
+    root.mkdir(parents=True, exist_ok=True)
     remote = root / "remote.git"
     git(root, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
     seed = root / "seed"
@@ -71,7 +74,9 @@ def make_repos(root: Path, services: list[str]) -> tuple[Path, Path]:
     return remote, work
 
 
-def playbook(shard: int, alertname: str, max_runs: int, hold_for: float = 0.0) -> dict[str, Any]:
+def playbook(
+    shard: int, alertname: str, max_runs: int, hold_for: float = 0.0, repo: str = "config-0"
+) -> dict[str, Any]:
     return {
         "apiVersion": "selfheal/v1",
         "kind": "Playbook",
@@ -80,7 +85,7 @@ def playbook(shard: int, alertname: str, max_runs: int, hold_for: float = 0.0) -
         "category": "capacity",
         "match": {"alertname": alertname, "matchers": [f'shard="{shard}"', 'service=~".+"']},
         "target": "{{ params.service }}",
-        "repo": "config",
+        "repo": repo,
         "params": {"service": {"from": "label", "key": "service", "pattern": "^[a-z0-9-]{1,63}$"}},
         "policy": {
             "mode": "auto",
@@ -143,24 +148,30 @@ async def bench(args: Any) -> int:
     alertname = f"BenchPoolExhausted{run}"
     services = [f"svc-{run}-{i:04d}" for i in range(n)]
     shards = (n + PER_PLAYBOOK - 1) // PER_PLAYBOOK
+    n_repos = max(1, min(args.repos, shards))
     figures: dict[str, Any] = {}
     views: dict[str, dict[str, Any]] = {}
     statuses: list[int] = []
     with tempfile.TemporaryDirectory(prefix="selfheal-bench-conc-") as tmp:
         root = Path(tmp)
-        remote, work = make_repos(root, services)
+        repos: dict[str, tuple[Path, Path]] = {}
+        for r in range(n_repos):
+            mine = [svc for i, svc in enumerate(services) if (i // PER_PLAYBOOK) % n_repos == r]
+            repos[f"config-{r}"] = make_repos(root / f"config-{r}", mine)
         pb_dir = root / "playbooks"
         pb_dir.mkdir()
         for s in range(shards):
             (pb_dir / f"pool-{s}.yaml").write_text(
-                yaml.safe_dump(playbook(s, alertname, 100, args.hold_for), sort_keys=False)
+                yaml.safe_dump(
+                    playbook(s, alertname, 100, args.hold_for, repo=f"config-{s % n_repos}"), sort_keys=False
+                )
             )
         with prometheus_server(root / "prom", []) as prom_url:
             config = {
                 "remediation": {
                     "include_library": False,
                     "playbook_dirs": [str(pb_dir)],
-                    "repos": {"config": {"path": str(work)}},
+                    "repos": {name: {"path": str(work)} for name, (_, work) in repos.items()},
                     "prometheus_url": prom_url,
                     "verify_poll_seconds": 0.5,
                 },
@@ -244,7 +255,11 @@ async def bench(args: Any) -> int:
                             views[incident_id] = resp.json()
 
                     await common.gather_limited([view(i) for i in ids], 10)
-        messages = git(remote, "log", "--format=%B%x00", "main").split("\x00")
+        messages = [
+            m
+            for remote, _ in repos.values()
+            for m in git(remote, "log", "--format=%B%x00", "main").split("\x00")
+        ]
     fix_ids = [
         line.split(":", 1)[1].strip()
         for m in messages
@@ -279,6 +294,7 @@ async def bench(args: Any) -> int:
     figures = {
         "incidents": n,
         "playbooks": shards,
+        "repos": n_repos,
         "post_seconds": round(posted_s, 2),
         "completion_seconds": completion_s,
         "settled": "every incident closed or awaiting a decision"
@@ -314,7 +330,7 @@ async def bench(args: Any) -> int:
         f"{n} simultaneous known-pattern incidents on one worker (fix → test → deploy → verify)",
         ["figure", "value"],
         [
-            ["incidents / playbooks", f"{n} / {shards}"],
+            ["incidents / playbooks / repos", f"{n} / {shards} / {n_repos}"],
             ["webhooks posted in", f"{figures['post_seconds']} s"],
             ["all settled after first webhook", f"{completion_s} s (closed, or awaiting a human)"],
             ["throughput", f"{figures['incidents_per_minute']} incidents/min"],
@@ -344,6 +360,7 @@ async def bench(args: Any) -> int:
             "senders": args.senders,
             "per_playbook": PER_PLAYBOOK,
             "hold_for": args.hold_for,
+            "repos": n_repos,
         },
         figures=figures,
         headline={
@@ -368,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="verify hold_for seconds (default 0, cheap; real playbooks hold a minute or more)",
+    )
+    p.add_argument(
+        "--repos", type=int, default=1, help="config repositories the fixes are pushed to (default 1)"
     )
     p.add_argument("--timeout", type=float, default=1800, help="give up waiting after this many seconds")
     return common.run_async(bench(p.parse_args(argv)))
