@@ -51,6 +51,14 @@ class TemporalSettings(Section):
     #: whole hold window). As many as Temporal's default activity slots (100), so no activity
     #: waits for a thread; asyncio's default (cores + 4) made verifications queue.
     worker_threads: int = Field(default=100, ge=1, le=1000)
+    #: Workflows the worker keeps in memory. An incident and its remediation child are two, so
+    #: Temporal's default (1000) evicts during a 500-incident storm, and an evicted workflow is
+    #: replayed from its whole history on its next task.
+    max_cached_workflows: int = Field(default=2000, ge=0)
+    #: How long a cached workflow's next task waits for this worker before any worker may take
+    #: it (and replay it from scratch). Temporal's 10 s default was shorter than a busy worker's
+    #: queue, so most tasks of a storm were replayed; a crashed worker delays its workflows this long.
+    sticky_timeout_seconds: float = Field(default=30, gt=0, le=600)
 
 
 class JiraSettings(Section):

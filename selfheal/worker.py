@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import structlog
@@ -80,6 +81,8 @@ def build_worker(
         task_queue=settings.temporal.task_queue,
         workflows=[IncidentWorkflow, RemediationWorkflow, ControlWorkflow, InvestigationAgentWorkflow],
         activities=[*tickets.all(), *remediation.all(), *evidence.all(), *investigation.all(), *agent.all()],
+        max_cached_workflows=settings.temporal.max_cached_workflows,
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.temporal.sticky_timeout_seconds),
     )
 
 
