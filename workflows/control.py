@@ -61,8 +61,8 @@ class ControlWorkflow:
                 workflow.continue_as_new(self._state)
 
     async def _deliver(self, deliveries: list[GrantDelivery]) -> None:
-        """Complete the waiting activities. A failed delivery is not retried here: the asking
-        activity times out and asks again, and a run already granted is granted again."""
+        """Complete the waiting activities. Past the activity's own three tries the batch is given
+        up: each asking activity times out and asks again, and a run already granted is granted again."""
         try:
             await workflow.execute_activity(
                 "deliver_grants",
