@@ -136,6 +136,7 @@ class Server:
             )
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
+        """True when ready; False when the process died (e.g. its port was taken) or `timeout` passed."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -147,6 +148,9 @@ class Server:
                 pass
             time.sleep(0.1)
         return False
+
+    def log_tail(self) -> str:
+        return self.log_file.read_text(errors="replace")[-2000:]
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc.poll() is not None:

@@ -19,8 +19,8 @@ import yaml
 from demo.configrepo import ConfigRepo, shop_argv
 from demo.load import LoadGenerator
 from demo.observability import Server, ServiceError, Timings, start_alertmanager, start_prometheus
-from selfheal.dev import Child
-from selfheal.devserver import DevServerError, TemporalDevServer, free_port
+from selfheal.dev import Child, wait_for_api
+from selfheal.devserver import TemporalDevServer, free_port
 
 PLAYBOOKS_DIR = Path(__file__).resolve().parent / "playbooks"
 SERVICE = "shop"
@@ -197,18 +197,7 @@ class DemoStack:
         ]
         for child in self.children:
             child.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            for child in self.children:
-                if not child.alive():
-                    raise DevServerError(f"selfheal {child.name} exited during start-up; see {child.log}")
-            try:
-                if httpx.get(f"{self.api_url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise DevServerError(f"selfheal API not ready within 60s; see {self.logs}")
+        wait_for_api(self.children, self.api_url, 60, self.logs, who="selfheal ")
 
     def _wait_for_data(self, timeout: float = 30) -> None:
         """Until Prometheus has a request rate for the shop: alerts and graphs need a baseline."""

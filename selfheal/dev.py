@@ -120,20 +120,7 @@ class DevStack:
             child.start()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for child in self.children:
-                if not child.alive():
-                    raise DevServerError(f"{child.name} exited during start-up; see {child.log}")
-            try:
-                if httpx.get(f"{self.api_url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise DevServerError(f"API not ready within {timeout:.0f}s; see {self.data_dir / 'logs'}")
+        wait_for_api(self.children, self.api_url, timeout, self.data_dir / "logs")
 
     def supervise(self) -> None:
         """Restart crashed children with backoff until asked to stop."""
@@ -163,6 +150,25 @@ class DevStack:
         for child in reversed(self.children):
             child.stop()
         self.temporal.stop()
+
+
+def wait_for_api(children: list[Child], api_url: str, timeout: float, logs: Path, who: str = "") -> None:
+    """Until the API's /readyz answers 200; a child exiting first is an error naming its log.
+    `who` prefixes the names in errors (e.g. "selfheal " where other processes run beside)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in children:
+            if not child.alive():
+                raise DevServerError(f"{who}{child.name} exited during start-up; see {child.log}")
+        try:
+            if httpx.get(f"{api_url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise DevServerError(f"{who}API not ready within {timeout:.0f}s; see {logs}")
 
 
 def run_dev(data_dir: Path, port: int, temporal_port: int, ui_port: int, config: Path | None) -> int:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -22,14 +20,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
+from demo.observability import Server
 from selfheal.devserver import free_port
 
 PROMETHEUS_BIN = os.environ.get("SELFHEAL_PROMETHEUS_BIN", "/usr/bin/prometheus")
 ALERTMANAGER_BIN = os.environ.get("SELFHEAL_ALERTMANAGER_BIN", "/usr/bin/prometheus-alertmanager")
 _START_ATTEMPTS = 3  # a free port can be taken between our probe and the server's bind
+_READY_TIMEOUT = 30.0
 
 
 class ServiceError(RuntimeError):
@@ -52,60 +51,21 @@ def _supports_flag(binary: str, flag: str) -> bool:
     return flag in out.stdout + out.stderr
 
 
-class _Server:
-    """One server process in its own process group, ready once `/-/ready` answers 200."""
-
-    def __init__(self, name: str, argv: list[str], url: str, log_file: Path) -> None:
-        self.name = name
-        self.url = url
-        self.log_file = log_file
-        with open(log_file, "ab") as out:
-            self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-
-    def wait_ready(self, timeout: float = 30.0) -> bool:
-        """True when ready; False when the process died (e.g. its port was taken meanwhile)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise ServiceError(f"{self.name} not ready at {self.url} within {timeout:.0f}s; see {self.log_file}")
-
-    def log_tail(self) -> str:
-        return self.log_file.read_text(errors="replace")[-2000:]
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout)
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-
 @contextmanager
 def _run(name: str, argv_for_port: Any, workdir: Path) -> Iterator[str]:
     last = ""
     for attempt in range(_START_ATTEMPTS):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server = _Server(name, argv_for_port(port), url, workdir / f"{name}-{attempt}.log")
+        server = Server(name, argv_for_port(port), url, workdir / f"{name}-{attempt}.log")
         try:
-            if server.wait_ready():
+            if server.wait_ready(_READY_TIMEOUT):
                 yield url
                 return
+            if server.proc.poll() is None:  # alive but never ready: another port will not help
+                raise ServiceError(
+                    f"{name} not ready at {url} within {_READY_TIMEOUT:.0f}s; see {server.log_file}"
+                )
             last = server.log_tail()
         finally:
             server.stop()
