@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 STAMP  := $(VENV)/.synced
 
-.PHONY: bootstrap demo test lint typecheck unit eval bench clean
+.PHONY: bootstrap demo test lint typecheck imports unit eval bench clean
 
 bootstrap: $(STAMP)
 
@@ -28,7 +28,11 @@ lint: bootstrap
 	$(VENV)/bin/ruff format --check .
 
 typecheck: bootstrap
-	$(VENV)/bin/mypy selfheal workflows activities connectors playbooks demo
+	$(VENV)/bin/mypy models pages playbooks connectors investigation workflows activities selfheal devstack demo
+
+# The layering contracts in pyproject.toml ([tool.importlinter]), drawn in the README's Layout.
+imports: bootstrap
+	$(VENV)/bin/lint-imports
 
 unit: bootstrap
 	$(VENV)/bin/pytest
@@ -37,7 +41,7 @@ unit: bootstrap
 eval: bootstrap
 	$(VENV)/bin/python -m tests.evals
 
-test: lint typecheck unit
+test: lint typecheck imports unit
 
 # Every bench/<name>.py (discovered): tables on stdout, figures in bench/results/<name>.json.
 # Takes several minutes; BENCH_ARGS=--quick for tiny sizes.

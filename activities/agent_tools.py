@@ -1,6 +1,6 @@
 """The LLM investigator's live, read-only tools and its worker-side configuration.
 
-The tool functions the model sees live in `selfheal/agent.py`; pydantic-ai's Temporal integration
+The tool functions the model sees live in `investigation/agent.py`; pydantic-ai's Temporal integration
 runs each call as an activity on the worker, where it lands here. Everything is read-only:
 PromQL/LogQL queries, a trace search, the incident store, and `git log/show/diff` over the
 configured repositories. Model-chosen arguments are validated before they reach git (a ref or
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
-from selfheal.agent import LlmRunConfig, config_from_settings
+from investigation.agent import LlmRunConfig, config_from_settings
 from selfheal.settings import Settings
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ def search_traces(settings: Settings, service: str, start: datetime, end: dateti
 
 
 def recent_changes(settings: Settings, before: datetime, hours: float, repo: str | None) -> str:
-    from selfheal.changes import gather_changes
+    from investigation.changes import gather_changes
 
     selected = repos(settings)
     if repo is not None:
@@ -269,7 +269,7 @@ def git_diff(settings: Settings, repo: str, base: str, head: str, path: str | No
 
 
 def past_incident(settings: Settings, incident_id: str) -> str:
-    from selfheal.incident_store import IncidentStore
+    from connectors.incident_store import IncidentStore
 
     store = IncidentStore(settings.store_url)
     try:

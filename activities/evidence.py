@@ -23,13 +23,14 @@ from temporalio import activity
 
 from activities.tickets import TicketPolicy
 from connectors.base import TicketContent, Tracker
-from selfheal.evidence import Evidence, EvidenceSection
-from selfheal.models import IncidentView
+from models.evidence import Evidence, EvidenceSection
+from models.incident import IncidentView
+from models.tickets import EvidenceRequest
+from pages.ticket import build_page
 from selfheal.settings import ServiceEvidence, Settings
-from selfheal.tickets import EvidenceRequest, build_page
 
 if TYPE_CHECKING:
-    from selfheal.incident_store import IncidentStore
+    from connectors.incident_store import IncidentStore
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +66,7 @@ class EvidenceActivities:
     def _store(self) -> IncidentStore:
         """One IncidentStore (engine and connection pool) per worker, made on first use: building
         one per call (engine, create_all, column check) cost more than the search itself."""
-        from selfheal.incident_store import IncidentStore
+        from connectors.incident_store import IncidentStore
 
         with self._store_lock:
             if self._incident_store is None:
@@ -152,7 +153,7 @@ class EvidenceActivities:
         self, url: str | None, view: IncidentView, svc: ServiceEvidence, start: datetime
     ) -> EvidenceSection:
         from connectors.prometheus import PrometheusClient
-        from selfheal.graphs import gather_metrics
+        from investigation.graphs import gather_metrics
 
         queries: dict[str, str] = {}
         for alert in view.alerts[:3]:
@@ -187,7 +188,7 @@ class EvidenceActivities:
         )
 
     def _changes(self, svc: ServiceEvidence, service: str, start: datetime) -> EvidenceSection:
-        from selfheal.changes import gather_changes
+        from investigation.changes import gather_changes
 
         repos: dict[str, Path] = {name: r.path for name, r in self.settings.remediation.repos.items()}
         repos.update(self.settings.evidence.change_repos)
@@ -200,7 +201,7 @@ class EvidenceActivities:
         )
 
     def _similar(self, view: IncidentView) -> EvidenceSection:
-        from selfheal.incident_store import gather_similar
+        from connectors.incident_store import gather_similar
 
         return gather_similar(self._store(), view)
 
@@ -245,7 +246,7 @@ class EvidenceActivities:
     @activity.defn(name="record_incident")
     async def record_incident(self, view: IncidentView) -> None:
         """Remember a closed incident (its fix, how the loop did) for similar-incident search and metrics."""
-        from selfheal.incident_store import matched_playbook
+        from connectors.incident_store import matched_playbook
 
         def run() -> None:
             playbook = matched_playbook(view)

@@ -1,6 +1,6 @@
 """The builtin investigator as an activity: run the matched playbook's diagnose checks, then reason.
 
-The reasoning itself (`selfheal.investigator.investigate`) is pure; this activity only adds the
+The reasoning itself (`investigation.builtin.investigate`) is pure; this activity only adds the
 Prometheus reads the diagnose checks need. A check that cannot run is recorded, never raised.
 """
 
@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 import structlog
 from temporalio import activity
 
-from selfheal.investigation import DiagnoseResult, Investigation
-from selfheal.investigator import investigate
-from selfheal.redact import cap, redact
-from selfheal.remediation import InvestigationRequest
+from investigation.builtin import investigate
+from models.investigation import DiagnoseResult, Investigation
+from models.remediation import InvestigationRequest
+from pages.redact import cap, redact
 from selfheal.settings import Settings
 
 log = structlog.get_logger(__name__)

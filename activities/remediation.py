@@ -23,7 +23,16 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from playbooks.plan import (
+from models.control import (
+    GrantBatch,
+    GrantDelivery,
+    RunGrant,
+    RunRequest,
+    RunTicket,
+)
+from models.ids import CONTROL_WORKFLOW, control_workflow_id
+from models.incident import WebhookAlert
+from models.plan import (
     CommandAction,
     GitEditAction,
     GitPushAction,
@@ -31,16 +40,7 @@ from playbooks.plan import (
     HttpAction,
     MatchResult,
 )
-from selfheal.control_models import (
-    GrantBatch,
-    GrantDelivery,
-    RunGrant,
-    RunRequest,
-    RunTicket,
-    control_workflow_id,
-)
-from selfheal.models import WebhookAlert
-from selfheal.remediation import (
+from models.remediation import (
     CheckReport,
     ChecksRequest,
     CommitRequest,
@@ -55,7 +55,6 @@ from selfheal.remediation import (
     WorktreeRequest,
 )
 from selfheal.settings import Settings
-from workflows.control import ControlWorkflow
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -143,7 +142,7 @@ class RemediationActivities:
         for attempt in range(1, _BUSY_ATTEMPTS + 1):
             try:
                 await self.client.start_workflow(
-                    ControlWorkflow.run,
+                    CONTROL_WORKFLOW,
                     None,
                     id=control_workflow_id(self.settings.temporal.task_queue),
                     task_queue=self.settings.temporal.task_queue,

@@ -15,16 +15,16 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from connectors.base import TicketContent, Tracker, TrackerError
-from selfheal.models import TicketRef
-from selfheal.settings import JiraSettings
-from selfheal.tickets import (
+from models.incident import TicketRef
+from models.tickets import (
     CommentRequest,
     EscalationRequest,
     EvidenceRequest,
     OpenTicketRequest,
     TransitionRequest,
-    build_page,
 )
+from pages.ticket import build_page
+from selfheal.settings import JiraSettings
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

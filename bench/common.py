@@ -31,8 +31,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from selfheal.dev import Child
-from selfheal.devserver import TemporalDevServer, find_temporal_cli, free_port
+from devstack.stack import Child
+from devstack.temporal_server import TemporalDevServer, find_temporal_cli, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"

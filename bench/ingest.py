@@ -33,12 +33,12 @@ from temporalio.common import (
 )
 
 from bench import common
-from selfheal import identity
-from selfheal.incident_state import IncidentInput
+from connectors.temporal import connect
+from models import ids
+from models.incident import AlertmanagerWebhook, Notification
+from models.incident_state import IncidentInput
 from selfheal.incidents import policy_snapshot
-from selfheal.models import AlertmanagerWebhook, Notification
 from selfheal.settings import TemporalSettings, load_settings
-from selfheal.temporal import connect
 from workflows.incident import IncidentWorkflow
 
 NAME = "ingest"
@@ -162,9 +162,9 @@ async def bare_phase(address: str, level: Level, run: str, worker_queue: str | N
 
     async def start(payload: dict[str, Any]) -> str | None:
         body = AlertmanagerWebhook.model_validate(payload)
-        gid = identity.group_id(body.receiver, body.groupKey + suffix)
-        wid = identity.workflow_id_for_group(gid)
-        new_id = identity.new_incident_id(gid)
+        gid = ids.group_id(body.receiver, body.groupKey + suffix)
+        wid = ids.workflow_id_for_group(gid)
+        new_id = ids.new_incident_id(gid)
         note = Notification(received_at=datetime.now(UTC), notification=body)
         try:
             handle = await client.start_workflow(
@@ -179,9 +179,9 @@ async def bare_phase(address: str, level: Level, run: str, worker_queue: str | N
                 memo={"incident_id": new_id},
                 search_attributes=TypedSearchAttributes(
                     [
-                        SearchAttributePair(identity.SA_INCIDENT_ID, new_id),
-                        SearchAttributePair(identity.SA_STAGE, "received"),
-                        SearchAttributePair(identity.SA_STATUS, "firing"),
+                        SearchAttributePair(ids.SA_INCIDENT_ID, new_id),
+                        SearchAttributePair(ids.SA_STAGE, "received"),
+                        SearchAttributePair(ids.SA_STATUS, "firing"),
                     ]
                 ),
                 rpc_timeout=timedelta(seconds=settings.temporal.rpc_timeout_seconds),

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy.orm import Session
 
 from bench import common
-from selfheal.incident_store import ClosedIncident, IncidentStore, PlaybookRun
+from connectors.incident_store import ClosedIncident, IncidentStore, PlaybookRun
 from selfheal.loop_metrics import LoopCollector
 
 OUTCOMES = ["healed", "healed_after_approval", "approved", "rejected", "resolved"]

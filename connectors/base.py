@@ -11,8 +11,8 @@ from abc import ABC, abstractmethod
 
 from pydantic import BaseModel, Field
 
-from selfheal.models import TicketRef
-from selfheal.page import Document
+from models.incident import TicketRef
+from pages.document import Document
 
 
 class TicketContent(BaseModel):

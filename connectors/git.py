@@ -38,6 +38,17 @@ from pydantic import BaseModel
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from models.settings import Section
+
+
+class RepoSettings(Section):
+    """A git repository selfheal may change: a local clone it owns, pushing to `remote`."""
+
+    path: Path
+    remote: str = "origin"
+    base_branch: str = "main"
+
+
 FIX_TRAILER = "Selfheal-Incident"
 ROLLBACK_TRAILER = "Selfheal-Rollback"
 BRANCH_PREFIX = "selfheal/"

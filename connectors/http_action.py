@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from pydantic import BaseModel
 
-from playbooks.plan import HttpAction
+from models.plan import HttpAction
 
 #: Besides 5xx: timeouts, conflicts, locks, rate limits; the same set the Jira connector retries.
 _RETRYABLE_STATUS = frozenset({408, 409, 423, 425, 429})

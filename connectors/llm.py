@@ -8,9 +8,27 @@ by default because Temporal owns retries (each model request is an activity).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from selfheal.settings import LlmSettings
+from pydantic import Field, SecretStr
+
+from models.settings import Section
+
+
+class LlmSettings(Section):
+    """The model behind the `llm` investigator: any OpenAI-compatible endpoint, or Anthropic."""
+
+    provider: Literal["openai", "anthropic"] = "openai"
+    model: str = "gpt-4o-mini"
+    #: OpenAI-compatible base URL (vLLM, Ollama, LiteLLM, Azure…); None for the provider's own.
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    #: Bounds per incident: model requests (steps), total tokens, and characters per tool result.
+    max_requests: int = Field(default=12, ge=1, le=100)
+    max_total_tokens: int = Field(default=60_000, ge=1000)
+    max_tool_output_chars: int = Field(default=8_000, ge=500)
+    timeout_seconds: float = Field(default=120, gt=0)
+
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import TicketContent, Tracker, TrackerError, dedup_marker, incident_label
-from selfheal.models import TicketRef
-from selfheal.page_render import render
+from models.incident import TicketRef
+from pages.render import render
 
 STATUSES = ("To Do", "In Progress", "Approved", "Rejected", "Done")
 DONE_STATUSES = frozenset({"Done"})

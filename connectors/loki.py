@@ -18,8 +18,8 @@ import httpx
 
 from connectors.commands import CommandError, run_command
 from connectors.tenant_http import TenantHttpClient
-from selfheal.evidence import EvidenceSection, LogLine
-from selfheal.redact import cap, redact
+from models.evidence import EvidenceSection, LogLine
+from pages.redact import cap, redact
 
 _RETRYABLE_STATUS = frozenset({408, 429})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -16,8 +16,8 @@ from urllib.parse import quote
 import httpx
 
 from connectors.tenant_http import TenantHttpClient
-from selfheal.evidence import EvidenceSection, TraceRef
-from selfheal.redact import redact
+from models.evidence import EvidenceSection, TraceRef
+from pages.redact import redact
 
 _RETRYABLE_STATUS = frozenset({408, 429})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

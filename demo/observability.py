@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import yaml
 
-from selfheal.devserver import free_port
+from devstack.temporal_server import free_port
 
 PROMETHEUS_BIN = os.environ.get("SELFHEAL_PROMETHEUS_BIN", "/usr/bin/prometheus")
 ALERTMANAGER_BIN = os.environ.get("SELFHEAL_ALERTMANAGER_BIN", "/usr/bin/prometheus-alertmanager")

@@ -19,8 +19,8 @@ import yaml
 from demo.configrepo import ConfigRepo, shop_argv
 from demo.load import LoadGenerator
 from demo.observability import Server, ServiceError, Timings, start_alertmanager, start_prometheus
-from selfheal.dev import Child, wait_for_api
-from selfheal.devserver import TemporalDevServer, free_port
+from devstack.stack import Child, wait_for_api
+from devstack.temporal_server import TemporalDevServer, free_port
 
 PLAYBOOKS_DIR = Path(__file__).resolve().parent / "playbooks"
 SERVICE = "shop"

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import combinations
 
-from playbooks.plan import MatchResult
+from models.incident import WebhookAlert
+from models.plan import MatchResult
 from playbooks.render import RenderError, render_plan
 from playbooks.schema import CONTROL, LabelMatcher, Playbook, show
-from selfheal.models import WebhookAlert
 
 #: Longest param value accepted, whatever the pattern says.
 MAX_PARAM_LENGTH = 1024

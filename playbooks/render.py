@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from playbooks.plan import (
+from models.plan import (
     Action,
     CommandAction,
     GitEditAction,

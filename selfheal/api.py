@@ -32,13 +32,14 @@ from prometheus_client import (
 from pydantic import BaseModel, Field, ValidationError
 from temporalio.client import Client
 
-from selfheal import control, identity
-from selfheal.control_models import ControlState, PauseRequest
+from connectors.temporal import connect
+from models import ids
+from models.control import ControlState, PauseRequest
+from models.incident import AlertmanagerWebhook, Decision, DecisionKind, IncidentSummary, IncidentView
+from selfheal import control
 from selfheal.incidents import IncidentError, IncidentService
 from selfheal.loop_metrics import LoopCollector, OpenIncidentsCollector
-from selfheal.models import AlertmanagerWebhook, Decision, DecisionKind, IncidentSummary, IncidentView
 from selfheal.settings import Settings
-from selfheal.temporal import connect
 
 log = structlog.get_logger(__name__)
 
@@ -432,7 +433,7 @@ def parse_jira_event(event: dict[str, Any], settings: Settings) -> tuple[str, De
         (
             lab.removeprefix("selfheal-")
             for lab in labels
-            if isinstance(lab, str) and identity.parse_incident_id(lab.removeprefix("selfheal-"))
+            if isinstance(lab, str) and ids.parse_incident_id(lab.removeprefix("selfheal-"))
         ),
         None,
     )
@@ -441,8 +442,8 @@ def parse_jira_event(event: dict[str, Any], settings: Settings) -> tuple[str, De
     bots = set(settings.tracker.bot_accounts)
     comment = event.get("comment")
     if isinstance(comment, dict) and isinstance(comment.get("body"), str):
-        ids = _jira_user_ids(comment.get("author")) or _jira_user_ids(event.get("user"))
-        if not ids or bots.intersection(ids):
+        user_ids = _jira_user_ids(comment.get("author")) or _jira_user_ids(event.get("user"))
+        if not user_ids or bots.intersection(user_ids):
             return None
         first, _, rest = comment["body"].strip().partition("\n")
         words = first.split(maxsplit=2)
@@ -450,7 +451,7 @@ def parse_jira_event(event: dict[str, Any], settings: Settings) -> tuple[str, De
             reason = " ".join(filter(None, [words[2] if len(words) > 2 else "", rest.strip()]))
             return incident_id, Decision(
                 decision=DecisionKind(words[1]),
-                by=_pick_user(ids, settings),
+                by=_pick_user(user_ids, settings),
                 comment=reason[:10_000],
                 source="jira",
             )
@@ -466,12 +467,12 @@ def parse_jira_event(event: dict[str, Any], settings: Settings) -> tuple[str, De
         kind = DecisionKind.APPROVE if to == approved else DecisionKind.REJECT if to == rejected else None
         if kind is None:
             continue
-        ids = _jira_user_ids(event.get("user"))
-        if not ids or bots.intersection(ids):
+        user_ids = _jira_user_ids(event.get("user"))
+        if not user_ids or bots.intersection(user_ids):
             return None
         return incident_id, Decision(
             decision=kind,
-            by=_pick_user(ids, settings),
+            by=_pick_user(user_ids, settings),
             comment=f"Jira transition to {item.get('toString')}",
             source="jira",
         )
@@ -486,6 +487,6 @@ def _arr(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _pick_user(ids: list[str], settings: Settings) -> str:
+def _pick_user(user_ids: list[str], settings: Settings) -> str:
     """The identity that matches an approver, else the first one (which will then be refused)."""
-    return next((i for i in ids if i in settings.approvers), ids[0])
+    return next((i for i in user_ids if i in settings.approvers), user_ids[0])

@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from playbooks.cli import playbooks_app
-from selfheal.settings import ConfigError, Settings, load_settings
+from selfheal.cli_common import State, err, fail, out, settings_or_exit
+from selfheal.playbooks_cli import playbooks_app
+from selfheal.settings import ConfigError
 
 app = typer.Typer(
     name="selfheal",
@@ -33,29 +34,9 @@ incidents_app = typer.Typer(help="Inspect incidents.", no_args_is_help=True)
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(playbooks_app, name="playbooks")
 
-out = Console()
-err = Console(stderr=True)
-
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", envvar="SELFHEAL_CONFIG", help="YAML settings file.")
 ]
-
-
-class State:
-    config: Path | None = None
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """One line on stderr and the exit code (2 for usage and configuration)."""
-    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def settings_or_exit(**overrides: Any) -> Settings:
-    try:
-        return load_settings(State.config, **overrides)
-    except ConfigError as exc:
-        raise fail(str(exc)) from exc
 
 
 @app.callback()
@@ -73,7 +54,7 @@ def dev(
     ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
 ) -> None:
     """Run the embedded stack: Temporal dev server (SQLite), worker and API, supervised."""
-    from selfheal.dev import run_dev
+    from devstack.stack import run_dev
 
     settings_or_exit()  # validate the config before starting anything
     raise typer.Exit(run_dev(data_dir, port, temporal_port, ui_port, State.config))
@@ -224,9 +205,9 @@ def incidents_show(
 
 def _render_page(data: dict[str, Any], fmt: str) -> str:
     """The page exactly as the ticket activities build and render it (same builder, same cap)."""
-    from selfheal.models import IncidentView
-    from selfheal.page_render import render
-    from selfheal.tickets import build_page
+    from models.incident import IncidentView
+    from pages.render import render
+    from pages.ticket import build_page
 
     settings = settings_or_exit()
     view = IncidentView.model_validate(data)
@@ -323,7 +304,7 @@ def demo(
     ] = Path(".selfheal-demo"),
 ) -> None:
     """The real loop on a real service: faults in a shop healed via Prometheus, Alertmanager and Temporal."""
-    from selfheal.demo import run_demo
+    from demo.runner import run_demo
 
     raise typer.Exit(run_demo(data_dir, interactive=interactive, scenarios=scenario, ticket_dir=ticket_dir))
 

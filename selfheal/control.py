@@ -8,7 +8,8 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from selfheal.control_models import ControlState, PauseRequest, control_workflow_id
+from models.control import ControlState, PauseRequest
+from models.ids import control_workflow_id
 from selfheal.incidents import TemporalUnavailable, check_approver
 from selfheal.settings import Settings
 from workflows.control import ControlWorkflow

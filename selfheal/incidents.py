@@ -32,9 +32,9 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from selfheal import identity
-from selfheal.incident_state import IncidentInput, IncidentPolicySnapshot
-from selfheal.models import AlertmanagerWebhook, Decision, IncidentSummary, IncidentView, Notification
+from models import ids
+from models.incident import AlertmanagerWebhook, Decision, IncidentSummary, IncidentView, Notification
+from models.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.settings import Settings
 from workflows.incident import NOT_AWAITING, IncidentWorkflow
 
@@ -133,13 +133,13 @@ class IncidentService:
     # --- ingest -----------------------------------------------------------------------------------
 
     async def ingest(self, body: AlertmanagerWebhook, received_at: datetime | None = None) -> IngestResult:
-        gid = identity.group_id(body.receiver, body.groupKey)
-        wid = identity.workflow_id_for_group(gid)
+        gid = ids.group_id(body.receiver, body.groupKey)
+        wid = ids.workflow_id_for_group(gid)
         note = Notification(received_at=received_at or datetime.now(UTC), notification=body)
         firing = any(a.status == "firing" for a in body.alerts)
         try:
             if firing:
-                new_id = identity.new_incident_id(gid)
+                new_id = ids.new_incident_id(gid)
                 handle: WorkflowHandle[Any, Any] = await self.client.start_workflow(
                     IncidentWorkflow.run,
                     IncidentInput(incident_id=new_id, group_id=gid, policy=policy_snapshot(self.settings)),
@@ -152,9 +152,9 @@ class IncidentService:
                     memo={"incident_id": new_id},
                     search_attributes=TypedSearchAttributes(
                         [
-                            SearchAttributePair(identity.SA_INCIDENT_ID, new_id),
-                            SearchAttributePair(identity.SA_STAGE, "received"),
-                            SearchAttributePair(identity.SA_STATUS, "firing"),
+                            SearchAttributePair(ids.SA_INCIDENT_ID, new_id),
+                            SearchAttributePair(ids.SA_STAGE, "received"),
+                            SearchAttributePair(ids.SA_STATUS, "firing"),
                         ]
                     ),
                     rpc_timeout=self.rpc_timeout,
@@ -204,9 +204,9 @@ class IncidentService:
     ) -> list[IncidentSummary]:
         clauses = ["WorkflowType = 'IncidentWorkflow'"]
         for key, value in (
-            (identity.SA_STATUS, status),
-            (identity.SA_STAGE, stage),
-            (identity.SA_SERVICE, service),
+            (ids.SA_STATUS, status),
+            (ids.SA_STAGE, stage),
+            (ids.SA_SERVICE, service),
         ):
             if value is not None:
                 if not _SAFE_VALUE.match(value):
@@ -235,10 +235,10 @@ class IncidentService:
 
     async def _find(self, incident_id: str) -> tuple[WorkflowHandle[Any, Any], bool]:
         """The run holding this incident and whether it is still running."""
-        gid = identity.parse_incident_id(incident_id)
+        gid = ids.parse_incident_id(incident_id)
         if gid is None:
             raise IncidentNotFound(f"no incident {incident_id!r}")
-        wid = identity.workflow_id_for_group(gid)
+        wid = ids.workflow_id_for_group(gid)
         try:
             handle = self.client.get_workflow_handle(wid)
             try:
@@ -253,7 +253,7 @@ class IncidentService:
                 return self.client.get_workflow_handle_for(
                     IncidentWorkflow.run, wid, run_id=desc.run_id
                 ), running
-            query = f"WorkflowId = '{wid}' AND {identity.SA_INCIDENT_ID.name} = '{incident_id}'"
+            query = f"WorkflowId = '{wid}' AND {ids.SA_INCIDENT_ID.name} = '{incident_id}'"
             async for wf in self.client.list_workflows(query, rpc_timeout=self.rpc_timeout):
                 if wf.status in (ExecStatus.COMPLETED, ExecStatus.RUNNING):
                     return (
@@ -319,20 +319,20 @@ class IncidentService:
 async def _summary(wf: WorkflowExecution) -> IncidentSummary | None:
     memo = await wf.memo()
     sa = wf.typed_search_attributes
-    incident_id = memo.get("incident_id") or sa.get(identity.SA_INCIDENT_ID)
+    incident_id = memo.get("incident_id") or sa.get(ids.SA_INCIDENT_ID)
     if not incident_id:
         return None
-    stage = sa.get(identity.SA_STAGE) or "received"
+    stage = sa.get(ids.SA_STAGE) or "received"
     if wf.status not in (ExecStatus.RUNNING, ExecStatus.COMPLETED) and wf.status is not None:
         stage = wf.status.name.lower()
     return IncidentSummary(
         id=str(incident_id),
         stage=stage,
-        status=sa.get(identity.SA_STATUS) or "firing",
+        status=sa.get(ids.SA_STATUS) or "firing",
         outcome=memo.get("outcome"),
-        service=sa.get(identity.SA_SERVICE) or "",
-        severity=sa.get(identity.SA_SEVERITY) or "",
-        alertname=sa.get(identity.SA_ALERTNAME) or "",
+        service=sa.get(ids.SA_SERVICE) or "",
+        severity=sa.get(ids.SA_SEVERITY) or "",
+        alertname=sa.get(ids.SA_ALERTNAME) or "",
         title=memo.get("title") or "",
         opened_at=memo.get("opened_at") or wf.start_time,
         closed_at=wf.close_time,

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from selfheal.redact import redact
+from pages.redact import redact
 from selfheal.settings import Settings
 
 

@@ -21,9 +21,9 @@ from sqlalchemy import ColumnElement, case, distinct, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from temporalio.client import Client
 
-from selfheal import identity
-from selfheal.incident_store import ATTEMPTED_RESULTS, ClosedIncident, IncidentStore, PlaybookRun
-from selfheal.models import Outcome, Stage
+from connectors.incident_store import ATTEMPTED_RESULTS, ClosedIncident, IncidentStore, PlaybookRun
+from models import ids
+from models.incident import Outcome, Stage
 
 log = structlog.get_logger(__name__)
 
@@ -216,7 +216,7 @@ class OpenIncidentsCollector(Collector):
         async def count(stage: Stage) -> int:
             query = (
                 "WorkflowType = 'IncidentWorkflow' AND ExecutionStatus = 'Running' "
-                f"AND {identity.SA_STAGE.name} = '{stage.value}'"
+                f"AND {ids.SA_STAGE.name} = '{stage.value}'"
             )
             result = await client.count_workflows(query)
             return int(result.count)

@@ -29,8 +29,8 @@ from activities.remediation import RemediationActivities
 from activities.tickets import TicketActivities, TicketPolicy
 from connectors.base import Tracker
 from connectors.local_tracker import LocalTracker
+from connectors.temporal import connect, ensure_search_attributes
 from selfheal.settings import ConfigError, Settings
-from selfheal.temporal import connect, ensure_search_attributes
 from workflows.control import ControlWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.remediation import RemediationWorkflow
@@ -90,8 +90,8 @@ def _warm_up_graphs() -> None:
     """Render one throwaway graph, so the first incident does not pay matplotlib's start-up (~3 s)."""
     from datetime import UTC, datetime
 
-    from selfheal.evidence import MetricSeries
-    from selfheal.graphs import render_graph
+    from investigation.graphs import render_graph
+    from models.evidence import MetricSeries
 
     now = datetime.now(UTC)
     render_graph(

@@ -20,10 +20,10 @@ from temporalio.worker import Worker
 
 from connectors.base import Tracker
 from connectors.local_tracker import LocalTracker
+from connectors.temporal import connect
+from devstack.temporal_server import free_port
 from selfheal.api import create_app
-from selfheal.devserver import free_port
 from selfheal.settings import Settings, load_settings
-from selfheal.temporal import connect
 from selfheal.worker import build_worker
 from tests import services
 
@@ -158,7 +158,7 @@ async def time_env() -> AsyncIterator[Any]:
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
-    from selfheal.temporal import ensure_search_attributes
+    from connectors.temporal import ensure_search_attributes
 
     # The SDK waits 5 s for the test server by default; on a loaded 2-core CI machine it can take longer.
     env = await WorkflowEnvironment.start_time_skipping(

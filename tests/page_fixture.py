@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from selfheal.evidence import (
+from models.evidence import (
     ChangeRef,
     Evidence,
     EvidenceSection,
@@ -15,8 +15,7 @@ from selfheal.evidence import (
     SimilarIncident,
     TraceRef,
 )
-from selfheal.investigation import DiagnoseResult, Hypothesis, Investigation, ProposedFix
-from selfheal.models import (
+from models.incident import (
     Decision,
     DecisionKind,
     IncidentView,
@@ -27,6 +26,7 @@ from selfheal.models import (
     TimelineEvent,
     TrackedAlert,
 )
+from models.investigation import DiagnoseResult, Hypothesis, Investigation, ProposedFix
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 WORKFLOW_URL = "http://temporal.example/namespaces/default/workflows/inc-7"

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from selfheal.devserver import TemporalDevServer, free_port
+from devstack.temporal_server import TemporalDevServer, free_port
 
 
 def use_docker() -> bool:
@@ -47,7 +47,7 @@ def temporal_server(workdir: Path) -> Iterator[str]:
         from testcontainers.core.container import DockerContainer  # type: ignore[import-untyped]
         from testcontainers.core.waiting_utils import wait_for_logs  # type: ignore[import-untyped]
 
-        from selfheal.temporal import dev_server_search_attribute_args
+        from connectors.temporal import dev_server_search_attribute_args
 
         container = (
             DockerContainer("temporalio/temporal:latest")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from selfheal.changes import gather_changes, path_matches, recent_changes
+from investigation.changes import gather_changes, path_matches, recent_changes
 
 ALERT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -170,7 +170,7 @@ def test_one_process_stats_match_gitpython_per_commit_stats(tmp_path: Path) -> N
     per-commit `stats` says: root commit, binary file, rename, deletion, merge, odd path names."""
     import git
 
-    from selfheal.changes import commit_stats
+    from investigation.changes import commit_stats
 
     path = tmp_path / "odd"
     path.mkdir()

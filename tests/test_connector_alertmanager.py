@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from connectors.alertmanager import AlertmanagerClient, AlertmanagerError, matcher
-from selfheal.devserver import free_port
+from devstack.temporal_server import free_port
 from tests.services_prom import MetricTarget, alertmanager_server, prometheus_server
 
 DEADLINE = 30.0

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from connectors.http_action import HttpActionError, perform_http
-from playbooks.plan import HttpAction
-from selfheal.devserver import free_port
+from devstack.temporal_server import free_port
+from models.plan import HttpAction
 
 
 @dataclass

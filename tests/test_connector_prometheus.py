@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from connectors.prometheus import PrometheusClient, PrometheusError, parse_condition
-from selfheal.devserver import free_port
+from devstack.temporal_server import free_port
 from tests.services_prom import MetricTarget, prometheus_server
 
 SEEN_TIMEOUT = 30.0  # Prometheus picks up new targets a few seconds after start

@@ -19,10 +19,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 
 from connectors.local_tracker import LocalTracker
+from connectors.temporal import connect
+from models.control import PauseRequest, RunGrant, RunRequest
+from models.ids import control_workflow_id
 from selfheal.control import get_state, set_paused
-from selfheal.control_models import PauseRequest, RunGrant, RunRequest, control_workflow_id
 from selfheal.settings import Settings
-from selfheal.temporal import connect
 from selfheal.worker import build_worker
 from tests.conftest import make_settings
 from workflows.control import ControlWorkflow

@@ -29,7 +29,7 @@ from fastapi.routing import APIRoute
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
-from selfheal.devserver import free_port
+from devstack.temporal_server import free_port
 from selfheal.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ def api_routes() -> dict[str, set[str]]:
 @cache
 def metrics_output() -> str:
     """GET /metrics from the real app, with one closed incident in its store."""
-    from selfheal.incident_store import IncidentStore
+    from connectors.incident_store import IncidentStore
     from tests.conftest import ApiServer
     from tests.test_loop_metrics import Outcome, events, make_view
 

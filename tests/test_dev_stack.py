@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from selfheal.devserver import free_port, port_open
+from devstack.temporal_server import free_port, port_open
 from tests.payloads import simple
 
 pytestmark = pytest.mark.timeout(180)

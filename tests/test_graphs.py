@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from connectors.prometheus import PrometheusClient, PrometheusError, RangeSeries
-from selfheal.evidence import MetricSeries
-from selfheal.graphs import HEIGHT_PX, MAX_SERIES_PER_QUERY, WIDTH_PX, gather_metrics, render_graph
+from investigation.graphs import HEIGHT_PX, MAX_SERIES_PER_QUERY, WIDTH_PX, gather_metrics, render_graph
+from models.evidence import MetricSeries
 from tests.services_prom import MetricTarget, prometheus_server
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

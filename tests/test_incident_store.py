@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from selfheal.incident_store import IncidentStore, bm25_scores, default_url, gather_similar, tokenize
-from selfheal.models import (
+from connectors.incident_store import IncidentStore, bm25_scores, default_url, gather_similar, tokenize
+from models.incident import (
     Decision,
     DecisionKind,
     IncidentView,

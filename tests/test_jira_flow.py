@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from connectors.jira import JiraTracker
+from connectors.temporal import connect
 from selfheal.settings import Settings
-from selfheal.temporal import connect
 from selfheal.worker import build_worker
 from tests.conftest import ApiServer, make_settings, wait_for_incident
 from tests.fakes.jira_fake import JiraFake
@@ -260,7 +260,7 @@ async def test_jira_v3_page_and_comments_are_adf_through_the_loop(
 ) -> None:
     """With `api_version: 3` the ticket page and selfheal's comments go to REST v3 as ADF (the fake
     refuses a string there), and a decision by comment still closes the incident with the page final."""
-    from selfheal.page_render import adf_plain_text
+    from pages.render import adf_plain_text
     from tests.fakes.jira_fake import adf_problem
 
     settings = jira_settings(temporal_address, tmp_path, jira)

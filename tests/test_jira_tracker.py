@@ -20,7 +20,7 @@ import pytest
 
 from connectors.base import TicketContent, TrackerError, dedup_marker
 from connectors.jira import JiraTracker
-from selfheal.page import Bullets, Document, Heading, Paragraph, Text
+from pages.document import Bullets, Document, Heading, Paragraph, Text
 from selfheal.settings import JiraSettings
 from tests.fakes.jira_fake import JiraFake
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.local_tracker import LocalTracker
-from selfheal.temporal import connect
+from connectors.temporal import connect
 from selfheal.worker import build_worker
 from tests.conftest import ApiServer, Stack, make_settings
 from tests.fakes.openai_fake import OUTPUT, FakeOpenAI

@@ -31,14 +31,14 @@ from pydantic_ai.usage import RequestUsage
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Replayer
 
-from playbooks.plan import MatchResult
-from selfheal.agent import investigate_offline
-from selfheal.evidence import ChangeRef, Evidence, EvidenceSection, LogLine, MetricSeries
-from selfheal.investigation import Hypothesis, Investigation
-from selfheal.models import IncidentView, Stage, TrackedAlert
-from selfheal.remediation import InvestigationRequest
+from connectors.temporal import connect
+from investigation.agent import investigate_offline
+from models.evidence import ChangeRef, Evidence, EvidenceSection, LogLine, MetricSeries
+from models.incident import IncidentView, Stage, TrackedAlert
+from models.investigation import Hypothesis, Investigation
+from models.plan import MatchResult
+from models.remediation import InvestigationRequest
 from selfheal.settings import ConfigError, Settings, load_settings
-from selfheal.temporal import connect
 from selfheal.worker import build_worker
 from tests.conftest import make_settings
 from tests.services_prom import prometheus_server

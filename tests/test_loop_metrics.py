@@ -18,11 +18,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from selfheal.devserver import free_port
-from selfheal.incident_store import IncidentStore, default_url, fix_times
-from selfheal.investigation import Investigation
-from selfheal.loop_metrics import LoopCollector
-from selfheal.models import (
+from connectors.incident_store import IncidentStore, default_url, fix_times
+from devstack.temporal_server import free_port
+from models.incident import (
     IncidentView,
     Outcome,
     Proposal,
@@ -31,6 +29,8 @@ from selfheal.models import (
     TimelineEvent,
     TrackedAlert,
 )
+from models.investigation import Investigation
+from selfheal.loop_metrics import LoopCollector
 from selfheal.settings import load_settings
 from tests import services
 from tests.conftest import ApiServer, Stack
@@ -309,7 +309,7 @@ def postgres_url() -> Iterator[str]:
 def _reset(url: str) -> None:
     from sqlalchemy import create_engine, text
 
-    from selfheal.incident_store import engine_url
+    from connectors.incident_store import engine_url
 
     engine = create_engine(engine_url(url))
     with engine.begin() as conn:
@@ -329,7 +329,7 @@ def test_collector_aggregates_on_postgresql(postgres_url: str) -> None:
 def test_old_postgresql_table_gains_the_new_columns(postgres_url: str) -> None:
     from sqlalchemy import create_engine, text
 
-    from selfheal.incident_store import engine_url
+    from connectors.incident_store import engine_url
 
     _reset(postgres_url)
     engine = create_engine(engine_url(postgres_url))

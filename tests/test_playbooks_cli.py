@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from playbooks.cli import playbooks_app
+from models.incident import AlertmanagerWebhook
 from playbooks.loader import LIBRARY_DIR, load_playbooks
-from selfheal.models import AlertmanagerWebhook
+from selfheal.playbooks_cli import playbooks_app
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = LIBRARY_DIR / "samples"

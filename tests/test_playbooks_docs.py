@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from playbooks.cli import playbooks_app
 from playbooks.loader import LIBRARY_DIR, lint_paths
+from selfheal.playbooks_cli import playbooks_app
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "playbooks.md"
 TEXT = DOC.read_text(encoding="utf-8")

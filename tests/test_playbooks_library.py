@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from playbooks.cli import playbooks_app
+from models.incident import AlertmanagerWebhook
+from models.plan import CommandAction, GitPushAction
 from playbooks.loader import LIBRARY_DIR, lint_paths, load_file, load_playbooks
 from playbooks.matcher import PlaybookSet
-from playbooks.plan import CommandAction, GitPushAction
-from selfheal.models import AlertmanagerWebhook
+from selfheal.playbooks_cli import playbooks_app
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = sorted(LIBRARY_DIR.glob("*.yaml"))

@@ -23,11 +23,11 @@ import yaml
 from temporalio.exceptions import ApplicationError
 
 from activities.remediation import RemediationActivities
+from models.incident import AlertmanagerWebhook, WebhookAlert
+from models.plan import CommandAction, GitEditAction, GitRevertAction, HttpAction, RemediationPlan
+from models.remediation import CommitRequest, RollbackRequest, StepRequest, WorktreeRequest
 from playbooks.loader import LIBRARY_DIR, load_playbooks
 from playbooks.matcher import PlaybookSet
-from playbooks.plan import CommandAction, GitEditAction, GitRevertAction, HttpAction, RemediationPlan
-from selfheal.models import AlertmanagerWebhook, WebhookAlert
-from selfheal.remediation import CommitRequest, RollbackRequest, StepRequest, WorktreeRequest
 from selfheal.settings import Settings, load_settings
 
 pytestmark = pytest.mark.timeout(60)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from models.incident import WebhookAlert
 from playbooks.loader import LIBRARY_DIR, PlaybookError, lint_paths, load_playbooks
-from selfheal.models import WebhookAlert
 
 BASE = """\
 apiVersion: selfheal/v1

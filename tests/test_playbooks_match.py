@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from models.incident import WebhookAlert
+from models.plan import CommandAction, GitEditAction, GitRevertAction, HttpAction
 from playbooks.loader import load_playbooks
 from playbooks.matcher import PlaybookSet, provably_disjoint
-from playbooks.plan import CommandAction, GitEditAction, GitRevertAction, HttpAction
 from playbooks.schema import (
     condition_holds,
     format_duration,
@@ -17,7 +18,6 @@ from playbooks.schema import (
     parse_duration,
     parse_matcher,
 )
-from selfheal.models import WebhookAlert
 
 STRICT = """\
 apiVersion: selfheal/v1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfheal.redact import REDACTED, cap, redact
+from pages.redact import REDACTED, cap, redact
 
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx1y\nabcDEF==\n-----END RSA PRIVATE KEY-----"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"

@@ -27,8 +27,8 @@ import yaml
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from connectors.temporal import connect
 from selfheal.settings import Settings
-from selfheal.temporal import connect
 from selfheal.worker import build_worker
 from tests.conftest import ApiServer, make_settings, wait_for_incident
 from tests.services_prom import MetricTarget, alertmanager_server, prometheus_server
@@ -526,7 +526,7 @@ async def test_worker_killed_between_fix_and_deploy_commits_and_deploys_once(
 
 async def test_unreachable_alertmanager_fails_safe_and_escalates(loop_factory: Any) -> None:
     """If selfheal cannot confirm the alert still fires, it changes nothing and asks humans."""
-    from selfheal.devserver import free_port
+    from devstack.temporal_server import free_port
 
     lp: Loop = await loop_factory({"pool": playbook_yaml("pool-no-am", "ALERTNAME")})
     lp.settings.remediation.alertmanager_url = f"http://127.0.0.1:{free_port()}"

@@ -18,8 +18,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from connectors.local_tracker import LocalTracker
-from selfheal.incident_state import IncidentInput, IncidentPolicySnapshot
-from selfheal.models import Decision, DecisionKind
+from models.incident import Decision, DecisionKind
+from models.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.settings import load_settings
 from selfheal.worker import build_worker
 from tests.payloads import am025, unique_group

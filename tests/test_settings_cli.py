@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from selfheal.devserver import free_port
+from devstack.temporal_server import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

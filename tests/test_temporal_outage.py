@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 from connectors.local_tracker import LocalTracker
-from selfheal.devserver import TemporalDevServer, free_port
-from selfheal.temporal import connect
+from connectors.temporal import connect
+from devstack.temporal_server import TemporalDevServer, free_port
 from selfheal.worker import build_worker
 from tests.conftest import ApiServer, make_settings
 from tests.payloads import am025, unique_group

@@ -14,8 +14,8 @@ import pytest
 from connectors.base import TicketContent, dedup_marker
 from connectors.jira import JiraTracker
 from connectors.local_tracker import LocalTracker
-from selfheal.page import JIRA_TEXT_LIMIT, TRIMMED_NOTE, Document
-from selfheal.page_render import (
+from pages.document import JIRA_TEXT_LIMIT, TRIMMED_NOTE, Document
+from pages.render import (
     adf_plain_text,
     render,
     render_adf,
@@ -23,8 +23,8 @@ from selfheal.page_render import (
     render_markdown,
     render_wiki,
 )
+from pages.ticket import build_page
 from selfheal.settings import JiraSettings
-from selfheal.tickets import build_page
 from tests.fakes.jira_fake import ADF_REQUIRED, JiraFake, adf_problem
 from tests.page_fixture import HOSTILE, WORKFLOW_URL, decided, view
 
@@ -291,7 +291,7 @@ def test_v2_comment_body_is_escaped_and_its_marker_still_dedups(fake: JiraFake) 
 
 
 def test_untrusted_text_at_the_start_of_a_line_is_not_line_markup() -> None:
-    from selfheal.page import Bullets, Paragraph, Table, Text
+    from pages.document import Bullets, Paragraph, Table, Text
 
     starts = [
         "h1. Fake",

@@ -11,8 +11,8 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from connectors.local_tracker import LocalTracker
-from selfheal.incident_state import IncidentInput, IncidentPolicySnapshot
-from selfheal.models import AlertmanagerWebhook, Decision, DecisionKind, Notification
+from models.incident import AlertmanagerWebhook, Decision, DecisionKind, Notification
+from models.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.settings import load_settings
 from selfheal.worker import build_worker
 from tests.payloads import simple

@@ -21,7 +21,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from selfheal.control_models import (
+    from models.control import (
         ControlState,
         GrantBatch,
         GrantDelivery,

@@ -22,13 +22,10 @@ from temporalio.exceptions import (
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from playbooks.plan import MatchResult, RemediationPlan
-    from selfheal import identity
-    from selfheal.control_models import RunGrant, RunRequest
-    from selfheal.evidence import Evidence
-    from selfheal.incident_state import IncidentInput, IncidentState
-    from selfheal.investigation import Investigation
-    from selfheal.models import (
+    from models import ids
+    from models.control import RunGrant, RunRequest
+    from models.evidence import Evidence
+    from models.incident import (
         Decision,
         DecisionKind,
         IncidentView,
@@ -41,15 +38,17 @@ with workflow.unsafe.imports_passed_through():
         TimelineEvent,
         TrackedAlert,
     )
-    from selfheal.remediation import (
+    from models.incident_state import IncidentInput, IncidentState
+    from models.investigation import Investigation
+    from models.plan import MatchResult, RemediationPlan
+    from models.remediation import (
         InvestigationRequest,
         MatchRequest,
         Progress,
         RemediationInput,
         RemediationResult,
-        remediation_workflow_id,
     )
-    from selfheal.tickets import (
+    from models.tickets import (
         CommentRequest,
         EscalationRequest,
         EvidenceRequest,
@@ -67,10 +66,8 @@ PATCH_EVIDENCE = "evidence-v1"
 PATCH_INVESTIGATION = "investigation-v1"
 #: Marks histories that upsert search attributes only when a value changed (not per notification).
 PATCH_SEARCH_ATTRIBUTES_ON_CHANGE = "search-attributes-on-change-v1"
-#: The LLM investigator's child workflow, by name: this module never imports the agent.
-INVESTIGATION_AGENT_WORKFLOW = "InvestigationAgentWorkflow"
-#: The fix's child workflow, by name: importing its module would re-run it in every incident's sandbox.
-REMEDIATION_WORKFLOW = "RemediationWorkflow"
+#: Child workflows (the LLM investigator, the fix) start by name from `models.ids`: importing their
+#: modules would re-run them in every incident's sandbox.
 
 
 @workflow.defn
@@ -323,7 +320,7 @@ class IncidentWorkflow:
         if self._policy.investigator == "llm":
             try:
                 investigation = await workflow.execute_child_workflow(
-                    INVESTIGATION_AGENT_WORKFLOW,
+                    ids.INVESTIGATION_AGENT_WORKFLOW,
                     request.model_copy(update={"prior": investigation}),
                     id=f"investigation-{self._view.id}",
                     result_type=Investigation,
@@ -467,12 +464,12 @@ class IncidentWorkflow:
                 RemediationSummary(playbook=plan.playbook, outcome="blocked", reason=grant.reason)
             )
             return False
-        child_id = remediation_workflow_id(plan.target)
+        child_id = ids.remediation_workflow_id(plan.target)
         waiting_noted = False
         while True:
             try:
                 handle = await workflow.start_child_workflow(
-                    REMEDIATION_WORKFLOW,
+                    ids.REMEDIATION_WORKFLOW,
                     RemediationInput(
                         plan=plan,
                         incident_id=self._view.id,
@@ -738,12 +735,12 @@ class IncidentWorkflow:
         v = self._view
         return TypedSearchAttributes(
             [
-                SearchAttributePair(identity.SA_INCIDENT_ID, v.id),
-                SearchAttributePair(identity.SA_STAGE, v.stage.value),
-                SearchAttributePair(identity.SA_STATUS, v.status),
-                SearchAttributePair(identity.SA_SERVICE, v.service),
-                SearchAttributePair(identity.SA_SEVERITY, v.severity),
-                SearchAttributePair(identity.SA_ALERTNAME, v.alertname),
+                SearchAttributePair(ids.SA_INCIDENT_ID, v.id),
+                SearchAttributePair(ids.SA_STAGE, v.stage.value),
+                SearchAttributePair(ids.SA_STATUS, v.status),
+                SearchAttributePair(ids.SA_SERVICE, v.service),
+                SearchAttributePair(ids.SA_SEVERITY, v.severity),
+                SearchAttributePair(ids.SA_ALERTNAME, v.alertname),
             ]
         )
 

@@ -16,14 +16,13 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from pydantic_ai.durable_exec.temporal import PydanticAIWorkflow
 
-    from selfheal.agent import LlmRunConfig, investigation_agent, run_investigation
-    from selfheal.investigation import Investigation
-    from selfheal.remediation import InvestigationRequest
+    from investigation.agent import LlmRunConfig, investigation_agent, run_investigation
+    from models import ids
+    from models.investigation import Investigation
+    from models.remediation import InvestigationRequest
 
-WORKFLOW_NAME = "InvestigationAgentWorkflow"
 
-
-@workflow.defn(name=WORKFLOW_NAME)
+@workflow.defn(name=ids.INVESTIGATION_AGENT_WORKFLOW)
 class InvestigationAgentWorkflow(PydanticAIWorkflow):
     __pydantic_ai_agents__ = [investigation_agent]
 

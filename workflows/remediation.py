@@ -18,8 +18,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from playbooks.plan import PlannedStep
-    from selfheal.remediation import (
+    from models.plan import PlannedStep
+    from models.remediation import (
         CheckReport,
         ChecksRequest,
         CommitRequest,
@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
         WorktreeInfo,
         WorktreeRequest,
     )
-    from selfheal.tickets import CommentRequest
+    from models.tickets import CommentRequest
 
 T = TypeVar("T", bound=BaseModel)
 

@@ -27,10 +27,8 @@ from typing import Any
 import yaml
 
 from connectors.prometheus import PrometheusClient
-from playbooks.loader import load_playbooks
-from playbooks.plan import MatchResult
-from selfheal.changes import change_score, path_matches_any
-from selfheal.evidence import (
+from investigation.changes import change_score, path_matches_any
+from models.evidence import (
     ChangeRef,
     Evidence,
     EvidenceSection,
@@ -39,8 +37,10 @@ from selfheal.evidence import (
     SimilarIncident,
     TraceRef,
 )
-from selfheal.investigation import DiagnoseResult, Investigation
-from selfheal.models import AlertmanagerWebhook, IncidentView, Stage, TrackedAlert
+from models.incident import AlertmanagerWebhook, IncidentView, Stage, TrackedAlert
+from models.investigation import DiagnoseResult, Investigation
+from models.plan import MatchResult
+from playbooks.loader import load_playbooks
 
 CASES = Path(__file__).parent / "cases"
 WINDOW_SECONDS = 6 * 3600
@@ -267,7 +267,7 @@ Investigator = Callable[[IncidentView, MatchResult | None, list[DiagnoseResult]]
 
 
 def builtin(view: IncidentView, match: MatchResult | None, diagnose: list[DiagnoseResult]) -> Investigation:
-    from selfheal.investigator import investigate
+    from investigation.builtin import investigate
 
     return investigate(view, match, diagnose, started_at=datetime.now(UTC))
 
@@ -294,7 +294,7 @@ def naive(view: IncidentView, match: MatchResult | None, diagnose: list[Diagnose
     It exists to prove the decoy cases bite: an investigator that falls for loud, unrelated
     signals must score visibly worse than the builtin one.
     """
-    from selfheal.investigation import Hypothesis
+    from models.investigation import Hypothesis
 
     sections = {s.source: s for s in view.evidence.sections} if view.evidence else {}
     hyps: list[Hypothesis] = []

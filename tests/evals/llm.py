@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from connectors.llm import build_model
-from playbooks.plan import MatchResult
-from selfheal.agent import investigate_offline
-from selfheal.investigation import DiagnoseResult, Investigation
-from selfheal.models import IncidentView
-from selfheal.remediation import InvestigationRequest
+from investigation.agent import investigate_offline
+from models.incident import IncidentView
+from models.investigation import DiagnoseResult, Investigation
+from models.plan import MatchResult
+from models.remediation import InvestigationRequest
 from selfheal.settings import Settings
 from tests.evals.harness import Investigator, builtin
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import git
 
-from selfheal.evidence import ChangeRef, EvidenceSection
-from selfheal.redact import cap, redact
+from models.evidence import ChangeRef, EvidenceSection
+from pages.redact import cap, redact
 
 #: Commits examined per repository at most, however busy the window was.
 MAX_SCAN = 500

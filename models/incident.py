@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from selfheal.evidence import Evidence
-from selfheal.investigation import Investigation
+from models.evidence import Evidence
+from models.investigation import Investigation
 
 #: Alertmanager sends this for firing alerts: "no end yet".
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)

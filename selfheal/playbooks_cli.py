@@ -14,12 +14,13 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from models.incident import AlertmanagerWebhook
+from models.plan import MatchResult, PlannedStep, RemediationPlan
 from playbooks.loader import PlaybookError, check_paths, default_paths, load_playbooks
 from playbooks.matcher import PlaybookSet
-from playbooks.plan import MatchResult, PlannedStep, RemediationPlan
 from playbooks.schema import CONTROL, format_duration
-from selfheal.models import AlertmanagerWebhook
-from selfheal.settings import ConfigError, Settings, load_settings
+from selfheal.cli_common import fail, settings_or_exit
+from selfheal.settings import Settings
 
 playbooks_app = typer.Typer(
     help="SRE playbooks: lint them, and see which one an alert would run (nothing is executed).",
@@ -34,20 +35,8 @@ AlertArg = Annotated[Path, typer.Argument(metavar="ALERT.json", help="An Alertma
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    """One line on stderr and the exit code (2: bad input or configuration)."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 def _settings() -> Settings:
-    # Imported here: selfheal.cli imports this module, and owns the root `--config` option.
-    from selfheal.cli import State
-
-    try:
-        return load_settings(State.config)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from exc
+    return settings_or_exit()
 
 
 def _configured(settings: Settings) -> tuple[list[Path], bool, list[str]]:
@@ -60,19 +49,19 @@ def _read_webhook(path: Path) -> AlertmanagerWebhook:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise _fail(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise fail(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
-        raise _fail(f"{path}: not UTF-8 text") from exc
+        raise fail(f"{path}: not UTF-8 text") from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _fail(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
+        raise fail(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
     try:
         return AlertmanagerWebhook.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise _fail(f"{path}: not an Alertmanager webhook: {where}: {first['msg']}") from exc
+        raise fail(f"{path}: not an Alertmanager webhook: {where}: {first['msg']}") from exc
 
 
 def _load(dirs: list[Path] | None, no_library: bool) -> tuple[PlaybookSet, dict[str, str]]:

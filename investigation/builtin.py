@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from statistics import median
 
-from playbooks.plan import MatchResult
-from selfheal.evidence import ChangeRef, EvidenceSection, LogLine, MetricSeries, SimilarIncident
-from selfheal.investigation import DiagnoseResult, Hypothesis, Investigation, ProposedFix
-from selfheal.models import IncidentView
+from models.evidence import ChangeRef, EvidenceSection, LogLine, MetricSeries, SimilarIncident
+from models.incident import IncidentView
+from models.investigation import DiagnoseResult, Hypothesis, Investigation, ProposedFix
+from models.plan import MatchResult
 
 #: A log line that reads like a failure (others are not blamed, however loud).
 ERRORISH = re.compile(

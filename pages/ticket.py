@@ -1,57 +1,18 @@
-"""Activity payloads for ticket work, and `build_page`: the incident's single page on its ticket.
+"""`build_page`: the incident's single page on its ticket.
 
-Shared by the workflow (which builds requests) and the activities (which build the page and hand
-it to the tracker). The page is a neutral `Document`; each tracker renders it in its own format,
-and every alert-, log- or model-derived string in it stays data (see `selfheal.page_render`).
+The activities build the page and hand it to the tracker. The page is a neutral `Document`; each
+tracker renders it in its own format, and every alert-, log- or model-derived string in it stays
+data (see `pages.render`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel
-
-from selfheal.evidence import EvidenceSection
-from selfheal.models import IncidentView
-from selfheal.page import Block, Bullets, Code, Document, Heading, Image, Paragraph, Runs, Table, Text
-from selfheal.redact import redact
-
-
-class OpenTicketRequest(BaseModel):
-    view: IncidentView
-    workflow_url: str = ""
-
-
-class EvidenceRequest(BaseModel):
-    """What the gather activity needs: the incident as it stands and its workflow link."""
-
-    view: IncidentView
-    workflow_url: str = ""
-
-
-class EscalationRequest(BaseModel):
-    key: str
-    incident_id: str
-    severity: str
-    #: 0 for the first escalation, then one per re-escalation; raises the priority one step each.
-    level: int
-    reason: str
-    dedup_key: str
-
-
-class CommentRequest(BaseModel):
-    key: str
-    incident_id: str = ""
-    body: str
-    dedup_key: str
-
-
-class TransitionRequest(BaseModel):
-    key: str
-    incident_id: str = ""
-    to_done: bool = False
-    status: str | None = None
-
+from models.evidence import EvidenceSection
+from models.incident import IncidentView
+from pages.document import Block, Bullets, Code, Document, Heading, Image, Paragraph, Runs, Table, Text
+from pages.redact import redact
 
 #: The most recent timeline events on the page.
 MAX_TIMELINE = 50

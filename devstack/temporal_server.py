@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from selfheal.temporal import dev_server_search_attribute_args
+from connectors.temporal import dev_server_search_attribute_args
 
 
 class DevServerError(RuntimeError):

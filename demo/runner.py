@@ -178,7 +178,7 @@ def run_demo(
 ) -> int:
     try:
         ensure_binaries()
-        from selfheal.devserver import find_temporal_cli
+        from devstack.temporal_server import find_temporal_cli
 
         find_temporal_cli()
     except Exception as err:

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from connectors.prometheus import RangeSeries
-from selfheal.evidence import EvidenceSection, MetricSeries
+from models.evidence import EvidenceSection, MetricSeries
 
 WIDTH_PX = 800
 HEIGHT_PX = 300

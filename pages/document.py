@@ -1,7 +1,7 @@
 """A small neutral document model for the incident's ticket page, and the size cap.
 
-`selfheal.tickets.build_page` builds one `Document` from the incident view; each tracker renders it
-in its own format (`selfheal.page_render`: Jira wiki markup, Atlassian Document Format, Markdown).
+`pages.ticket.build_page` builds one `Document` from the incident view; each tracker renders it
+in its own format (`pages.render`: Jira wiki markup, Atlassian Document Format, Markdown).
 Every string in a document is plain data: the renderers escape it for their format, so no label,
 log line or model output can turn into markup. Links and images carry their target separately,
 and renderers only link targets that `safe_url` accepts.

@@ -41,8 +41,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.schema import CreateColumn
 
-from selfheal.evidence import EvidenceSection, SimilarIncident
-from selfheal.models import IncidentView
+from models.evidence import EvidenceSection, SimilarIncident
+from models.incident import IncidentView
 
 BM25_K1 = 1.5
 BM25_B = 0.75

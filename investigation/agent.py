@@ -40,11 +40,11 @@ from pydantic_ai.usage import RunUsage, UsageLimits
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityConfig
 
-from playbooks.plan import MatchResult
-from selfheal.evidence import Evidence, EvidenceSection
-from selfheal.investigation import Hypothesis, Investigation, ProposedFix
-from selfheal.redact import cap, redact
-from selfheal.remediation import InvestigationRequest
+from models.evidence import Evidence, EvidenceSection
+from models.investigation import Hypothesis, Investigation, ProposedFix
+from models.plan import MatchResult
+from models.remediation import InvestigationRequest
+from pages.redact import cap, redact
 from selfheal.settings import Settings
 
 AGENT_NAME = "selfheal_investigator"
@@ -52,7 +52,7 @@ AGENT_NAME = "selfheal_investigator"
 WORKER_MODEL_NAME = "selfheal-worker-model"
 EVIDENCE_PAGE = 40
 
-#: Evidence refs an investigation may cite (see selfheal/investigation.py).
+#: Evidence refs an investigation may cite (see models/investigation.py).
 EVIDENCE_REF = re.compile(
     r"^(?:metrics:.+|logs:\d+|traces:[\w-]+|changes:[^@\s]+@[0-9a-fA-F]{4,40}|similar:.+|diagnose:.+"
     r"|affected_users|alert:.+)$"

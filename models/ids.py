@@ -1,4 +1,4 @@
-"""How an alert group maps to a workflow and an incident id, and the search attributes we index.
+"""Every Temporal-visible name: workflow ids and types, the task queue, incident ids, search attributes.
 
 One alert group (receiver + groupKey) owns one workflow id, so signal-with-start lands every
 repeat, resend and HA duplicate in the open incident. Each incident (each run chain of that
@@ -12,6 +12,16 @@ import re
 import secrets
 
 from temporalio.common import SearchAttributeKey
+
+#: The task queue every selfheal workflow and activity runs on (a Temporal-visible name).
+TASK_QUEUE = "selfheal"
+
+#: Workflow types, as Temporal knows them (the class names); started by name where the caller
+#: must not import the workflow module (the sandbox would re-run it per workflow instance).
+INCIDENT_WORKFLOW = "IncidentWorkflow"
+REMEDIATION_WORKFLOW = "RemediationWorkflow"
+CONTROL_WORKFLOW = "ControlWorkflow"
+INVESTIGATION_AGENT_WORKFLOW = "InvestigationAgentWorkflow"
 
 GROUP_ID_LEN = 12
 INCIDENT_ID_RE = re.compile(r"^(?P<group>[0-9a-f]{12})-(?P<suffix>[0-9a-z]{6})$")
@@ -46,3 +56,13 @@ def parse_incident_id(incident_id: str) -> str | None:
     """The group id inside an incident id, or None when it is not one of ours."""
     m = INCIDENT_ID_RE.match(incident_id)
     return m.group("group") if m else None
+
+
+def remediation_workflow_id(target: str) -> str:
+    """The lock: one running remediation per target (RemediationWorkflow's workflow id)."""
+    return "remediation-" + re.sub(r"[^A-Za-z0-9_.-]", "_", target)[:200]
+
+
+def control_workflow_id(task_queue: str) -> str:
+    """One control workflow per deployment (task queue): its pause and breaker are that deployment's."""
+    return f"selfheal-control-{task_queue}"

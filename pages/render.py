@@ -16,7 +16,7 @@ import re
 from typing import Any, Literal
 from urllib.parse import quote
 
-from selfheal.page import (
+from pages.document import (
     ATTACHMENT_NAME,
     JIRA_TEXT_LIMIT,
     Bullets,

@@ -11,24 +11,39 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from playbooks.plan import RemediationPlan
-from selfheal.models import IncidentView, Notification
+from models.incident import IncidentView, Notification
+from models.plan import RemediationPlan
+from models.settings import Section
 
 
-class IncidentPolicySnapshot(BaseModel):
-    """The policy the incident was started with; fixed per run so replays stay deterministic."""
+class IncidentPolicy(Section):
+    """The `incident:` settings section; the workflow gets it whole inside its policy snapshot."""
 
-    decision_timeout_seconds: float = 1800
-    max_reescalations: int = 3
-    resolve_quiet_seconds: float = 300
+    decision_timeout_seconds: float = Field(default=1800, gt=0)
+    max_reescalations: int = Field(default=3, ge=0)
+    resolve_quiet_seconds: float = Field(default=300, ge=0)
+    #: Label holding the affected service (first one present wins).
     service_labels: list[str] = Field(default_factory=lambda: ["service", "job", "app", "namespace"])
-    activity_timeout_seconds: float = 30
+    activity_timeout_seconds: float = Field(default=30, gt=0)
+    continue_as_new_after_events: int = Field(default=2000, ge=100)
+
+
+class IncidentPolicySnapshot(IncidentPolicy):
+    """The policy the incident was started with; fixed per run so replays stay deterministic.
+
+    Built by `selfheal.incidents.policy_snapshot` from the settings model itself: the `incident:`
+    section whole (inherited, so no default is repeated here), plus the few values the workflow
+    needs from other sections. The field names are the wire shape of recorded histories.
+    """
+
     ticket_retry_seconds: float = 60
-    continue_as_new_after_events: int = 2000
+    #: temporal.ui_url and temporal.namespace, for the ticket's link to the workflow.
     ui_url: str = ""
     namespace: str = "default"
+    #: remediation.lock_retry_seconds: how often to retry when another remediation holds the target.
     lock_retry_seconds: float = 15
-    #: `builtin` always runs; `llm` then runs the agent with the builtin result as its start.
+    #: investigation.investigator: `builtin` always runs; `llm` then runs the agent with the builtin
+    #: result as its start.
     investigator: str = "builtin"
 
 

@@ -11,11 +11,6 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 
-def control_workflow_id(task_queue: str) -> str:
-    """One control workflow per deployment (task queue): its pause and breaker are that deployment's."""
-    return f"selfheal-control-{task_queue}"
-
-
 class RunRecord(BaseModel):
     at: datetime
     target: str

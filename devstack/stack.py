@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from selfheal.devserver import DevServerError, TemporalDevServer, port_open
+from devstack.temporal_server import DevServerError, TemporalDevServer, port_open
 
 console = Console(stderr=True)
 

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from playbooks.plan import MatchResult, PlannedCheck, PlannedStep, PlannedVerify, RemediationPlan
-from selfheal.investigation import Investigation
-from selfheal.models import IncidentView, TrackedAlert
-
-
-def remediation_workflow_id(target: str) -> str:
-    """The lock: one running remediation per target (RemediationWorkflow's workflow id)."""
-    return "remediation-" + re.sub(r"[^A-Za-z0-9_.-]", "_", target)[:200]
+from models.incident import IncidentView, TrackedAlert
+from models.investigation import Investigation
+from models.plan import MatchResult, PlannedCheck, PlannedStep, PlannedVerify, RemediationPlan
 
 
 class MatchRequest(BaseModel):

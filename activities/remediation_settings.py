@@ -1,0 +1,31 @@
+"""The `remediation:` settings: what playbooks may change and how their fixes run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from connectors.git import RepoSettings
+from models.settings import Section
+
+
+class RemediationSettings(Section):
+    enabled: bool = True
+    playbook_dirs: list[Path] = Field(default_factory=list)
+    include_library: bool = True
+    repos: dict[str, RepoSettings] = Field(default_factory=dict)
+    #: Where fix worktrees live; default `<data_dir>/worktrees`.
+    worktrees_dir: Path | None = None
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
+    sandbox_memory_mb: int = Field(default=1024, ge=64)
+    #: How often an incident retries when another remediation holds its target.
+    lock_retry_seconds: float = Field(default=15, gt=0)
+    #: Poll interval while verifying with Prometheus.
+    verify_poll_seconds: float = Field(default=2, gt=0)
+    #: Values playbook templates may read as `settings.<key>` (e.g. kube_api_url), besides public_url.
+    playbook_settings: dict[str, str] = Field(default_factory=dict)
+
+    def template_settings(self, public_url: str) -> dict[str, str]:
+        return {"public_url": public_url, **self.playbook_settings}

@@ -1,0 +1,74 @@
+"""Settings of the evidence sources and of the investigator (`evidence:` and `investigation:`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from connectors.llm import LlmSettings
+from models.settings import Section
+
+
+class ServiceEvidence(Section):
+    """Per-service evidence queries; `{service}` in a template is replaced by the service name."""
+
+    golden_signals: dict[str, str] = Field(default_factory=dict)
+    logql: str | None = None
+    #: A command printing recent log lines (oldest first) for stores other than Loki, as an argv
+    #: list (no shell), e.g. `[journalctl, -u, "{service}", --since, -15min, -o, cat]`.
+    log_command: list[str] = Field(default_factory=list)
+    affected_users: str | None = None
+    #: Globs of paths in the watched repos that belong to this service (for suspect changes);
+    #: `{service}` is replaced too.
+    paths: list[str] = Field(default_factory=list)
+
+
+class EvidenceSettings(Section):
+    """Where evidence comes from; every source is optional and bounded in time and size."""
+
+    enabled: bool = True
+    prometheus_url: str | None = None
+    loki_url: str | None = None
+    loki_tenant: str | None = None
+    tempo_url: str | None = None
+    jaeger_url: str | None = None
+    traces_ui_url: str = ""
+    #: Repos whose recent commits are suspects (name → local clone); remediation repos are added.
+    change_repos: dict[str, Path] = Field(default_factory=dict)
+    change_window_seconds: float = Field(default=6 * 3600, gt=0)
+    services: dict[str, ServiceEvidence] = Field(default_factory=dict)
+    default_service: ServiceEvidence = Field(default_factory=ServiceEvidence)
+    #: SQLAlchemy URL of the incident store; default `sqlite:///<data_dir>/incidents.db`.
+    store_url: str | None = None
+    timeout_seconds: float = Field(default=10, gt=0)
+    max_log_lines: int = Field(default=200, ge=1)
+    max_log_bytes: int = Field(default=20_000, ge=1000)
+    #: Metric graphs cover this long before the alert start, at no finer step than the minimum.
+    graph_window_seconds: float = Field(default=3600, gt=0)
+    graph_min_step_seconds: float = Field(default=15, gt=0)
+    #: How far before the alert start logs and traces are read, so new errors stand out from old noise.
+    lookback_seconds: float = Field(default=900, ge=0)
+    redact_emails: bool = False
+
+
+class InvestigationSettings(Section):
+    """Which investigator writes the incident's investigation: `builtin` (no network) or `llm`."""
+
+    investigator: Literal["builtin", "llm"] = "builtin"
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+
+    @model_validator(mode="after")
+    def _llm_needs_a_key(self) -> InvestigationSettings:
+        llm = self.llm
+        if (
+            self.investigator == "llm"
+            and llm.api_key is None
+            and (llm.provider == "anthropic" or not llm.base_url)
+        ):
+            raise ValueError(
+                "investigation.llm.api_key is required when investigation.investigator is 'llm'"
+                " (only an OpenAI-compatible base_url may go without one)"
+            )
+        return self
