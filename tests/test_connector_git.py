@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.git import FIX_TRAILER, ROLLBACK_TRAILER, GitError, GitRepo, Worktree
+from connectors.git.process import GitError
+from connectors.git.repo import FIX_TRAILER, ROLLBACK_TRAILER, GitRepo, Worktree
 
 INCIDENT = "0123456789ab-abc123"
 ALERT_AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
