@@ -90,7 +90,7 @@ class RemediationActivities:
             raise
 
     def _repo(self, name: str) -> Any:
-        from connectors.git import GitRepo
+        from connectors.git.repo import GitRepo
 
         cfg = self.settings.remediation.repos.get(name)
         if cfg is None:

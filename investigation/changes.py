@@ -3,8 +3,9 @@
 Each commit whose committer date falls in `[before - window, before]` becomes a `ChangeRef`
 with its author, summary, changed paths and diff stats, scored by closeness to the alert start
 (1 at the start, 0 at the window's edge) plus 1 when it touches one of the service's paths
-(fnmatch globs; a plain directory also matches everything under it). Read-only: it only walks
-history with GitPython and never touches the work tree.
+(fnmatch globs; a plain directory also matches everything under it). Read-only: it reads history
+through `connectors.git.history` (one `git log` per repository, the worker's git environment and
+timeouts) and never touches the work tree.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import git
-
+from connectors.git.history import GitHistory, NotARepository
 from models.evidence import ChangeRef, EvidenceSection
 from pages.redact import cap, redact
 
@@ -24,42 +24,6 @@ from pages.redact import cap, redact
 MAX_SCAN = 500
 PATH_MATCH_BONUS = 1.0
 _MAX_PATHS = 50
-
-
-class DiffStat:
-    """What one commit changed against its first parent (all of it for a root commit)."""
-
-    __slots__ = ("deletions", "insertions", "paths")
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        self.insertions = 0
-        self.deletions = 0
-
-
-def commit_stats(repo: git.Repo, rev_args: Sequence[str]) -> dict[str, DiffStat]:
-    """Diff stats of every commit `git log rev_args` lists, from ONE git process.
-
-    GitPython's `Commit.stats` runs a `git diff` per commit: hundreds of processes per incident
-    in a busy window. Same view as it (first parent, no rename detection, binary files count 0);
-    paths come as git prints them (unusual ones C-quoted, so one path is one line).
-    """
-    out = repo.git.log(
-        *rev_args, "--numstat", "--no-renames", "--diff-merges=first-parent", "--format=%x00%H"
-    )
-    stats: dict[str, DiffStat] = {}
-    for record in out.split("\x00")[1:]:
-        sha, _, body = record.partition("\n")
-        stat = stats.setdefault(sha.strip(), DiffStat())
-        for line in body.splitlines():
-            added, sep1, rest = line.partition("\t")
-            deleted, sep2, path = rest.partition("\t")
-            if not (sep1 and sep2):
-                continue
-            stat.paths.append(path)
-            stat.insertions += int(added) if added.isdigit() else 0
-            stat.deletions += int(deleted) if deleted.isdigit() else 0
-    return stats
 
 
 def _aware(value: datetime) -> datetime:
@@ -88,44 +52,38 @@ def recent_changes(
     """Commits reachable from HEAD committed in the window before `before`, most suspect first.
 
     `url_template` may use `{sha}` and `{repo}`, e.g. `https://git.example/org/app/commit/{sha}`.
-    Raises git errors (missing or invalid repository); `gather_changes` turns them into evidence.
+    Raises GitError (NotARepository for a missing or invalid one); `gather_changes` turns them
+    into evidence.
     """
     before = _aware(before)
     since = before - timedelta(seconds=window_seconds)
-    repo = git.Repo(repo_path)
-    try:
-        if not repo.head.is_valid():
-            return []
-        changes: list[ChangeRef] = []
-        since_s, until_s = since.isoformat(), before.isoformat()
-        window = [f"--max-count={MAX_SCAN}", f"--since={since_s}", f"--until={until_s}"]
-        all_stats = commit_stats(repo, ["HEAD", *window])
-        for commit in repo.iter_commits("HEAD", max_count=MAX_SCAN, since=since_s, until=until_s):
-            committed = commit.committed_datetime.astimezone(UTC)
-            if not since <= committed <= before:
-                continue
-            stats = all_stats.get(commit.hexsha) or DiffStat()
-            paths = sorted(stats.paths)
-            score = change_score(committed, before, window_seconds, paths, service_paths)
-            summary = commit.summary
-            changes.append(
-                ChangeRef(
-                    repo=name,
-                    sha=commit.hexsha,
-                    author=str(commit.author.name or commit.author.email or ""),
-                    committed_at=committed,
-                    summary=summary if isinstance(summary, str) else summary.decode(errors="replace"),
-                    paths=paths[:_MAX_PATHS],
-                    insertions=stats.insertions,
-                    deletions=stats.deletions,
-                    score=round(score, 4),
-                    touches_service=path_matches_any(paths, service_paths),
-                    selfheal_incident=_fix_trailer(commit.message),
-                    url=url_template.replace("{sha}", commit.hexsha).replace("{repo}", name),
-                )
+    history = GitHistory(repo_path)
+    head = history.head()
+    if head is None:
+        return []
+    changes: list[ChangeRef] = []
+    for commit in history.commits(head, since=since, until=before, max_count=MAX_SCAN):
+        committed = commit.committed_at
+        if not since <= committed <= before:
+            continue
+        paths = sorted(commit.paths)
+        score = change_score(committed, before, window_seconds, paths, service_paths)
+        changes.append(
+            ChangeRef(
+                repo=name,
+                sha=commit.sha,
+                author=commit.author_name or commit.author_email,
+                committed_at=committed,
+                summary=commit.summary,
+                paths=paths[:_MAX_PATHS],
+                insertions=commit.insertions,
+                deletions=commit.deletions,
+                score=round(score, 4),
+                touches_service=path_matches_any(paths, service_paths),
+                selfheal_incident=_fix_trailer(commit.message),
+                url=url_template.replace("{sha}", commit.sha).replace("{repo}", name),
             )
-    finally:
-        repo.close()
+        )
     changes.sort(key=lambda c: (-c.score, -c.committed_at.timestamp()))
     return changes[:limit]
 
@@ -133,9 +91,8 @@ def recent_changes(
 _TRAILER = re.compile(r"^Selfheal-Incident:\s*(\S+)\s*$", re.MULTILINE)
 
 
-def _fix_trailer(message: str | bytes) -> str:
-    text = message if isinstance(message, str) else message.decode(errors="replace")
-    found = _TRAILER.search(text)
+def _fix_trailer(message: str) -> str:
+    found = _TRAILER.search(message)
     return found.group(1)[:100] if found else ""
 
 
@@ -190,7 +147,7 @@ def gather_changes(
                     url_template=(url_templates or {}).get(name, ""),
                 )
             )
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        except NotARepository:
             errors.append(f"{name}: {path} is not a git repository")
         except Exception as exc:
             errors.append(f"{name}: {type(exc).__name__}: {exc}"[:300])

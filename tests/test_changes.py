@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from connectors.git.history import GitHistory, InvalidInput, NotARepository, check_path
 from investigation.changes import gather_changes, path_matches, recent_changes
 
 ALERT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -165,12 +166,11 @@ def test_selfheal_fix_commits_are_marked_and_service_paths_flagged(tmp_path: Pat
     assert not any(c.touches_service for c in elsewhere)
 
 
-def test_one_process_stats_match_gitpython_per_commit_stats(tmp_path: Path) -> None:
-    """commit_stats reads every commit's diff from one `git log`; it must say what GitPython's
-    per-commit `stats` says: root commit, binary file, rename, deletion, merge, odd path names."""
+def test_one_process_history_matches_gitpython_per_commit(tmp_path: Path) -> None:
+    """GitHistory.commits reads every commit and its diff from one `git log`; it must say what
+    GitPython's commit objects and per-commit `stats` say: root commit, binary file, rename,
+    deletion, merge, odd path names, a multi-line subject, a non-UTC committer zone."""
     import git
-
-    from investigation.changes import commit_stats
 
     path = tmp_path / "odd"
     path.mkdir()
@@ -181,24 +181,70 @@ def test_one_process_stats_match_gitpython_per_commit_stats(tmp_path: Path) -> N
     _git(path, "add", "logo.bin")
     _commit(path, t + timedelta(minutes=1), "binary and a tab\tin the name", {'we"ird\tname.txt': "q\n"})
     _git(path, "mv", "a.txt", "b.txt")
-    _commit(path, t + timedelta(minutes=2), "rename", {"b.txt": "1\n2\n3\n4\n"})
+    _commit(path, t + timedelta(minutes=2), "rename\nsecond subject line\n\nbody", {"b.txt": "1\n2\n3\n4\n"})
     _git(path, "checkout", "-q", "-b", "side")
-    _commit(path, t + timedelta(minutes=3), "side work", {"side.txt": "s\n"})
+    zone = timezone(timedelta(hours=5, minutes=30))
+    _commit(path, (t + timedelta(minutes=3)).astimezone(zone), "side work", {"side.txt": "s\n"})
     _git(path, "checkout", "-q", "main")
     _git(path, "rm", "-q", "dir with space/ü.yaml")
-    _commit(path, t + timedelta(minutes=4), "delete", {"c.txt": "c\n"})
+    _commit(path, t + timedelta(minutes=4), "delete\n\nSelfheal-Incident: abc", {"c.txt": "c\n"})
     _git(path, "merge", "-q", "--no-ff", "-m", "merge side", "side", when=t + timedelta(minutes=5))
 
+    ours = GitHistory(path).commits("HEAD")
     repo = git.Repo(path)
     try:
-        ours = commit_stats(repo, ["HEAD"])
-        commits = list(repo.iter_commits("HEAD"))
-        assert len(commits) == 6 and set(ours) == {c.hexsha for c in commits}
-        for commit in commits:
-            theirs = commit.stats
-            mine = ours[commit.hexsha]
-            assert sorted(mine.paths) == sorted(str(p) for p in theirs.files), commit.summary
-            assert mine.insertions == theirs.total["insertions"], commit.summary
-            assert mine.deletions == theirs.total["deletions"], commit.summary
+        theirs = list(repo.iter_commits("HEAD"))
+        assert [c.sha for c in ours] == [c.hexsha for c in theirs] and len(ours) == 6
+        for mine, commit in zip(ours, theirs, strict=True):
+            stats = commit.stats
+            assert sorted(mine.paths) == sorted(str(p) for p in stats.files), commit.summary
+            assert mine.insertions == stats.total["insertions"], commit.summary
+            assert mine.deletions == stats.total["deletions"], commit.summary
+            assert mine.committed_at == commit.committed_datetime.astimezone(UTC)
+            assert mine.committed_at.tzinfo == UTC
+            assert (mine.author_name, mine.author_email) == (commit.author.name, commit.author.email)
+            assert mine.summary == commit.summary and mine.message == commit.message
     finally:
         repo.close()
+
+
+def test_history_refuses_options_ranges_and_escaping_paths(repo: tuple[Path, dict[str, str]]) -> None:
+    """Revisions and paths may come from a language model: nothing reaches git as an option."""
+    path, shas = repo
+    history = GitHistory(path)
+    assert history.resolve("HEAD") == shas["after"]
+    assert history.resolve(shas["cart"][:10]) == shas["cart"]
+    assert history.resolve("HEAD~2") == shas["cart"]
+    for rev in ("--output=/tmp/x", "-p", "HEAD..main", "main...HEAD", "HEAD:README.md", "a b", ""):
+        with pytest.raises(InvalidInput, match="invalid git revision"):
+            history.resolve(rev)
+    with pytest.raises(InvalidInput, match="names no commit"):
+        history.resolve("no-such-branch")
+    for bad in ("-p", "--output=x", "/etc/passwd", "../x", "a/../../b", "a//b", "a\\b", ""):
+        with pytest.raises(InvalidInput, match="invalid path"):
+            check_path(bad)
+    assert check_path("services/cart/") == "services/cart/"
+
+
+def test_history_log_show_diff(repo: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    path, shas = repo
+    history = GitHistory(path)
+    lines = history.log("HEAD", max_count=2).splitlines()
+    assert [ln.split()[0] for ln in lines] == [shas["after"][:7], shas["docs"][:7]]
+    assert lines[1].endswith(" Alice: docs: typo")
+    assert history.log("HEAD", path="services/cart/config.yaml").split()[0] == shas["cart"][:7]
+    assert history.log(shas["old"], path="services") == ""
+
+    shown = history.show(shas["cart"], path="services/cart/config.yaml")
+    assert shown.startswith(f"commit {shas['cart']}\nAuthor: Alice\n")
+    assert "+pool: 10" in shown and "docs/cart.md" not in shown
+    assert "+pool: 10" in history.diff(shas["old"], "HEAD")
+    assert history.diff("HEAD", "HEAD") == ""
+    assert history.diff(shas["old"], shas["cart"], path="README.md") == ""
+
+    with pytest.raises(NotARepository):
+        GitHistory(tmp_path / "nope")
+    with pytest.raises(NotARepository):
+        GitHistory(path / "services")  # inside a repository is not a repository
+    _git(tmp_path, "init", "-q", "empty")
+    assert GitHistory(tmp_path / "empty").head() is None

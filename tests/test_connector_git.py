@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.git import FIX_TRAILER, ROLLBACK_TRAILER, GitError, GitRepo, Worktree
+from connectors import config_files
+from connectors.git.process import GitError
+from connectors.git.repo import FIX_TRAILER, ROLLBACK_TRAILER, GitRepo, Worktree
 
 INCIDENT = "0123456789ab-abc123"
 ALERT_AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -482,6 +484,20 @@ def test_edit_refuses_paths_leaving_the_worktree(repos: Repos, tmp_path: Path, f
     with pytest.raises(GitError):
         repo.edit_value(wt, file, "a", value=2)
     assert (outside / "outside.yaml").read_text() == "a: 1\n"
+
+
+def test_the_file_editor_needs_no_git(tmp_path: Path) -> None:
+    """connectors.config_files edits a plain directory; the journal is wherever the caller keeps it."""
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "app.yaml").write_text("pool: 10  # connections\n")
+    journal = tmp_path / "last-edit.json"
+    for _ in range(2):  # the second call is a retry: recognised, not applied again
+        assert config_files.edit_value(root, "app.yaml", "pool", journal=journal, scale=1.5) == (10, 15)
+    assert (root / "app.yaml").read_text() == "pool: 15  # connections\n"
+    with pytest.raises(config_files.EditError, match="not found") as err:
+        config_files.edit_value(root, "app.yaml", "nope", journal=journal, value=1)
+    assert err.value.retryable is False
 
 
 # -------------------------------------------------------------------------------------- push

@@ -6,38 +6,33 @@ the fix commit carries a `Selfheal-Incident: <id>` trailer (found again instead 
 after a rebase changed its SHA), the rollback commit a `Selfheal-Rollback: <id>` trailer, and a
 push first asks the remote whether it already has the commit. Fix steps run as separate
 activities against the same worktree, so each is safe to retry on its own: reverting already
-reverted commits is a no-op merge, and `edit_value` journals its last edit (in the worktree's git
-directory) so a retried edit is recognised instead of applied twice.
+reverted commits is a no-op merge, and `edit_value` (connectors.config_files) journals its last
+edit in the worktree's git directory so a retried edit is recognised instead of applied twice.
 
-Git runs through GitPython's command executor with hooks disabled, no credential prompts, no
-signing and a fixed identity, so a worker never blocks on a terminal and never runs code from
+Git runs through `connectors.git.process` (hooks disabled, no credential prompts, no signing,
+timeouts) with a fixed identity, so a worker never blocks on a terminal and never runs code from
 the repository it is fixing. Failures become GitError; `retryable` marks the ones another attempt
 can cure (network, lock contention), everything else needs a human.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import random
 import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import git
-import tomlkit
-import tomlkit.items
 from pydantic import BaseModel
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from connectors import config_files
+from connectors.config_files import EditFormat
+from connectors.git.process import LOCAL_TIMEOUT, NETWORK_TIMEOUT, GitError, git_error, run
 from models.settings import Section
 
 
@@ -53,53 +48,12 @@ FIX_TRAILER = "Selfheal-Incident"
 ROLLBACK_TRAILER = "Selfheal-Rollback"
 BRANCH_PREFIX = "selfheal/"
 
-EditFormat = Literal["auto", "yaml", "json", "toml", "env"]
-
 _INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_NETWORK_TIMEOUT = 120.0
-_LOCAL_TIMEOUT = 60.0
-#: stderr fragments that mean "try again": transient network trouble or another git holding a lock.
-_RETRYABLE_STDERR = (
-    "could not resolve host",
-    "connection refused",
-    "failed to connect",
-    "couldn't connect to server",
-    "network is unreachable",
-    "no route to host",
-    "connection reset",
-    "timed out",
-    "did not complete in",  # GitPython's kill_after_timeout
-    "early eof",
-    "the remote end hung up",
-    "temporary failure",
-    "index.lock",  # another git in the same repository
-    "cannot lock ref",
-    "rpc failed",
-    "returned error: 5",  # HTTP 5xx from the git server
-)
 #: Push rejections that a fetch + rebase can cure: the remote branch moved since we looked.
 _MOVED = ("non-fast-forward", "fetch first", "stale info", "cannot lock ref")
 #: Pushes tried when the branch keeps moving (many fixes landing on one branch at once), each
 #: after a short random pause so the racing pushers spread out.
 PUSH_ATTEMPTS = 5
-#: Options for every git call: never run hooks from the repo, never sign, never prompt.
-_GIT_CONFIG = (
-    "-c",
-    "core.hooksPath=/dev/null",
-    "-c",
-    "commit.gpgSign=false",
-    "-c",
-    "tag.gpgSign=false",
-    "-c",
-    "core.editor=true",
-    "-c",
-    "advice.detachedHead=false",
-    "-c",
-    "init.defaultBranch=main",
-)
-#: Fail instead of prompting; credential helpers and askpass programs configured for the worker still work.
-_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never", "LC_ALL": "C"}
-_CREDENTIALS_IN_URL = re.compile(r"(\w+://)[^/@\s]+@")
 
 _repo_locks: dict[str, threading.Lock] = {}
 #: One push at a time per (repository, remote, branch) in this process: concurrent fixes pushing
@@ -111,14 +65,6 @@ _repo_locks_guard = threading.Lock()
 #: this stale is harmless: `push` rebases the fix onto whatever the remote holds by then.
 _fetched_at: dict[str, float] = {}
 FETCH_REUSE_SECONDS = 2.0
-
-
-class GitError(Exception):
-    """A git operation failed; `retryable` says whether another attempt can help."""
-
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
-        super().__init__(_CREDENTIALS_IN_URL.sub(r"\1***@", message))
-        self.retryable = retryable
 
 
 class Worktree(BaseModel):
@@ -214,7 +160,7 @@ class GitRepo:
             if not self._ref_exists(ref):
                 return
             if self._has_remote():
-                self._ok(self.path, "fetch", "--quiet", self.remote, timeout=_NETWORK_TIMEOUT)
+                self._ok(self.path, "fetch", "--quiet", self.remote, timeout=NETWORK_TIMEOUT)
             tip = self._git(self.path, "rev-parse", ref)
             containing = self._git(
                 self.path, "for-each-ref", "--contains", tip, "--format=%(refname)", "refs/remotes/"
@@ -313,49 +259,23 @@ class GitRepo:
         max_value: float | str | None = None,
         fmt: EditFormat = "auto",
     ) -> tuple[Any, Any]:
-        """Set or scale the value at dotted `key` in a YAML/JSON/TOML/.env file; returns (old, new).
-
-        Comments, key order and indentation survive (ruamel round trip, tomlkit, line edits).
-        Scaling keeps the unit (`512Mi` x 1.5 = `768Mi`), rounds integers up, and `max_value`
-        caps the number in the value's own unit. A call repeating the previous edit on a file that
-        still holds its result is a retry and returns the recorded result without editing again
-        (so two identical edits in a row count once: write `scale=2.25`, not 1.5 twice).
+        """Set or scale the value at dotted `key` in a YAML/JSON/TOML/.env file of the worktree;
+        returns (old, new). `connectors.config_files.edit_value` edits; its journal, which makes
+        a retried edit count once, lives in the worktree's git directory, out of the fix's diff.
         """
-        if (value is None) == (scale is None):
-            raise GitError(f"edit of {file}:{key}: give exactly one of value or scale")
-        if scale is not None and not (math.isfinite(scale) and scale > 0):
-            raise GitError(f"edit of {file}:{key}: scale must be a positive number, got {scale}")
-        target = _inside(wt.path, file)
-        kind = _format_of(target) if fmt == "auto" else fmt
-        text = target.read_text(encoding="utf-8")
-        where = f"{file}:{key}"
-        call = _digest(json.dumps([file, key, value, scale, max_value, kind], default=str, sort_keys=True))
-        journal = self._journal_path(wt)
-        last = _read_journal(journal)
-        if last.get("call") == call and last.get("after") == _digest(text):
-            return last["old"], last["new"]  # a retry of the edit that already happened
-
-        def compute(old: Any) -> Any:
-            return (
-                _scaled(where, old, scale, max_value)
-                if scale is not None
-                else _checked(where, value, max_value)
+        try:
+            return config_files.edit_value(
+                wt.path,
+                file,
+                key,
+                journal=self._journal_path(wt),
+                value=value,
+                scale=scale,
+                max_value=max_value,
+                fmt=fmt,
             )
-
-        if kind == "yaml":
-            new_text, old, new = _edit_yaml(text, key, compute, where)
-        elif kind == "json":
-            new_text, old, new = _edit_json(text, key, compute, where)
-        elif kind == "toml":
-            new_text, old, new = _edit_toml(text, key, compute, where)
-        else:
-            new_text, old, new = _edit_env(text, key, compute, where)
-        old, new = _plain(old), _plain(new)
-        # Journal first: a crash before the file write then looks like "not applied", never twice.
-        _write_journal(journal, {"call": call, "after": _digest(new_text), "old": old, "new": new})
-        if new_text != text:
-            target.write_text(new_text, encoding="utf-8")
-        return old, new
+        except config_files.EditError as exc:
+            raise GitError(str(exc)) from exc
 
     # -------------------------------------------------------------------------------------- push
 
@@ -395,14 +315,14 @@ class GitRepo:
                 "--porcelain",
                 remote,
                 f"{head}:refs/heads/{branch}",
-                timeout=_NETWORK_TIMEOUT,
+                timeout=NETWORK_TIMEOUT,
             )
             if code == 0:
                 # The remote moved under our own hand: the next worktree must fetch, not reuse.
                 _fetched_at.pop(f"{self._common}\0{remote}\0{branch}", None)
                 return True
             if not any(reason in (out + err).lower() for reason in _MOVED):
-                raise _git_error(("push", remote), code, err)
+                raise git_error(("push", remote), code, err)
         raise GitError(
             f"push to {remote}/{branch} rejected {PUSH_ATTEMPTS} times: the branch keeps moving",
             retryable=True,
@@ -418,30 +338,21 @@ class GitRepo:
 
     # ---------------------------------------------------------------------------------- plumbing
 
-    def _run(self, cwd: Path, *args: str, timeout: float = _LOCAL_TIMEOUT) -> tuple[int, str, str]:
-        """Run git with our fixed options; (exit status, stdout, stderr)."""
+    def _run(self, cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT) -> tuple[int, str, str]:
+        """Run git with the fixed options and our identity; (exit status, stdout, stderr)."""
         name, email = self.author
-        identity = ("-c", f"user.name={name}", "-c", f"user.email={email}")
-        try:
-            code, out, err = git.Git(str(cwd)).execute(
-                ["git", *_GIT_CONFIG, *identity, *args],
-                with_extended_output=True,
-                with_exceptions=False,
-                kill_after_timeout=timeout,
-                env=_GIT_ENV,
-            )
-        except (git.GitCommandNotFound, OSError) as exc:
-            raise GitError(f"git {args[0]}: cannot run git: {exc}") from exc
-        return int(code), str(out), str(err)
+        return run(
+            cwd, *args, timeout=timeout, config=("-c", f"user.name={name}", "-c", f"user.email={email}")
+        )
 
-    def _git(self, cwd: Path, *args: str, timeout: float = _LOCAL_TIMEOUT) -> str:
+    def _git(self, cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT) -> str:
         """Run git and return its stripped stdout; a failure raises GitError."""
         code, out, err = self._run(cwd, *args, timeout=timeout)
         if code != 0:
-            raise _git_error(args, code, err)
+            raise git_error(args, code, err)
         return out.strip()
 
-    def _ok(self, cwd: Path, *args: str, timeout: float = _LOCAL_TIMEOUT) -> bool:
+    def _ok(self, cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT) -> bool:
         """Run git for its exit status only (ancestry checks, ref existence, best-effort steps)."""
         return self._run(cwd, *args, timeout=timeout)[0] == 0
 
@@ -461,7 +372,7 @@ class GitRepo:
                 "--quiet",
                 self.remote,
                 f"+refs/heads/{self.base_branch}:refs/remotes/{self.remote}/{self.base_branch}",
-                timeout=_NETWORK_TIMEOUT,
+                timeout=NETWORK_TIMEOUT,
             )
             _fetched_at[key] = time.monotonic()
         if not self._ref_exists(f"{base_ref}^{{commit}}"):
@@ -567,7 +478,7 @@ class GitRepo:
 
     def _remote_head_at(self, cwd: Path, remote: str, branch: str) -> str | None:
         """The remote branch's commit (fetched, so ancestry checks work), or None if it does not exist."""
-        out = self._git(cwd, "ls-remote", "--heads", remote, f"refs/heads/{branch}", timeout=_NETWORK_TIMEOUT)
+        out = self._git(cwd, "ls-remote", "--heads", remote, f"refs/heads/{branch}", timeout=NETWORK_TIMEOUT)
         refs = {ln.partition("\t")[2] for ln in out.splitlines()}
         if f"refs/heads/{branch}" not in refs:  # ls-remote patterns match ref name tails, so check exactly
             return None
@@ -577,7 +488,7 @@ class GitRepo:
             "--quiet",
             remote,
             f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
-            timeout=_NETWORK_TIMEOUT,
+            timeout=NETWORK_TIMEOUT,
         )
         return self._git(cwd, "rev-parse", f"refs/remotes/{remote}/{branch}")
 
@@ -616,32 +527,6 @@ class GitRepo:
         return self._git(wt.path, "rev-parse", "HEAD")
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _read_journal(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_journal(path: Path, entry: dict[str, Any]) -> None:
-    """Write atomically (temp file + rename) so a crash never leaves half a journal."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entry, default=str))
-    os.replace(tmp, path)
-
-
-def _git_error(args: tuple[str, ...], code: int, stderr: str) -> GitError:
-    text = stderr.strip()
-    lowered = text.lower()
-    retryable = any(fragment in lowered for fragment in _RETRYABLE_STDERR)
-    return GitError(f"git {' '.join(args[:2])} failed ({code}): {text[-800:]}", retryable=retryable)
-
-
 def _epoch(moment: datetime) -> int:
     """Seconds since the epoch; a naive datetime is taken as UTC (alert times are UTC)."""
     if moment.tzinfo is None:
@@ -654,338 +539,3 @@ def _pathspec(path: str) -> str:
     if not cleaned or cleaned.startswith((":", "/")) or ".." in Path(cleaned).parts:
         raise GitError(f"path glob {path!r} must be relative to the repository and stay inside it")
     return f":(glob){cleaned}"
-
-
-def _inside(root: Path, file: str) -> Path:
-    """`root/file`, refusing absolute paths, `..`, symlinks leading outside, and `.git`."""
-    relative = Path(file)
-    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-        raise GitError(f"{file!r} must be a relative path inside the worktree")
-    if relative.parts[0] == ".git":
-        raise GitError(f"{file!r} is inside .git")
-    base = root.resolve()
-    target = (base / relative).resolve()
-    if not target.is_relative_to(base) or target.relative_to(base).parts[:1] == (".git",):
-        raise GitError(f"{file!r} resolves to {target}, outside the worktree (symlink?)")
-    if not target.is_file():
-        raise GitError(f"{file!r} does not exist in the worktree")
-    return target
-
-
-def _format_of(path: Path) -> EditFormat:
-    name = path.name.lower()
-    if name.endswith((".yaml", ".yml")):
-        return "yaml"
-    if name.endswith(".json"):
-        return "json"
-    if name.endswith(".toml"):
-        return "toml"
-    if name == ".env" or name.startswith(".env.") or name.endswith(".env"):
-        return "env"
-    raise GitError(f"cannot tell the format of {path.name}; set format: yaml|json|toml|env")
-
-
-# ------------------------------------------------------------------------------------ key paths
-
-
-def _key_parts(key: str) -> list[str]:
-    r"""`a.b.0.c` → ["a", "b", "0", "c"]; `\.` keeps a dot inside a key (`kubernetes\.io/name`)."""
-    parts = [p.replace("\0", ".") for p in key.replace("\\.", "\0").split(".")]
-    if not key or any(p == "" for p in parts):
-        raise GitError(f"bad key path {key!r}")
-    return parts
-
-
-def _step(node: Any, part: str, where: str) -> tuple[Any, Any]:
-    """(container, key) for one path part; lists take an integer index or a `field=value`
-    selector naming exactly one item (`containers.name=cart`), so a fix edits the alerting
-    container, not whichever happens to come first."""
-    if isinstance(node, list) and "=" in part:
-        field, _, wanted = part.partition("=")
-        hits = [i for i, item in enumerate(node) if isinstance(item, dict) and str(item.get(field)) == wanted]
-        if len(hits) != 1:
-            found = "no item" if not hits else f"{len(hits)} items"
-            raise GitError(f"{where}: {found} with {field}={wanted!r} in the list")
-        return node, hits[0]
-    if isinstance(node, list):
-        try:
-            index = int(part)
-        except ValueError:
-            raise GitError(f"{where}: {part!r} indexes a list; use a number") from None
-        if not -len(node) <= index < len(node):
-            raise GitError(f"{where}: index {index} out of range (list has {len(node)} items)")
-        return node, index
-    if isinstance(node, dict):
-        if part not in node:
-            raise GitError(f"{where}: key {part!r} not found")
-        return node, part
-    raise GitError(f"{where}: cannot descend into a {type(node).__name__} at {part!r}")
-
-
-def _locate(root: Any, key: str, where: str) -> tuple[Any, Any]:
-    parts = _key_parts(key)
-    node = root
-    for part in parts[:-1]:
-        container, k = _step(node, part, where)
-        node = container[k]
-    return _step(node, parts[-1], where)
-
-
-# ---------------------------------------------------------------------------------- formats
-
-
-def _guess_yaml_indent(text: str) -> tuple[int, int, int]:
-    """(mapping indent, sequence indent, dash offset) as the file uses them, so a dump keeps them.
-
-    Sequence indent counts from the parent key to the item's content: `key:\n  - a` is (4, 2).
-    """
-    mapping: int | None = None
-    sequence: int | None = None
-    offset: int | None = None
-    parent: int | None = None  # indent of the previous line when it was a bare `key:`
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#") or stripped in ("---", "..."):
-            continue
-        lead = len(line) - len(line.lstrip(" "))
-        if parent is not None and lead > parent:
-            if stripped.startswith("- ") and sequence is None:
-                offset = lead - parent
-                sequence = offset + 2 + len(stripped[2:]) - len(stripped[2:].lstrip(" "))
-            elif not stripped.startswith("-") and mapping is None:
-                mapping = lead - parent
-        elif parent is not None and stripped.startswith("- ") and lead == parent and sequence is None:
-            offset, sequence = 0, 2 + len(stripped[2:]) - len(stripped[2:].lstrip(" "))
-        parent = lead if stripped.endswith(":") and not stripped.startswith("- ") else None
-        if mapping is not None and sequence is not None:
-            break
-    mapping = mapping or 2
-    return mapping, sequence or max(mapping, 2), offset or 0
-
-
-def _edit_yaml(text: str, key: str, compute: Callable[[Any], Any], where: str) -> tuple[str, Any, Any]:
-    mapping, sequence, offset = _guess_yaml_indent(text)
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap long lines
-    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
-    yaml.explicit_start = text.lstrip().startswith("---")
-    docs = list(yaml.load_all(text))
-    hits = []
-    for doc in docs:
-        try:
-            hits.append(_locate(doc, key, where))
-        except GitError:
-            continue
-    if not hits:
-        _locate(docs[0] if docs else None, key, where)  # raises with the precise reason
-    if len(hits) > 1:
-        raise GitError(f"{where}: the key exists in {len(hits)} documents of the file; ambiguous")
-    container, k = hits[0]
-    old = container[k]
-    new = compute(old)
-    container[k] = _keep_yaml_style(old, new)
-    out = _StringSink()
-    if len(docs) == 1:
-        yaml.dump(docs[0], out)
-    else:
-        yaml.dump_all(docs, out)
-    return out.text(), old, new
-
-
-def _keep_yaml_style(old: Any, new: Any) -> Any:
-    """A new string keeps the old one's quoting (ruamel's scalar string subclasses)."""
-    if isinstance(new, str) and isinstance(old, str) and type(old) is not str:
-        return type(old)(new)
-    return new
-
-
-class _StringSink:
-    def __init__(self) -> None:
-        self._parts: list[str] = []
-
-    def write(self, data: str | bytes) -> None:
-        self._parts.append(data.decode() if isinstance(data, bytes) else data)
-
-    def text(self) -> str:
-        return "".join(self._parts)
-
-
-def _edit_json(text: str, key: str, compute: Callable[[Any], Any], where: str) -> tuple[str, Any, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GitError(f"{where}: not valid JSON: {exc}") from exc
-    container, k = _locate(data, key, where)
-    old = container[k]
-    new = compute(old)
-    container[k] = new
-    indent: int | str | None = None
-    m = re.search(r"^[{\[][^\n]*\n([ \t]+)\S", text, re.MULTILINE)
-    if m:
-        ws = m.group(1)
-        indent = ws if "\t" in ws else len(ws)
-    dumped = json.dumps(data, indent=indent, ensure_ascii=False)
-    if indent is None and ", " not in text and ": " not in text:
-        dumped = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return dumped + ("\n" if text.endswith("\n") else ""), old, new
-
-
-def _edit_toml(text: str, key: str, compute: Callable[[Any], Any], where: str) -> tuple[str, Any, Any]:
-    try:
-        doc = tomlkit.parse(text)
-    except tomlkit.exceptions.TOMLKitError as exc:
-        raise GitError(f"{where}: not valid TOML: {exc}") from exc
-    container, k = _locate(doc, key, where)
-    old = _plain(container[k])
-    new = compute(old)
-    container[k] = new
-    return tomlkit.dumps(doc), old, new
-
-
-_ENV_LINE = re.compile(
-    r"^(?P<lead>\s*(?:export\s+)?)(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<eq>\s*=\s*)(?P<rest>.*)$"
-)
-
-
-def _edit_env(text: str, key: str, compute: Callable[[Any], Any], where: str) -> tuple[str, Any, Any]:
-    lines = text.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        body = line.rstrip("\r\n")
-        m = _ENV_LINE.match(body)
-        if m is None or m.group("name") != key:
-            continue
-        raw_value, quote, comment = _split_env_value(m.group("rest"))
-        new = compute(raw_value)
-        new_text = _env_scalar(new)
-        if not quote and re.search(r"[\s#'\"\\$`]", new_text):
-            quote = '"'
-        if quote == '"':
-            new_text = new_text.replace("\\", "\\\\").replace('"', '\\"')
-        elif quote == "'" and "'" in new_text:
-            raise GitError(f"{where}: value contains a single quote; cannot keep the '…' quoting")
-        ending = line[len(body) :]
-        lines[i] = f"{m.group('lead')}{key}{m.group('eq')}{quote}{new_text}{quote}{comment}{ending}"
-        return "".join(lines), raw_value, new
-    raise GitError(f"{where}: variable {key!r} not found")
-
-
-def _split_env_value(rest: str) -> tuple[str, str, str]:
-    """(value, quote character or "", trailing comment incl. its leading space)."""
-    if rest[:1] in ("'", '"'):
-        quote = rest[0]
-        end = rest.find(quote, 1)
-        while quote == '"' and end > 0 and rest[end - 1] == "\\":
-            end = rest.find(quote, end + 1)
-        if end > 0:
-            inner = rest[1:end]
-            if quote == '"':
-                inner = inner.replace('\\"', '"').replace("\\\\", "\\")
-            return inner, quote, rest[end + 1 :]
-    m = re.search(r"\s+#", rest)
-    if m:
-        return rest[: m.start()], "", rest[m.start() :]
-    return rest.rstrip(), "", rest[len(rest.rstrip()) :]
-
-
-def _env_scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        raise GitError("a .env value must be a scalar")
-    return str(value)
-
-
-# ---------------------------------------------------------------------------------- numbers
-
-_QUANTITY = re.compile(r"^(?P<sign>[-+]?)(?P<num>\d+(?:\.\d+)?|\.\d+)(?P<unit>[A-Za-z%]*)$")
-
-
-_UNIT_FACTORS = {
-    "": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
-    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50,
-}  # fmt: skip
-
-
-def _cap_in_unit(where: str, max_value: float | str, unit: str) -> float:
-    """The cap expressed in the value's unit; a bare number already is."""
-    if not isinstance(max_value, str):
-        return float(max_value)
-    m = _QUANTITY.match(max_value.strip())
-    if m is None:
-        raise GitError(f"{where}: bad max_value {max_value!r}")
-    cap_unit = m.group("unit")
-    if cap_unit not in _UNIT_FACTORS or unit not in _UNIT_FACTORS:
-        raise GitError(f"{where}: cannot compare {unit or 'a plain number'} with max_value {max_value!r}")
-    return float(m.group("sign") + m.group("num")) * _UNIT_FACTORS[cap_unit] / _UNIT_FACTORS[unit]
-
-
-def _scaled(where: str, old: Any, scale: float, max_value: float | str | None) -> Any:
-    """`old` times `scale`, in old's type and unit; integers round up; capped at `max_value`."""
-    if isinstance(old, bool):
-        raise GitError(f"{where}: cannot scale a boolean")
-    if isinstance(old, (int, float)):
-        number, unit, as_string = float(old), "", False
-        integral = isinstance(old, int)
-    elif isinstance(old, str):
-        m = _QUANTITY.match(old.strip())
-        if m is None:
-            raise GitError(f"{where}: cannot scale {old!r}: not a number with an optional unit")
-        number = float(m.group("sign") + m.group("num"))
-        unit, as_string = m.group("unit"), True
-        integral = "." not in m.group("num")
-    else:
-        raise GitError(f"{where}: cannot scale a {type(old).__name__}")
-    result = number * scale
-    if integral:
-        result = float(math.ceil(round(result, 9)))  # 3 x 1.1 = 3.3000000000000003 → 4, not 5
-    else:
-        result = round(result, 9)
-    if max_value is not None:
-        limit = _cap_in_unit(where, max_value, unit)
-        cap = float(math.floor(limit)) if integral else limit
-        if result > cap:
-            result = cap
-        if (scale > 1 and result <= number) or (scale < 1 and result >= number):
-            shown = max_value if isinstance(max_value, str) else f"{max_value:g}{unit}"
-            raise GitError(
-                f"{where}: {old!r} is already at or beyond max_value {shown}: scaling would change nothing"
-            )
-    number_text = str(int(result)) if integral else repr(result)
-    if as_string:
-        return f"{number_text}{unit}"
-    return int(result) if integral else result
-
-
-def _checked(where: str, value: Any, max_value: float | str | None) -> Any:
-    """A value to set, refused when its number exceeds `max_value`."""
-    if max_value is None or isinstance(value, bool):
-        return value
-    number: float | None = None
-    unit = ""
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str) and (m := _QUANTITY.match(value.strip())):
-        number, unit = float(m.group("sign") + m.group("num")), m.group("unit")
-    if number is not None and number > _cap_in_unit(where, max_value, unit):
-        raise GitError(f"{where}: {value!r} exceeds max_value {max_value}")
-    return value
-
-
-def _plain(value: Any) -> Any:
-    """Plain Python data (for results and history), not ruamel/tomlkit wrapper types."""
-    if isinstance(value, tomlkit.items.Item):
-        return _plain(value.unwrap())
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, (dict, CommentedMap)):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, CommentedSeq)):
-        return [_plain(v) for v in value]
-    return value
