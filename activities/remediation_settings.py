@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from connectors.git.repo import RepoSettings
+from connectors.git.settings import RepoSettings
 from models.settings import Section
 
 

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from pydantic_settings.exceptions import SettingsError
 
 from activities.remediation_settings import RemediationSettings
-from connectors.git.repo import RepoSettings
+from connectors.git.settings import RepoSettings
 from connectors.jira import JiraSettings
 from connectors.llm import LlmSettings
 from connectors.temporal import TemporalSettings

@@ -33,16 +33,6 @@ from pydantic import BaseModel
 from connectors import config_files
 from connectors.config_files import EditFormat
 from connectors.git.process import LOCAL_TIMEOUT, NETWORK_TIMEOUT, GitError, git_error, run
-from models.settings import Section
-
-
-class RepoSettings(Section):
-    """A git repository selfheal may change: a local clone it owns, pushing to `remote`."""
-
-    path: Path
-    remote: str = "origin"
-    base_branch: str = "main"
-
 
 FIX_TRAILER = "Selfheal-Incident"
 ROLLBACK_TRAILER = "Selfheal-Rollback"
