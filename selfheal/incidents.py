@@ -96,16 +96,14 @@ def _is_unavailable(err: BaseException) -> bool:
 
 
 def policy_snapshot(settings: Settings) -> IncidentPolicySnapshot:
-    p = settings.incident
+    """What a new incident workflow starts with: the `incident:` section whole, plus the few values
+    it needs from other sections. Dumped from the settings model itself, so a field added to the
+    section reaches the workflow without being listed here (`ticket_retry_seconds` is no setting)."""
     return IncidentPolicySnapshot(
-        decision_timeout_seconds=p.decision_timeout_seconds,
-        max_reescalations=p.max_reescalations,
-        resolve_quiet_seconds=p.resolve_quiet_seconds,
-        service_labels=p.service_labels,
-        activity_timeout_seconds=p.activity_timeout_seconds,
-        continue_as_new_after_events=p.continue_as_new_after_events,
+        **settings.incident.model_dump(),
         ui_url=settings.temporal.ui_url,
         namespace=settings.temporal.namespace,
+        lock_retry_seconds=settings.remediation.lock_retry_seconds,
         investigator=settings.investigation.investigator,
     )
 

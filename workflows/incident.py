@@ -7,8 +7,7 @@ search attributes, and carried across continue-as-new.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -27,16 +26,13 @@ with workflow.unsafe.imports_passed_through():
     from models.evidence import Evidence
     from models.incident import (
         Decision,
-        DecisionKind,
         IncidentView,
         Notification,
         Outcome,
-        Proposal,
         RemediationSummary,
         Stage,
         TicketRef,
         TimelineEvent,
-        TrackedAlert,
     )
     from models.incident_state import IncidentInput, IncidentState
     from models.investigation import Investigation
@@ -55,6 +51,10 @@ with workflow.unsafe.imports_passed_through():
         OpenTicketRequest,
         TransitionRequest,
     )
+
+    # Pure functions with no state: passed through like the models, not re-imported per instance.
+    from workflows import incident_rules as rules
+    from workflows.incident_rules import cause
 
 
 NOT_AWAITING = "NotAwaitingDecision"
@@ -155,15 +155,9 @@ class IncidentWorkflow:
             if self._decision is not None:
                 decision = self._decision
                 plan = self._state.plan
-                if (
-                    decision.decision == DecisionKind.APPROVE
-                    and plan is not None
-                    and plan.policy.mode != "suggest"
-                ):
+                if plan is not None and rules.runs_fix(decision, plan):
                     self._view.decision = decision
-                    self._event(
-                        "decision", f"Approved by {decision.by} via {decision.source}: running the fix"
-                    )
+                    self._event("decision", rules.approved_fix_message(decision))
                     if await self._remediate(plan, approved_by=decision.by):
                         break
                     self._decision = None
@@ -178,8 +172,8 @@ class IncidentWorkflow:
                 await self._flush_comments()
                 continue
             if self._state.resolved_since is not None:
-                quiet_until = self._state.resolved_since + timedelta(
-                    seconds=self._policy.resolve_quiet_seconds
+                quiet_until = rules.quiet_until(
+                    self._state.resolved_since, self._policy.resolve_quiet_seconds
                 )
                 if workflow.now() >= quiet_until:
                     await self._close_resolved()
@@ -205,17 +199,12 @@ class IncidentWorkflow:
     # --- steps ----------------------------------------------------------------------------------
 
     def _next_wakeup(self) -> timedelta:
-        now = workflow.now()
-        candidates: list[datetime] = []
-        if self._state.decision_due is not None:
-            candidates.append(self._state.decision_due)
-        if self._state.resolved_since is not None:
-            candidates.append(
-                self._state.resolved_since + timedelta(seconds=self._policy.resolve_quiet_seconds)
-            )
-        if not candidates:
-            return timedelta(days=1)
-        return max(min(candidates) - now, timedelta(seconds=1))
+        return rules.next_wakeup(
+            now=workflow.now(),
+            decision_due=self._state.decision_due,
+            resolved_since=self._state.resolved_since,
+            quiet_seconds=self._policy.resolve_quiet_seconds,
+        )
 
     async def _open_ticket(self) -> None:
         try:
@@ -226,7 +215,7 @@ class IncidentWorkflow:
                 **self._activity_options(),
             )
         except ActivityError as err:
-            self._event("ticket_failed", f"could not open the ticket, retrying: {_cause(err)}")
+            self._event("ticket_failed", f"could not open the ticket, retrying: {cause(err)}")
             await workflow.sleep(timedelta(seconds=self._policy.ticket_retry_seconds))
             return
         self._view.ticket = ref
@@ -245,36 +234,23 @@ class IncidentWorkflow:
                     incident_id=self._view.id,
                     severity=self._view.severity,
                     level=self._view.escalations,
-                    reason=self._escalation_reason()
+                    reason=rules.escalation_reason(self._view.proposal, self._view.remediations)
                     if first
-                    else f"No decision after {self._policy.decision_timeout_seconds:.0f}s: re-escalated.",
-                    dedup_key=f"{self._view.id}:escalation:{self._state.rounds}:{self._view.escalations}",
+                    else rules.reescalation_reason(self._policy.decision_timeout_seconds),
+                    dedup_key=rules.escalation_dedup_key(
+                        self._view.id, self._state.rounds, self._view.escalations
+                    ),
                 ),
                 **self._activity_options(),
             )
         except ActivityError as err:
-            self._event("escalation_failed", f"escalation on the ticket failed: {_cause(err)}")
+            self._event("escalation_failed", f"escalation on the ticket failed: {cause(err)}")
         if first:
             self._set_stage(Stage.ESCALATED)
             self._event("escalated", "escalated to humans")
             self._set_stage(Stage.AWAITING_DECISION)
         self._state.decision_due = workflow.now() + timedelta(seconds=self._policy.decision_timeout_seconds)
         self._sync_memo()
-
-    def _escalation_reason(self) -> str:
-        proposal = self._view.proposal
-        last = self._view.remediations[-1] if self._view.remediations else None
-        if proposal is None:
-            return "No playbook applies: a human decision is needed."
-        text = f"Playbook {proposal.playbook} ({proposal.mode}) proposes, on {proposal.target}:\n"
-        text += "\n".join(f"  {i + 1}. {s}" for i, s in enumerate(proposal.steps))
-        if last is not None and last.outcome in ("rolled_back", "failed"):
-            text = f"The fix did not hold ({last.outcome}): {last.reason}\n" + text
-        elif last is not None:
-            text = f"The fix was not run ({last.outcome}): {last.reason}\n" + text
-        if proposal.mode == "suggest":
-            return text + "\n(suggest mode: selfheal will not run it; approving acknowledges.)"
-        return text + "\nApprove to run it, reject to take over."
 
     # --- evidence ---------------------------------------------------------------------------------
 
@@ -290,11 +266,10 @@ class IncidentWorkflow:
                 retry_policy=RetryPolicy(maximum_attempts=2, non_retryable_error_types=["TrackerRejected"]),
             )
         except ActivityError as err:
-            self._event("evidence_failed", f"evidence gathering failed: {_cause(err)}")
+            self._event("evidence_failed", f"evidence gathering failed: {cause(err)}")
             return
         self._view.evidence = evidence
-        found = ", ".join(f"{s.source} {s.status}" for s in evidence.sections) or "no sources"
-        self._event("evidence", f"evidence gathered: {found}")
+        self._event("evidence", rules.evidence_message(evidence))
 
     async def _investigate(self, match: MatchResult | None) -> None:
         """Builtin investigation always (no network, seconds); the LLM agent after it when configured.
@@ -316,7 +291,7 @@ class IncidentWorkflow:
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )
         except ActivityError as err:
-            self._event("investigation_failed", f"builtin investigation failed: {_cause(err)}")
+            self._event("investigation_failed", f"builtin investigation failed: {cause(err)}")
         if self._policy.investigator == "llm":
             try:
                 investigation = await workflow.execute_child_workflow(
@@ -328,22 +303,19 @@ class IncidentWorkflow:
                     parent_close_policy=ParentClosePolicy.TERMINATE,
                 )
             except (ChildWorkflowError, WorkflowAlreadyStartedError) as err:
-                self._event("investigation_failed", f"LLM investigation failed: {_cause(err)}")
+                self._event("investigation_failed", f"LLM investigation failed: {cause(err)}")
         if investigation is None:
             return
         self._view.investigation = investigation
-        top = investigation.hypotheses[0].title if investigation.hypotheses else "no hypothesis"
         self._event(
             "investigated",
-            f"{investigation.investigator} investigation ({investigation.status}): {top}",
+            rules.investigation_message(investigation),
             {"seconds": round(investigation.duration_seconds, 3)},
         )
         await self._update_page()
 
     def _closing_view(self, outcome: Outcome) -> IncidentView:
-        return self._view.model_copy(
-            update={"outcome": outcome, "closed_at": workflow.now(), "stage": Stage.CLOSED}
-        )
+        return rules.closing_view(self._view, outcome, now=workflow.now())
 
     async def _update_page(self, view: IncidentView | None = None) -> None:
         """Rewrite the ticket's page (description) from the view; best effort."""
@@ -356,7 +328,7 @@ class IncidentWorkflow:
                 **self._activity_options(attempts=5),
             )
         except ActivityError as err:
-            self._event("page_failed", f"could not update the ticket page: {_cause(err)}")
+            self._event("page_failed", f"could not update the ticket page: {cause(err)}")
 
     async def _record_closed(self, outcome: Outcome) -> None:
         """Remember the incident as it closes, for similar-incident search (best effort).
@@ -375,9 +347,7 @@ class IncidentWorkflow:
                 retry_policy=RetryPolicy(maximum_attempts=5),
             )
         except ActivityError as err:
-            self._event(
-                "record_failed", f"could not record the incident for similarity search: {_cause(err)}"
-            )
+            self._event("record_failed", f"could not record the incident for similarity search: {cause(err)}")
 
     # --- remediation ------------------------------------------------------------------------------
 
@@ -391,29 +361,19 @@ class IncidentWorkflow:
                 **self._activity_options(attempts=3),
             )
         except ActivityError as err:
-            self._event("playbook_error", f"playbook matching failed: {_cause(err)}")
+            self._event("playbook_error", f"playbook matching failed: {cause(err)}")
             return
         if match is None:
             await self._investigate(None)
             return
         plan = match.plan
         if plan is None:
-            reasons = "; ".join(match.reasons[:5]) or "no playbook for this alert"
-            self._event("no_playbook", f"no playbook applies: {reasons}")
+            self._event("no_playbook", rules.no_playbook_message(match))
             await self._investigate(match)
             return
         self._state.plan = plan
-        steps = [s.description for s in [*plan.fix, *plan.test, *plan.deploy]]
-        if plan.verify is not None:
-            steps.append(
-                f"verify {plan.verify.query} {plan.verify.condition} for {plan.verify.hold_for_seconds:.0f}s"
-            )
-        self._view.proposal = Proposal(
-            playbook=plan.playbook, mode=plan.policy.mode, target=plan.target, params=plan.params, steps=steps
-        )
-        self._event(
-            "playbook_matched", f"playbook {plan.playbook} applies ({plan.policy.mode}) on {plan.target}"
-        )
+        self._view.proposal = rules.proposal_for(plan)
+        self._event("playbook_matched", rules.playbook_matched_message(plan))
         await self._investigate(match)
         if plan.policy.mode == "auto":
             await self._remediate(plan, approved_by=None)
@@ -449,14 +409,14 @@ class IncidentWorkflow:
                 ),
             )
         except ActivityError as err:
-            grant = RunGrant(allowed=False, reason=f"could not reach the control workflow: {_cause(err)}")
+            grant = RunGrant(allowed=False, reason=f"could not reach the control workflow: {cause(err)}")
         if not grant.allowed:
             self._event("remediation_blocked", f"fix not run: {grant.reason}")
             await self._comment(
                 CommentRequest(
                     incident_id=self._view.id,
                     key=ticket.key,
-                    body=f"Playbook {plan.playbook} was not run: {grant.reason}",
+                    body=rules.blocked_comment(plan.playbook, grant.reason),
                     dedup_key=f"{self._view.id}:blocked:{self._state.rounds}",
                 )
             )
@@ -475,10 +435,7 @@ class IncidentWorkflow:
                         incident_id=self._view.id,
                         ticket_key=ticket.key,
                         parent_workflow_id=workflow.info().workflow_id,
-                        alert=next(
-                            (a for a in self._view.alerts if a.fingerprint == plan.alert_fingerprint),
-                            self._view.alerts[0],
-                        ),
+                        alert=rules.remediation_alert(self._view.alerts, plan.alert_fingerprint),
                         approved_by=approved_by,
                         activity_timeout_seconds=max(120.0, self._policy.activity_timeout_seconds),
                     ),
@@ -499,7 +456,7 @@ class IncidentWorkflow:
         except ChildWorkflowError as err:
             # A crashed or terminated remediation must not wedge the incident: escalate instead.
             result = RemediationResult(
-                outcome="failed", reason=f"the remediation workflow failed: {_cause(err)}"
+                outcome="failed", reason=f"the remediation workflow failed: {cause(err)}"
             )
         seconds = (workflow.now() - started).total_seconds()
         self._view.remediations.append(
@@ -516,13 +473,10 @@ class IncidentWorkflow:
         await self._flush_comments()
         if result.outcome != "healed":
             return False
-        outcome = Outcome.HEALED if approved_by is None else Outcome.HEALED_AFTER_APPROVAL
         await self._close_ticket_done(
-            f"Healed by playbook {plan.playbook} in {seconds:.1f}s"
-            + (f" (approved by {approved_by})" if approved_by else " with no human")
-            + ": fix deployed and verified. Closing.",
+            rules.healed_comment(plan.playbook, seconds, approved_by),
             "healed",
-            outcome,
+            rules.healed_outcome(approved_by),
         )
         return True
 
@@ -549,17 +503,13 @@ class IncidentWorkflow:
             if not self._view.group_key:
                 self._view.group_key = n.groupKey
                 self._view.receiver = n.receiver
-            before = {a.fingerprint: a.status for a in self._view.alerts}
-            current = {a.fingerprint: a for a in self._view.alerts}
-            for alert in n.alerts:
-                current[alert.fingerprint] = TrackedAlert.of(alert)
-            self._view.alerts = sorted(current.values(), key=lambda a: (a.status != "firing", a.fingerprint))
+            before = self._view.alerts
+            self._view.alerts = rules.merge_alerts(before, n.alerts)
             self._refresh_identity()
-            after = {a.fingerprint: a.status for a in self._view.alerts}
-            changes = _describe_changes(before, after, current)
-            firing = any(a.status == "firing" for a in self._view.alerts)
+            changes = rules.describe_changes(before, self._view.alerts)
             was = self._view.status
-            self._view.status = "firing" if firing else "resolved"
+            self._view.status = rules.group_status(self._view.alerts)
+            firing = self._view.status == "firing"
             if was == "firing" and not firing:
                 self._state.resolved_since = workflow.now()
                 self._event("resolved", "all alerts of the group resolved; waiting for the quiet period")
@@ -577,7 +527,7 @@ class IncidentWorkflow:
                         CommentRequest(
                             incident_id=self._view.id,
                             key=self._view.ticket.key,
-                            body="Alert group changed:\n" + "\n".join(f"- {c}" for c in changes),
+                            body=rules.changes_comment(changes),
                             dedup_key=f"{self._view.id}:notification:{self._view.notifications}",
                         )
                     )
@@ -594,40 +544,27 @@ class IncidentWorkflow:
                 "comment_ticket", req, result_type=bool, **self._activity_options()
             )
         except ActivityError as err:
-            self._event("comment_failed", f"comment on {req.key} failed: {_cause(err)}")
+            self._event("comment_failed", f"comment on {req.key} failed: {cause(err)}")
 
     async def _close_on_decision(self, decision: Decision) -> None:
         ticket = self._view.ticket
         assert ticket is not None
         self._view.decision = decision
-        verb = "approved" if decision.decision == DecisionKind.APPROVE else "rejected"
-        fix = self._view.investigation.proposed_fix if self._view.investigation else None
-        if decision.decision != DecisionKind.APPROVE:
-            meaning = "Rejected: humans own this incident from here."
-        elif fix is not None and fix.kind in ("manual", "patch"):
-            meaning = (
-                f"Acknowledged: the proposed fix ({fix.kind}) is for humans to apply; selfheal runs nothing."
-            )
-        else:
-            meaning = "Acknowledged: no runnable fix was proposed, so nothing runs."
-        text = f"{verb.capitalize()} by {decision.by} via {decision.source}. {meaning}"
-        if decision.comment:
-            text += f"\nComment: {decision.comment}"
+        text = rules.decision_text(decision, self._view.investigation)
         self._event("decision", text, {"decision": decision.decision.value, "by": decision.by})
         await self._comment(
             CommentRequest(
                 incident_id=self._view.id, key=ticket.key, body=text, dedup_key=f"{self._view.id}:decision"
             )
         )
-        outcome = Outcome.APPROVED if decision.decision == DecisionKind.APPROVE else Outcome.REJECTED
+        outcome = rules.decision_outcome(decision)
         await self._update_page(self._closing_view(outcome))
         await self._record_closed(outcome)
         self._close(outcome)
 
     async def _close_resolved(self) -> None:
-        quiet = self._policy.resolve_quiet_seconds
         await self._close_ticket_done(
-            f"All alerts resolved and stayed quiet for {quiet:.0f}s: closing.", "resolved", Outcome.RESOLVED
+            rules.resolved_comment(self._policy.resolve_quiet_seconds), "resolved", Outcome.RESOLVED
         )
 
     async def _close_ticket_done(self, body: str, dedup: str, outcome: Outcome) -> None:
@@ -648,7 +585,7 @@ class IncidentWorkflow:
                 **self._activity_options(),
             )
         except ActivityError as err:
-            self._event("transition_failed", f"could not transition {ticket.key}: {_cause(err)}")
+            self._event("transition_failed", f"could not transition {ticket.key}: {cause(err)}")
         await self._record_closed(outcome)
         self._close(outcome)
 
@@ -657,7 +594,7 @@ class IncidentWorkflow:
         self._view.closed_at = workflow.now()
         self._state.decision_due = None
         self._set_stage(Stage.CLOSED)
-        self._event("closed", f"incident closed: {outcome.value}")
+        self._event("closed", rules.closed_message(outcome))
         self._sync_memo()
 
     def _continue_as_new(self, inp: IncidentInput) -> None:
@@ -684,26 +621,17 @@ class IncidentWorkflow:
     # --- bookkeeping ------------------------------------------------------------------------------
 
     def _refresh_identity(self) -> None:
-        alerts = [a for a in self._view.alerts if a.status == "firing"] or self._view.alerts
-        first = alerts[0] if alerts else None
-        if first is None:
-            return
-        labels = first.labels
-        self._view.alertname = labels.get("alertname", self._view.alertname)
-        self._view.severity = (
-            _max_severity([a.labels.get("severity", "") for a in alerts]) or self._view.severity
+        v = self._view
+        found = rules.identity(
+            v.alerts,
+            alertname=v.alertname,
+            severity=v.severity,
+            service=v.service,
+            service_labels=self._policy.service_labels,
         )
-        for key in self._policy.service_labels:
-            if labels.get(key):
-                self._view.service = labels[key]
-                break
-        summary = first.annotations.get("summary") or first.annotations.get("description") or ""
-        title = f"[{self._view.severity or 'alert'}] {self._view.alertname}"
-        if self._view.service:
-            title += f" on {self._view.service}"
-        if summary:
-            title += f": {summary}"
-        self._view.title = title[:240]
+        if found is not None:
+            v.alertname, v.severity, v.service = found.alertname, found.severity, found.service
+            v.title = found.title
 
     def _set_stage(self, stage: Stage) -> None:
         if self._view.stage != stage:
@@ -717,16 +645,7 @@ class IncidentWorkflow:
         workflow.logger.info("%s: %s", kind, message, extra={"incident_id": self._view.id})
 
     def _memo(self) -> dict[str, Any]:
-        v = self._view
-        return {
-            "incident_id": v.id,
-            "title": v.title,
-            "outcome": v.outcome.value if v.outcome else None,
-            "opened_at": v.opened_at.isoformat(),
-            "closed_at": v.closed_at.isoformat() if v.closed_at else None,
-            "ticket_key": v.ticket.key if v.ticket else None,
-            "ticket_url": v.ticket.url if v.ticket else None,
-        }
+        return rules.memo(self._view)
 
     def _sync_memo(self) -> None:
         workflow.upsert_memo(self._memo())
@@ -756,10 +675,8 @@ class IncidentWorkflow:
         workflow.upsert_search_attributes([p.key.value_set(p.value) for p in wanted])
 
     def _workflow_url(self) -> str:
-        if not self._policy.ui_url:
-            return ""
         info = workflow.info()
-        return f"{self._policy.ui_url.rstrip('/')}/namespaces/{info.namespace}/workflows/{info.workflow_id}"
+        return rules.workflow_url(self._policy.ui_url, info.namespace, info.workflow_id)
 
     def _activity_options(self, attempts: int = 20) -> dict[str, Any]:
         """Ticket calls retry long (Jira outages); decisions about fixes give up fast and escalate."""
@@ -773,38 +690,3 @@ class IncidentWorkflow:
                 non_retryable_error_types=["TrackerRejected", "RemediationRejected"],
             ),
         }
-
-
-_SEVERITY_RANK = {"critical": 4, "error": 3, "warning": 2, "info": 1, "none": 0}
-
-
-def _max_severity(values: list[str]) -> str:
-    known = [v for v in values if v]
-    if not known:
-        return ""
-    return max(known, key=lambda s: _SEVERITY_RANK.get(s.lower(), 0))
-
-
-def _describe_changes(
-    before: Mapping[str, str], after: Mapping[str, str], alerts: Mapping[str, TrackedAlert]
-) -> list[str]:
-    changes: list[str] = []
-    for fp, status in after.items():
-        name = _alert_label(alerts[fp])
-        if fp not in before:
-            changes.append(f"new {status} alert {name}")
-        elif before[fp] != status:
-            changes.append(f"{name} is now {status}")
-    return changes
-
-
-def _alert_label(alert: TrackedAlert) -> str:
-    labels = alert.labels
-    extra = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
-    return f"{labels.get('alertname', alert.fingerprint)}{{{extra}}}"
-
-
-def _cause(err: BaseException) -> str:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return str(err)[:500]

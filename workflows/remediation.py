@@ -37,6 +37,8 @@ with workflow.unsafe.imports_passed_through():
         WorktreeRequest,
     )
     from models.tickets import CommentRequest
+    from workflows import remediation_rules as rules
+    from workflows.incident_rules import root_cause
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -60,9 +62,7 @@ class RemediationWorkflow:
 
     @workflow.run
     async def run(self, inp: RemediationInput) -> RemediationResult:
-        plan = inp.plan
-        who = f"approved by {inp.approved_by}" if inp.approved_by else "autonomous"
-        await self._progress("remediation_started", f"playbook {plan.playbook} on {plan.target} ({who})")
+        await self._progress("remediation_started", rules.started_message(inp.plan, inp.approved_by))
 
         try:
             checked = await self._prechecks()
@@ -124,7 +124,7 @@ class RemediationWorkflow:
                             incident_id=inp.incident_id,
                             repo=plan.repo,
                             worktree=self._worktree.path,
-                            message=f"selfheal: {plan.playbook} for {plan.target}\n\n{plan.description}",
+                            message=rules.commit_message(plan),
                         ),
                         str,
                         "commit fix",
@@ -160,19 +160,13 @@ class RemediationWorkflow:
                     raise StepFailed(f"verification failed: {outcome.reason}")
         except StepFailed as err:
             reason = str(err)
-            if not deployed and not self._non_git_fix_ran():
+            if not deployed and not rules.non_git_fix_ran(self._steps):
                 return await self._finish("failed", f"{reason} (nothing was deployed)")
             await self._rollback(reason)
             return await self._finish("rolled_back", f"{reason}; the fix was rolled back")
         return await self._finish("healed", "fix deployed and verified")
 
     # --- steps ---------------------------------------------------------------------------------
-
-    def _non_git_fix_ran(self) -> bool:
-        return any(
-            r.phase == "fix" and r.status == "ok" and r.name.split(" ")[0] in ("command", "http")
-            for r in self._steps
-        )
 
     async def _step(self, activity: str, step: PlannedStep) -> StepOutcome:
         inp = self._inp
@@ -183,10 +177,14 @@ class RemediationWorkflow:
             step=step,
             alert_starts_at=inp.alert.startsAt,
         )
-        name = f"{step.action.kind} {step.phase} {step.index + 1}"
-        timeout = getattr(step.action, "timeout_seconds", 0) + 60
+        name = rules.step_name(step)
         outcome: StepOutcome = await self._act(
-            activity, req, StepOutcome, name, phase=step.phase, timeout_seconds=timeout
+            activity,
+            req,
+            StepOutcome,
+            name,
+            phase=step.phase,
+            timeout_seconds=rules.step_timeout_seconds(step),
         )
         if not outcome.ok:
             raise StepFailed(f"{name} failed: {outcome.detail}")
@@ -220,7 +218,7 @@ class RemediationWorkflow:
                     )
             else:
                 for step in plan.rollback:
-                    await self._step("apply_step" if step.action.kind != "git_push" else "deploy_step", step)
+                    await self._step(rules.rollback_activity(step), step)
                 await self._progress("rolled_back", "rollback steps completed")
         except (StepFailed, ActivityError) as err:
             await self._progress("rollback_failed", f"ROLLBACK FAILED: {err}")
@@ -253,16 +251,11 @@ class RemediationWorkflow:
                 ),
             )
         except ActivityError as err:
-            cause: BaseException = err
-            while cause.__cause__ is not None:
-                cause = cause.__cause__
+            cause = root_cause(err)
             await self._record(phase, name, "failed", started, str(cause)[:500])
             raise StepFailed(f"{name} failed: {str(cause)[:300]}") from err
-        detail = result.detail if isinstance(result, StepOutcome) else ""
-        if isinstance(result, VerifyOutcome | CheckReport):
-            detail = result.reason if isinstance(result, VerifyOutcome) else "; ".join(result.lines)
-        ok = bool(getattr(result, "ok", True))
-        await self._record(phase, name, "ok" if ok else "failed", started, detail)
+        ok = rules.result_ok(result)
+        await self._record(phase, name, "ok" if ok else "failed", started, rules.result_detail(result))
         return result
 
     async def _record(self, phase: str, name: str, status: str, started: Any, detail: str) -> None:
@@ -271,13 +264,12 @@ class RemediationWorkflow:
             phase=phase, name=name, status=status, started=started, seconds=seconds, detail=detail
         )
         self._steps.append(rec)
-        mark = "OK" if status == "ok" else "FAILED"
-        text = f"[{phase}] {name}: {mark} in {seconds:.1f}s" + (f" — {detail}" if detail else "")
-        await self._progress("step", text)
+        await self._progress("step", rules.step_line(phase, name, status, seconds, detail))
 
     async def _progress(self, kind: str, message: str, stage: str | None = None) -> None:
         """Tell the incident (timeline, stage) and write the step on the ticket."""
         inp = self._inp
+        info = workflow.info()
         parent = workflow.get_external_workflow_handle(inp.parent_workflow_id)
         await parent.signal("remediation_progress", Progress(kind=kind, message=message, stage=stage))
         try:
@@ -286,9 +278,10 @@ class RemediationWorkflow:
                 CommentRequest(
                     incident_id=inp.incident_id,
                     key=inp.ticket_key,
-                    body=f"Remediation ({inp.plan.playbook}): {message}",
-                    dedup_key=f"{inp.incident_id}:{workflow.info().workflow_id}:{workflow.info().run_id}:"
-                    f"{len(self._steps)}:{kind}",
+                    body=rules.progress_comment(inp.plan.playbook, message),
+                    dedup_key=rules.progress_dedup_key(
+                        inp.incident_id, info.workflow_id, info.run_id, len(self._steps), kind
+                    ),
                 ),
                 result_type=bool,
                 start_to_close_timeout=timedelta(seconds=30),

@@ -1,0 +1,72 @@
+"""The remediation workflow's pure rules (workflows/remediation_rules.py) as plain functions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from models.plan import CommandAction, GitPushAction, HttpAction, PlannedPolicy, PlannedStep, RemediationPlan
+from models.remediation import CheckReport, StepOutcome, StepRecord, VerifyOutcome
+from workflows import remediation_rules as rules
+
+T0 = datetime(2026, 3, 3, 7, 15, tzinfo=UTC)
+
+PLAN = RemediationPlan(
+    playbook="db-pool-raise-size",
+    playbook_digest="d",
+    description="Raise the pool size",
+    alert_fingerprint="fp1",
+    alertname="PoolExhausted",
+    target="orders",
+    policy=PlannedPolicy(mode="auto", max_runs=3, window_seconds=3600, cooldown_seconds=0),
+)
+
+
+def record(phase: str, name: str, status: str) -> StepRecord:
+    return StepRecord(phase=phase, name=name, status=status, started=T0, seconds=1.0)
+
+
+def test_texts() -> None:
+    assert rules.started_message(PLAN, None) == "playbook db-pool-raise-size on orders (autonomous)"
+    assert rules.started_message(PLAN, "bob") == "playbook db-pool-raise-size on orders (approved by bob)"
+    assert rules.commit_message(PLAN) == "selfheal: db-pool-raise-size for orders\n\nRaise the pool size"
+    assert rules.progress_comment("p", "deploying") == "Remediation (p): deploying"
+    assert rules.progress_dedup_key("i", "remediation-orders", "run", 3, "step") == (
+        "i:remediation-orders:run:3:step"
+    )
+
+
+def test_step_name_timeout_and_rollback_activity() -> None:
+    cmd = PlannedStep(
+        phase="test", index=1, description="t", action=CommandAction(argv=["x"], timeout_seconds=90)
+    )
+    push = PlannedStep(phase="rollback", index=0, description="p", action=GitPushAction(branch="main"))
+    assert rules.step_name(cmd) == "command test 2"
+    assert rules.step_timeout_seconds(cmd) == 150
+    assert rules.step_timeout_seconds(push) == rules.STEP_TIMEOUT_MARGIN, "no timeout of its own"
+    assert rules.rollback_activity(push) == "deploy_step"
+    http = PlannedStep(phase="rollback", index=1, description="h", action=HttpAction(url="http://x"))
+    assert rules.rollback_activity(http) == "apply_step"
+
+
+def test_non_git_fix_ran() -> None:
+    assert not rules.non_git_fix_ran([record("fix", "git_edit fix 1", "ok")])
+    assert not rules.non_git_fix_ran([record("fix", "command fix 1", "failed")])
+    assert not rules.non_git_fix_ran([record("test", "command test 1", "ok")])
+    assert rules.non_git_fix_ran([record("fix", "http fix 1", "ok")])
+    assert rules.non_git_fix_ran([record("fix", "command fix 1", "ok")])
+
+
+def test_result_detail_and_ok() -> None:
+    assert rules.result_detail(StepOutcome(ok=True, detail="d")) == "d"
+    assert rules.result_detail(VerifyOutcome(ok=False, reason="still firing")) == "still firing"
+    assert rules.result_detail(CheckReport(ok=True, lines=["a", "b"])) == "a; b"
+    assert rules.result_detail("abc123") == ""
+    assert rules.result_ok("abc123") and rules.result_ok(StepOutcome(ok=True))
+    assert not rules.result_ok(VerifyOutcome(ok=False))
+
+
+def test_step_line() -> None:
+    assert rules.step_line("fix", "command fix 1", "ok", 1.26, "") == "[fix] command fix 1: OK in 1.3s"
+    assert rules.step_line("verify", "verify", "failed", 3, "up < 1") == (
+        "[verify] verify: FAILED in 3.0s — up < 1"
+    )

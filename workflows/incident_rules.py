@@ -1,0 +1,315 @@
+"""The incident's pure rules: texts, severity, identity, alert changes, timers and memo.
+
+Split from `workflows/incident.py` so the workflow module is orchestration only and these rules
+can be tested as plain functions, without a Temporal server. Everything here is pure: no workflow
+API, no I/O, and the clock arrives as `now=`. The workflow's commands are built from exactly these
+values, so changing a text or a rule here changes what new histories record (timeline, ticket
+comments, memo) but never the sequence of commands: replays stay deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from models.evidence import Evidence
+from models.incident import (
+    Decision,
+    DecisionKind,
+    IncidentView,
+    Outcome,
+    Proposal,
+    RemediationSummary,
+    Stage,
+    TrackedAlert,
+    WebhookAlert,
+)
+from models.investigation import Investigation
+from models.plan import MatchResult, RemediationPlan
+
+#: Highest wins when a group's alerts disagree; unknown severities rank with `none`.
+SEVERITY_RANK = {"critical": 4, "error": 3, "warning": 2, "info": 1, "none": 0}
+#: How long the workflow sleeps when nothing is due (it wakes on any signal anyway).
+IDLE_WAKEUP = timedelta(days=1)
+TITLE_MAX = 240
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost cause: an ActivityError wraps the ApplicationError that says what happened."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def cause(err: BaseException) -> str:
+    return str(root_cause(err))[:500]
+
+
+# --- alerts and identity --------------------------------------------------------------------------
+
+
+def max_severity(values: Iterable[str]) -> str:
+    known = [v for v in values if v]
+    if not known:
+        return ""
+    return max(known, key=lambda s: SEVERITY_RANK.get(s.lower(), 0))
+
+
+def merge_alerts(alerts: Sequence[TrackedAlert], incoming: Iterable[WebhookAlert]) -> list[TrackedAlert]:
+    """A snapshot of the group applied to what we know: firing first, then by fingerprint."""
+    current = {a.fingerprint: a for a in alerts}
+    for alert in incoming:
+        current[alert.fingerprint] = TrackedAlert.of(alert)
+    return sorted(current.values(), key=lambda a: (a.status != "firing", a.fingerprint))
+
+
+def alert_label(alert: TrackedAlert) -> str:
+    labels = alert.labels
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
+    return f"{labels.get('alertname', alert.fingerprint)}{{{extra}}}"
+
+
+def describe_changes(before: Sequence[TrackedAlert], after: Sequence[TrackedAlert]) -> list[str]:
+    """One line per alert that is new or changed status, in `after`'s order."""
+    was = {a.fingerprint: a.status for a in before}
+    changes: list[str] = []
+    for alert in after:
+        name = alert_label(alert)
+        if alert.fingerprint not in was:
+            changes.append(f"new {alert.status} alert {name}")
+        elif was[alert.fingerprint] != alert.status:
+            changes.append(f"{name} is now {alert.status}")
+    return changes
+
+
+def group_status(alerts: Iterable[TrackedAlert]) -> Literal["firing", "resolved"]:
+    return "firing" if any(a.status == "firing" for a in alerts) else "resolved"
+
+
+def changes_comment(changes: Sequence[str]) -> str:
+    return "Alert group changed:\n" + "\n".join(f"- {c}" for c in changes)
+
+
+@dataclass(frozen=True)
+class Identity:
+    alertname: str
+    severity: str
+    service: str
+    title: str
+
+
+def identity(
+    alerts: Sequence[TrackedAlert],
+    *,
+    alertname: str,
+    severity: str,
+    service: str,
+    service_labels: Sequence[str],
+) -> Identity | None:
+    """Name, severity, service and title from the firing alerts (all if none fires); None if no alerts.
+
+    The current values are kept where the alerts say nothing (a missing label, no severity).
+    """
+    chosen = [a for a in alerts if a.status == "firing"] or list(alerts)
+    if not chosen:
+        return None
+    first = chosen[0]
+    labels = first.labels
+    alertname = labels.get("alertname", alertname)
+    severity = max_severity(a.labels.get("severity", "") for a in chosen) or severity
+    for key in service_labels:
+        if labels.get(key):
+            service = labels[key]
+            break
+    summary = first.annotations.get("summary") or first.annotations.get("description") or ""
+    title = f"[{severity or 'alert'}] {alertname}"
+    if service:
+        title += f" on {service}"
+    if summary:
+        title += f": {summary}"
+    return Identity(alertname=alertname, severity=severity, service=service, title=title[:TITLE_MAX])
+
+
+# --- escalation ----------------------------------------------------------------------------------
+
+
+def escalation_reason(proposal: Proposal | None, remediations: Sequence[RemediationSummary]) -> str:
+    """What the first escalation of a round asks humans, after any failed or skipped fix."""
+    last = remediations[-1] if remediations else None
+    if proposal is None:
+        return "No playbook applies: a human decision is needed."
+    text = f"Playbook {proposal.playbook} ({proposal.mode}) proposes, on {proposal.target}:\n"
+    text += "\n".join(f"  {i + 1}. {s}" for i, s in enumerate(proposal.steps))
+    if last is not None and last.outcome in ("rolled_back", "failed"):
+        text = f"The fix did not hold ({last.outcome}): {last.reason}\n" + text
+    elif last is not None:
+        text = f"The fix was not run ({last.outcome}): {last.reason}\n" + text
+    if proposal.mode == "suggest":
+        return text + "\n(suggest mode: selfheal will not run it; approving acknowledges.)"
+    return text + "\nApprove to run it, reject to take over."
+
+
+def reescalation_reason(decision_timeout_seconds: float) -> str:
+    return f"No decision after {decision_timeout_seconds:.0f}s: re-escalated."
+
+
+def escalation_dedup_key(incident_id: str, rounds: int, escalations: int) -> str:
+    return f"{incident_id}:escalation:{rounds}:{escalations}"
+
+
+# --- evidence, playbooks, investigation -----------------------------------------------------------
+
+
+def evidence_message(evidence: Evidence) -> str:
+    found = ", ".join(f"{s.source} {s.status}" for s in evidence.sections) or "no sources"
+    return f"evidence gathered: {found}"
+
+
+def no_playbook_message(match: MatchResult) -> str:
+    reasons = "; ".join(match.reasons[:5]) or "no playbook for this alert"
+    return f"no playbook applies: {reasons}"
+
+
+def proposal_for(plan: RemediationPlan) -> Proposal:
+    """The plan as humans read it on the ticket: one line per step, verification last."""
+    steps = [s.description for s in [*plan.fix, *plan.test, *plan.deploy]]
+    if plan.verify is not None:
+        steps.append(
+            f"verify {plan.verify.query} {plan.verify.condition} for {plan.verify.hold_for_seconds:.0f}s"
+        )
+    return Proposal(
+        playbook=plan.playbook, mode=plan.policy.mode, target=plan.target, params=plan.params, steps=steps
+    )
+
+
+def playbook_matched_message(plan: RemediationPlan) -> str:
+    return f"playbook {plan.playbook} applies ({plan.policy.mode}) on {plan.target}"
+
+
+def investigation_message(investigation: Investigation) -> str:
+    top = investigation.hypotheses[0].title if investigation.hypotheses else "no hypothesis"
+    return f"{investigation.investigator} investigation ({investigation.status}): {top}"
+
+
+# --- remediation ---------------------------------------------------------------------------------
+
+
+def runs_fix(decision: Decision, plan: RemediationPlan | None) -> bool:
+    """An approval runs the matched plan unless it only suggests; anything else closes the incident."""
+    return decision.decision == DecisionKind.APPROVE and plan is not None and plan.policy.mode != "suggest"
+
+
+def approved_fix_message(decision: Decision) -> str:
+    return f"Approved by {decision.by} via {decision.source}: running the fix"
+
+
+def blocked_comment(playbook: str, reason: str) -> str:
+    return f"Playbook {playbook} was not run: {reason}"
+
+
+def remediation_alert(alerts: Sequence[TrackedAlert], fingerprint: str) -> TrackedAlert:
+    """The alert the plan was rendered for, or the group's first if it is gone."""
+    return next((a for a in alerts if a.fingerprint == fingerprint), alerts[0])
+
+
+def healed_outcome(approved_by: str | None) -> Outcome:
+    return Outcome.HEALED if approved_by is None else Outcome.HEALED_AFTER_APPROVAL
+
+
+def healed_comment(playbook: str, seconds: float, approved_by: str | None) -> str:
+    return (
+        f"Healed by playbook {playbook} in {seconds:.1f}s"
+        + (f" (approved by {approved_by})" if approved_by else " with no human")
+        + ": fix deployed and verified. Closing."
+    )
+
+
+# --- closing -------------------------------------------------------------------------------------
+
+
+def decision_text(decision: Decision, investigation: Investigation | None) -> str:
+    """The timeline entry and ticket comment for a decision that closes the incident."""
+    verb = "approved" if decision.decision == DecisionKind.APPROVE else "rejected"
+    fix = investigation.proposed_fix if investigation else None
+    if decision.decision != DecisionKind.APPROVE:
+        meaning = "Rejected: humans own this incident from here."
+    elif fix is not None and fix.kind in ("manual", "patch"):
+        meaning = (
+            f"Acknowledged: the proposed fix ({fix.kind}) is for humans to apply; selfheal runs nothing."
+        )
+    else:
+        meaning = "Acknowledged: no runnable fix was proposed, so nothing runs."
+    text = f"{verb.capitalize()} by {decision.by} via {decision.source}. {meaning}"
+    if decision.comment:
+        text += f"\nComment: {decision.comment}"
+    return text
+
+
+def decision_outcome(decision: Decision) -> Outcome:
+    return Outcome.APPROVED if decision.decision == DecisionKind.APPROVE else Outcome.REJECTED
+
+
+def resolved_comment(quiet_seconds: float) -> str:
+    return f"All alerts resolved and stayed quiet for {quiet_seconds:.0f}s: closing."
+
+
+def closed_message(outcome: Outcome) -> str:
+    return f"incident closed: {outcome.value}"
+
+
+def closing_view(view: IncidentView, outcome: Outcome, *, now: datetime) -> IncidentView:
+    """The view as it will be once closed, for the ticket page and the incident store."""
+    return view.model_copy(update={"outcome": outcome, "closed_at": now, "stage": Stage.CLOSED})
+
+
+# --- timers --------------------------------------------------------------------------------------
+
+
+def quiet_until(resolved_since: datetime, quiet_seconds: float) -> datetime:
+    return resolved_since + timedelta(seconds=quiet_seconds)
+
+
+def next_wakeup(
+    *,
+    now: datetime,
+    decision_due: datetime | None,
+    resolved_since: datetime | None,
+    quiet_seconds: float,
+) -> timedelta:
+    """How long to wait for a signal before the next deadline (at least a second)."""
+    candidates: list[datetime] = []
+    if decision_due is not None:
+        candidates.append(decision_due)
+    if resolved_since is not None:
+        candidates.append(quiet_until(resolved_since, quiet_seconds))
+    if not candidates:
+        return IDLE_WAKEUP
+    return max(min(candidates) - now, timedelta(seconds=1))
+
+
+# --- what Temporal shows -------------------------------------------------------------------------
+
+
+def memo(view: IncidentView) -> dict[str, Any]:
+    """The memo the API lists incidents from without asking a worker."""
+    return {
+        "incident_id": view.id,
+        "title": view.title,
+        "outcome": view.outcome.value if view.outcome else None,
+        "opened_at": view.opened_at.isoformat(),
+        "closed_at": view.closed_at.isoformat() if view.closed_at else None,
+        "ticket_key": view.ticket.key if view.ticket else None,
+        "ticket_url": view.ticket.url if view.ticket else None,
+    }
+
+
+def workflow_url(ui_url: str, namespace: str, workflow_id: str) -> str:
+    """The Temporal UI's page of this workflow; "" without a UI."""
+    if not ui_url:
+        return ""
+    return f"{ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{workflow_id}"
