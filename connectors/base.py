@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 
 from pydantic import BaseModel, Field
 
+from connectors.errors import ConnectorError
 from models.incident import TicketRef
 from pages.document import Document
 
@@ -33,12 +34,11 @@ class TicketContent(BaseModel):
     link_title: str | None = None
 
 
-class TrackerError(Exception):
+class TrackerError(ConnectorError):
     """A tracker refused or failed a call; `retryable` tells the activity whether to try again."""
 
     def __init__(self, message: str, *, retryable: bool = True) -> None:
-        super().__init__(message)
-        self.retryable = retryable
+        super().__init__(message, retryable=retryable)
 
 
 def incident_label(incident_id: str) -> str:

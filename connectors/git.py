@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from connectors.errors import ConnectorError
 from models.settings import Section
 
 
@@ -113,12 +114,11 @@ _fetched_at: dict[str, float] = {}
 FETCH_REUSE_SECONDS = 2.0
 
 
-class GitError(Exception):
+class GitError(ConnectorError):
     """A git operation failed; `retryable` says whether another attempt can help."""
 
     def __init__(self, message: str, *, retryable: bool = False) -> None:
-        super().__init__(_CREDENTIALS_IN_URL.sub(r"\1***@", message))
-        self.retryable = retryable
+        super().__init__(_CREDENTIALS_IN_URL.sub(r"\1***@", message), retryable=retryable)
 
 
 class Worktree(BaseModel):

@@ -17,6 +17,7 @@ from typing import Literal
 import httpx
 
 from connectors.commands import CommandError, run_command
+from connectors.errors import ConnectorError
 from connectors.tenant_http import TenantHttpClient
 from models.evidence import EvidenceSection, LogLine
 from pages.redact import cap, redact
@@ -31,12 +32,8 @@ _HEX = re.compile(r"\b(?:0x[0-9a-fA-F]+|(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,})\b")
 _DIGITS = re.compile(r"\d+")
 
 
-class LokiError(Exception):
+class LokiError(ConnectorError):
     """A Loki query failed; `retryable` is False for a query Loki rejected (bad LogQL, bad range)."""
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 def to_ns(at: datetime) -> int:

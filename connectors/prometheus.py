@@ -22,6 +22,8 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from pydantic import BaseModel
 from urllib3.util.retry import Retry
 
+from connectors.errors import ConnectorError
+
 _CONDITION = re.compile(
     r"^\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<num>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?Inf)\s*$"
 )
@@ -38,12 +40,8 @@ _STATUS = re.compile(r"HTTP Status Code (\d{3})")
 _RETRYABLE_STATUS = frozenset({408, 429})
 
 
-class PrometheusError(Exception):
+class PrometheusError(ConnectorError):
     """A query failed; `retryable` is False for a query Prometheus rejected (bad PromQL)."""
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
+from connectors.errors import ConnectorError
 from connectors.tenant_http import TenantHttpClient
 from models.evidence import EvidenceSection, TraceRef
 from pages.redact import redact
@@ -23,12 +24,8 @@ _RETRYABLE_STATUS = frozenset({408, 429})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class TracesError(Exception):
+class TracesError(ConnectorError):
     """A trace search failed; `retryable` says whether another attempt can help."""
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 class TraceSearcher(Protocol):
