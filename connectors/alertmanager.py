@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from connectors.errors import ConnectorError
+from connectors.base import ConnectorError
 
 _RETRYABLE_STATUS = frozenset({408, 429})
 

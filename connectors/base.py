@@ -1,6 +1,12 @@
-"""The one small contract every ticket tracker implements.
+"""The small contracts of the connector layer: the error every connector raises, and the ticket
+tracker interface.
 
-Every method is idempotent so an activity retried after a crash never duplicates a side effect:
+`ConnectorError` carries `retryable`, because Temporal owns retries and an activity can only decide
+well if every connector answers that question the same way. Each connector keeps its own subclass
+(and its own default), so callers may catch `LokiError` or `TrackerError` by name, or any of them
+as `ConnectorError`.
+
+Every tracker method is idempotent so an activity retried after a crash never duplicates a side effect:
 `create_or_update` searches by the incident's label first, and `comment` skips a comment whose
 dedup marker is already on the ticket.
 """
@@ -11,7 +17,6 @@ from abc import ABC, abstractmethod
 
 from pydantic import BaseModel, Field
 
-from connectors.errors import ConnectorError
 from models.incident import TicketRef
 from pages.document import Document
 
@@ -32,6 +37,14 @@ class TicketContent(BaseModel):
     assignee: str | None = None
     link_url: str | None = None
     link_title: str | None = None
+
+
+class ConnectorError(Exception):
+    """A call to an external system failed; `retryable` says whether another attempt can help."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class TrackerError(ConnectorError):

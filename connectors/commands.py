@@ -27,7 +27,7 @@ from typing import IO, Literal
 import structlog
 from pydantic import BaseModel
 
-from connectors.errors import ConnectorError
+from connectors.base import ConnectorError
 
 log = structlog.get_logger(__name__)
 

@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from connectors.errors import ConnectorError
+from connectors.base import ConnectorError
 from models.settings import Section
 
 

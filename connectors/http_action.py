@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from pydantic import BaseModel
 
-from connectors.errors import ConnectorError
+from connectors.base import ConnectorError
 from models.plan import HttpAction
 
 #: Besides 5xx: timeouts, conflicts, locks, rate limits; the same set the Jira connector retries.

@@ -11,7 +11,7 @@ from typing import Literal
 
 import httpx
 
-from connectors.errors import ConnectorError
+from connectors.base import ConnectorError
 from connectors.tenant_http import TenantHttpClient
 from models.evidence import LogLine
 

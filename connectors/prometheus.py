@@ -19,7 +19,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from pydantic import BaseModel
 from urllib3.util.retry import Retry
 
-from connectors.errors import ConnectorError
+from connectors.base import ConnectorError
 from playbooks.condition import Condition, ConditionError
 from playbooks.condition import parse_condition as _parse_condition
 

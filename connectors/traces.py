@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.errors import ConnectorError
+from connectors.base import ConnectorError
 from connectors.tenant_http import TenantHttpClient
 from models.evidence import TraceRef
 

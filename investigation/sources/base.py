@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
-from connectors.errors import ConnectorError
+from connectors.base import ConnectorError
 from investigation.settings import EvidenceSettings, ServiceEvidence
 from models.evidence import EvidenceSection
 from models.incident import IncidentView

@@ -1,13 +1,12 @@
-"""Every connector's error is a ConnectorError carrying `retryable`, with its connector's default."""
+"""connectors.base: every connector's error is a ConnectorError carrying `retryable`, with its default."""
 
 from __future__ import annotations
 
 import pytest
 
 from connectors.alertmanager import AlertmanagerError
-from connectors.base import TrackerError
+from connectors.base import ConnectorError, TrackerError
 from connectors.commands import CommandError
-from connectors.errors import ConnectorError
 from connectors.git import GitError
 from connectors.http_action import HttpActionError
 from connectors.loki import LokiError
