@@ -148,15 +148,18 @@ def prometheus_range(settings: Settings, promql: str, start: datetime, end: date
 
 
 def loki_query(settings: Settings, logql: str, start: datetime, end: datetime, limit: int) -> str:
-    from connectors.loki import LokiClient, gather_logs
+    from connectors.loki import LokiClient
+    from investigation.sources.base import failure_message
+    from investigation.sources.logs import gather_logs
 
     ev = settings.evidence
     if not ev.loki_url:
         return "no Loki configured"
     with LokiClient(ev.loki_url, timeout=ev.timeout_seconds, tenant=ev.loki_tenant) as client:
-        section = gather_logs(client, logql, start, end, max_lines=limit, emails=ev.redact_emails)
-    if section.status == "failed":
-        return f"query failed: {section.message}"
+        try:
+            section = gather_logs(client, logql, start, end, max_lines=limit, emails=ev.redact_emails)
+        except Exception as exc:
+            return f"query failed: {failure_message(exc)}"
     lines = [
         f"{line.at.isoformat()} {_labels(line.labels)} {line.line}"
         + (f" (x{line.count})" if line.count > 1 else "")
@@ -166,7 +169,9 @@ def loki_query(settings: Settings, logql: str, start: datetime, end: datetime, l
 
 
 def search_traces(settings: Settings, service: str, start: datetime, end: datetime, limit: int) -> str:
-    from connectors.traces import JaegerClient, TempoClient, gather_traces
+    from connectors.traces import JaegerClient, TempoClient
+    from investigation.sources.base import failure_message
+    from investigation.sources.traces import gather_traces
 
     ev = settings.evidence
     client: TempoClient | JaegerClient
@@ -178,10 +183,10 @@ def search_traces(settings: Settings, service: str, start: datetime, end: dateti
         return "no trace backend configured"
     try:
         section = gather_traces(client, service, start, end, limit=limit)
+    except Exception as exc:
+        return f"search failed: {failure_message(exc)}"
     finally:
         client.close()
-    if section.status == "failed":
-        return f"search failed: {section.message}"
     rows = [
         f"traces:{t.trace_id} service={t.root_service} op={t.root_name} {t.duration_ms:.0f}ms "
         f"started={t.started.isoformat() if t.started else '?'} {t.url}"

@@ -12,15 +12,13 @@ from typing import Any
 
 import httpx
 
+from connectors.base import ConnectorError
+
 _RETRYABLE_STATUS = frozenset({408, 429})
 
 
-class AlertmanagerError(Exception):
+class AlertmanagerError(ConnectorError):
     """A call to Alertmanager failed; `retryable` says whether another attempt can help."""
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 def matcher(name: str, value: str) -> str:

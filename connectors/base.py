@@ -1,6 +1,12 @@
-"""The one small contract every ticket tracker implements.
+"""The small contracts of the connector layer: the error every connector raises, and the ticket
+tracker interface.
 
-Every method is idempotent so an activity retried after a crash never duplicates a side effect:
+`ConnectorError` carries `retryable`, because Temporal owns retries and an activity can only decide
+well if every connector answers that question the same way. Each connector keeps its own subclass
+(and its own default), so callers may catch `LokiError` or `TrackerError` by name, or any of them
+as `ConnectorError`.
+
+Every tracker method is idempotent so an activity retried after a crash never duplicates a side effect:
 `create_or_update` searches by the incident's label first, and `comment` skips a comment whose
 dedup marker is already on the ticket.
 """
@@ -33,12 +39,19 @@ class TicketContent(BaseModel):
     link_title: str | None = None
 
 
-class TrackerError(Exception):
+class ConnectorError(Exception):
+    """A call to an external system failed; `retryable` says whether another attempt can help."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class TrackerError(ConnectorError):
     """A tracker refused or failed a call; `retryable` tells the activity whether to try again."""
 
     def __init__(self, message: str, *, retryable: bool = True) -> None:
-        super().__init__(message)
-        self.retryable = retryable
+        super().__init__(message, retryable=retryable)
 
 
 def incident_label(incident_id: str) -> str:

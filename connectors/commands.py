@@ -27,6 +27,8 @@ from typing import IO, Literal
 import structlog
 from pydantic import BaseModel
 
+from connectors.base import ConnectorError
+
 log = structlog.get_logger(__name__)
 
 SandboxKind = Literal["bwrap", "rlimit", "none"]
@@ -61,12 +63,11 @@ _BWRAP_OPTIONS = (
 )
 
 
-class CommandError(Exception):
+class CommandError(ConnectorError):
     """The command could not be started at all; `retryable` says whether trying again can help."""
 
     def __init__(self, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
+        super().__init__(message, retryable=retryable)
 
 
 class CommandResult(BaseModel):

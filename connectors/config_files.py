@@ -24,13 +24,16 @@ import tomlkit.items
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from connectors.base import ConnectorError
+
 EditFormat = Literal["auto", "yaml", "json", "toml", "env"]
 
 
-class EditError(Exception):
+class EditError(ConnectorError):
     """The edit cannot be made as asked (path, key, value or file content); retrying cannot help."""
 
-    retryable = False
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
 
 
 def edit_value(

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from pydantic import BaseModel
 
+from connectors.base import ConnectorError
 from models.plan import HttpAction
 
 #: Besides 5xx: timeouts, conflicts, locks, rate limits; the same set the Jira connector retries.
@@ -19,12 +20,8 @@ _RETRYABLE_STATUS = frozenset({408, 409, 423, 425, 429})
 _BODY_EXCERPT = 2000
 
 
-class HttpActionError(Exception):
+class HttpActionError(ConnectorError):
     """The request failed or was answered unexpectedly; `retryable` tells the activity what to do."""
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 class HttpResult(BaseModel):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -41,7 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.schema import CreateColumn
 
-from models.evidence import EvidenceSection, SimilarIncident
+from models.evidence import SimilarIncident
 from models.incident import IncidentView
 
 BM25_K1 = 1.5
@@ -398,16 +399,20 @@ def _ts(value: datetime | None) -> float:
     return utc.timestamp() if utc is not None else 0.0
 
 
-def gather_similar(store: IncidentStore | None, view: IncidentView, limit: int = 5) -> EvidenceSection:
-    """Earlier incidents like this one, as an evidence section; never raises."""
-    if store is None:
-        return EvidenceSection(source="similar_incidents", status="skipped", message="no incident store")
-    try:
-        found = store.similar(view, limit=limit, exclude_id=view.id)
-    except Exception as exc:
-        return EvidenceSection(
-            source="similar_incidents", status="failed", message=f"{type(exc).__name__}: {exc}"[:500]
-        )
-    if not found:
-        return EvidenceSection(source="similar_incidents", status="empty", message="no similar incidents")
-    return EvidenceSection(source="similar_incidents", status="ok", similar=found)
+class LazyIncidentStore:
+    """One IncidentStore (engine and connection pool) per worker, opened on first call.
+
+    Opening one per call (engine, create_all, column check) cost more than the search itself; opening
+    it at start-up would make an unreachable database stop the worker instead of one evidence source.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._store: IncidentStore | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> IncidentStore:
+        with self._lock:
+            if self._store is None:
+                self._store = IncidentStore(self.url)
+            return self._store

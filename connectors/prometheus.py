@@ -2,17 +2,14 @@
 
 Queries go through `prometheus_api_client.PrometheusConnect` with its own retries switched off:
 Temporal owns retries, and a verification loop must see a failed poll as what it is. Conditions
-such as `< 0.01` are parsed, never evaluated.
+such as `< 0.01` are parsed, never evaluated, by `playbooks.condition` (NaN satisfies none).
 """
 
 from __future__ import annotations
 
-import math
-import operator
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,54 +19,25 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from pydantic import BaseModel
 from urllib3.util.retry import Retry
 
-_CONDITION = re.compile(
-    r"^\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<num>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?Inf)\s*$"
-)
-_OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
+from connectors.base import ConnectorError
+from playbooks.condition import Condition, ConditionError
+from playbooks.condition import parse_condition as _parse_condition
+
 _STATUS = re.compile(r"HTTP Status Code (\d{3})")
 #: Statuses worth another attempt besides 5xx (Prometheus answers 503 while starting or overloaded).
 _RETRYABLE_STATUS = frozenset({408, 429})
 
 
-class PrometheusError(Exception):
+class PrometheusError(ConnectorError):
     """A query failed; `retryable` is False for a query Prometheus rejected (bad PromQL)."""
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-
-@dataclass(frozen=True)
-class Condition:
-    """`value <op> threshold`, e.g. `< 0.01`."""
-
-    op: str
-    threshold: float
-
-    def holds(self, value: float) -> bool:
-        # NaN (a 0/0 ratio when there is no traffic) satisfies nothing, not even `!=`.
-        return not math.isnan(value) and _OPERATORS[self.op](value, self.threshold)
-
-    def __str__(self) -> str:
-        return f"{self.op} {self.threshold:g}"
 
 
 def parse_condition(text: str) -> Condition:
-    """Parse `<op> <number>`; anything else is a playbook error, reported as such."""
-    m = _CONDITION.match(text)
-    if m is None:
-        raise PrometheusError(
-            f"bad condition {text!r}: expected <, <=, >, >=, == or != followed by a number",
-            retryable=False,
-        )
-    return Condition(m.group("op"), float(m.group("num")))
+    """Parse a check's condition (playbooks.condition); a bad one is a non-retryable PrometheusError."""
+    try:
+        return _parse_condition(text)
+    except ConditionError as exc:
+        raise PrometheusError(str(exc), retryable=False) from exc
 
 
 class RangeSeries(BaseModel):
@@ -134,8 +102,7 @@ class PrometheusClient:
     @staticmethod
     def check(condition: str, values: Sequence[float]) -> bool:
         """True when there is at least one value and every value satisfies the condition."""
-        cond = parse_condition(condition)
-        return bool(values) and all(cond.holds(v) for v in values)
+        return bool(values) and all(parse_condition(condition).holds(v) for v in values)
 
     def healthy(self) -> bool:
         """Whether Prometheus is up and ready to serve queries (`/-/ready`)."""

@@ -2,7 +2,8 @@
 (`GET /api/traces`), each with a link to open it in a trace UI.
 
 Time units differ per backend: Tempo's search takes Unix seconds, Jaeger's query API
-microseconds. `gather_traces` never raises; a failed search is recorded in the section.
+microseconds. A failed search raises TracesError; the traces evidence source
+(`investigation.sources.traces`) records it.
 """
 
 from __future__ import annotations
@@ -15,20 +16,16 @@ from urllib.parse import quote
 
 import httpx
 
+from connectors.base import ConnectorError
 from connectors.tenant_http import TenantHttpClient
-from models.evidence import EvidenceSection, TraceRef
-from pages.redact import redact
+from models.evidence import TraceRef
 
 _RETRYABLE_STATUS = frozenset({408, 429})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class TracesError(Exception):
+class TracesError(ConnectorError):
     """A trace search failed; `retryable` says whether another attempt can help."""
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 class TraceSearcher(Protocol):
@@ -193,29 +190,3 @@ class JaegerClient(_HttpBackend):
             error=any(_is_error_tag(t) for s in spans for t in s.get("tags") or []),
             url=trace_link(self.ui_url, trace_id),
         )
-
-
-def gather_traces(
-    client: TraceSearcher,
-    service: str,
-    start: datetime,
-    end: datetime,
-    *,
-    limit: int = 20,
-    ui_url: str | None = None,
-) -> EvidenceSection:
-    """Error traces of `service` in [start, end], newest first; `ui_url` overrides the client's links."""
-    query = f"service={service} error=true"
-    try:
-        refs = client.search(service, start, end, limit=limit)
-    except Exception as exc:  # evidence never raises; TracesError carries the useful message
-        message = str(exc) if isinstance(exc, TracesError) else f"{type(exc).__name__}: {exc}"
-        return EvidenceSection(source="traces", status="failed", query=query, message=redact(message))
-    if not refs:
-        return EvidenceSection(source="traces", status="empty", query=query, message="no error traces")
-    if ui_url is not None:
-        refs = [r.model_copy(update={"url": trace_link(ui_url, r.trace_id)}) for r in refs]
-    refs.sort(key=lambda r: r.started or _EPOCH, reverse=True)
-    return EvidenceSection(
-        source="traces", status="ok", query=query, message=f"{len(refs)} error traces", traces=refs
-    )

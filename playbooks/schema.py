@@ -29,6 +29,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from playbooks.condition import ConditionError, parse_condition
+
 API_VERSION = "selfheal/v1"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -103,36 +105,16 @@ Duration = Annotated[float, BeforeValidator(_duration_input)]
 #: A duration that may come from a param (`since: "{{ params.window }}"`); parsed after rendering.
 TemplatedDuration = Annotated[str, AfterValidator(_duration_or_template)]
 
-_CONDITION = re.compile(
-    r"^\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*$"
-)
-_COMPARE = {
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-}
-
 
 def normalize_condition(text: str) -> str:
     """`>0.05` → `> 0.05`: one spelling in the plan, so the executor parses a single form."""
-    m = _CONDITION.fullmatch(text)
-    if m is None:
-        raise invalid(f"invalid condition {text!r}: expected an operator (< <= > >= == !=) and a number")
-    number = float(m.group(2))
-    if not math.isfinite(number):
+    try:
+        cond = parse_condition(text)
+    except ConditionError as exc:
+        raise invalid(str(exc)) from exc
+    if not math.isfinite(cond.threshold):
         raise invalid(f"invalid condition {text!r}: the number must be finite")
-    return f"{m.group(1)} {m.group(2)}"
-
-
-def condition_holds(condition: str, value: float) -> bool:
-    """Evaluate a normalised condition against one sample value (for diagnose and verify)."""
-    m = _CONDITION.fullmatch(condition)
-    if m is None:
-        raise ValueError(f"invalid condition {condition!r}")
-    return bool(_COMPARE[m.group(1)](value, float(m.group(2))))
+    return cond.normalized()
 
 
 Condition = Annotated[str, AfterValidator(normalize_condition)]

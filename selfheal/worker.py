@@ -14,6 +14,7 @@ import asyncio
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -28,8 +29,13 @@ from activities.investigation import InvestigationActivities
 from activities.remediation import RemediationActivities
 from activities.tickets import TicketActivities, TicketPolicy
 from connectors.base import Tracker
+from connectors.incident_store import LazyIncidentStore
 from connectors.local_tracker import LocalTracker
+from connectors.loki import LokiClient
+from connectors.prometheus import PrometheusClient
 from connectors.temporal import connect, ensure_search_attributes
+from connectors.traces import JaegerClient, TempoClient, TraceSearcher
+from investigation.sources import EvidenceSource, build_evidence_sources
 from selfheal.settings import ConfigError, Settings
 from workflows.control import ControlWorkflow
 from workflows.incident import IncidentWorkflow
@@ -47,6 +53,28 @@ def build_tracker(settings: Settings) -> Tracker:
         return JiraTracker(settings.tracker.jira)
     base = settings.public_url or f"http://{settings.host}:{settings.port}"
     return LocalTracker(settings.local_db_path, base_url=base)
+
+
+def build_sources(settings: Settings, store: LazyIncidentStore) -> list[EvidenceSource]:
+    """The evidence sources with their clients, one of each per worker (`evidence:` settings)."""
+    ev = settings.evidence
+    timeout = ev.timeout_seconds
+    prom_url = ev.prometheus_url or settings.remediation.prometheus_url
+    traces: TraceSearcher | None = None
+    if ev.tempo_url:
+        traces = TempoClient(ev.tempo_url, timeout=timeout, ui_url=ev.traces_ui_url)
+    elif ev.jaeger_url:
+        traces = JaegerClient(ev.jaeger_url, timeout=timeout, ui_url=ev.traces_ui_url or None)
+    repos: dict[str, Path] = {name: r.path for name, r in settings.remediation.repos.items()}
+    repos.update(ev.change_repos)
+    return build_evidence_sources(
+        ev,
+        prometheus=PrometheusClient(prom_url, timeout=timeout) if prom_url else None,
+        loki=LokiClient(ev.loki_url, timeout=timeout, tenant=ev.loki_tenant) if ev.loki_url else None,
+        traces=traces,
+        repos=repos,
+        store=store,
+    )
 
 
 def with_pydantic_ai(client: Client) -> Client:
@@ -72,7 +100,10 @@ def build_worker(
     policy = TicketPolicy(settings.tracker.jira)
     tickets = TicketActivities(tracker, policy)
     remediation = RemediationActivities(settings, client)
-    evidence = EvidenceActivities(settings, tracker, policy, remediation.playbook_category)
+    store = LazyIncidentStore(settings.store_url)
+    evidence = EvidenceActivities(
+        build_sources(settings, store), tracker, policy, store, remediation.playbook_category
+    )
     investigation = InvestigationActivities(settings)
     agent = AgentActivities(settings)
     register_runtime(settings, llm_model)

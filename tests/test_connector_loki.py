@@ -1,4 +1,8 @@
-"""Loki connector and log evidence against a fake of Loki's documented query_range API on a real socket."""
+"""Loki connector and log evidence against a fake of Loki's documented query_range API on a real socket.
+
+A failed query raises here; the logs source turns it into a `failed` section
+(tests/investigation/sources/test_sources.py).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from connectors.loki import LokiClient, LokiError, from_ns, gather_command_logs, gather_logs, normalise, to_ns
+from connectors.commands import CommandError
+from connectors.loki import LokiClient, LokiError, from_ns, to_ns
+from investigation.sources.logs import gather_command_logs, gather_logs, normalise
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 _SELECTOR = re.compile(r'(\w+)="([^"]*)"')
@@ -218,12 +224,14 @@ def test_gather_logs_caps_lines_and_bytes(loki: FakeLoki) -> None:
 def test_gather_logs_empty_and_failed(loki: FakeLoki) -> None:
     with LokiClient(loki.url) as client:
         empty = gather_logs(client, '{app="nothing"}', T0, T0 + timedelta(minutes=1))
-        bad = gather_logs(client, "", T0, T0 + timedelta(minutes=1))
+        with pytest.raises(LokiError, match=r"400.*syntax error"):
+            gather_logs(client, "", T0, T0 + timedelta(minutes=1))
     assert empty.status == "empty" and not empty.logs
-    assert bad.status == "failed" and "400" in bad.message and "syntax error" in bad.message
-    with LokiClient("http://127.0.0.1:1", timeout=2) as client:
-        down = gather_logs(client, '{app="api"}', T0, T0 + timedelta(minutes=1))
-    assert down.status == "failed" and "ConnectError" in down.message
+    with (
+        LokiClient("http://127.0.0.1:1", timeout=2) as client,
+        pytest.raises(LokiError, match="ConnectError"),
+    ):
+        gather_logs(client, '{app="api"}', T0, T0 + timedelta(minutes=1))
 
 
 def test_gather_command_logs(tmp_path: Path) -> None:
@@ -248,7 +256,7 @@ def test_gather_command_logs_failures(tmp_path: Path) -> None:
     )
     assert failing.status == "failed"
     assert "exit status 1" in failing.message and "password=[REDACTED]" in failing.message
-    missing = gather_command_logs(["no-such-log-tool-xyz"], 30, cwd=tmp_path)
-    assert missing.status == "failed" and "not found" in missing.message
+    with pytest.raises(CommandError, match="not found"):
+        gather_command_logs(["no-such-log-tool-xyz"], 30, cwd=tmp_path)
     empty = gather_command_logs([sys.executable, "-c", "pass"], 30, cwd=tmp_path)
     assert empty.status == "empty"

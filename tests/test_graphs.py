@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from connectors.prometheus import PrometheusClient, PrometheusError, RangeSeries
-from investigation.graphs import HEIGHT_PX, MAX_SERIES_PER_QUERY, WIDTH_PX, gather_metrics, render_graph
+from investigation.graphs import HEIGHT_PX, WIDTH_PX, render_graph
+from investigation.sources.metrics import MAX_SERIES_PER_QUERY, gather_metrics
 from models.evidence import MetricSeries
 from tests.services_prom import MetricTarget, prometheus_server
 

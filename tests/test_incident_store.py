@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.incident_store import IncidentStore, bm25_scores, default_url, gather_similar, tokenize
+from connectors.incident_store import IncidentStore, LazyIncidentStore, bm25_scores, default_url, tokenize
+from investigation.settings import EvidenceSettings
+from investigation.sources.similar import SimilarIncidentsSource
 from models.incident import (
     Decision,
     DecisionKind,
@@ -207,24 +209,33 @@ def test_other_labels_count(store: IncidentStore) -> None:
     assert [s.incident_id for s in found] == ["a", "b"]
 
 
-def test_gather_similar(store: IncidentStore, tmp_path: Path) -> None:
+def test_similar_incidents_source(store: IncidentStore, tmp_path: Path) -> None:
+    source = SimilarIncidentsSource(EvidenceSettings(), lambda: store)
     v = view("inc-1", alertname="HighErrorRate", service="cart")
-    assert gather_similar(store, v).status == "empty"
+    assert source.gather(v).status == "empty"
     store.record(v)
-    assert gather_similar(store, v).status == "empty"  # itself is excluded
+    assert source.gather(v).status == "empty"  # itself is excluded
     store.record(view("inc-0", alertname="HighErrorRate", service="cart"), fix="restart")
-    section = gather_similar(store, v)
+    section = source.gather(v)
     assert section.source == "similar_incidents"
     assert section.status == "ok"
     assert [s.fix for s in section.similar] == ["restart"]
-    assert gather_similar(None, v).status == "skipped"
+    assert SimilarIncidentsSource(EvidenceSettings(), None).gather(v).status == "skipped"
     store.engine.dispose()
     broken = IncidentStore(f"sqlite:///{tmp_path / 'broken.db'}")
     (tmp_path / "broken.db").write_bytes(b"not a database at all" * 100)
     broken.engine.dispose()
-    failed = gather_similar(broken, v)
+    failed = SimilarIncidentsSource(EvidenceSettings(), lambda: broken).gather(v)
     assert failed.status == "failed"
-    assert failed.message
+    assert failed.message.startswith("DatabaseError")
+
+
+def test_lazy_store_opens_one_store_on_first_use(tmp_path: Path) -> None:
+    lazy = LazyIncidentStore(default_url(tmp_path / "lazy"))
+    assert not (tmp_path / "lazy").exists()
+    first = lazy()
+    assert lazy() is first and (tmp_path / "lazy" / "incidents.db").exists()
+    first.close()
 
 
 def test_survives_a_reopen(tmp_path: Path) -> None:

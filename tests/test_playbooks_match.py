@@ -9,10 +9,10 @@ import pytest
 
 from models.incident import WebhookAlert
 from models.plan import CommandAction, GitEditAction, GitRevertAction, HttpAction
+from playbooks.condition import condition_holds
 from playbooks.loader import load_playbooks
 from playbooks.matcher import PlaybookSet, provably_disjoint
 from playbooks.schema import (
-    condition_holds,
     format_duration,
     normalize_condition,
     parse_duration,

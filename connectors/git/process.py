@@ -15,6 +15,8 @@ from pathlib import Path
 
 import git
 
+from connectors.base import ConnectorError
+
 #: Seconds before a git process talking to a remote (fetch, push, ls-remote) is killed.
 NETWORK_TIMEOUT = 120.0
 #: Seconds before a local git process is killed.
@@ -58,12 +60,11 @@ GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never", "LC_ALL": "C"
 _CREDENTIALS_IN_URL = re.compile(r"(\w+://)[^/@\s]+@")
 
 
-class GitError(Exception):
+class GitError(ConnectorError):
     """A git operation failed; `retryable` says whether another attempt can help."""
 
     def __init__(self, message: str, *, retryable: bool = False) -> None:
-        super().__init__(_CREDENTIALS_IN_URL.sub(r"\1***@", message))
-        self.retryable = retryable
+        super().__init__(_CREDENTIALS_IN_URL.sub(r"\1***@", message), retryable=retryable)
 
 
 def run(
