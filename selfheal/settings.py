@@ -22,7 +22,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from activities.remediation_settings import RemediationSettings
 from connectors.git.settings import RepoSettings
-from connectors.jira import JiraSettings
+from connectors.jira.settings import JiraSettings
 from connectors.llm import LlmSettings
 from connectors.temporal import TemporalSettings
 from investigation.settings import EvidenceSettings, InvestigationSettings, ServiceEvidence

@@ -48,7 +48,7 @@ def build_tracker(settings: Settings) -> Tracker:
     if settings.tracker.kind == "jira":
         if settings.tracker.jira is None:
             raise ConfigError("settings: tracker.jira: required when tracker.kind is 'jira'")
-        from connectors.jira import JiraTracker
+        from connectors.jira.tracker import JiraTracker
 
         return JiraTracker(settings.tracker.jira)
     base = settings.public_url or f"http://{settings.host}:{settings.port}"

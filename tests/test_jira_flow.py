@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.jira import JiraTracker
+from connectors.jira.tracker import JiraTracker
 from connectors.temporal import connect
 from selfheal.settings import Settings
 from selfheal.worker import build_worker

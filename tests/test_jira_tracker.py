@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from connectors.base import TicketContent, TrackerError, dedup_marker
-from connectors.jira import JiraTracker
+from connectors.jira.settings import JiraSettings
+from connectors.jira.tracker import JiraTracker
 from pages.document import Bullets, Document, Heading, Paragraph, Text
-from selfheal.settings import JiraSettings
 from tests.fakes.jira_fake import JiraFake
 
 AUTH = ("bot", "token")

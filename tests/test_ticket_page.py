@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from connectors.base import TicketContent, dedup_marker
-from connectors.jira import JiraTracker
+from connectors.jira.settings import JiraSettings
+from connectors.jira.tracker import JiraTracker
 from connectors.local_tracker import LocalTracker
 from pages.document import JIRA_TEXT_LIMIT, TRIMMED_NOTE, Document
 from pages.render import (
@@ -24,7 +25,6 @@ from pages.render import (
     render_wiki,
 )
 from pages.ticket import build_page
-from selfheal.settings import JiraSettings
 from tests.fakes.jira_fake import ADF_REQUIRED, JiraFake, adf_problem
 from tests.page_fixture import HOSTILE, WORKFLOW_URL, decided, view
 

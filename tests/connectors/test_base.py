@@ -7,7 +7,7 @@ import pytest
 from connectors.alertmanager import AlertmanagerError
 from connectors.base import ConnectorError, TrackerError
 from connectors.commands import CommandError
-from connectors.git import GitError
+from connectors.git.process import GitError
 from connectors.http_action import HttpActionError
 from connectors.loki import LokiError
 from connectors.prometheus import PrometheusError

@@ -21,40 +21,12 @@ from jira import JIRA
 from jira.client import ResultList
 from jira.exceptions import JIRAError
 from jira.resources import Issue
-from pydantic import Field, SecretStr
 
 from connectors.base import TicketContent, Tracker, TrackerError, dedup_marker, incident_label
+from connectors.jira.settings import JiraSettings
 from models.incident import TicketRef
-from models.settings import Section
 from pages.document import Document
 from pages.render import adf_plain_text, render, render_adf_fitted, render_wiki_text
-
-
-class JiraSettings(Section):
-    url: str = Field(min_length=1)
-    project: str = Field(min_length=1)
-    #: Jira Cloud: account e-mail + API token (basic). Server/DC: leave `user` empty, token is a PAT.
-    user: str | None = None
-    api_token: SecretStr | None = None
-    cloud: bool = False
-    #: 2: descriptions and comments in wiki markup (Server/DC, Cloud's v2). 3: Atlassian Document
-    #: Format through REST v3 (Jira Cloud), where tables, links and code render natively.
-    api_version: int = Field(default=2, ge=2, le=3)
-    issue_type: str = "Task"
-    labels: list[str] = Field(default_factory=lambda: ["selfheal"])
-    priority_map: dict[str, str] = Field(
-        default_factory=lambda: {"critical": "Highest", "error": "High", "warning": "High", "info": "Medium"}
-    )
-    default_priority: str = "Medium"
-    #: Priorities in rising order; a re-escalation moves one step up.
-    priority_order: list[str] = Field(default_factory=lambda: ["Lowest", "Low", "Medium", "High", "Highest"])
-    escalation_labels: list[str] = Field(default_factory=lambda: ["selfheal-escalated"])
-    escalation_assignee: str | None = None
-    done_status: str = "Done"
-    approved_status: str = "Approved"
-    rejected_status: str = "Rejected"
-    timeout_seconds: float = Field(default=15.0, gt=0)
-
 
 #: Statuses worth another attempt besides 5xx: timeouts, edit conflicts, locks, rate limits.
 _RETRYABLE_STATUS = frozenset({408, 409, 423, 425, 429})

@@ -1,0 +1,92 @@
+"""`create_app`: the state every route shares, built once; the error shape every route answers
+with; request timing; then one router per resource, in their OpenAPI order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from temporalio.client import Client
+
+from connectors.temporal import connect
+from selfheal.api import alerts, health, incidents, jira_webhook, remediation, tickets
+from selfheal.api.body import validation_errors
+from selfheal.api.counters import REQUEST_SECONDS
+from selfheal.api.state import Shared
+from selfheal.incidents import IncidentError, IncidentService
+from selfheal.settings import Settings
+
+#: In this order in the OpenAPI document.
+ROUTERS = (
+    alerts.router,
+    incidents.router,
+    remediation.router,
+    jira_webhook.router,
+    tickets.router,
+    health.router,
+)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    client_factory: Callable[[], Awaitable[Client]] | None = None,
+) -> FastAPI:
+    """The ASGI app; `client_factory` lets tests inject a client, production connects lazily."""
+
+    async def default_factory() -> Client:
+        return await connect(settings.temporal, lazy=True)
+
+    factory = client_factory or default_factory
+    shared = Shared.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.client = await factory()
+        app.state.service = IncidentService(app.state.client, settings)
+        try:
+            yield
+        finally:
+            shared.loop_collector.close()
+
+    app = FastAPI(
+        title="selfheal",
+        version="0.1.0",
+        summary="Alertmanager webhook → durable Temporal incident → ticket → human decision",
+        lifespan=lifespan,
+    )
+    app.state.shared = shared
+    app.middleware("http")(_timing)
+    app.exception_handler(IncidentError)(_incident_error)
+    app.exception_handler(HTTPException)(_http_error)
+    app.exception_handler(RequestValidationError)(_request_invalid)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+async def _timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    start = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    path = getattr(route, "path", "unmatched")
+    REQUEST_SECONDS.labels(path, request.method).observe(time.perf_counter() - start)
+    return response
+
+
+async def _incident_error(_: Request, exc: IncidentError) -> JSONResponse:
+    return JSONResponse(status_code=exc.status_code, content={"error": exc.message})
+
+
+async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse(status_code=exc.status_code, content={"error": exc.detail}, headers=exc.headers)
+
+
+async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = validation_errors(list(exc.errors()))
+    return JSONResponse(status_code=422, content={"error": "invalid request", "errors": errors})

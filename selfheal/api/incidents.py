@@ -1,0 +1,61 @@
+"""Incidents: the list (Temporal visibility), one incident's view, and a human's decision on it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from models.incident import Decision, DecisionKind, IncidentSummary, IncidentView
+from selfheal.api.auth import require_token
+from selfheal.api.counters import DECISIONS
+from selfheal.api.state import get_service
+from selfheal.incidents import IncidentError
+
+router = APIRouter()
+
+
+class IncidentList(BaseModel):
+    incidents: list[IncidentSummary]
+
+
+class DecisionRequest(BaseModel):
+    decision: DecisionKind
+    by: str = Field(min_length=1, max_length=200)
+    comment: str = Field(default="", max_length=10_000)
+
+
+@router.get("/api/v1/incidents", response_model=IncidentList)
+async def list_incidents(
+    request: Request,
+    status: str | None = Query(default=None, description="firing | resolved"),
+    stage: str | None = Query(default=None),
+    service_name: str | None = Query(default=None, alias="service"),
+    limit: int = Query(default=100, ge=1, le=1000),
+    _: None = Depends(require_token),
+) -> IncidentList:
+    """Incidents newest first, read from Temporal visibility."""
+    items = await get_service(request).list(status=status, stage=stage, service=service_name, limit=limit)
+    return IncidentList(incidents=items)
+
+
+@router.get("/api/v1/incidents/{incident_id}", response_model=IncidentView)
+async def get_incident(request: Request, incident_id: str, _: None = Depends(require_token)) -> IncidentView:
+    return await get_service(request).get(incident_id)
+
+
+@router.post("/api/v1/incidents/{incident_id}/decision", response_model=IncidentView)
+async def post_decision(
+    request: Request, incident_id: str, body: DecisionRequest, _: None = Depends(require_token)
+) -> IncidentView:
+    """Approve or reject; answered once the workflow accepted the decision (Temporal update)."""
+    decision = Decision(decision=body.decision, by=body.by, comment=body.comment, source="api")
+    idem = request.headers.get("idempotency-key")
+    try:
+        view = await get_service(request).decide(
+            incident_id, decision, update_id=f"api-{idem}" if idem else None
+        )
+    except IncidentError as err:
+        DECISIONS.labels(body.decision.value, "api", str(err.status_code)).inc()
+        raise
+    DECISIONS.labels(body.decision.value, "api", "accepted").inc()
+    return view

@@ -1,0 +1,27 @@
+"""The local tracker's tickets over HTTP, for deployments without Jira (the embedded default)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from selfheal.api.auth import require_token
+from selfheal.api.state import get_settings
+
+router = APIRouter()
+
+
+@router.get("/api/v1/tickets/{key}")
+async def get_local_ticket(request: Request, key: str, _: None = Depends(require_token)) -> dict[str, Any]:
+    """The local tracker's ticket (embedded default), with its comments."""
+    settings = get_settings(request)
+    if settings.tracker.kind != "local":
+        raise HTTPException(status_code=404, detail="tickets live in Jira in this deployment")
+    from connectors.base import TrackerError
+    from connectors.local_tracker import LocalTracker
+
+    try:
+        return LocalTracker(settings.local_db_path).get(key)
+    except TrackerError as err:
+        raise HTTPException(status_code=404, detail=str(err)) from err
