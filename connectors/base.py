@@ -54,11 +54,6 @@ class TrackerError(ConnectorError):
         super().__init__(message, retryable=retryable)
 
 
-def incident_label(incident_id: str) -> str:
-    """The label that ties a ticket to its incident; searched before any create."""
-    return f"selfheal-{incident_id}"
-
-
 def dedup_marker(dedup_key: str) -> str:
     """A marker appended to comments so a retried comment is recognised and skipped.
 

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from connectors.base import TicketContent, Tracker, TrackerError, dedup_marker, incident_label
+from connectors.base import TicketContent, Tracker, TrackerError, dedup_marker
+from models.ids import incident_label
 from models.incident import TicketRef
 from pages.render import render
 

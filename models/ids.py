@@ -1,4 +1,5 @@
-"""Every Temporal-visible name: workflow ids and types, the task queue, incident ids, search attributes.
+"""Ids and labels: every Temporal-visible name (workflow ids and types, the task queue, search
+attributes), incident ids, and the ticket label that ties a ticket to its incident.
 
 One alert group (receiver + groupKey) owns one workflow id, so signal-with-start lands every
 repeat, resend and HA duplicate in the open incident. Each incident (each run chain of that
@@ -50,6 +51,11 @@ def new_incident_id(gid: str) -> str:
     """A fresh incident id for the group; only used if the start actually creates a run."""
     alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
     return f"{gid}-" + "".join(secrets.choice(alphabet) for _ in range(6))
+
+
+def incident_label(incident_id: str) -> str:
+    """The ticket label that ties a ticket to its incident; every tracker searches it before any create."""
+    return f"selfheal-{incident_id}"
 
 
 def parse_incident_id(incident_id: str) -> str | None:

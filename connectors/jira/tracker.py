@@ -22,8 +22,9 @@ from jira.client import ResultList
 from jira.exceptions import JIRAError
 from jira.resources import Issue
 
-from connectors.base import TicketContent, Tracker, TrackerError, dedup_marker, incident_label
+from connectors.base import TicketContent, Tracker, TrackerError, dedup_marker
 from connectors.jira.settings import JiraSettings
+from models.ids import incident_label
 from models.incident import TicketRef
 from pages.document import Document
 from pages.render import adf_plain_text, render, render_adf_fitted, render_wiki_text
