@@ -27,6 +27,8 @@ from connectors.local_tracker import LocalTracker
 from connectors.loki import LokiClient
 from connectors.prometheus import PrometheusClient
 from connectors.traces import JaegerClient, TempoClient
+from investigation.agent import LlmRunConfig, config_from_settings
+from investigation.live_tools import LlmRuntime
 from selfheal.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -49,6 +51,11 @@ def build_tracker(settings: Settings) -> Tracker:
         return JiraTracker(settings.tracker.jira)
     base = settings.public_url or f"http://{settings.host}:{settings.port}"
     return LocalTracker(settings.local_db_path, base_url=base)
+
+
+def llm_run_config(settings: Settings) -> LlmRunConfig:
+    """The LLM investigator's non-secret run configuration (what `llm_investigator_config` returns)."""
+    return config_from_settings(settings.investigation.llm, settings.evidence, settings.remediation.repos)
 
 
 class Clients:
@@ -118,6 +125,18 @@ class Clients:
 
                 self._llm_model = build_model(self._settings.investigation.llm)
             return self._llm_model
+
+    def llm_runtime(self) -> LlmRuntime:
+        """What the LLM investigator's live tools and model activity use on this worker."""
+        return LlmRuntime(
+            model=self.llm_model,
+            incident_store=self.incident_store,
+            prometheus=self.evidence_prometheus,
+            loki=self.loki,
+            traces=self.traces,
+            repos=self.repo_paths,
+            redact_emails=self._settings.evidence.redact_emails,
+        )
 
     def close(self) -> None:
         for client in (self.prometheus, self.evidence_prometheus, self.alertmanager, self.loki, self.traces):

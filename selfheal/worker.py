@@ -32,7 +32,7 @@ from activities.remediation import RemediationActivities
 from activities.tickets import TicketActivities, TicketPolicy
 from connectors.base import Tracker
 from connectors.temporal import connect, ensure_search_attributes
-from selfheal.clients import Clients
+from selfheal.clients import Clients, llm_run_config
 from selfheal.settings import Settings
 from workflows.control import ControlWorkflow
 from workflows.incident import IncidentWorkflow
@@ -78,7 +78,8 @@ def build_worker(
 ) -> Worker:
     """The worker for every workflow and activity, with `clients` (built from `settings` when not
     given; `tracker` and `llm_model` then replace the configured ones, for tests)."""
-    from activities.agent_tools import AgentActivities, register_runtime
+    from activities.agent_tools import AgentActivities
+    from investigation.live_tools import register_runtime
     from workflows.investigation_agent import InvestigationAgentWorkflow
 
     clients = clients or Clients(settings, tracker=tracker, llm_model=llm_model)
@@ -88,8 +89,8 @@ def build_worker(
     remediation = remediation_activities(client, settings, clients)
     evidence = EvidenceActivities(settings, tracker, policy, remediation.playbook_category)
     investigation = InvestigationActivities(clients.prometheus)
-    agent = AgentActivities(settings)
-    register_runtime(settings, llm_model)
+    agent = AgentActivities(llm_run_config(settings))
+    register_runtime(settings.temporal.task_queue, clients.llm_runtime())
     return Worker(
         with_pydantic_ai(client),
         task_queue=settings.temporal.task_queue,
