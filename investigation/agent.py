@@ -17,19 +17,22 @@ Two kinds of tools:
 Every tool result is secret-redacted and cut to `max_tool_output_chars`. The durable agent's
 model is a stand-in that, inside the model-request activity, forwards to the model built from the
 worker's settings: the API key never leaves the worker. This module imports no connector at
-import time, so the workflow sandbox can load it.
+import time, so the workflow sandbox can load it, and builds no agent at import time either: the
+durable agent is made on first use (`investigation_agent()`), when the worker is configured.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import BaseModel, Field
 from pydantic_ai import Agent, ModelRetry, RunContext, Tool
+from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.durable_exec.temporal import TemporalDurability
 from pydantic_ai.exceptions import UnexpectedModelBehavior, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelResponse
@@ -437,10 +440,32 @@ def build_agent(model: Model, *, live: bool, durable: bool) -> Agent[AgentDeps, 
     )
 
 
-#: The durable agent the workflow runs; its activities are registered by the worker.
-investigation_agent = build_agent(
-    FunctionModel(_forward, model_name=WORKER_MODEL_NAME), live=True, durable=True
-)
+@functools.cache
+def investigation_agent() -> Agent[AgentDeps, InvestigationOutput]:
+    """The durable agent the workflow runs, built once, on first use; its activities (named after
+    AGENT_NAME, the toolset ids and the tool names) are registered by the worker.
+
+    The first call must be outside workflow code: pydantic-ai refuses to build a durable agent in a
+    workflow. `build_worker` makes it (and pydantic-ai's plugin reads it when configuring the
+    worker); a `Replayer` in a fresh process must call this before replaying."""
+    return build_agent(FunctionModel(_forward, model_name=WORKER_MODEL_NAME), live=True, durable=True)
+
+
+class DurableAgents(Sequence[AbstractAgent[Any, Any]]):
+    """`[investigation_agent()]` for a workflow's `__pydantic_ai_agents__`, built only when read:
+    pydantic-ai's plugin reads the list when the worker is configured, not when the workflow
+    module is imported."""
+
+    @overload
+    def __getitem__(self, index: int) -> AbstractAgent[Any, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[AbstractAgent[Any, Any]]: ...
+    def __getitem__(self, index: int | slice) -> AbstractAgent[Any, Any] | Sequence[AbstractAgent[Any, Any]]:
+        agents: list[AbstractAgent[Any, Any]] = [investigation_agent()]
+        return agents[index]
+
+    def __len__(self) -> int:
+        return 1
 
 
 # ------------------------------------------------------------------------ prompt & result

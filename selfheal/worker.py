@@ -79,8 +79,11 @@ def build_worker(
     """The worker for every workflow and activity, with `clients` (built from `settings` when not
     given; `tracker` and `llm_model` then replace the configured ones, for tests)."""
     from activities.agent_tools import AgentActivities
+    from investigation.agent import investigation_agent
     from investigation.live_tools import register_runtime
     from workflows.investigation_agent import InvestigationAgentWorkflow
+
+    investigation_agent()  # built here, in worker setup: pydantic-ai forbids building it in a workflow
 
     clients = clients or Clients(settings, tracker=tracker, llm_model=llm_model)
     tracker = clients.tracker
