@@ -1,7 +1,8 @@
 """The builtin investigator as an activity: run the matched playbook's diagnose checks, then reason.
 
 The reasoning itself (`investigation.builtin.investigate`) is pure; this activity only adds the
-Prometheus reads the diagnose checks need. A check that cannot run is recorded, never raised.
+Prometheus reads the diagnose checks need, from the playbooks' Prometheus (`remediation.prometheus_url`,
+the one their checks and verification query too). A check that cannot run is recorded, never raised.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
 from temporalio import activity
@@ -17,22 +19,25 @@ from investigation.builtin import investigate
 from models.investigation import DiagnoseResult, Investigation
 from models.remediation import InvestigationRequest
 from pages.redact import cap, redact
-from selfheal.settings import Settings
+
+if TYPE_CHECKING:
+    from connectors.prometheus import PrometheusClient
 
 log = structlog.get_logger(__name__)
 
 
 class InvestigationActivities:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, prometheus: PrometheusClient | None) -> None:
+        #: The playbooks' Prometheus; None when `remediation.prometheus_url` is not configured.
+        self.prometheus = prometheus
 
     def _diagnose(self, req: InvestigationRequest) -> list[DiagnoseResult]:
         plan = req.match.plan if req.match is not None else None
         if plan is None or not plan.diagnose:
             return []
-        url = self.settings.remediation.prometheus_url or self.settings.evidence.prometheus_url
+        prom = self.prometheus
         results: list[DiagnoseResult] = []
-        if not url:
+        if prom is None:
             return [
                 DiagnoseResult(
                     playbook=plan.playbook,
@@ -43,24 +48,21 @@ class InvestigationActivities:
                 )
                 for c in plan.diagnose
             ]
-        from connectors.prometheus import PrometheusClient
-
-        with PrometheusClient(url, timeout=self.settings.evidence.timeout_seconds) as prom:
-            for check in plan.diagnose:
-                result = DiagnoseResult(
-                    playbook=plan.playbook, name=check.name, query=check.query, condition=check.condition
-                )
-                try:
-                    values = prom.query(check.query)
-                except Exception as err:  # a diagnose read that fails is an open question, not a crash
-                    result.error = cap(redact(f"{type(err).__name__}: {err}"), 300)
+        for check in plan.diagnose:
+            result = DiagnoseResult(
+                playbook=plan.playbook, name=check.name, query=check.query, condition=check.condition
+            )
+            try:
+                values = prom.query(check.query)
+            except Exception as err:  # a diagnose read that fails is an open question, not a crash
+                result.error = cap(redact(f"{type(err).__name__}: {err}"), 300)
+            else:
+                if values:
+                    result.value = max(values)
+                    result.passed = prom.check(check.condition, values)
                 else:
-                    if values:
-                        result.value = max(values)
-                        result.passed = prom.check(check.condition, values)
-                    else:
-                        result.error = "no data"
-                results.append(result)
+                    result.error = "no data"
+            results.append(result)
         return results
 
     @activity.defn(name="investigate")

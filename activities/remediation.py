@@ -2,7 +2,8 @@
 Prometheus and Alertmanager connectors, plus the playbook matcher and the run gate.
 
 Connector calls block, so they run in threads; long ones heartbeat. Errors that retrying
-cannot fix are raised as non-retryable `RemediationRejected`.
+cannot fix are raised as non-retryable `RemediationRejected`. The clients come built (one per
+worker, `selfheal/clients.py`); this module only decides what to ask them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import random
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from temporalio import activity
@@ -23,6 +24,8 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.remediation_settings import RemediationSettings
+from connectors.temporal import TemporalSettings
 from models.control import (
     GrantBatch,
     GrantDelivery,
@@ -54,7 +57,11 @@ from models.remediation import (
     WorktreeInfo,
     WorktreeRequest,
 )
-from selfheal.settings import Settings
+
+if TYPE_CHECKING:
+    from connectors.alertmanager import AlertmanagerClient
+    from connectors.git.repo import GitRepo
+    from connectors.prometheus import PrometheusClient
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -67,9 +74,30 @@ def rejected(message: str) -> ApplicationError:
 
 
 class RemediationActivities:
-    def __init__(self, settings: Settings, client: Client) -> None:
+    def __init__(
+        self,
+        settings: RemediationSettings,
+        client: Client,
+        *,
+        temporal: TemporalSettings,
+        open_repo: Callable[[str], GitRepo],
+        worktrees_dir: Path,
+        data_dir: Path,
+        public_url: str = "",
+        prometheus: PrometheusClient | None = None,
+        alertmanager: AlertmanagerClient | None = None,
+    ) -> None:
+        """`open_repo` opens a configured repository by name; `prometheus` and `alertmanager` are
+        None when `remediation.prometheus_url` / `alertmanager_url` are not configured."""
         self.settings = settings
         self.client = client
+        self.temporal = temporal
+        self.open_repo = open_repo
+        self.worktrees_dir = worktrees_dir
+        self.data_dir = data_dir
+        self.public_url = public_url
+        self.prometheus = prometheus
+        self.alertmanager = alertmanager
         self._playbooks: Any = None
 
     # --- helpers ----------------------------------------------------------------------------------
@@ -89,22 +117,19 @@ class RemediationActivities:
                 raise rejected(str(err)) from err
             raise
 
-    def _repo(self, name: str) -> Any:
-        from connectors.git.repo import GitRepo
-
-        cfg = self.settings.remediation.repos.get(name)
-        if cfg is None:
+    def _repo(self, name: str) -> GitRepo:
+        if name not in self.settings.repos:
             raise rejected(f"repo {name!r} is not configured (remediation.repos)")
-        return GitRepo(cfg.path, remote=cfg.remote, base_branch=cfg.base_branch)
+        return self.open_repo(name)
 
     def playbook_set(self) -> Any:
         from playbooks.loader import load_playbooks
 
         if self._playbooks is None:
             self._playbooks = load_playbooks(
-                list(self.settings.remediation.playbook_dirs),
-                self.settings.remediation.include_library,
-                known_repos=list(self.settings.remediation.repos),
+                list(self.settings.playbook_dirs),
+                self.settings.include_library,
+                known_repos=list(self.settings.repos),
             )
         return self._playbooks
 
@@ -122,10 +147,10 @@ class RemediationActivities:
     @activity.defn(name="match_playbook")
     async def match_playbook(self, req: MatchRequest) -> MatchResult | None:
         """The first firing alert a playbook applies to; else the reasons for the first alert."""
-        if not self.settings.remediation.enabled:
+        if not self.settings.enabled:
             return None
         pbs = await self._thread(self.playbook_set, req.incident_id)
-        ctx = self.settings.remediation.template_settings(self.settings.public_url)
+        ctx = self.settings.template_settings(self.public_url)
         alerts = (WebhookAlert.model_validate(t.model_dump()) for t in req.alerts)
         found: MatchResult | None = pbs.match_first(alerts, incident_id=req.incident_id, settings_ctx=ctx)
         return found
@@ -144,12 +169,12 @@ class RemediationActivities:
                 await self.client.start_workflow(
                     CONTROL_WORKFLOW,
                     None,
-                    id=control_workflow_id(self.settings.temporal.task_queue),
-                    task_queue=self.settings.temporal.task_queue,
+                    id=control_workflow_id(self.temporal.task_queue),
+                    task_queue=self.temporal.task_queue,
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                     start_signal="request_run",
                     start_signal_args=[ticket],
-                    rpc_timeout=timedelta(seconds=self.settings.temporal.rpc_timeout_seconds),
+                    rpc_timeout=timedelta(seconds=self.temporal.rpc_timeout_seconds),
                 )
                 break
             except RPCError as err:
@@ -189,14 +214,12 @@ class RemediationActivities:
     @activity.defn(name="check_firing")
     async def check_firing(self, req: FiringRequest) -> str:
         """`firing`, `resolved`, or `unknown` when no Alertmanager is configured."""
-        url = self.settings.remediation.alertmanager_url
-        if not url:
+        client = self.alertmanager
+        if client is None:
             return "unknown"
-        from connectors.alertmanager import AlertmanagerClient
 
         def run() -> bool:
-            with AlertmanagerClient(url, timeout=10) as client:
-                return client.is_firing(req.fingerprint, req.labels)
+            return client.is_firing(req.fingerprint, req.labels)
 
         return "firing" if await self._thread(run, "") else "resolved"
 
@@ -204,23 +227,20 @@ class RemediationActivities:
     async def run_checks(self, req: ChecksRequest) -> CheckReport:
         lines: list[str] = []
         ok = True
-        with self._prometheus() as prom:
-            for check in req.checks:
-                values = await self._thread(functools.partial(prom.query, check.query), req.incident_id)
-                holds = bool(values) and prom.check(check.condition, values)
-                ok = ok and holds
-                lines.append(
-                    f"{check.name}: {values} {check.condition} → {'holds' if holds else 'does not hold'}"
-                )
+        prom = self._prometheus()
+        for check in req.checks:
+            values = await self._thread(functools.partial(prom.query, check.query), req.incident_id)
+            holds = bool(values) and prom.check(check.condition, values)
+            ok = ok and holds
+            lines.append(
+                f"{check.name}: {values} {check.condition} → {'holds' if holds else 'does not hold'}"
+            )
         return CheckReport(ok=ok, lines=lines)
 
-    def _prometheus(self) -> Any:
-        url = self.settings.remediation.prometheus_url
-        if not url:
+    def _prometheus(self) -> PrometheusClient:
+        if self.prometheus is None:
             raise rejected("remediation.prometheus_url is not configured but the playbook queries Prometheus")
-        from connectors.prometheus import PrometheusClient
-
-        return PrometheusClient(url, timeout=10)
+        return self.prometheus
 
     # --- fix, test, deploy ------------------------------------------------------------------------
 
@@ -228,11 +248,11 @@ class RemediationActivities:
     async def prepare_worktree(self, req: WorktreeRequest) -> WorktreeInfo:
         def run() -> WorktreeInfo:
             repo = self._repo(req.repo)
-            wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir)
+            wt = repo.prepare_worktree(req.incident_id, self.worktrees_dir)
             fix = repo.find_fix_commit(wt, req.incident_id)
             if fix is None:
                 # A fresh attempt: drop what an abandoned one may have left uncommitted.
-                wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir, clean=True)
+                wt = repo.prepare_worktree(req.incident_id, self.worktrees_dir, clean=True)
             return WorktreeInfo(path=str(wt.path), branch=wt.branch, fix_commit=fix)
 
         return await self._thread(run, req.incident_id)
@@ -251,7 +271,7 @@ class RemediationActivities:
     def _git_revert(self, req: StepRequest, action: GitRevertAction) -> StepOutcome:
         assert req.repo
         repo = self._repo(req.repo)
-        wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir)
+        wt = repo.prepare_worktree(req.incident_id, self.worktrees_dir)
         until = req.alert_starts_at
         since = until - timedelta(seconds=action.since_seconds)
         shas = repo.revert_window(wt, since, until, action.paths, action.max_commits)
@@ -260,7 +280,7 @@ class RemediationActivities:
     def _git_edit(self, req: StepRequest, action: GitEditAction) -> StepOutcome:
         assert req.repo
         repo = self._repo(req.repo)
-        wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir)
+        wt = repo.prepare_worktree(req.incident_id, self.worktrees_dir)
         old, new = repo.edit_value(
             wt,
             action.file,
@@ -286,7 +306,7 @@ class RemediationActivities:
     async def _command(self, req: StepRequest, action: CommandAction, *, sandbox: bool) -> StepOutcome:
         from connectors.commands import run_command
 
-        root = Path(req.worktree) if req.worktree else self.settings.data_dir
+        root = Path(req.worktree) if req.worktree else self.data_dir
         root.mkdir(parents=True, exist_ok=True)
         cwd = (root / action.cwd).resolve()
         if not cwd.is_relative_to(root.resolve()):
@@ -299,7 +319,7 @@ class RemediationActivities:
                 timeout=action.timeout_seconds,
                 sandbox=sandbox,
                 writable=root if sandbox else None,
-                memory_mb=self.settings.remediation.sandbox_memory_mb,
+                memory_mb=self.settings.sandbox_memory_mb,
             ),
             req.incident_id,
         )
@@ -315,7 +335,7 @@ class RemediationActivities:
     async def commit_fix(self, req: CommitRequest) -> str:
         def run() -> str:
             repo = self._repo(req.repo)
-            wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir)
+            wt = repo.prepare_worktree(req.incident_id, self.worktrees_dir)
             sha: str = repo.commit_fix(wt, req.incident_id, req.message)
             return sha
 
@@ -338,7 +358,7 @@ class RemediationActivities:
             def run() -> StepOutcome:
                 assert req.repo
                 repo = self._repo(req.repo)
-                wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir)
+                wt = repo.prepare_worktree(req.incident_id, self.worktrees_dir)
                 pushed = repo.push(wt, action.branch, action.remote)
                 what = "pushed" if pushed else "already on the remote (not pushed again)"
                 return StepOutcome(ok=True, detail=f"{action.remote}/{action.branch}: {what}", changed=pushed)
@@ -350,22 +370,22 @@ class RemediationActivities:
     async def verify_fix(self, req: VerifyRequest) -> VerifyOutcome:
         """Poll Prometheus until the condition held for `hold_for`, heartbeating meanwhile."""
         v = req.verify
-        with self._prometheus() as prom:
-            result = await self._thread(
-                functools.partial(
-                    prom.verify,
-                    v.query,
-                    v.condition,
-                    v.hold_for_seconds,
-                    v.timeout_seconds,
-                    poll_interval=self.settings.remediation.verify_poll_seconds,
-                ),
-                req.incident_id,
-            )
+        prom = self._prometheus()
+        result = await self._thread(
+            functools.partial(
+                prom.verify,
+                v.query,
+                v.condition,
+                v.hold_for_seconds,
+                v.timeout_seconds,
+                poll_interval=self.settings.verify_poll_seconds,
+            ),
+            req.incident_id,
+        )
         samples = list(result.samples)[-50:]
         if not result.ok:
             return VerifyOutcome(ok=False, reason=result.reason, samples=samples)
-        if v.alert_resolved and self.settings.remediation.alertmanager_url:
+        if v.alert_resolved and self.alertmanager is not None:
             state = await self.check_firing(req.alert)
             if state == "firing":
                 return VerifyOutcome(
@@ -379,7 +399,7 @@ class RemediationActivities:
 
         def run() -> str:
             repo = self._repo(req.repo)
-            wt = repo.prepare_worktree(req.incident_id, self.settings.worktrees_dir)
+            wt = repo.prepare_worktree(req.incident_id, self.worktrees_dir)
             sha: str = repo.revert_fix(wt, req.incident_id)
             for step in req.deploy:
                 if isinstance(step.action, GitPushAction):

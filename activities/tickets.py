@@ -15,6 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from connectors.base import TicketContent, Tracker, TrackerError
+from connectors.jira.settings import JiraSettings
 from models.incident import TicketRef
 from models.tickets import (
     CommentRequest,
@@ -24,7 +25,6 @@ from models.tickets import (
     TransitionRequest,
 )
 from pages.ticket import build_page
-from selfheal.settings import JiraSettings
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

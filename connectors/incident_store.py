@@ -416,3 +416,10 @@ class LazyIncidentStore:
             if self._store is None:
                 self._store = IncidentStore(self.url)
             return self._store
+
+    def close(self) -> None:
+        """Dispose of the store's engine, if it was opened; the next call opens a new one."""
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None

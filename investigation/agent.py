@@ -11,25 +11,28 @@ Two kinds of tools:
 - evidence tools read the `Evidence` already gathered (held on the run's deps). They are pure,
   so under Temporal they run in workflow code (`temporal: False`) and cost no activity;
 - live tools (PromQL, LogQL, traces, changes, git, past incidents) run as activities on the
-  worker (`activities/agent_tools.py`), which holds the settings; only their arguments and
-  results enter workflow history.
+  worker (`investigation/live_tools.py`), with the clients the worker registered for its task
+  queue; only their arguments and results enter workflow history.
 
 Every tool result is secret-redacted and cut to `max_tool_output_chars`. The durable agent's
 model is a stand-in that, inside the model-request activity, forwards to the model built from the
 worker's settings: the API key never leaves the worker. This module imports no connector at
-import time, so the workflow sandbox can load it.
+import time, so the workflow sandbox can load it, and builds no agent at import time either: the
+durable agent is made on first use (`investigation_agent()`), when the worker is configured.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import BaseModel, Field
 from pydantic_ai import Agent, ModelRetry, RunContext, Tool
+from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.durable_exec.temporal import TemporalDurability
 from pydantic_ai.exceptions import UnexpectedModelBehavior, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelResponse
@@ -40,12 +43,17 @@ from pydantic_ai.usage import RunUsage, UsageLimits
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityConfig
 
+from investigation import live_tools
+from investigation.live_tools import ToolInputError, current_runtime
 from models.evidence import Evidence, EvidenceSection
 from models.investigation import Hypothesis, Investigation, ProposedFix
 from models.plan import MatchResult
 from models.remediation import InvestigationRequest
 from pages.redact import cap, redact
-from selfheal.settings import Settings
+
+if TYPE_CHECKING:
+    from connectors.llm import LlmSettings
+    from investigation.settings import EvidenceSettings
 
 AGENT_NAME = "selfheal_investigator"
 #: The stand-in model's name; the real one is reported from the worker's settings.
@@ -229,12 +237,10 @@ async def read_evidence(ctx: RunContext[AgentDeps], source: str, offset: int = 0
 
 
 def _live(ctx: RunContext[AgentDeps], call: Any) -> str:
-    """Run a live tool against this worker's settings; bad arguments go back to the model."""
-    from activities.agent_tools import ToolInputError, current_runtime
-
-    settings = current_runtime().settings
+    """Run a live tool with this worker's clients; bad arguments go back to the model."""
+    runtime = current_runtime()
     try:
-        return _out(ctx, call(settings))
+        return _out(ctx, call(runtime))
     except ToolInputError as exc:
         raise ModelRetry(str(exc)) from exc
     except Exception as exc:  # a failing backend is an answer the model can work with
@@ -251,10 +257,8 @@ async def prometheus_query(
         minutes_after_alert_start: when to evaluate, relative to the alert start (0 = at the start;
             use a large value such as 100000 for "now").
     """
-    from activities import agent_tools as t
-
     at = ctx.deps.alert_start + timedelta(minutes=minutes_after_alert_start)
-    return _live(ctx, lambda s: t.prometheus_query(s, promql, min(at, datetime.now(at.tzinfo))))
+    return _live(ctx, lambda rt: live_tools.prometheus_query(rt, promql, min(at, datetime.now(at.tzinfo))))
 
 
 async def prometheus_range(
@@ -272,11 +276,9 @@ async def prometheus_range(
         minutes_after: how far after the alert start to end.
         step_seconds: resolution (at least 5).
     """
-    from activities import agent_tools as t
-
     start, end = _window(ctx, minutes_before, minutes_after)
     step = max(step_seconds, 5.0, (end - start).total_seconds() / 500)
-    return _live(ctx, lambda s: t.prometheus_range(s, promql, start, end, step))
+    return _live(ctx, lambda rt: live_tools.prometheus_range(rt, promql, start, end, step))
 
 
 async def loki_query(
@@ -294,10 +296,8 @@ async def loki_query(
         minutes_after: how far after the alert start to search.
         limit: most distinct lines to return (at most 200).
     """
-    from activities import agent_tools as t
-
     start, end = _window(ctx, minutes_before, minutes_after)
-    return _live(ctx, lambda s: t.loki_query(s, logql, start, end, max(1, min(limit, 200))))
+    return _live(ctx, lambda rt: live_tools.loki_query(rt, logql, start, end, max(1, min(limit, 200))))
 
 
 async def search_traces(
@@ -310,11 +310,9 @@ async def search_traces(
         minutes_before: how far before the alert start to search.
         minutes_after: how far after the alert start to search.
     """
-    from activities import agent_tools as t
-
     start, end = _window(ctx, minutes_before, minutes_after)
     name = service or ctx.deps.service
-    return _live(ctx, lambda s: t.search_traces(s, name, start, end, 20))
+    return _live(ctx, lambda rt: live_tools.search_traces(rt, name, start, end, 20))
 
 
 async def recent_changes(ctx: RunContext[AgentDeps], hours_before: float = 6, repo: str | None = None) -> str:
@@ -324,11 +322,9 @@ async def recent_changes(ctx: RunContext[AgentDeps], hours_before: float = 6, re
         hours_before: window length before the alert start (at most 168).
         repo: one repository by its configured name; all when omitted.
     """
-    from activities import agent_tools as t
-
     if not 0 < hours_before <= 168:
         raise ModelRetry("hours_before must be in (0, 168]")
-    return _live(ctx, lambda s: t.recent_changes(s, ctx.deps.alert_start, hours_before, repo))
+    return _live(ctx, lambda rt: live_tools.recent_changes(rt, ctx.deps.alert_start, hours_before, repo))
 
 
 async def git_log(
@@ -342,9 +338,7 @@ async def git_log(
         path: only commits touching this path (relative to the repository root).
         max_count: at most this many commits (at most 50).
     """
-    from activities import agent_tools as t
-
-    return _live(ctx, lambda s: t.git_log(s, repo, rev, path, max_count))
+    return _live(ctx, lambda rt: live_tools.git_log(rt, repo, rev, path, max_count))
 
 
 async def git_show(ctx: RunContext[AgentDeps], repo: str, rev: str, path: str | None = None) -> str:
@@ -355,9 +349,7 @@ async def git_show(ctx: RunContext[AgentDeps], repo: str, rev: str, path: str | 
         rev: the commit id (short ids are fine), branch or tag.
         path: limit the patch to this path.
     """
-    from activities import agent_tools as t
-
-    return _live(ctx, lambda s: t.git_show(s, repo, rev, path))
+    return _live(ctx, lambda rt: live_tools.git_show(rt, repo, rev, path))
 
 
 async def git_diff(
@@ -371,9 +363,7 @@ async def git_diff(
         head: the newer revision.
         path: limit the diff to this path.
     """
-    from activities import agent_tools as t
-
-    return _live(ctx, lambda s: t.git_diff(s, repo, base, head, path))
+    return _live(ctx, lambda rt: live_tools.git_diff(rt, repo, base, head, path))
 
 
 async def past_incident(ctx: RunContext[AgentDeps], incident_id: str) -> str:
@@ -382,9 +372,7 @@ async def past_incident(ctx: RunContext[AgentDeps], incident_id: str) -> str:
     Args:
         incident_id: the incident id.
     """
-    from activities import agent_tools as t
-
-    return _live(ctx, lambda s: t.past_incident(s, incident_id))
+    return _live(ctx, lambda rt: live_tools.past_incident(rt, incident_id))
 
 
 # ----------------------------------------------------------------------------- the agent
@@ -423,8 +411,6 @@ def live_toolset() -> FunctionToolset[AgentDeps]:
 
 async def _forward(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
     """The stand-in model's body, run inside the model-request activity: ask the worker's model."""
-    from activities.agent_tools import current_runtime
-
     return (
         await current_runtime().model().request(messages, info.model_settings, info.model_request_parameters)
     )
@@ -454,10 +440,32 @@ def build_agent(model: Model, *, live: bool, durable: bool) -> Agent[AgentDeps, 
     )
 
 
-#: The durable agent the workflow runs; its activities are registered by the worker.
-investigation_agent = build_agent(
-    FunctionModel(_forward, model_name=WORKER_MODEL_NAME), live=True, durable=True
-)
+@functools.cache
+def investigation_agent() -> Agent[AgentDeps, InvestigationOutput]:
+    """The durable agent the workflow runs, built once, on first use; its activities (named after
+    AGENT_NAME, the toolset ids and the tool names) are registered by the worker.
+
+    The first call must be outside workflow code: pydantic-ai refuses to build a durable agent in a
+    workflow. `build_worker` makes it (and pydantic-ai's plugin reads it when configuring the
+    worker); a `Replayer` in a fresh process must call this before replaying."""
+    return build_agent(FunctionModel(_forward, model_name=WORKER_MODEL_NAME), live=True, durable=True)
+
+
+class DurableAgents(Sequence[AbstractAgent[Any, Any]]):
+    """`[investigation_agent()]` for a workflow's `__pydantic_ai_agents__`, built only when read:
+    pydantic-ai's plugin reads the list when the worker is configured, not when the workflow
+    module is imported."""
+
+    @overload
+    def __getitem__(self, index: int) -> AbstractAgent[Any, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[AbstractAgent[Any, Any]]: ...
+    def __getitem__(self, index: int | slice) -> AbstractAgent[Any, Any] | Sequence[AbstractAgent[Any, Any]]:
+        agents: list[AbstractAgent[Any, Any]] = [investigation_agent()]
+        return agents[index]
+
+    def __len__(self) -> int:
+        return 1
 
 
 # ------------------------------------------------------------------------ prompt & result
@@ -615,16 +623,19 @@ def usage_limits(config: LlmRunConfig) -> UsageLimits:
     return UsageLimits(request_limit=config.max_requests, total_tokens_limit=config.max_total_tokens)
 
 
-def config_from_settings(settings: Settings) -> LlmRunConfig:
-    llm = settings.investigation.llm
-    names = set(settings.remediation.repos) | set(settings.evidence.change_repos)
+def config_from_settings(
+    llm: LlmSettings, evidence: EvidenceSettings, remediation_repos: Iterable[str]
+) -> LlmRunConfig:
+    """The run's configuration from the `investigation.llm` and `evidence` sections and the names of
+    the remediation repositories (a patch may only target one of these or a change repo)."""
+    names = set(remediation_repos) | set(evidence.change_repos)
     return LlmRunConfig(
         provider=llm.provider,
         model=llm.model,
         max_requests=llm.max_requests,
         max_total_tokens=llm.max_total_tokens,
         max_tool_output_chars=llm.max_tool_output_chars,
-        redact_emails=settings.evidence.redact_emails,
+        redact_emails=evidence.redact_emails,
         repos=sorted(names),
     )
 
@@ -680,9 +691,8 @@ async def run_investigation(
 
 
 async def investigate_offline(
-    request: InvestigationRequest, model: Model, settings: Settings
+    request: InvestigationRequest, model: Model, config: LlmRunConfig
 ) -> Investigation:
     """The same investigation without Temporal and with only the evidence tools (for evals)."""
     agent = build_agent(model, live=False, durable=False)
-    config = config_from_settings(settings)
     return await run_investigation(agent, request, config, lambda: datetime.now(UTC))

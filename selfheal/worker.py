@@ -1,10 +1,13 @@
-"""Worker wiring: the tracker chosen by settings, injected into the ticket activities.
+"""Worker wiring: the clients built from settings (`selfheal/clients.py`), handed to the activities.
+
+Activities get their clients and their own settings section through their constructors, never the
+whole `Settings` (the evidence activities still do, until they are split into sources).
 
 The LLM investigator (InvestigationAgentWorkflow, its model/tool activities and pydantic-ai's
 Temporal plugin) is registered on every worker, whatever `investigation.investigator` says: an
 incident started while the setting was `llm` must find its child workflow type on whichever
 worker picks it up, or it would wait forever on an unregistered type; unused, it costs only the
-import. Its settings reach its activities through `register_runtime` (per task queue), never
+import. Its clients reach its activities through `register_runtime` (per task queue), never
 through workflow history.
 """
 
@@ -14,7 +17,6 @@ import asyncio
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -29,52 +31,15 @@ from activities.investigation import InvestigationActivities
 from activities.remediation import RemediationActivities
 from activities.tickets import TicketActivities, TicketPolicy
 from connectors.base import Tracker
-from connectors.incident_store import LazyIncidentStore
-from connectors.local_tracker import LocalTracker
-from connectors.loki import LokiClient
-from connectors.prometheus import PrometheusClient
 from connectors.temporal import connect, ensure_search_attributes
-from connectors.traces import JaegerClient, TempoClient, TraceSearcher
-from investigation.sources import EvidenceSource, build_evidence_sources
-from selfheal.settings import ConfigError, Settings
+from investigation.sources import build_evidence_sources
+from selfheal.clients import Clients, llm_run_config
+from selfheal.settings import Settings
 from workflows.control import ControlWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.remediation import RemediationWorkflow
 
 log = structlog.get_logger(__name__)
-
-
-def build_tracker(settings: Settings) -> Tracker:
-    if settings.tracker.kind == "jira":
-        if settings.tracker.jira is None:
-            raise ConfigError("settings: tracker.jira: required when tracker.kind is 'jira'")
-        from connectors.jira.tracker import JiraTracker
-
-        return JiraTracker(settings.tracker.jira)
-    base = settings.public_url or f"http://{settings.host}:{settings.port}"
-    return LocalTracker(settings.local_db_path, base_url=base)
-
-
-def build_sources(settings: Settings, store: LazyIncidentStore) -> list[EvidenceSource]:
-    """The evidence sources with their clients, one of each per worker (`evidence:` settings)."""
-    ev = settings.evidence
-    timeout = ev.timeout_seconds
-    prom_url = ev.prometheus_url or settings.remediation.prometheus_url
-    traces: TraceSearcher | None = None
-    if ev.tempo_url:
-        traces = TempoClient(ev.tempo_url, timeout=timeout, ui_url=ev.traces_ui_url)
-    elif ev.jaeger_url:
-        traces = JaegerClient(ev.jaeger_url, timeout=timeout, ui_url=ev.traces_ui_url or None)
-    repos: dict[str, Path] = {name: r.path for name, r in settings.remediation.repos.items()}
-    repos.update(ev.change_repos)
-    return build_evidence_sources(
-        ev,
-        prometheus=PrometheusClient(prom_url, timeout=timeout) if prom_url else None,
-        loki=LokiClient(ev.loki_url, timeout=timeout, tenant=ev.loki_tenant) if ev.loki_url else None,
-        traces=traces,
-        repos=repos,
-        store=store,
-    )
 
 
 def with_pydantic_ai(client: Client) -> Client:
@@ -89,24 +54,60 @@ def with_pydantic_ai(client: Client) -> Client:
     return Client(**config)
 
 
+def remediation_activities(client: Client, settings: Settings, clients: Clients) -> RemediationActivities:
+    """The remediation activities with their section, the worker's paths and the playbooks' clients."""
+    return RemediationActivities(
+        settings.remediation,
+        client,
+        temporal=settings.temporal,
+        open_repo=clients.open_repo,
+        worktrees_dir=settings.worktrees_dir,
+        data_dir=settings.data_dir,
+        public_url=settings.public_url,
+        prometheus=clients.prometheus,
+        alertmanager=clients.alertmanager,
+    )
+
+
 def build_worker(
-    client: Client, settings: Settings, tracker: Tracker | None = None, *, llm_model: Model | None = None
+    client: Client,
+    settings: Settings,
+    tracker: Tracker | None = None,
+    *,
+    llm_model: Model | None = None,
+    clients: Clients | None = None,
 ) -> Worker:
-    """The worker for every workflow and activity; `llm_model` replaces the configured LLM (tests)."""
-    from activities.agent_tools import AgentActivities, register_runtime
+    """The worker for every workflow and activity, with `clients` (built from `settings` when not
+    given; `tracker` and `llm_model` then replace the configured ones, for tests)."""
+    from activities.agent_tools import AgentActivities
+    from investigation.agent import investigation_agent
+    from investigation.live_tools import register_runtime
     from workflows.investigation_agent import InvestigationAgentWorkflow
 
-    tracker = tracker or build_tracker(settings)
+    investigation_agent()  # built here, in worker setup: pydantic-ai forbids building it in a workflow
+
+    clients = clients or Clients(settings, tracker=tracker, llm_model=llm_model)
+    tracker = clients.tracker
     policy = TicketPolicy(settings.tracker.jira)
     tickets = TicketActivities(tracker, policy)
-    remediation = RemediationActivities(settings, client)
-    store = LazyIncidentStore(settings.store_url)
+    remediation = remediation_activities(client, settings, clients)
     evidence = EvidenceActivities(
-        build_sources(settings, store), tracker, policy, store, remediation.playbook_category
+        build_evidence_sources(
+            settings.evidence,
+            prometheus=clients.evidence_prometheus,
+            loki=clients.loki,
+            traces=clients.traces,
+            repos=clients.repo_paths,
+            store=clients.incident_store,
+        ),
+        tracker,
+        policy,
+        clients.incident_store,
+        remediation.playbook_category,
     )
-    investigation = InvestigationActivities(settings)
-    agent = AgentActivities(settings)
-    register_runtime(settings, llm_model)
+    investigation = InvestigationActivities(clients.prometheus)
+    agent = AgentActivities(llm_run_config(settings))
+    register_runtime(settings.temporal.task_queue, clients.llm_runtime())
     return Worker(
         with_pydantic_ai(client),
         task_queue=settings.temporal.task_queue,
@@ -134,7 +135,14 @@ def _warm_up_graphs() -> None:
 
 async def run_worker(settings: Settings) -> None:
     """The production worker process: runs until SIGINT/SIGTERM, then drains."""
-    tracker = build_tracker(settings)
+    clients = Clients(settings)
+    try:
+        await _serve(settings, clients)
+    finally:
+        clients.close()
+
+
+async def _serve(settings: Settings, clients: Clients) -> None:
     client = await connect(settings.temporal)
     try:
         added = await ensure_search_attributes(client, settings.temporal.namespace)
@@ -142,7 +150,7 @@ async def run_worker(settings: Settings) -> None:
             log.info("registered search attributes", names=added)
     except Exception as err:  # a Cloud namespace may forbid it; they must then be created by an admin
         log.warning("could not check search attributes", error=str(err))
-    worker = build_worker(client, settings, tracker)
+    worker = build_worker(client, settings, clients=clients)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.set_default_executor(
@@ -152,7 +160,7 @@ async def run_worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     if settings.evidence.enabled:
         await asyncio.to_thread(_warm_up_graphs)
-    log.info("worker started", task_queue=settings.temporal.task_queue, tracker=tracker.name)
+    log.info("worker started", task_queue=settings.temporal.task_queue, tracker=clients.tracker.name)
     async with worker:
         await stop.wait()
         log.info("worker stopping")

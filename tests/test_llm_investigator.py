@@ -38,6 +38,7 @@ from models.incident import IncidentView, Stage, TrackedAlert
 from models.investigation import Hypothesis, Investigation
 from models.plan import MatchResult
 from models.remediation import InvestigationRequest
+from selfheal.clients import llm_run_config
 from selfheal.settings import ConfigError, Settings, load_settings
 from selfheal.worker import build_worker
 from tests.conftest import make_settings
@@ -425,7 +426,7 @@ async def test_offline_investigation_uses_only_evidence_tools(tmp_path: Path) ->
     settings = make_settings(
         "127.0.0.1:1", tmp_path / "data", investigation={"llm": {"model": "offline-model"}}
     )
-    result = await investigate_offline(make_request(), FunctionModel(fn), settings)
+    result = await investigate_offline(make_request(), FunctionModel(fn), llm_run_config(settings))
     assert result.investigator == "llm:offline-model"
     assert result.status == "ok"
     assert sorted(seen_tools) == ["list_evidence", "read_evidence"]

@@ -28,7 +28,9 @@ from models.plan import CommandAction, GitEditAction, GitRevertAction, HttpActio
 from models.remediation import CommitRequest, RollbackRequest, StepRequest, WorktreeRequest
 from playbooks.loader import LIBRARY_DIR, load_playbooks
 from playbooks.matcher import PlaybookSet
+from selfheal.clients import Clients
 from selfheal.settings import Settings, load_settings
+from selfheal.worker import remediation_activities as wire_remediation
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -136,13 +138,18 @@ def step_request(plan: RemediationPlan, step: Any, worktree: str | None) -> Step
     )
 
 
+def remediation_activities(settings: Settings) -> RemediationActivities:
+    """The remediation activities as the worker wires them; no Temporal client is needed here."""
+    return wire_remediation(None, settings, Clients(settings))  # type: ignore[arg-type]
+
+
 def run_gitops_fix(plan: RemediationPlan, settings: Settings) -> tuple[list[str], str]:
     """What RemediationWorkflow does for a repo playbook up to verify: worktree, fix steps, commit, deploy.
 
     Returns the fix steps' details and the fix commit.
     """
     assert plan.repo
-    acts = RemediationActivities(settings, client=None)  # type: ignore[arg-type]  # no Temporal needed
+    acts = remediation_activities(settings)
     info = asyncio.run(acts.prepare_worktree(WorktreeRequest(incident_id=INCIDENT, repo=plan.repo)))
     assert info.fix_commit is None
     details = []
@@ -166,7 +173,7 @@ def run_gitops_fix(plan: RemediationPlan, settings: Settings) -> tuple[list[str]
 def run_rollback(plan: RemediationPlan, settings: Settings) -> str:
     """The automatic rollback (`rollback: auto`): revert the fix commit and push it the same way."""
     assert plan.repo and plan.rollback == "auto"
-    acts = RemediationActivities(settings, client=None)  # type: ignore[arg-type]
+    acts = remediation_activities(settings)
     worktree = str(settings.worktrees_dir / INCIDENT)
     req = RollbackRequest(incident_id=INCIDENT, repo=plan.repo, worktree=worktree, deploy=plan.deploy)
     return asyncio.run(acts.rollback_fix(req))
@@ -517,7 +524,7 @@ def recorded_calls(log: Path) -> list[list[str]]:
 def run_command_fix(plan: RemediationPlan, settings: Settings) -> list[str]:
     """What RemediationWorkflow does for a playbook without a repo: each fix step as apply_step."""
     assert plan.repo is None
-    acts = RemediationActivities(settings, client=None)  # type: ignore[arg-type]
+    acts = remediation_activities(settings)
     details = []
     for step in plan.fix:
         outcome = asyncio.run(acts.apply_step(step_request(plan, step, None)))

@@ -231,7 +231,14 @@ async def loop_factory(
     prom_url, target = prom
     stacks: list[Any] = []
 
-    async def make(playbooks: dict[str, str], *, in_process_worker: bool = True, **extra: Any) -> Loop:
+    async def make(
+        playbooks: dict[str, str],
+        *,
+        in_process_worker: bool = True,
+        worker_alertmanager_url: str | None = None,
+        **extra: Any,
+    ) -> Loop:
+        """`worker_alertmanager_url` points the worker at another Alertmanager than the one alerts go to."""
         service = "svc-" + uuid.uuid4().hex[:8]
         alertname = "PoolExhausted" + uuid.uuid4().hex[:6]
         root = tmp_path / service
@@ -246,7 +253,7 @@ async def loop_factory(
         token = settings.webhook_token.get_secret_value()  # type: ignore[union-attr]
         am_cm = alertmanager_server(root / "am", webhook_url=f"{api.url}/api/v1/alerts", token=token)
         am_url = am_cm.__enter__()
-        settings.remediation.alertmanager_url = am_url
+        settings.remediation.alertmanager_url = worker_alertmanager_url or am_url
         api.__enter__()
         worker_cm = None
         if in_process_worker:
@@ -528,8 +535,10 @@ async def test_unreachable_alertmanager_fails_safe_and_escalates(loop_factory: A
     """If selfheal cannot confirm the alert still fires, it changes nothing and asks humans."""
     from devstack.temporal_server import free_port
 
-    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-no-am", "ALERTNAME")})
-    lp.settings.remediation.alertmanager_url = f"http://127.0.0.1:{free_port()}"
+    lp: Loop = await loop_factory(
+        {"pool": playbook_yaml("pool-no-am", "ALERTNAME")},
+        worker_alertmanager_url=f"http://127.0.0.1:{free_port()}",
+    )
     await lp.fire()
     incident_id = await lp.incident_for()
     view = await lp.wait(incident_id, lambda v: v["stage"] == "awaiting_decision" and v["remediations"])

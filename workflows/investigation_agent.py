@@ -16,7 +16,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from pydantic_ai.durable_exec.temporal import PydanticAIWorkflow
 
-    from investigation.agent import LlmRunConfig, investigation_agent, run_investigation
+    from investigation.agent import DurableAgents, LlmRunConfig, investigation_agent, run_investigation
     from models import ids
     from models.investigation import Investigation
     from models.remediation import InvestigationRequest
@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
 
 @workflow.defn(name=ids.INVESTIGATION_AGENT_WORKFLOW)
 class InvestigationAgentWorkflow(PydanticAIWorkflow):
-    __pydantic_ai_agents__ = [investigation_agent]
+    __pydantic_ai_agents__ = DurableAgents()
 
     @workflow.run
     async def run(self, request: InvestigationRequest) -> Investigation:
@@ -33,4 +33,4 @@ class InvestigationAgentWorkflow(PydanticAIWorkflow):
             result_type=LlmRunConfig,
             start_to_close_timeout=timedelta(seconds=30),
         )
-        return await run_investigation(investigation_agent, request, config, workflow.now)
+        return await run_investigation(investigation_agent(), request, config, workflow.now)

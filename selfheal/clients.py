@@ -1,0 +1,137 @@
+"""Every client the worker talks through, built once from settings, in one place.
+
+Activities receive the clients they need in their constructors and never see `Settings`, so which
+URL, timeout or credential a connector gets is decided here and only here. One worker, one set:
+HTTP clients keep their connection pools, the incident store its engine, the LLM its SDK client.
+
+Which Prometheus (as the README documents it):
+- playbook queries (diagnose checks, `run_checks`, `verify_fix`) use `remediation.prometheus_url`,
+  the Prometheus the playbooks were written against;
+- evidence reads (graphs, figures, the LLM investigator's live tools) use `evidence.prometheus_url`,
+  which defaults to `remediation.prometheus_url`.
+
+Git repositories are the exception to "built once": a GitPython `Repo` holds `git cat-file`
+processes and is not safe to share between the activity threads, so `open_repo` opens one per use
+(the connector already serialises work on the same clone).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from connectors.alertmanager import AlertmanagerClient
+from connectors.base import Tracker
+from connectors.incident_store import LazyIncidentStore
+from connectors.local_tracker import LocalTracker
+from connectors.loki import LokiClient
+from connectors.prometheus import PrometheusClient
+from connectors.traces import JaegerClient, TempoClient
+from investigation.agent import LlmRunConfig, config_from_settings
+from investigation.live_tools import LlmRuntime
+from selfheal.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from pydantic_ai.models import Model
+
+    from connectors.git.repo import GitRepo
+
+#: Timeout of the playbook-facing Prometheus and Alertmanager reads (not configurable so far).
+PLAYBOOK_HTTP_TIMEOUT = 10.0
+
+
+def build_tracker(settings: Settings) -> Tracker:
+    """Jira when `tracker.kind` is `jira`, else the local SQLite tracker."""
+    if settings.tracker.kind == "jira":
+        if settings.tracker.jira is None:
+            raise ConfigError("settings: tracker.jira: required when tracker.kind is 'jira'")
+        from connectors.jira.tracker import JiraTracker
+
+        return JiraTracker(settings.tracker.jira)
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    return LocalTracker(settings.local_db_path, base_url=base)
+
+
+def llm_run_config(settings: Settings) -> LlmRunConfig:
+    """The LLM investigator's non-secret run configuration (what `llm_investigator_config` returns)."""
+    return config_from_settings(settings.investigation.llm, settings.evidence, settings.remediation.repos)
+
+
+class Clients:
+    """The worker's clients. HTTP clients exist only for configured URLs (None otherwise); the
+    incident store and the LLM model are built on first use, so a worker that never needs them
+    never opens a database or checks an API key. `close()` releases what was built here (the
+    tracker is left to whoever made it)."""
+
+    def __init__(
+        self, settings: Settings, *, tracker: Tracker | None = None, llm_model: Model | None = None
+    ) -> None:
+        """`tracker` and `llm_model` replace the configured ones (tests: a tracker they inspect, a
+        scripted model)."""
+        self._settings = settings
+        ev = settings.evidence
+        rem = settings.remediation
+        self.tracker: Tracker = tracker or build_tracker(settings)
+        #: The playbooks' Prometheus: diagnose checks, checks before acting, verification.
+        self.prometheus: PrometheusClient | None = None
+        if rem.prometheus_url:
+            self.prometheus = PrometheusClient(rem.prometheus_url, timeout=PLAYBOOK_HTTP_TIMEOUT)
+        #: The evidence Prometheus: graphs, figures and the LLM's PromQL tools.
+        self.evidence_prometheus: PrometheusClient | None = None
+        if evidence_url := ev.prometheus_url or rem.prometheus_url:
+            self.evidence_prometheus = PrometheusClient(evidence_url, timeout=ev.timeout_seconds)
+        self.alertmanager: AlertmanagerClient | None = None
+        if rem.alertmanager_url:
+            self.alertmanager = AlertmanagerClient(rem.alertmanager_url, timeout=PLAYBOOK_HTTP_TIMEOUT)
+        self.loki: LokiClient | None = None
+        if ev.loki_url:
+            self.loki = LokiClient(ev.loki_url, timeout=ev.timeout_seconds, tenant=ev.loki_tenant)
+        self.traces: TempoClient | JaegerClient | None = None
+        if ev.tempo_url:
+            self.traces = TempoClient(ev.tempo_url, timeout=ev.timeout_seconds, ui_url=ev.traces_ui_url)
+        elif ev.jaeger_url:
+            # No UI configured: links go to Jaeger's own UI.
+            ui = ev.traces_ui_url or None
+            self.traces = JaegerClient(ev.jaeger_url, timeout=ev.timeout_seconds, ui_url=ui)
+        #: Repository name → local clone: remediation repos plus evidence change repos.
+        self.repo_paths: dict[str, Path] = {name: r.path for name, r in rem.repos.items()}
+        self.repo_paths.update(ev.change_repos)
+        self._llm_model = llm_model
+        #: One incident store (engine and connection pool) per worker, opened on first call.
+        self.incident_store = LazyIncidentStore(settings.store_url)
+        self._lock = threading.Lock()
+
+    def open_repo(self, name: str) -> GitRepo:
+        """A fresh handle on the remediation repository `name` (KeyError when not configured)."""
+        from connectors.git.repo import GitRepo
+
+        cfg = self._settings.remediation.repos[name]
+        return GitRepo(cfg.path, remote=cfg.remote, base_branch=cfg.base_branch)
+
+    def llm_model(self) -> Model:
+        """The investigator's model, built from `investigation.llm` on first use."""
+        with self._lock:
+            if self._llm_model is None:
+                from connectors.llm import build_model
+
+                self._llm_model = build_model(self._settings.investigation.llm)
+            return self._llm_model
+
+    def llm_runtime(self) -> LlmRuntime:
+        """What the LLM investigator's live tools and model activity use on this worker."""
+        return LlmRuntime(
+            model=self.llm_model,
+            incident_store=self.incident_store,
+            prometheus=self.evidence_prometheus,
+            loki=self.loki,
+            traces=self.traces,
+            repos=self.repo_paths,
+            redact_emails=self._settings.evidence.redact_emails,
+        )
+
+    def close(self) -> None:
+        for client in (self.prometheus, self.evidence_prometheus, self.alertmanager, self.loki, self.traces):
+            if client is not None:
+                client.close()
+        self.incident_store.close()
