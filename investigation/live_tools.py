@@ -18,25 +18,23 @@ Connectors are imported only where used: the workflow sandbox loads the agent, a
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from temporalio import activity
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
+    from connectors.git.history import GitHistory
     from connectors.incident_store import IncidentStore
     from connectors.loki import LokiClient
     from connectors.prometheus import PrometheusClient
     from connectors.traces import TraceSearcher
 
-#: A git revision as the model may name it: a sha, branch or tag, optionally with ~n / ^n.
-_REV = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/@{}~^-]{0,199}$")
 MAX_GIT_COUNT = 50
 
 
@@ -83,20 +81,6 @@ def current_runtime() -> LlmRuntime:
 
 
 # ------------------------------------------------------------------------------- validation
-
-
-def check_rev(rev: str) -> str:
-    if not _REV.match(rev) or ".." in rev:
-        raise ToolInputError(f"invalid git revision {rev!r}: use a commit id, branch or tag")
-    return rev
-
-
-def check_path(path: str) -> str:
-    if not path or path.startswith(("-", "/")) or "\\" in path or "\x00" in path:
-        raise ToolInputError(f"invalid path {path!r}: use a path relative to the repository root")
-    if any(part in ("..", "") for part in path.rstrip("/").split("/")):
-        raise ToolInputError(f"invalid path {path!r}: no '..' or empty components")
-    return path
 
 
 def _repo_path(runtime: LlmRuntime, name: str) -> Path:
@@ -193,65 +177,47 @@ def recent_changes(runtime: LlmRuntime, before: datetime, hours: float, repo: st
     return "\n".join([section.message or f"{len(rows)} commits", *rows]) if rows else "no commits in window"
 
 
-def _git(runtime: LlmRuntime, repo: str, build: Callable[[Any], str]) -> str:
-    import git
+def _git(runtime: LlmRuntime, repo: str, read: Callable[[GitHistory], str]) -> str:
+    """Run a read on the repository's history (connectors.git: its git environment and timeouts)."""
+    from connectors.git.history import GitHistory, InvalidInput
+    from connectors.git.process import GitError
 
     path = _repo_path(runtime, repo)
-    handle = git.Repo(path)
     try:
-        return build(handle)
-    except (git.BadName, ValueError) as exc:
+        return read(GitHistory(path))
+    except InvalidInput as exc:
+        raise ToolInputError(str(exc)) from exc
+    except GitError as exc:
         raise ToolInputError(f"{repo}: {exc}") from exc
-    except git.GitCommandError as exc:
-        raise ToolInputError(f"{repo}: git failed: {str(exc.stderr).strip()[:300]}") from exc
-    finally:
-        handle.close()
+
+
+def _checked(*revs: str, path: str | None) -> None:
+    """Refuse a bad revision or path before anything else, as the model's mistake it is."""
+    from connectors.git.history import InvalidInput, check_path, check_rev
+
+    try:
+        for rev in revs:
+            check_rev(rev)
+        if path is not None:
+            check_path(path)
+    except InvalidInput as exc:
+        raise ToolInputError(str(exc)) from exc
 
 
 def git_log(runtime: LlmRuntime, repo: str, rev: str, path: str | None, max_count: int) -> str:
-    rev = check_rev(rev)
-    if path is not None:
-        path = check_path(path)
+    _checked(rev, path=path)
     count = max(1, min(max_count, MAX_GIT_COUNT))
-
-    def run(handle: Any) -> str:
-        sha = handle.rev_parse(rev).hexsha  # resolved first: only a commit id reaches the command
-        args = [f"--max-count={count}", "--format=%h %cI %an: %s", sha, "--"]
-        if path is not None:
-            args.append(path)
-        return str(handle.git.log(*args)) or "no commits"
-
-    return _git(runtime, repo, run)
+    return _git(runtime, repo, lambda history: history.log(rev, path=path, max_count=count) or "no commits")
 
 
 def git_show(runtime: LlmRuntime, repo: str, rev: str, path: str | None) -> str:
-    rev = check_rev(rev)
-    if path is not None:
-        path = check_path(path)
-
-    def run(handle: Any) -> str:
-        sha = handle.rev_parse(rev).hexsha
-        args = ["--stat", "--patch", "--format=commit %H%nAuthor: %an%nDate: %cI%n%n%B", sha, "--"]
-        if path is not None:
-            args.append(path)
-        return str(handle.git.show(*args))
-
-    return _git(runtime, repo, run)
+    _checked(rev, path=path)
+    return _git(runtime, repo, lambda history: history.show(rev, path=path))
 
 
 def git_diff(runtime: LlmRuntime, repo: str, base: str, head: str, path: str | None) -> str:
-    base, head = check_rev(base), check_rev(head)
-    if path is not None:
-        path = check_path(path)
-
-    def run(handle: Any) -> str:
-        a, b = handle.rev_parse(base).hexsha, handle.rev_parse(head).hexsha
-        args = ["--stat", "--patch", a, b, "--"]
-        if path is not None:
-            args.append(path)
-        return str(handle.git.diff(*args)) or "no differences"
-
-    return _git(runtime, repo, run)
+    _checked(base, head, path=path)
+    return _git(runtime, repo, lambda history: history.diff(base, head, path=path) or "no differences")
 
 
 def past_incident(runtime: LlmRuntime, incident_id: str) -> str:
