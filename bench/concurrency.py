@@ -36,7 +36,7 @@ import httpx
 import yaml
 
 from bench import common
-from tests.services_prom import prometheus_server
+from demo.observability import prometheus_server
 
 NAME = "concurrency"
 PER_PLAYBOOK = 50

@@ -3,6 +3,9 @@
 Both run on 127.0.0.1, on free ports, with their data in the demo's directory, never as the
 system services. Timings are short so the loop shows in seconds; `Timings` names them so the
 demo and the benchmark can report them beside the measured latencies.
+
+`prometheus_server` and `alertmanager_server` are the plain versions (any targets, optional
+rules and webhook) as context managers, for the benchmarks and the tests.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -267,3 +272,119 @@ def start_prometheus(workdir: Path, targets: list[str], alertmanager_url: str, t
         return args
 
     return _start("prometheus", argv, workdir)
+
+
+def _require(path: str) -> str:
+    """The binary's path; a missing one is an error, not a skip, so a CI image without it fails loudly."""
+    exe = binary(path)
+    if exe is None:
+        raise ServiceError(
+            f"{path} is missing: install it with `apt-get install prometheus prometheus-alertmanager`"
+            " (or point SELFHEAL_PROMETHEUS_BIN / SELFHEAL_ALERTMANAGER_BIN at the binaries)"
+        )
+    return exe
+
+
+def _host_port(target: str) -> str:
+    """`http://127.0.0.1:9100/metrics` or `127.0.0.1:9100` → `127.0.0.1:9100`."""
+    return target.split("://", 1)[-1].split("/", 1)[0]
+
+
+@contextmanager
+def prometheus_server(
+    workdir: Path,
+    scrape_targets: list[str],
+    rules_yaml: str | None = None,
+    alertmanager_url: str | None = None,
+    scrape_interval: str = "1s",
+    evaluation_interval: str = "1s",
+) -> Iterator[str]:
+    """A Prometheus scraping `scrape_targets` (job `targets`), optionally with rules and an Alertmanager;
+    yields its URL."""
+    exe = _require(PROMETHEUS_BIN)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
+        "scrape_configs": [
+            {
+                "job_name": "targets",
+                "scrape_interval": scrape_interval,
+                "scrape_timeout": scrape_interval,
+                "static_configs": [{"targets": [_host_port(t) for t in scrape_targets]}],
+            }
+        ],
+    }
+    if rules_yaml is not None:
+        (workdir / "rules.yml").write_text(rules_yaml)
+        config["rule_files"] = [str(workdir / "rules.yml")]
+    if alertmanager_url is not None:
+        config["alerting"] = {
+            "alertmanagers": [
+                {"api_version": "v2", "static_configs": [{"targets": [_host_port(alertmanager_url)]}]}
+            ]
+        }
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    resend = _supports(exe, "--rules.alert.resend-delay")
+
+    def argv(port: int) -> list[str]:
+        args = [
+            exe,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ]
+        if resend:
+            args.append("--rules.alert.resend-delay=1s")
+        return args
+
+    server = _start("prometheus", argv, workdir)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextmanager
+def alertmanager_server(
+    workdir: Path, webhook_url: str | None = None, token: str | None = None
+) -> Iterator[str]:
+    """An Alertmanager routing everything to `webhook_url` (Bearer `token`), or to nowhere; yields its URL.
+
+    Group timings are a second or less, so a posted alert reaches the webhook promptly.
+    """
+    exe = _require(ALERTMANAGER_BIN)
+    workdir.mkdir(parents=True, exist_ok=True)
+    receiver: dict[str, Any] = {"name": "selfheal"}
+    if webhook_url is not None:
+        webhook: dict[str, Any] = {"url": webhook_url, "send_resolved": True, "max_alerts": 0}
+        if token is not None:
+            webhook["http_config"] = {"authorization": {"type": "Bearer", "credentials": token}}
+        receiver["webhook_configs"] = [webhook]
+    config = {
+        "route": {
+            "receiver": "selfheal",
+            "group_by": ["alertname"],
+            "group_wait": "1s",
+            "group_interval": "1s",
+            "repeat_interval": "1h",
+        },
+        "receivers": [receiver],
+    }
+    (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def argv(port: int) -> list[str]:
+        return [
+            exe,
+            f"--config.file={workdir / 'alertmanager.yml'}",
+            f"--storage.path={workdir / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",  # no gossip: a single, private instance
+            "--log.level=warn",
+        ]
+
+    server = _start("alertmanager", argv, workdir)
+    try:
+        yield server.url
+    finally:
+        server.stop()

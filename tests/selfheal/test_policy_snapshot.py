@@ -23,7 +23,7 @@ from models.incident import AlertmanagerWebhook
 from models.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.incidents import IncidentService
 from selfheal.settings import load_settings
-from tests.payloads import simple
+from tests.support.payloads import simple
 
 #: Snapshot field -> (settings path, a value that is not the default, where it is set). None: not a
 #: setting. `ticket_retry_seconds` is a constant of the workflow: it keeps its default.
