@@ -9,7 +9,6 @@ totals; aggregate across replicas with `max`, not `sum`.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -21,7 +20,13 @@ from sqlalchemy import ColumnElement, case, distinct, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from temporalio.client import Client
 
-from connectors.incident_store import ATTEMPTED_RESULTS, ClosedIncident, IncidentStore, PlaybookRun
+from connectors.incident_store import (
+    ATTEMPTED_RESULTS,
+    ClosedIncident,
+    IncidentStore,
+    LazyIncidentStore,
+    PlaybookRun,
+)
 from models import ids
 from models.incident import Outcome, Stage
 
@@ -90,20 +95,10 @@ class LoopCollector(Collector):
 
     def __init__(self, store_url: str) -> None:
         self.store_url = store_url
-        self._store: IncidentStore | None = None
-        self._lock = threading.Lock()
-
-    def _open(self) -> IncidentStore:
-        with self._lock:
-            if self._store is None:
-                self._store = IncidentStore(self.store_url)
-            return self._store
+        self._open = LazyIncidentStore(store_url)
 
     def close(self) -> None:
-        with self._lock:
-            if self._store is not None:
-                self._store.close()
-                self._store = None
+        self._open.close()
 
     def describe(self) -> Iterable[Metric]:
         return []
