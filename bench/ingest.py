@@ -33,12 +33,12 @@ from temporalio.common import (
 )
 
 from bench import common
-from connectors.temporal import connect
+from connectors.temporal import TemporalSettings, connect
 from models import ids
 from models.incident import AlertmanagerWebhook, Notification
 from models.incident_state import IncidentInput
 from selfheal.incidents import policy_snapshot
-from selfheal.settings import TemporalSettings, load_settings
+from selfheal.settings import load_settings
 from workflows.incident import IncidentWorkflow
 
 NAME = "ingest"

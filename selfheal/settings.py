@@ -2,6 +2,9 @@
 
 Nested values override with a double underscore, e.g. `SELFHEAL_TEMPORAL__ADDRESS=host:7233`.
 Invalid input raises `ConfigError` whose message names the field, so the CLI can exit 2 with it.
+Each integration's section lives beside its code (`connectors/temporal.py`, `connectors/jira/settings.py`,
+`connectors/git/settings.py`, `investigation/settings.py`, `activities/remediation_settings.py`, the
+`incident:` policy in `models/incident_state.py`); this model only composes them with the app's own keys.
 """
 
 from __future__ import annotations
@@ -21,31 +24,11 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from pydantic_settings.exceptions import SettingsError
 
 from activities.remediation_settings import RemediationSettings
-from connectors.git.settings import RepoSettings
 from connectors.jira.settings import JiraSettings
-from connectors.llm import LlmSettings
 from connectors.temporal import TemporalSettings
-from investigation.settings import EvidenceSettings, InvestigationSettings, ServiceEvidence
-from models.ids import TASK_QUEUE
+from investigation.settings import EvidenceSettings, InvestigationSettings
 from models.incident_state import IncidentPolicy
 from models.settings import Section
-
-__all__ = [
-    "TASK_QUEUE",
-    "ConfigError",
-    "EvidenceSettings",
-    "IncidentPolicy",
-    "InvestigationSettings",
-    "JiraSettings",
-    "LlmSettings",
-    "RemediationSettings",
-    "RepoSettings",
-    "ServiceEvidence",
-    "Settings",
-    "TemporalSettings",
-    "TrackerSettings",
-    "load_settings",
-]
 
 
 class ConfigError(Exception):
