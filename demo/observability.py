@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -255,6 +255,14 @@ def start_prometheus(workdir: Path, targets: list[str], alertmanager_url: str, t
             }
         ],
     }
+    argv = _prometheus_argv(exe, workdir, config, resend_delay=t.resend_delay, external_url=True)
+    return _start("prometheus", argv, workdir)
+
+
+def _prometheus_argv(
+    exe: str, workdir: Path, config: dict[str, Any], *, resend_delay: str, external_url: bool
+) -> Callable[[int], list[str]]:
+    """Write the config and say how Prometheus starts on a port (the resend delay where supported)."""
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     resend = _supports(exe, "--rules.alert.resend-delay")
 
@@ -264,14 +272,15 @@ def start_prometheus(workdir: Path, targets: list[str], alertmanager_url: str, t
             f"--config.file={workdir / 'prometheus.yml'}",
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
-            f"--web.external-url=http://127.0.0.1:{port}",
             "--log.level=warn",
         ]
+        if external_url:
+            args.insert(4, f"--web.external-url=http://127.0.0.1:{port}")
         if resend:
-            args.append(f"--rules.alert.resend-delay={t.resend_delay}")
+            args.append(f"--rules.alert.resend-delay={resend_delay}")
         return args
 
-    return _start("prometheus", argv, workdir)
+    return argv
 
 
 def _require(path: str) -> str:
@@ -323,21 +332,7 @@ def prometheus_server(
                 {"api_version": "v2", "static_configs": [{"targets": [_host_port(alertmanager_url)]}]}
             ]
         }
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    resend = _supports(exe, "--rules.alert.resend-delay")
-
-    def argv(port: int) -> list[str]:
-        args = [
-            exe,
-            f"--config.file={workdir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ]
-        if resend:
-            args.append("--rules.alert.resend-delay=1s")
-        return args
-
+    argv = _prometheus_argv(exe, workdir, config, resend_delay="1s", external_url=False)
     server = _start("prometheus", argv, workdir)
     try:
         yield server.url
