@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from temporalio import activity
 
-from investigation.agent import LlmRunConfig
+from models.agent import LlmRunConfig
 
 
 class AgentActivities:

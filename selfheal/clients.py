@@ -28,8 +28,9 @@ from connectors.local_tracker import LocalTracker
 from connectors.loki import LokiClient
 from connectors.prometheus import PrometheusClient
 from connectors.traces import JaegerClient, TempoClient
-from investigation.agent import LlmRunConfig, config_from_settings
+from investigation.agent import config_from_settings
 from investigation.live_tools import LlmRuntime
+from models.agent import LlmRunConfig
 from selfheal.settings import ConfigError, Settings
 
 if TYPE_CHECKING:

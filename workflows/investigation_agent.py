@@ -16,8 +16,9 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from pydantic_ai.durable_exec.temporal import PydanticAIWorkflow
 
-    from investigation.agent import DurableAgents, LlmRunConfig, investigation_agent, run_investigation
+    from investigation.agent import DurableAgents, investigation_agent, run_investigation
     from models import ids
+    from models.agent import LlmRunConfig
     from models.investigation import Investigation
     from models.remediation import InvestigationRequest
 
