@@ -29,6 +29,7 @@ from connectors.temporal import TemporalSettings
 from investigation.settings import EvidenceSettings, InvestigationSettings
 from models.incident_state import IncidentPolicy
 from models.settings import Section
+from selfheal.auth import AuthSettings
 
 
 class ConfigError(Exception):
@@ -63,6 +64,8 @@ class Settings(BaseSettings):
     #: Users allowed to approve or reject. Empty: anyone in dev, nobody in production.
     approvers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     public_url: str = ""
+    #: People, their roles and their identity per channel (API token, OIDC, Jira).
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     incident: IncidentPolicy = Field(default_factory=IncidentPolicy)
