@@ -92,6 +92,9 @@ class TicketActivities:
             self.tracker.set_priority(req.key, priority)
             if self.policy.escalation_labels:
                 self.tracker.add_labels(req.key, self.policy.escalation_labels)
+            if self.policy.assignee:
+                # The tracker's own id for a person: accountId on Jira Cloud, user name on Server/DC.
+                self.tracker.assign(req.key, self.policy.assignee)
             body = (
                 f"Escalated (priority {priority}). {req.reason}\n"
                 f"To decide: comment /selfheal approve or /selfheal reject, or run"

@@ -96,6 +96,11 @@ class Tracker(ABC):
     def add_labels(self, key: str, labels: list[str]) -> None:
         """Add labels, e.g. the escalation queue's; never removes the incident label."""
 
+    def assign(self, key: str, who: str) -> bool:
+        """Assign the ticket to `who` (the tracker's own user id) unless it already is; True when
+        changed. Trackers without people (the local one) ignore it."""
+        return False
+
     @abstractmethod
     def attach(self, key: str, filename: str, data: bytes) -> bool:
         """Attach a file (graphs) unless one with that name and size is there; True when added."""

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
-#: Jira's limit on a text field (description, comment), in characters.
+#: Jira's limit on a text field (description, comment), in UTF-16 code units (Java string length):
+#: an emoji or any character outside the BMP counts twice.
 JIRA_TEXT_LIMIT = 32_767
 #: What an image reference may name: the attachments selfheal uploads (`<incident>-graph-<n>.png`).
 ATTACHMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(?:png|jpg|jpeg|gif|svg)")
@@ -184,14 +185,29 @@ def _cut_runs(doc: Document, limit: int) -> None:
             b.text = "\n".join(cut(line) for line in b.text.split("\n")[:20])
 
 
+def utf16_len(text: str) -> int:
+    """The length Jira (Java) measures: UTF-16 code units, not Python's code points."""
+    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
+
+
+def cut_utf16(text: str, limit: int) -> str:
+    """The longest prefix of `text` within `limit` UTF-16 units, never splitting a surrogate pair."""
+    used = 0
+    for i, c in enumerate(text):
+        used += 2 if ord(c) > 0xFFFF else 1
+        if used > limit:
+            return text[:i]
+    return text
+
+
 TRIMMED_NOTE = "Page trimmed to fit the tracker's size limit; the full incident is in the workflow."
 
 
 def fit(doc: Document, render: Callable[[Document], str], limit: int = JIRA_TEXT_LIMIT) -> str:
-    """Render `doc` within `limit` characters: shrink trimmable blocks (highest `trim` first), then cut
+    """Render `doc` within `limit` UTF-16 units: shrink trimmable blocks (highest `trim` first), then cut
     long strings, then drop blocks from the end. The result is never longer than `limit`."""
     out = render(doc)
-    if len(out) <= limit:
+    if utf16_len(out) <= limit:
         return out
     work = doc.model_copy(deep=True)
     levels = sorted({getattr(b, "trim", 0) for b in work.blocks if getattr(b, "trim", 0) > 0}, reverse=True)
@@ -200,13 +216,13 @@ def fit(doc: Document, render: Callable[[Document], str], limit: int = JIRA_TEXT
     for level in levels:
         while _shrink_once(work, level):
             out = render(work)
-            if len(out) <= limit:
+            if utf16_len(out) <= limit:
                 return out
     _cut_runs(work, _HARD_RUN)
     out = render(work)
-    while len(out) > limit and len(work.blocks) > 1:
+    while utf16_len(out) > limit and len(work.blocks) > 1:
         work.blocks.pop()
         out = render(work)
-    if len(out) <= limit:
+    if utf16_len(out) <= limit:
         return out
-    return render(Document(blocks=[note]))[:limit]
+    return cut_utf16(render(Document(blocks=[note])), limit)

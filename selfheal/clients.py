@@ -21,6 +21,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import structlog
+
 from connectors.alertmanager import AlertmanagerClient
 from connectors.base import Tracker
 from connectors.incident_store import LazyIncidentStore
@@ -38,18 +40,35 @@ if TYPE_CHECKING:
 
     from connectors.git.repo import GitRepo
 
+log = structlog.get_logger(__name__)
+
 #: Timeout of the playbook-facing Prometheus and Alertmanager reads (not configurable so far).
 PLAYBOOK_HTTP_TIMEOUT = 10.0
 
 
 def build_tracker(settings: Settings) -> Tracker:
-    """Jira when `tracker.kind` is `jira`, else the local SQLite tracker."""
+    """Jira when `tracker.kind` is `jira`, else the local SQLite tracker.
+
+    Jira's deployment is checked here (serverInfo), so a `cloud` or `api_version` setting the
+    server contradicts stops the worker with one line; the create ledger lives in the data dir."""
     if settings.tracker.kind == "jira":
         if settings.tracker.jira is None:
             raise ConfigError("settings: tracker.jira: required when tracker.kind is 'jira'")
+        from connectors.base import TrackerError
+        from connectors.jira.ledger import CreateLedger
         from connectors.jira.tracker import JiraTracker
 
-        return JiraTracker(settings.tracker.jira)
+        ledger = CreateLedger(settings.data_dir / "jira-creates.json")
+        tracker = JiraTracker(settings.tracker.jira, ledger=ledger)
+        try:
+            tracker.check_deployment()
+        except TrackerError as err:
+            if not err.retryable:  # the settings contradict the server: refuse to start
+                tracker.close()
+                raise ConfigError(f"settings: {err}") from err
+            # Jira unreachable: the worker still starts; the deployment is asked on first use.
+            log.warning("jira: could not read serverInfo at start", error=str(err))
+        return tracker
     base = settings.public_url or f"http://{settings.host}:{settings.port}"
     return LocalTracker(settings.local_db_path, base_url=base)
 

@@ -1,17 +1,25 @@
 """JiraTracker: the Tracker contract on Jira Server/Data Center or Cloud, through the `jira` client.
 
 Every call is safe to repeat because Jira itself is consulted first: the incident label is searched
-before a create, comments carry a dedup marker, a transition checks the current status, remote
-links and attachments are matched before they are added. Temporal owns retries, so the client
-never retries (`max_retries=0`) and every failure becomes a TrackerError whose `retryable` says
-whether another attempt can help.
+before a create (and the create ledger covers Cloud's lagging index), comments carry a dedup marker,
+a transition checks the current status, remote links and attachments are matched before they are
+added, and the page is compared by the hash selfheal stored in an issue property, never by reading
+back Jira's re-rendered text. Temporal owns retries, so the client never retries (`max_retries=0`)
+and every failure becomes a TrackerError whose `retryable` says whether another attempt can help.
+
+Cloud and Server/Data Center differ: Cloud searches through `/search/jql` (the old `/search`
+answers 410), names people by accountId only, and alone has REST v3. The deployment is pinned by
+`cloud`, or read from the URL, or from `serverInfo` on first need; `check_deployment` refuses a
+setting that contradicts the server.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from io import BufferedReader
 from typing import Any, cast
@@ -23,11 +31,12 @@ from jira.exceptions import JIRAError
 from jira.resources import Issue
 
 from connectors.base import TicketContent, Tracker, TrackerError, dedup_marker
+from connectors.jira.ledger import CreateLedger
 from connectors.jira.settings import JiraSettings
 from models.ids import incident_label
 from models.incident import TicketRef
-from pages.document import Document
-from pages.render import adf_plain_text, render, render_adf_fitted, render_wiki_text
+from pages.document import JIRA_TEXT_LIMIT, Document, utf16_len
+from pages.render import adf_json, adf_plain_text, render, render_adf_fitted, render_wiki_text
 
 #: Statuses worth another attempt besides 5xx: timeouts, edit conflicts, locks, rate limits.
 _RETRYABLE_STATUS = frozenset({408, 409, 423, 425, 429})
@@ -35,6 +44,42 @@ _RETRYABLE_STATUS = frozenset({408, 409, 423, 425, 429})
 _SEARCH_FIELDS = "summary,description,labels,priority,status,assignee"
 _COMMENT_PAGE = 100
 _MAX_DETAIL = 300
+#: The issue property holding the hash of the page selfheal last wrote.
+PAGE_PROPERTY = "selfheal.page"
+#: Cloud scoped-token API base: `https://api.atlassian.com/ex/jira/{cloudId}`.
+_SCOPED = re.compile(r"^https?://[^/]+/ex/jira/[^/]+$")
+
+
+def cloud_from_url(url: str) -> bool | None:
+    """True for URLs only Cloud has (`*.atlassian.net`, the scoped-token gateway); None: ask the server."""
+    base = url.rstrip("/")
+    host = (re.match(r"^https?://([^/:]+)", base) or [None, ""])[1] or ""
+    if _SCOPED.match(base) or host.lower().endswith(".atlassian.net"):
+        return True
+    return None
+
+
+def trimmed_note(cut: int) -> str:
+    return f"[comment trimmed to Jira's size limit: {cut} characters cut; the full text is in the workflow]"
+
+
+def fit_comment(body: str, render_body: Callable[[str], str], limit: int = JIRA_TEXT_LIMIT) -> str:
+    """`render_body(body)` within `limit` UTF-16 units, cutting the end of `body` and saying so.
+
+    `render_body` adds the dedup marker, so the marker always survives the cut.
+    """
+    out = render_body(body)
+    if utf16_len(out) <= limit:
+        return out
+    lo, hi = 0, len(body)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        candidate = render_body(f"{body[:mid]}\n{trimmed_note(len(body) - mid)}")
+        if utf16_len(candidate) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return render_body(f"{body[:lo]}\n{trimmed_note(len(body) - lo)}")
 
 
 def _jql_string(value: str) -> str:
@@ -104,14 +149,70 @@ class JiraTracker(Tracker):
 
     name = "jira"
 
-    def __init__(self, settings: JiraSettings, *, client: JIRA | None = None) -> None:
+    def __init__(
+        self, settings: JiraSettings, *, client: JIRA | None = None, ledger: CreateLedger | None = None
+    ) -> None:
+        """No request at construction: the worker must boot with Jira down (`check_deployment` asks)."""
         self.settings = settings
+        #: Where API calls go (on a scoped token, the api.atlassian.com gateway).
         self.base_url = settings.url.rstrip("/")
         self.client = client if client is not None else self._connect(settings)
-        if settings.cloud:
-            # The client learns "Cloud" from serverInfo, which we skip; without it the Cloud-only
-            # enhanced search silently returns None.
-            self.client.deploymentType = "Cloud"
+        self.ledger = ledger if ledger is not None else CreateLedger()
+        self._cloud: bool | None = (
+            settings.cloud if settings.cloud is not None else cloud_from_url(settings.url)
+        )
+        self._site: str | None = settings.site_url.rstrip("/") if settings.site_url else None
+        if self._site is None and not _SCOPED.match(self.base_url):
+            self._site = self.base_url
+        if self._cloud:
+            self._mark_cloud()
+
+    def _mark_cloud(self) -> None:
+        # The client learns "Cloud" from serverInfo, which it skips; without it the Cloud-only
+        # enhanced search silently returns None.
+        self.client.deploymentType = "Cloud"
+
+    def _server_info(self) -> dict[str, Any]:
+        with _jira_errors("read serverInfo"):
+            info: dict[str, Any] = self.client.server_info()
+        return info
+
+    def check_deployment(self) -> None:
+        """Ask `serverInfo` what this Jira is; refuse settings that contradict it (non-retryable,
+        one line naming the setting). A retryable error means Jira is unreachable: detection then
+        happens on first use."""
+        info = self._server_info()
+        cloud = info.get("deploymentType") == "Cloud"
+        where = (
+            f"{self.base_url} is Jira {info.get('deploymentType') or 'Server'} (serverInfo deploymentType)"
+        )
+        if self.settings.cloud is not None and self.settings.cloud != cloud:
+            raise TrackerError(
+                f"tracker.jira.cloud: set to {str(self.settings.cloud).lower()} but {where}", retryable=False
+            )
+        if self.settings.api_version == 3 and not cloud:
+            raise TrackerError(
+                f"tracker.jira.api_version: 3 is Jira Cloud only, but {where}", retryable=False
+            )
+        self._cloud = cloud
+        if cloud:
+            self._mark_cloud()
+        if self._site is None:
+            self._site = str(info.get("baseUrl") or self.base_url).rstrip("/")
+
+    @property
+    def cloud(self) -> bool:
+        """Cloud or Server/DC, as pinned, read from the URL, or asked from serverInfo once."""
+        if self._cloud is None:
+            self.check_deployment()
+        return bool(self._cloud)
+
+    @property
+    def site_url(self) -> str:
+        """Where people browse tickets (the site, also behind a scoped-token API URL)."""
+        if self._site is None:
+            self.check_deployment()
+        return self._site or self.base_url
 
     @staticmethod
     def _connect(settings: JiraSettings) -> JIRA:
@@ -139,10 +240,13 @@ class JiraTracker(Tracker):
         return None if issue is None else self._ref(issue.key)
 
     def create_or_update(self, content: TicketContent) -> TicketRef:
+        """Search, then the ledger (Cloud's index lags creates), then create; see `connectors.jira.ledger`."""
         labels = _unique([*self.settings.labels, *content.labels, incident_label(content.incident_id)])
-        existing = self._find_open(content.incident_id)
+        existing = self._find_open(content.incident_id) or self._remembered(content.incident_id)
         if existing is None:
+            self.ledger.attempt(content.incident_id)
             key = self._create(content, labels)
+            self.ledger.created(content.incident_id, key)
         else:
             key = existing.key
             self._update(existing, content, labels)
@@ -151,17 +255,18 @@ class JiraTracker(Tracker):
         return self._ref(key)
 
     def comment(self, key: str, body: str, dedup_key: str) -> bool:
+        """Within Jira's 32,767 UTF-16 units: a longer body loses its end, says how much, keeps the marker."""
         marker = dedup_marker(dedup_key)
         if self._has_comment_containing(key, marker):
             return False
         if self.v3:
             # Plain text in ADF text nodes: nothing in `body` can become markup; the marker stays findable.
-            adf = render_adf_fitted(Document.of_text(f"{body}\n\n{marker}"))
+            adf = json.loads(fit_comment(body, lambda b: adf_json(Document.of_text(f"{b}\n\n{marker}"))))
             self._v3("POST", f"issue/{key}/comment", f"comment on {key}", {"body": adf})
             return True
         with _jira_errors(f"comment on {key}"):
             # The body is escaped (it quotes reasons, labels, model output); the marker is ours, verbatim.
-            self.client.add_comment(key, f"{render_wiki_text(body)}\n\n{marker}")
+            self.client.add_comment(key, fit_comment(body, lambda b: f"{render_wiki_text(b)}\n\n{marker}"))
         return True
 
     def transition(self, key: str, status: str) -> bool:
@@ -188,25 +293,30 @@ class JiraTracker(Tracker):
         return True
 
     def update_page(self, key: str, content: TicketContent) -> None:
-        """Send only what differs; a closed issue is edited too (the page records how it ended)."""
-        if self.v3:
-            now = self._v3_fields(key, "summary,description")
-        else:
-            issue = self._issue(key, "summary,description")
-            now = issue.raw.get("fields") or {}
-        fields: dict[str, Any] = {}
-        if now.get("summary") != content.summary:
-            fields["summary"] = content.summary
+        """Rewrite summary and description unless their hash matches the one selfheal stored in the
+        `selfheal.page` issue property: Jira re-renders what it is sent, so reading the description
+        back would differ every time and re-send (and notify watchers) on every update. A closed
+        issue is edited too (the page records how it ended)."""
         description = self.description(content)
-        if (now.get("description") or "") != description:
-            fields["description"] = description
-        if not fields:
+        digest = self._page_digest(content.summary, description)
+        if self._stored_digest(key) == digest:
             return
-        if self.v3:
-            self._v3("PUT", f"issue/{key}", f"update {key}", {"fields": fields})
-            return
-        with _jira_errors(f"update {key}"):
-            issue.update(fields=fields)
+        self._rest(
+            "PUT",
+            f"issue/{key}",
+            f"update {key}",
+            {"fields": {"summary": content.summary, "description": description}},
+        )
+        self._store_digest(key, digest)
+
+    def assign(self, key: str, who: str) -> bool:
+        """Assign (accountId on Cloud, user name on Server/DC) unless already so; True when changed."""
+        issue = self._issue(key, "assignee")
+        now = issue.raw["fields"].get("assignee") or {}
+        if who in (now.get("accountId"), now.get("name")):
+            return False
+        self._rest("PUT", f"issue/{key}/assignee", f"assign {key}", self._user(who), version=2)
+        return True
 
     # ------------------------------------------------------------------------------- rendering
 
@@ -222,16 +332,50 @@ class JiraTracker(Tracker):
 
     def _v3(self, method: str, path: str, action: str, payload: Any = None) -> Any:
         """A REST v3 call on the client's session (auth, timeout, no retries), mapped to TrackerError."""
-        url = f"{self.base_url}/rest/api/3/{path}"
+        return self._rest(method, path, action, payload, version=3)
+
+    def _rest(
+        self, method: str, path: str, action: str, payload: Any = None, *, version: int | None = None
+    ) -> Any:
+        """A REST call on the client's session, in the configured API version unless one is given."""
+        url = f"{self.base_url}/rest/api/{version or self.settings.api_version}/{path}"
         data = json.dumps(payload) if payload is not None else None
         with _jira_errors(action):
             response = self.client._session.request(method, url, data=data)
             return response.json() if response.content else None
 
-    def _v3_fields(self, key: str, fields: str) -> dict[str, Any]:
-        issue = self._v3("GET", f"issue/{key}?fields={fields}", f"read {key}")
-        found: dict[str, Any] = (issue or {}).get("fields") or {}
-        return found
+    # ------------------------------------------------------------------------- the page's hash
+
+    def _page_digest(self, summary: str, description: str | dict[str, Any]) -> str:
+        body = json.dumps([self.settings.api_version, summary, description], sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    def _stored_digest(self, key: str) -> str | None:
+        """The `selfheal.page` property's sha256, None when absent (never written, or by an old version)."""
+        url = f"{self.base_url}/rest/api/2/issue/{key}/properties/{PAGE_PROPERTY}"
+        try:
+            with _jira_errors(f"read {PAGE_PROPERTY} of {key}"):
+                response = self.client._session.request("GET", url)
+                value = (response.json() or {}).get("value")
+        except TrackerError as err:
+            cause = err.__cause__
+            if isinstance(cause, JIRAError) and cause.status_code == 404 and self._exists(key):
+                return None
+            raise
+        return str(value.get("sha256")) if isinstance(value, dict) and value.get("sha256") else None
+
+    def _exists(self, key: str) -> bool:
+        self._issue(key, "summary")  # raises the issue's own 404 when the issue is missing
+        return True
+
+    def _store_digest(self, key: str, digest: str) -> None:
+        self._rest(
+            "PUT",
+            f"issue/{key}/properties/{PAGE_PROPERTY}",
+            f"store {PAGE_PROPERTY} of {key}",
+            {"sha256": digest},
+            version=2,
+        )
 
     # ---------------------------------------------------------------------------------- helpers
 
@@ -266,11 +410,38 @@ class JiraTracker(Tracker):
         return True
 
     def _ref(self, key: str) -> TicketRef:
-        return TicketRef(key=key, url=f"{self.base_url}/browse/{key}", tracker=self.name)
+        return TicketRef(key=key, url=f"{self.site_url}/browse/{key}", tracker=self.name)
 
     def _user(self, who: str) -> dict[str, str]:
         """Cloud identifies users by accountId only; Server/DC by user name."""
-        return {"accountId": who} if self.settings.cloud else {"name": who}
+        return {"accountId": who} if self.cloud else {"name": who}
+
+    def _remembered(self, incident_id: str) -> Issue | None:
+        """The ledger's issue for an incident search did not find (Cloud's index lag), or None.
+
+        A key is read back by `GET /issue/{key}` (consistent); an attempt without a key (its answer
+        was lost) within `index_lag_seconds` is a retryable wait, not a second create.
+        """
+        record = self.ledger.get(incident_id)
+        if record is None:
+            return None
+        if record.key is not None:
+            try:
+                issue = self._issue(record.key, _SEARCH_FIELDS)
+            except TrackerError as err:
+                if err.retryable:
+                    raise
+                self.ledger.forget(incident_id)  # deleted or moved out of reach: create anew
+                return None
+            category = ((issue.raw["fields"].get("status") or {}).get("statusCategory") or {}).get("key")
+            return None if category == "done" else issue
+        if self.ledger.age(record) < self.settings.index_lag_seconds:
+            raise TrackerError(
+                f"jira create for incident {incident_id}: an earlier create's answer was lost and search"
+                f" does not show it yet; waiting up to {self.settings.index_lag_seconds:g}s for Jira's index",
+                retryable=True,
+            )
+        return None
 
     def _issue(self, key: str, fields: str) -> Issue:
         with _jira_errors(f"read {key}"):
@@ -284,7 +455,7 @@ class JiraTracker(Tracker):
             " AND statusCategory != Done ORDER BY created DESC"
         )
         with _jira_errors("search"):
-            if self.settings.cloud:
+            if self.cloud:
                 # Cloud retired /search; /search/jql is the only search there.
                 found = self.client.enhanced_search_issues(jql, maxResults=1, fields=_SEARCH_FIELDS)
             else:
@@ -306,26 +477,24 @@ class JiraTracker(Tracker):
             fields["assignee"] = self._user(content.assignee)
         if self.v3:
             created = self._v3("POST", "issue", "create issue", {"fields": fields})
-            return str(created["key"])
-        with _jira_errors("create issue"):
-            # prefetch=False: the key is all we need, and one request less to fail.
-            issue = self.client.create_issue(fields=fields, prefetch=False)
-        return str(issue.key)
+            key = str(created["key"])
+        else:
+            with _jira_errors("create issue"):
+                # prefetch=False: the key is all we need, and one request less to fail.
+                key = str(self.client.create_issue(fields=fields, prefetch=False).key)
+        self._store_digest(key, self._page_digest(content.summary, fields["description"]))
+        return key
 
     def _update(self, issue: Issue, content: TicketContent, labels: list[str]) -> None:
         """Send only what differs, so a repeated notification neither spams watchers nor drops labels."""
         now: dict[str, Any] = issue.raw.get("fields") or {}
         fields: dict[str, Any] = {}
-        if now.get("summary") != content.summary:
-            fields["summary"] = content.summary
         description = self.description(content)
-        # Search answers in v2 (description as wiki text); on v3 compare with the stored ADF.
-        current = (
-            self._v3_fields(issue.key, "description").get("description")
-            if self.v3
-            else now.get("description")
-        )
-        if (current or "") != description:
+        digest = self._page_digest(content.summary, description)
+        # The page by the hash selfheal stored, never by Jira's re-rendered text (see update_page).
+        page_changed = self._stored_digest(issue.key) != digest
+        if page_changed:
+            fields["summary"] = content.summary
             fields["description"] = description
         if (now.get("priority") or {}).get("name") != content.priority:
             fields["priority"] = {"name": content.priority}
@@ -337,11 +506,12 @@ class JiraTracker(Tracker):
         update = {"labels": [{"add": label} for label in labels if label not in current]}
         if not update["labels"]:
             update = {}
-        if (fields or update) and self.v3:
-            self._v3("PUT", f"issue/{issue.key}", f"update {issue.key}", {"fields": fields, "update": update})
-        elif fields or update:
-            with _jira_errors(f"update {issue.key}"):
-                issue.update(fields=fields, update=update)
+        if fields or update:
+            self._rest(
+                "PUT", f"issue/{issue.key}", f"update {issue.key}", {"fields": fields, "update": update}
+            )
+        if page_changed:
+            self._store_digest(issue.key, digest)
 
     def _ensure_link(self, key: str, url: str, title: str) -> None:
         """Add the Temporal UI link once; a retry finds it by URL and adds nothing."""

@@ -17,10 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from connectors.base import TicketContent, TrackerError, dedup_marker
 from connectors.jira.settings import JiraSettings
-from connectors.jira.tracker import JiraTracker
+from connectors.jira.tracker import JiraTracker, cloud_from_url
 from pages.document import Bullets, Document, Heading, Paragraph, Text
 from tests.support.jira import JiraFake
 
@@ -366,12 +367,89 @@ def test_cloud_uses_enhanced_search_and_account_ids(cloud_fake: JiraFake) -> Non
     assert cloud_fake.count("GET", r"/rest/api/2/search") == 0
 
 
-def test_cloud_without_the_cloud_flag_hits_the_retired_search(cloud_fake: JiraFake) -> None:
+def test_cloud_is_detected_from_server_info_without_the_flag(cloud_fake: JiraFake) -> None:
+    """A Cloud site at an address that does not say so: serverInfo decides, asked once."""
     tracker = JiraTracker(settings_for(cloud_fake, user="bot@example.com", api_token="api-token"))
+    alice = cloud_fake.account_id("alice")
+    ref = tracker.create_or_update(content(assignee=alice))
+    assert tracker.create_or_update(content(assignee=alice)) == ref
+    assert cloud_fake.issues[ref.key]["fields"]["assignee"]["accountId"] == alice
+    assert cloud_fake.count("GET", r"/rest/api/2/serverInfo") == 1
+    assert cloud_fake.count("GET", r"/rest/api/2/search") == 0
+    assert cloud_fake.count("GET", r"/rest/api/2/search/jql") == 2
+
+
+def test_server_is_detected_from_server_info_and_searches_the_v2_way(fake: JiraFake) -> None:
+    tracker = JiraTracker(settings_for(fake))
+    tracker.create_or_update(content(assignee="alice"))
+    assert only_issue(fake)["fields"]["assignee"]["name"] == "alice"
+    assert fake.count("GET", r"/rest/api/2/search") == 1
+    assert fake.count("GET", r"/rest/api/2/serverInfo") == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "cloud"),
+    [
+        ("https://acme.atlassian.net", True),
+        ("https://ACME.atlassian.net/", True),
+        ("https://api.atlassian.com/ex/jira/11223344-a1b2-c3d4-e5f6-123456789abc", True),
+        ("https://jira.acme.internal", None),
+        ("https://atlassian.net.evil.example", None),
+    ],
+)
+def test_cloud_is_read_from_the_url_when_it_says_so(url: str, cloud: bool | None) -> None:
+    assert cloud_from_url(url) is cloud
+
+
+@pytest.mark.parametrize(
+    ("deployment", "over", "setting"),
+    [
+        ("cloud", {"cloud": False}, "tracker.jira.cloud: set to false but"),
+        ("server", {"cloud": True}, "tracker.jira.cloud: set to true but"),
+        ("server", {"api_version": 3}, "tracker.jira.api_version: 3 is Jira Cloud only"),
+    ],
+)
+def test_settings_that_contradict_the_server_are_refused_naming_the_setting(
+    fake: JiraFake, cloud_fake: JiraFake, deployment: str, over: dict[str, Any], setting: str
+) -> None:
+    if deployment == "cloud":
+        tracker = JiraTracker(settings_for(cloud_fake, user="bot@example.com", api_token="api-token", **over))
+    else:
+        tracker = JiraTracker(settings_for(fake, **over))
     with pytest.raises(TrackerError) as err:
-        tracker.find_open_by_incident("inc-1")
-    assert "410" in str(err.value)
+        tracker.check_deployment()
+    assert str(err.value).startswith(setting)
+    assert "\n" not in str(err.value)
     assert err.value.retryable is False
+
+
+def test_api_version_3_pinned_to_server_is_a_settings_error() -> None:
+    with pytest.raises(ValidationError, match="api_version: 3 is Jira Cloud only"):
+        JiraSettings(url="https://jira.acme.internal", project="OPS", cloud=False, api_version=3)
+
+
+def test_unreachable_jira_at_start_is_retryable_and_decided_on_first_use() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tracker = JiraTracker(JiraSettings(url=f"http://127.0.0.1:{port}", project="OPS", api_token="t"))
+    with pytest.raises(TrackerError) as err:
+        tracker.check_deployment()
+    assert err.value.retryable is True
+
+
+def test_scoped_token_gateway_url_with_browse_links_on_the_site() -> None:
+    site = "https://acme.atlassian.net"
+    users = {"bot@example.com": "api-token"}
+    with JiraFake(users=users, people=["alice"], cloud=True, cloud_id="c0ffee", site_url=site) as jira:
+        gateway = f"{jira.url}/ex/jira/c0ffee"
+        tracker = JiraTracker(settings_for(jira, url=gateway, user="bot@example.com", api_token="api-token"))
+        ref = tracker.create_or_update(content())
+        assert ref.url == f"{site}/browse/{ref.key}"  # from serverInfo baseUrl, not the API gateway
+        assert jira.count("GET", r"/rest/api/2/search") == 0  # Cloud from the URL alone
+        cred = {"user": "bot@example.com", "api_token": "api-token"}
+        pinned = JiraTracker(settings_for(jira, url=gateway, site_url=site + "/", **cred))
+        assert pinned.find_open_by_incident("inc-1") == ref
 
 
 # ------------------------------------------------------------------ a create whose answer is lost

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.support.jira.adf import ADF_REQUIRED, adf_problem, adf_text, as_adf
-from tests.support.jira.model import JsonDict, _Comment, _Issue, _ts
+from tests.support.jira.model import TEXT_LIMIT, TOO_LONG, JsonDict, _Comment, _Issue, _ts, text_units
 from tests.support.jira.server import _fail, _Response
 
 
@@ -69,6 +69,8 @@ class CommentsMixin:
             problem = adf_problem(text)
             if problem or not isinstance(text, dict):
                 _fail(400, [], {"comment": problem or ADF_REQUIRED})
+            if text_units(text) > TEXT_LIMIT:
+                _fail(400, [], {"comment": TOO_LONG})
             with self._lock:
                 iss = self._get_issue(key)
                 comment = self._add_comment(iss, user, text)
@@ -80,15 +82,8 @@ class CommentsMixin:
             iss = self._get_issue(key)
             if not isinstance(text, str) or not text.strip():
                 _fail(400, [], {"comment": "Comment body can not be empty!"})
-            if len(text) > 32767:
-                _fail(
-                    400,
-                    [],
-                    {
-                        "comment": "The entered text is too long. It exceeds the allowed limit of "
-                        "32,767 characters."
-                    },
-                )
+            if text_units(text) > TEXT_LIMIT:  # Java's length: an emoji counts twice
+                _fail(400, [], {"comment": TOO_LONG})
             comment = self._add_comment(iss, user, text)
             payload = self._comment_json(iss, comment)
             events = self._comment_events(iss, comment, user)

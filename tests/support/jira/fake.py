@@ -28,6 +28,7 @@ from tests.support.jira.model import (
     WorkflowStatus,
     _Issue,
 )
+from tests.support.jira.properties import PropertiesMixin
 from tests.support.jira.search import SearchMixin
 from tests.support.jira.server import _fail, _HTTPError, _Response, _Server
 from tests.support.jira.transitions import TransitionsMixin
@@ -47,6 +48,7 @@ class JiraFake(
     RemoteLinksMixin,
     AttachmentsMixin,
     SearchMixin,
+    PropertiesMixin,
     WebhooksMixin,
 ):
     """A Jira Server/Cloud stand-in on 127.0.0.1; see the package docstring (`tests.support.jira`).
@@ -55,7 +57,14 @@ class JiraFake(
     Bearer PAT. `people` are further users that exist (assignable, can comment via the helpers) but
     cannot log in. `cloud=True` makes `serverInfo` say Cloud and retires `GET /search` with 410, as
     Jira Cloud did; otherwise `GET /search/jql` is 404, as on Server/Data Center. `search_lag_seconds`
-    keeps new issues out of search results for that long, like Jira's asynchronous index.
+    keeps new issues out of search results for that long, like Jira's asynchronous index;
+    `search_lag_searches` keeps each new issue out of that many searches (deterministic for tests)
+    unless a `/search/jql` names it in `reconcileIssues`, as Cloud allows.
+
+    Cloud only: REST v3 (Server/DC answers 404 there), people by `accountId` (a `name` is refused),
+    a v2 description read back re-rendered from its ADF store (not byte-equal to what was sent),
+    and `cloud_id`, which also serves the API under `/ex/jira/{cloud_id}` as the scoped-token
+    gateway does, with `serverInfo.baseUrl` = `site_url`. Server/DC refuses an `accountId`.
     """
 
     def __init__(
@@ -67,7 +76,10 @@ class JiraFake(
         cloud: bool = False,
         workflow: Sequence[WorkflowStatus] = DEFAULT_WORKFLOW,
         search_lag_seconds: float = 0.0,
+        search_lag_searches: int = 0,
         hold_timeout_seconds: float = 120.0,
+        cloud_id: str | None = None,
+        site_url: str | None = None,
     ) -> None:
         self._tokens: dict[str, str] = dict(users if users is not None else {"bot": "token"})
         self._people: set[str] = set(self._tokens) | set(people)
@@ -78,6 +90,9 @@ class JiraFake(
         self.cloud = cloud
         self._workflow: dict[str, WorkflowStatus] = {s.name: s for s in workflow}
         self._search_lag = search_lag_seconds
+        self.search_lag_searches = search_lag_searches
+        self._cloud_prefix = f"/ex/jira/{cloud_id}" if cloud and cloud_id else None
+        self._site_url = site_url
         self._hold_timeout = hold_timeout_seconds
         self._lock = threading.RLock()
         self._issues: dict[str, _Issue] = {}
@@ -154,7 +169,14 @@ class JiraFake(
             return (method, re.compile(path), handler, auth)
 
         k = r"(?P<key>[^/]+)"
+        prop = rf"/rest/api/(?:2|3|latest)/issue/{k}/properties"
         return [
+            r("GET", prop, self._h_list_properties),
+            r("GET", rf"{prop}/(?P<prop>[^/]+)", self._h_get_property),
+            r("PUT", rf"{prop}/(?P<prop>[^/]+)", self._h_set_property),
+            r("DELETE", rf"{prop}/(?P<prop>[^/]+)", self._h_delete_property),
+            r("PUT", rf"{API}/issue/{k}/assignee", self._h_assign),
+            r("PUT", rf"{API3}/issue/{k}/assignee", self._h_assign),
             r("GET", rf"{API}/serverInfo", self._h_server_info, auth=False),
             r("GET", rf"{API}/field", self._h_fields),
             r("GET", rf"{API}/myself", self._h_myself),
@@ -188,6 +210,8 @@ class JiraFake(
     def _dispatch(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> _Response:
         parts = urlsplit(raw_path)
         path = unquote(parts.path).rstrip("/") or "/"
+        if self._cloud_prefix is not None and path.startswith(self._cloud_prefix + "/"):
+            path = path[len(self._cloud_prefix) :]  # the scoped-token gateway forwards to the site
         query = parse_qs(parts.query, keep_blank_values=True)
         with self._lock:
             self._requests.append((method, path))
@@ -210,8 +234,8 @@ class JiraFake(
             allowed: list[str] = []
             for route_method, pattern, handler, needs_auth in self._routes:
                 m = pattern.fullmatch(path)
-                if m is None:
-                    continue
+                if m is None or (not self.cloud and path.startswith("/rest/api/3/")):
+                    continue  # REST v3 is Cloud's; Server/Data Center has no such resource
                 if route_method != method:
                     allowed.append(route_method)
                     continue

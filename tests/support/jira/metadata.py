@@ -75,7 +75,7 @@ class MetadataMixin:
         return self._json(
             200,
             {
-                "baseUrl": self._base(),
+                "baseUrl": self._site_url or self._base(),
                 "version": ".".join(map(str, version)) + ("-SNAPSHOT" if self.cloud else ""),
                 "versionNumbers": version,
                 "deploymentType": "Cloud" if self.cloud else "Server",

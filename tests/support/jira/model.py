@@ -4,6 +4,7 @@ fields) and the state of its issues.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,19 @@ STATUS_CATEGORIES: dict[str, JsonDict] = {
     "indeterminate": {"id": 4, "key": "indeterminate", "colorName": "yellow", "name": "In Progress"},
     "done": {"id": 3, "key": "done", "colorName": "green", "name": "Done"},
 }
+
+
+#: Jira's limit on a text field (description, comment body): Java string length, i.e. UTF-16 units.
+TEXT_LIMIT = 32_767
+
+
+TOO_LONG = "The entered text is too long. It exceeds the allowed limit of 32,767 characters."
+
+
+def text_units(value: Any) -> int:
+    """The size Jira checks: UTF-16 units of a wiki string, or of an ADF document's compact JSON."""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return len(text.encode("utf-16-le")) // 2
 
 
 NOT_AUTHENTICATED = "You are not authenticated. Authentication required to perform this operation."
@@ -181,6 +195,9 @@ class _Issue:
     comments: list[_Comment] = field(default_factory=list)
     attachments: list[_Attachment] = field(default_factory=list)
     remote_links: list[JsonDict] = field(default_factory=list)
+    properties: JsonDict = field(default_factory=dict)
+    #: Searches left before the index shows this issue (Cloud's `search/jql` lag; 0: visible).
+    unindexed_searches: int = 0
 
 
 def _ts(value: datetime | None) -> str | None:

@@ -41,7 +41,24 @@ class SearchMixin:
             token,
         )
 
-    def _run_jql(self, jql: str, user: str, *, bounded: bool) -> list[_Issue]:
+    def _reconcile_ids(
+        self, query: Mapping[str, list[str]], headers: Mapping[str, str], body: bytes, method: str
+    ) -> set[int]:
+        """`reconcileIssues`: issue ids Cloud must show read-after-write consistent (at most 50)."""
+        if method == "POST":
+            raw: Any = self._body_json(headers, body).get("reconcileIssues") or []
+        else:
+            raw = [n for v in query.get("reconcileIssues", []) for n in v.split(",") if n.strip()]
+        if not isinstance(raw, list) or len(raw) > 50:
+            _fail(400, ["reconcileIssues accepts up to 50 issue ids."])
+        try:
+            return {int(i) for i in raw}
+        except (TypeError, ValueError):
+            _fail(400, ["reconcileIssues must be a list of issue ids."])
+
+    def _run_jql(
+        self, jql: str, user: str, *, bounded: bool, reconcile: set[int] = frozenset()
+    ) -> list[_Issue]:  # type: ignore[assignment]
         try:
             parsed = parse_jql(jql)
         except JQLError as exc:
@@ -59,8 +76,13 @@ class SearchMixin:
                 self._check_node(parsed.where, user)
             now = datetime.now(UTC)
             visible = [
-                i for i in self._issues.values() if (now - i.created).total_seconds() >= self._search_lag
+                i
+                for i in self._issues.values()
+                if i.id in reconcile
+                or ((now - i.created).total_seconds() >= self._search_lag and i.unindexed_searches <= 0)
             ]
+            for i in self._issues.values():  # every search brings the index one step closer
+                i.unindexed_searches = max(0, i.unindexed_searches - 1)
             hits = [i for i in visible if parsed.where is None or self._eval(parsed.where, i, user, now)]
             return self._sort(hits, parsed.order or (("created", True),))
         except JQLError as exc:
@@ -123,8 +145,9 @@ class SearchMixin:
         names = [n.strip() for v in fields for n in v.split(",") if n.strip()]
         id_only = not names or names == ["id"]
         limit = max(0, min(limit, 5000 if id_only else 100))
+        reconcile = self._reconcile_ids(query, headers, body, method)
         with self._lock:
-            hits = self._run_jql(jql, user, bounded=True)
+            hits = self._run_jql(jql, user, bounded=True, reconcile=reconcile)
             page = hits[start : start + limit]
             if id_only:
                 issues = [{"id": str(i.id)} for i in page]
