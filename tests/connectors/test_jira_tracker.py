@@ -6,6 +6,7 @@ calls to the library; the last section checks the fake itself against Jira's beh
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -13,16 +14,22 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import ValidationError
+from temporalio.testing import ActivityEnvironment
 
+from activities.tickets import TicketActivities, TicketPolicy
 from connectors.base import TicketContent, TrackerError, dedup_marker
+from connectors.jira.ledger import CreateLedger
 from connectors.jira.settings import JiraSettings
-from connectors.jira.tracker import JiraTracker, cloud_from_url
-from pages.document import Bullets, Document, Heading, Paragraph, Text
+from connectors.jira.tracker import PAGE_PROPERTY, JiraTracker, cloud_from_url
+from models.tickets import EscalationRequest
+from pages.document import JIRA_TEXT_LIMIT, Bullets, Document, Heading, Paragraph, Text, utf16_len
+from pages.render import adf_plain_text
 from tests.support.jira import JiraFake
 
 AUTH = ("bot", "token")
@@ -490,6 +497,192 @@ def test_create_that_times_out_is_retryable_and_the_retry_reuses_the_ticket(fake
     fake.release_create()
     assert tracker.create_or_update(content()).key == key
     assert len(fake.issues) == 1
+
+
+CLOUD_CRED = {"user": "bot@example.com", "api_token": "api-token"}
+
+
+def lagging_cloud(searches: int) -> JiraFake:
+    """A Cloud whose search/jql shows each new issue only after `searches` searches."""
+    return JiraFake(
+        users={"bot@example.com": "api-token"}, people=["alice"], cloud=True, search_lag_searches=searches
+    )
+
+
+def test_lost_create_on_a_lagging_index_waits_instead_of_creating_twice(tmp_path: Path) -> None:
+    """The create's answer is lost, the worker restarts, and search/jql does not show the issue yet:
+    the retry waits (retryable) until the index does, and never creates a second issue."""
+    ledger_file = tmp_path / "jira-creates.json"
+    with lagging_cloud(searches=2) as jira:
+        first = JiraTracker(
+            settings_for(jira, timeout_seconds=0.5, **CLOUD_CRED), ledger=CreateLedger(ledger_file)
+        )
+        held = jira.hold_create()
+        with pytest.raises(TrackerError) as lost:
+            first.create_or_update(content())
+        assert lost.value.retryable is True
+        key = held.wait_created()
+        jira.release_create()
+        first.close()
+        # A new worker process: only the ledger file remembers the attempt.
+        retry = JiraTracker(settings_for(jira, **CLOUD_CRED), ledger=CreateLedger(ledger_file))
+        waits = 0
+        while True:
+            try:
+                ref = retry.create_or_update(content())
+                break
+            except TrackerError as err:
+                assert err.retryable and "waiting up to 60s for Jira's index" in str(err)
+                waits += 1
+                assert waits <= 2, "the index caught up after two searches"
+        assert waits == 2
+        assert ref.key == key
+        assert len(jira.issues) == 1
+        assert jira.count("POST", r"/rest/api/2/issue") == 1
+
+
+def test_without_the_wait_the_lagging_index_would_duplicate_the_ticket() -> None:
+    """What the ledger guards against, shown on the fake: past `index_lag_seconds` selfheal creates
+    again, and a lagging index then yields two tickets."""
+    with lagging_cloud(searches=5) as jira:
+        tracker = JiraTracker(settings_for(jira, timeout_seconds=0.5, index_lag_seconds=0, **CLOUD_CRED))
+        held = jira.hold_create()
+        with pytest.raises(TrackerError):
+            tracker.create_or_update(content())
+        held.wait_created()
+        jira.release_create()
+        tracker.create_or_update(content())
+        assert len(jira.issues) == 2
+
+
+def test_answered_create_is_found_again_by_its_key_while_search_lags() -> None:
+    """The create answered but a later step failed: the retry reads the remembered key (GET is
+    consistent) instead of trusting the lagging search, and completes the ticket."""
+    with lagging_cloud(searches=10) as jira:
+        tracker = JiraTracker(settings_for(jira, **CLOUD_CRED))
+        jira.fail_next(500, method="POST", path=r"/remotelink$")
+        with pytest.raises(TrackerError) as err:
+            tracker.create_or_update(content(link_url="https://temporal.example/wf/inc-1"))
+        assert err.value.retryable is True
+        ref = tracker.create_or_update(content(link_url="https://temporal.example/wf/inc-1"))
+        assert len(jira.issues) == 1
+        assert jira.count("POST", r"/rest/api/2/issue") == 1
+        assert jira.count("POST", rf"/rest/api/2/issue/{ref.key}/remotelink") == 2
+        assert tracker.find_open_by_incident("inc-1") is None, "search still lags: the ledger found it"
+
+
+def test_remembered_ticket_closed_meanwhile_is_not_reused(fake: JiraFake, tracker: JiraTracker) -> None:
+    key = tracker.create_or_update(content()).key
+    tracker.transition(key, "Done")
+    assert tracker.create_or_update(content()).key != key
+
+
+def test_ledger_survives_a_torn_file(tmp_path: Path) -> None:
+    path = tmp_path / "jira-creates.json"
+    path.write_text("{not json", encoding="utf-8")
+    ledger = CreateLedger(path)
+    assert ledger.get("inc-1") is None
+    ledger.attempt("inc-1")
+    ledger.created("inc-1", "OPS-7")
+    record = CreateLedger(path).get("inc-1")
+    assert record is not None and record.key == "OPS-7"
+
+
+# ------------------------------------------------------------------ the page, by the hash selfheal keeps
+
+
+def test_cloud_rerenders_the_page_and_an_unchanged_page_is_still_never_resent() -> None:
+    with lagging_cloud(searches=0) as jira:
+        tracker = JiraTracker(settings_for(jira, **CLOUD_CRED))
+        page = content(description="Investigation\nfirst page")
+        key = tracker.create_or_update(page).key
+        sent = tracker.description(page)
+        # Jira Cloud keeps ADF and renders wiki back from it: what comes back is not what was sent.
+        assert jira.issues[key]["fields"]["description"] != sent
+        assert jira.issue_property(key, PAGE_PROPERTY)["sha256"]
+        jira.clear_requests()
+        tracker.update_page(key, page)
+        tracker.update_page(key, page)
+        tracker.create_or_update(page)
+        assert jira.count("PUT", rf"/rest/api/2/issue/{key}") == 0, "an unchanged page is never re-sent"
+        tracker.update_page(key, content(description="Investigation\nsecond page"))
+        assert jira.count("PUT", rf"/rest/api/2/issue/{key}") == 1
+        assert "second page" in jira.issues[key]["fields"]["description"]
+        tracker.update_page(key, content(description="Investigation\nsecond page"))
+        assert jira.count("PUT", rf"/rest/api/2/issue/{key}") == 1
+
+
+def test_ticket_without_the_hash_property_is_rewritten_once(fake: JiraFake, tracker: JiraTracker) -> None:
+    """An issue written before the property existed (or edited by a person): one rewrite, then quiet."""
+    key = tracker.create_or_update(content()).key
+    api(fake, "DELETE", f"issue/{key}/properties/{PAGE_PROPERTY}")
+    tracker.update_page(key, content())
+    tracker.update_page(key, content())
+    assert fake.count("PUT", rf"/rest/api/2/issue/{key}") == 1
+
+
+# ------------------------------------------------------------------ sizes in UTF-16 units
+
+
+@pytest.mark.parametrize("deployment", ["server", "cloud-v3"])
+def test_long_comment_is_cut_in_utf16_units_says_so_and_keeps_its_marker(
+    fake: JiraFake, cloud_fake: JiraFake, deployment: str
+) -> None:
+    if deployment == "server":
+        jira, tracker = fake, JiraTracker(settings_for(fake))
+    else:
+        cred = {"user": "bot@example.com", "api_token": "api-token"}
+        jira, tracker = cloud_fake, JiraTracker(settings_for(cloud_fake, api_version=3, **cred))
+    key = tracker.create_or_update(content()).key
+    body = "Escalated. " + "\U0001f525" * 20_000  # 20,011 code points, 40,011 UTF-16 units
+    assert tracker.comment(key, body, "esc:1") is True
+    assert tracker.comment(key, body, "esc:1") is False, "the marker survived the cut"
+    comments = jira.comments(key, v3=deployment != "server")
+    assert len(comments) == 1
+    stored = comments[0]["body"]
+    text = stored if isinstance(stored, str) else adf_plain_text(stored)
+    assert dedup_marker("esc:1") in text
+    assert "comment trimmed to Jira's size limit" in text and "characters cut" in text
+    size = (
+        stored if isinstance(stored, str) else json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
+    )
+    assert utf16_len(size) <= JIRA_TEXT_LIMIT
+
+
+# ------------------------------------------------------------------ escalation assignee
+
+
+def test_assign_names_people_as_each_deployment_does(fake: JiraFake, cloud_fake: JiraFake) -> None:
+    server = JiraTracker(settings_for(fake))
+    key = server.create_or_update(content()).key
+    assert server.assign(key, "alice") is True
+    assert server.assign(key, "alice") is False
+    assert fake.issues[key]["fields"]["assignee"]["name"] == "alice"
+    assert fake.count("PUT", rf"/rest/api/2/issue/{key}/assignee") == 1
+
+    cloud = JiraTracker(settings_for(cloud_fake, user="bot@example.com", api_token="api-token"))
+    alice = cloud_fake.account_id("alice")
+    key = cloud.create_or_update(content()).key
+    assert cloud.assign(key, alice) is True
+    assert cloud.assign(key, alice) is False
+    assert cloud_fake.issues[key]["fields"]["assignee"]["accountId"] == alice
+
+
+def test_escalation_assigns_the_configured_person(cloud_fake: JiraFake) -> None:
+    alice = cloud_fake.account_id("alice")
+    settings = settings_for(
+        cloud_fake, user="bot@example.com", api_token="api-token", escalation_assignee=alice
+    )
+    tracker = JiraTracker(settings)
+    key = tracker.create_or_update(content()).key
+    activities = TicketActivities(tracker, TicketPolicy(settings))
+    req = EscalationRequest(
+        incident_id="inc-1", key=key, severity="critical", level=1, reason="no playbook", dedup_key="esc:1"
+    )
+    asyncio.run(ActivityEnvironment().run(activities.escalate_ticket, req))
+    fields = cloud_fake.issues[key]["fields"]
+    assert fields["assignee"]["accountId"] == alice
+    assert "selfheal-escalated" in fields["labels"]
 
 
 # ------------------------------------------------------------------ the fake rejects what Jira does
