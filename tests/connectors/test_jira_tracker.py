@@ -868,6 +868,97 @@ def test_fake_search_endpoints_match_the_deployment(fake: JiraFake, cloud_fake: 
     assert set(ids_only["issues"][0]) == {"id"}  # Cloud returns ids unless fields are asked for
 
 
+def test_fake_names_people_as_each_deployment_does(fake: JiraFake, cloud_fake: JiraFake) -> None:
+    """Cloud refuses `name` (GDPR: accountId only); Server/DC has no accountIds."""
+    cloud_auth = ("bot@example.com", "api-token")
+    alice = cloud_fake.account_id("alice")
+
+    def create(jira: JiraFake, assignee: dict[str, str], auth: tuple[str, str]) -> httpx.Response:
+        fields = {
+            "project": {"key": "OPS"},
+            "issuetype": {"name": "Task"},
+            "summary": "s",
+            "assignee": assignee,
+        }
+        return api(jira, "POST", "issue", json={"fields": fields}, headers=JSON, auth=auth)
+
+    refused = create(cloud_fake, {"name": "alice"}, cloud_auth)
+    assert refused.status_code == 400 and "accountId" in refused.json()["errors"]["assignee"]
+    assert create(cloud_fake, {"accountId": alice}, cloud_auth).status_code == 201
+    assert create(fake, {"accountId": alice}, AUTH).status_code == 400
+    assert create(fake, {"name": "alice"}, AUTH).status_code == 201
+    put = api(
+        cloud_fake, "PUT", "issue/OPS-1/assignee", json={"name": "alice"}, headers=JSON, auth=cloud_auth
+    )
+    assert put.status_code == 400
+    put = api(fake, "PUT", "issue/OPS-1/assignee", json={"name": "nobody"}, headers=JSON)
+    assert put.status_code == 404
+
+
+def test_fake_server_has_no_rest_v3(fake: JiraFake) -> None:
+    create_raw(fake)
+    assert httpx.get(f"{fake.url}/rest/api/3/issue/OPS-1", auth=AUTH, timeout=5).status_code == 404
+    assert api(fake, "GET", "issue/OPS-1").status_code == 200
+
+
+def test_fake_issue_properties_like_jira(fake: JiraFake) -> None:
+    create_raw(fake)
+    path = "issue/OPS-1/properties/selfheal.page"
+    assert api(fake, "GET", path).status_code == 404
+    assert api(fake, "PUT", path, json={"sha256": "ab"}, headers=JSON).status_code == 201
+    assert api(fake, "PUT", path, json={"sha256": "cd"}, headers=JSON).status_code == 200
+    assert api(fake, "GET", path).json() == {"key": "selfheal.page", "value": {"sha256": "cd"}}
+    assert [k["key"] for k in api(fake, "GET", "issue/OPS-1/properties").json()["keys"]] == ["selfheal.page"]
+    assert api(fake, "PUT", path, content=b"x" * 40_000, headers=JSON).status_code == 400
+    assert api(fake, "GET", "issue/OPS-9/properties/selfheal.page").status_code == 404
+    assert api(fake, "DELETE", path).status_code == 204
+    assert api(fake, "GET", path).status_code == 404
+
+
+def test_fake_search_lag_per_search_and_reconcile_issues() -> None:
+    """Cloud's search/jql lags creates; `reconcileIssues` asks for read-after-write on those ids."""
+    cloud_auth = ("bot@example.com", "api-token")
+    with lagging_cloud(searches=2) as jira:
+        created = api(
+            jira,
+            "POST",
+            "issue",
+            auth=cloud_auth,
+            headers=JSON,
+            json={"fields": {"project": {"key": "OPS"}, "issuetype": {"name": "Task"}, "summary": "s"}},
+        ).json()
+
+        def search(**extra: Any) -> list[str]:
+            body = {"jql": "project = OPS", "fields": ["summary"], **extra}
+            found = api(jira, "POST", "search/jql", json=body, headers=JSON, auth=cloud_auth).json()
+            return [i["key"] for i in found["issues"]]
+
+        assert search(reconcileIssues=[int(created["id"])]) == ["OPS-1"]
+        assert search() == []
+        assert search() == ["OPS-1"]
+
+
+def test_fake_limits_text_in_utf16_units(fake: JiraFake) -> None:
+    """Jira counts Java string length: 20,000 emoji are 40,000 units, over the 32,767 limit."""
+    emoji = "\U0001f525" * 20_000
+    too_long = create_raw(fake, description=emoji)
+    assert too_long.status_code == 400 and "32,767" in too_long.json()["errors"]["description"]
+    assert create_raw(fake, description="\U0001f525" * 16_383).status_code == 201
+    comment = api(fake, "POST", "issue/OPS-1/comment", json={"body": emoji}, headers=JSON)
+    assert comment.status_code == 400
+
+
+def test_fake_scoped_gateway_serves_the_api_and_names_the_site() -> None:
+    site = "https://acme.atlassian.net"
+    with JiraFake(
+        users={"bot@example.com": "api-token"}, cloud=True, cloud_id="c0ffee", site_url=site
+    ) as jira:
+        info = httpx.get(f"{jira.url}/ex/jira/c0ffee/rest/api/2/serverInfo", timeout=5).json()
+        assert info["deploymentType"] == "Cloud" and info["baseUrl"] == site
+        other = httpx.get(f"{jira.url}/ex/jira/other/rest/api/2/serverInfo", timeout=5)
+        assert other.status_code == 404
+
+
 def test_fake_update_verbs_apply_on_create(fake: JiraFake) -> None:
     update = {"labels": [{"add": "from-update"}], "comment": [{"add": {"body": "first words"}}]}
     body = {

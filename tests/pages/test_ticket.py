@@ -15,7 +15,7 @@ from connectors.base import TicketContent, dedup_marker
 from connectors.jira.settings import JiraSettings
 from connectors.jira.tracker import JiraTracker
 from connectors.local_tracker import LocalTracker
-from pages.document import JIRA_TEXT_LIMIT, TRIMMED_NOTE, Document
+from pages.document import JIRA_TEXT_LIMIT, TRIMMED_NOTE, Document, cut_utf16, utf16_len
 from pages.render import (
     adf_plain_text,
     render,
@@ -180,6 +180,23 @@ def test_page_is_capped_trimming_logs_and_timeline_first(fmt: Any) -> None:
         assert adf_problem(json.loads(out)) is None
     tiny = render(doc, fmt, limit=3000)
     assert len(tiny) <= 3000
+
+
+@pytest.mark.parametrize("fmt", ["wiki", "adf", "markdown"])
+def test_page_cap_counts_utf16_units_as_jira_does(fmt: Any) -> None:
+    """An emoji is one Python character but two UTF-16 units, and Jira counts the latter."""
+    big = view(timeline=50)
+    for ev in big.timeline:
+        ev.message = "\U0001f525" * 450  # ~22,500 characters, ~45,000 UTF-16 units
+    out = render(build_page(big, WORKFLOW_URL), fmt)
+    assert utf16_len(out) <= JIRA_TEXT_LIMIT
+    assert TRIMMED_NOTE in out
+
+
+def test_utf16_helpers_never_split_a_surrogate_pair() -> None:
+    assert utf16_len("a\U0001f525") == 3
+    assert cut_utf16("a\U0001f525b", 2) == "a"
+    assert cut_utf16("a\U0001f525b", 3) == "a\U0001f525"
 
 
 # ------------------------------------------------------------------------------------ trackers
