@@ -256,10 +256,16 @@ async def test_comment_sent_as_two_events_is_one_decision(jstack: JiraStack) -> 
 
 
 async def test_jira_v3_page_and_comments_are_adf_through_the_loop(
-    temporal_address: str, tmp_path: Path, jira: JiraFake
+    temporal_address: str, tmp_path: Path
 ) -> None:
-    """With `api_version: 3` the ticket page and selfheal's comments go to REST v3 as ADF (the fake
-    refuses a string there), and a decision by comment still closes the incident with the page final."""
+    """With `api_version: 3` (Cloud only: Server/DC has no REST v3) the ticket page and selfheal's
+    comments go to REST v3 as ADF (the fake refuses a string there), and a decision by comment still
+    closes the incident with the page final."""
+    with JiraFake(users={"bot": "bot-token"}, people=["alice", "mallory"], cloud=True) as jira:
+        await _v3_through_the_loop(temporal_address, tmp_path, jira)
+
+
+async def _v3_through_the_loop(temporal_address: str, tmp_path: Path, jira: JiraFake) -> None:
     from pages.render import adf_plain_text
     from tests.support.jira import adf_problem
 
