@@ -245,8 +245,10 @@ class JiraTracker(Tracker):
         existing = self._find_open(content.incident_id) or self._remembered(content.incident_id)
         if existing is None:
             self.ledger.attempt(content.incident_id)
-            key = self._create(content, labels)
-            self.ledger.created(content.incident_id, key)
+            description = self.description(content)
+            key = self._create(content, labels, description)
+            self.ledger.created(content.incident_id, key)  # before anything else can fail
+            self._store_digest(key, self._page_digest(content.summary, description))
         else:
             key = existing.key
             self._update(existing, content, labels)
@@ -464,12 +466,12 @@ class JiraTracker(Tracker):
             raise TrackerError(f"jira search: unexpected answer {type(found).__name__}", retryable=False)
         return cast(Issue, found[0]) if found else None
 
-    def _create(self, content: TicketContent, labels: list[str]) -> str:
+    def _create(self, content: TicketContent, labels: list[str], description: str | dict[str, Any]) -> str:
         fields: dict[str, Any] = {
             "project": {"key": self.settings.project},
             "issuetype": {"name": self.settings.issue_type},
             "summary": content.summary,
-            "description": self.description(content),
+            "description": description,
             "labels": labels,
             "priority": {"name": content.priority},
         }
@@ -482,7 +484,6 @@ class JiraTracker(Tracker):
             with _jira_errors("create issue"):
                 # prefetch=False: the key is all we need, and one request less to fail.
                 key = str(self.client.create_issue(fields=fields, prefetch=False).key)
-        self._store_digest(key, self._page_digest(content.summary, fields["description"]))
         return key
 
     def _update(self, issue: Issue, content: TicketContent, labels: list[str]) -> None:

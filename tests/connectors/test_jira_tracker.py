@@ -571,6 +571,17 @@ def test_answered_create_is_found_again_by_its_key_while_search_lags() -> None:
         assert tracker.find_open_by_incident("inc-1") is None, "search still lags: the ledger found it"
 
 
+def test_create_whose_page_hash_failed_is_completed_by_the_retry_not_duplicated() -> None:
+    with lagging_cloud(searches=10) as jira:
+        tracker = JiraTracker(settings_for(jira, **CLOUD_CRED))
+        jira.fail_next(503, method="PUT", path=r"/properties/selfheal\.page$")
+        with pytest.raises(TrackerError):
+            tracker.create_or_update(content())
+        ref = tracker.create_or_update(content())
+        assert len(jira.issues) == 1
+        assert jira.issue_property(ref.key, PAGE_PROPERTY)["sha256"]
+
+
 def test_remembered_ticket_closed_meanwhile_is_not_reused(fake: JiraFake, tracker: JiraTracker) -> None:
     key = tracker.create_or_update(content()).key
     tracker.transition(key, "Done")
