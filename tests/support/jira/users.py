@@ -26,27 +26,39 @@ class UsersMixin:
         with self._lock:
             self._people.add(user)
 
-    def _find_user(self, name_or_account: str) -> str | None:
+    def _find_user(self, ident: str) -> str | None:
+        """The user a REST body names: by accountId on Cloud, by name (or key) on Server/DC."""
         for user in self._people:
-            if user == name_or_account or self.account_id(user) == name_or_account:
+            if (self.account_id(user) == ident) if self.cloud else (user == ident):
                 return user
         return None
 
     def _user_json(self, user: str) -> JsonDict:
+        """A user as each deployment shows one. Cloud: accountId only (no name or key since GDPR;
+        the e-mail hidden, as profile visibility has it by default). Server/DC: name, key, e-mail."""
         base = self._base()
-        return {
-            "self": f"{base}/rest/api/2/user?username={quote(user)}",
-            "name": user,
-            "key": user,
-            "accountId": self.account_id(user),
-            "emailAddress": f"{user}@example.com",
+        common: JsonDict = {
             "avatarUrls": {
                 size: f"{base}/secure/useravatar?size={size}" for size in ("48x48", "24x24", "16x16", "32x32")
             },
             "displayName": user.replace(".", " ").replace("_", " ").title(),
             "active": True,
             "timeZone": "UTC",
-            "accountType": "atlassian",
+        }
+        if self.cloud:
+            account = self.account_id(user)
+            return {
+                "self": f"{base}/rest/api/2/user?accountId={account}",
+                "accountId": account,
+                **common,
+                "accountType": "atlassian",
+            }
+        return {
+            "self": f"{base}/rest/api/2/user?username={quote(user)}",
+            "name": user,
+            "key": user,
+            "emailAddress": f"{user}@example.com",
+            **common,
         }
 
     def _authenticate(self, headers: Mapping[str, str]) -> str | None:
