@@ -904,6 +904,10 @@ def test_fake_names_people_as_each_deployment_does(fake: JiraFake, cloud_fake: J
     assert put.status_code == 400
     put = api(fake, "PUT", "issue/OPS-1/assignee", json={"name": "nobody"}, headers=JSON)
     assert put.status_code == 404
+    cloud_user = cloud_fake.issues["OPS-1"]["fields"]["reporter"]
+    assert cloud_user["accountId"] and not {"name", "key", "emailAddress"} & set(cloud_user)
+    server_user = fake.issues["OPS-1"]["fields"]["reporter"]
+    assert server_user["name"] == server_user["key"] == "bot" and "accountId" not in server_user
 
 
 def test_fake_server_has_no_rest_v3(fake: JiraFake) -> None:
