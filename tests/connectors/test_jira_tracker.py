@@ -676,7 +676,10 @@ def test_fake_webhooks_carry_jira_payloads_and_signatures(fake: JiraFake, receiv
     assert event["webhookEvent"] == "comment_created"
     assert event["comment"]["body"] == "/selfheal approve"
     assert event["comment"]["author"]["name"] == "alice"
-    assert event["issue"]["key"] == "OPS-1"
+    # Data Center's comment events carry no issue: only the comment's own URL names it.
+    assert event["comment"]["self"].endswith(
+        f"/rest/api/2/issue/{fake.issues['OPS-1']['id']}/comment/{event['comment']['id']}"
+    )
     expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     assert headers["X-Hub-Signature"] == f"sha256={expected}"
     first_id = headers["X-Atlassian-Webhook-Identifier"]
