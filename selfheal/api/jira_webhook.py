@@ -75,7 +75,7 @@ async def jira_webhook(request: Request, token: str | None = None) -> JSONRespon
         # Edits and deletions never decide; say so in the audit trail, with who did it.
         log.info(
             "jira event is not a decision",
-            event=event.kind.value,
+            jira_event=event.kind.value,
             issue=event.issue,
             jira_actor=list(event.actor.ids),
             via=via,

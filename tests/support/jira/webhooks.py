@@ -58,6 +58,8 @@ class WebhookDelivery:
     headers: dict[str, str]
     status: int | None = None
     error: str | None = None
+    #: The receiver's answer body (text), for tests that read what it said.
+    answer: str | None = None
 
 
 @dataclass
@@ -210,6 +212,7 @@ class WebhooksMixin:
             delivery.error = repr(exc)
             raise
         delivery.status = response.status_code
+        delivery.answer = response.text
         return response.status_code
 
     def _fire_api_events(self, events: list[JsonDict]) -> None:
