@@ -908,6 +908,11 @@ def test_fake_names_people_as_each_deployment_does(fake: JiraFake, cloud_fake: J
     assert cloud_user["accountId"] and not {"name", "key", "emailAddress"} & set(cloud_user)
     server_user = fake.issues["OPS-1"]["fields"]["reporter"]
     assert server_user["name"] == server_user["key"] == "bot" and "accountId" not in server_user
+    by_name = api(cloud_fake, "GET", "search/jql", params={"jql": "assignee = alice"}, auth=cloud_auth)
+    assert by_name.status_code == 400  # Cloud's JQL knows people by accountId
+    by_id = api(cloud_fake, "GET", "search/jql", params={"jql": f'assignee = "{alice}"'}, auth=cloud_auth)
+    assert len(by_id.json()["issues"]) == 1
+    assert api(fake, "GET", "search", params={"jql": f'assignee = "{alice}"'}).status_code == 400
 
 
 def test_fake_server_has_no_rest_v3(fake: JiraFake) -> None:

@@ -257,7 +257,8 @@ class SearchMixin:
         if name == "issuetype":
             return {a.lower() for t in ISSUE_TYPES.items() for a in t}
         if name in ("assignee", "reporter"):
-            return {a.lower() for u in self._people for a in (u, self.account_id(u))}
+            # Cloud's JQL names people by accountId (GDPR strict mode), Server/DC's by user name.
+            return {(self.account_id(u) if self.cloud else u).lower() for u in self._people}
         return None
 
     def _items(self, name: str, iss: _Issue) -> list[set[str]]:
@@ -281,7 +282,7 @@ class SearchMixin:
             return [{iss.issuetype.lower(), ISSUE_TYPES[iss.issuetype]}]
         if name in ("assignee", "reporter"):
             who = iss.assignee if name == "assignee" else iss.reporter
-            return [] if who is None else [{who.lower(), self.account_id(who).lower()}]
+            return [] if who is None else [{(self.account_id(who) if self.cloud else who).lower()}]
         if name == "key":
             return [{iss.key.lower(), str(iss.id)}]
         raise JQLError(f"Field '{name}' does not exist or you do not have permission to view it.")
@@ -301,7 +302,8 @@ class SearchMixin:
         items = self._items(name, iss)
         wanted = [v for v in node.values if not v.empty]
         wants_empty = any(v.empty for v in node.values)
-        aliases = {(user.lower() if v.function else v.text.lower()) for v in wanted}
+        me = (self.account_id(user) if self.cloud else user).lower()  # currentUser()
+        aliases = {(me if v.function else v.text.lower()) for v in wanted}
         if name == "resolution" and "unresolved" in aliases:
             aliases.discard("unresolved")
             wants_empty = True
