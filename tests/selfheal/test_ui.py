@@ -3,6 +3,7 @@ signed-in approver — in a real headless Chromium, and the refusals over plain 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from itsdangerous import URLSafeTimedSerializer
 
 from selfheal.auth import new_token, token_sha256
-from tests.support.app import Stack
+from tests.support.app import ApiServer, Stack, make_settings
 from tests.support.payloads import simple
 
 APPROVER_TOKEN = new_token()
@@ -226,3 +228,28 @@ async def test_graphs_are_served_inline_to_signed_in_readers_only(stack: Stack) 
         assert (await http.get("/ui/tickets/JIRA-1/attachments/a.png")).status_code == 404
         css = await http.get("/ui/static/ui.css")
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+
+
+async def test_https_public_url_makes_the_cookie_secure_and_a_configured_key_writes_no_file(
+    tmp_path: Path,
+) -> None:
+    # Sign-in pages need no Temporal: the app connects lazily, so an unreachable address will do.
+    settings = make_settings(
+        "127.0.0.1:1",
+        tmp_path / "data",
+        public_url="https://selfheal.example",
+        ui_secret="k" * 40,
+        auth=USERS,
+    )
+    with ApiServer(settings) as api:
+        async with httpx.AsyncClient(base_url=api.url) as http:
+            form = await http.get("/ui/signin")
+            assert form.status_code == 200
+            assert "secure" in form.headers["set-cookie"].lower()
+            # A cookie signed with another key is no session: a fresh anonymous one replaces it.
+            other = URLSafeTimedSerializer(
+                "another key", salt="selfheal-ui-session", signer_kwargs={"digest_method": hashlib.sha256}
+            )
+            http.cookies.set("selfheal_ui", other.dumps({"u": "approver1", "c": "x" * 43}), path="/ui")
+            assert (await http.get("/ui/incidents")).status_code == 303
+    assert not (settings.data_dir / "ui-secret").exists()
