@@ -3,19 +3,28 @@ signed-in approver — in a real headless Chromium, and the refusals over plain 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
 import shutil
 import stat
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
+from connectors.local_tracker import LocalTracker
+from connectors.prometheus import PrometheusClient
+from connectors.temporal import connect
+from demo.observability import prometheus_server
 from selfheal.auth import new_token, token_sha256
+from selfheal.worker import build_worker
 from tests.support.app import ApiServer, Stack, make_settings
+from tests.support.metric_target import MetricTarget
 from tests.support.payloads import simple
 
 APPROVER_TOKEN = new_token()
@@ -54,14 +63,49 @@ def _browser_client(stack: Stack) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=stack.api.url, timeout=60)
 
 
+@pytest.fixture
+async def graphed(temporal_address: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """The stack with a real Prometheus scraping a metric of the alert's service, so the incident's
+    evidence has a graph attached to its ticket."""
+    target = MetricTarget().start()
+    target.set("ui_errors", 0.3, service="checkout")
+    try:
+        with prometheus_server(tmp_path / "prom", [target.url]) as prom_url:
+            with PrometheusClient(prom_url, timeout=5) as prom:
+                deadline = datetime.now(UTC) + timedelta(seconds=60)
+                while not prom.query('ui_errors{service="checkout"}'):
+                    assert datetime.now(UTC) < deadline, "Prometheus never scraped the target"
+                    await asyncio.sleep(0.2)
+            settings = make_settings(
+                temporal_address,
+                tmp_path / "data",
+                auth=USERS,
+                evidence={
+                    "prometheus_url": prom_url,
+                    "default_service": {"golden_signals": {"errors": 'ui_errors{service="{service}"}'}},
+                },
+            )
+            client = await connect(settings.temporal)
+            tracker = LocalTracker(settings.local_db_path)
+            async with build_worker(client, settings, tracker):
+                with ApiServer(settings) as api:
+                    async with api.client() as http:
+                        yield Stack(settings=settings, client=client, api=api, tracker=tracker, http=http)
+    finally:
+        target.stop()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (CI installs Debian's `chromium`)")
-@pytest.mark.settings(auth=USERS)
 async def test_approver_signs_in_opens_the_escalated_incident_and_approves_in_a_browser(
-    stack: Stack, tmp_path: Path
+    graphed: Stack, tmp_path: Path
 ) -> None:
     from playwright.async_api import async_playwright, expect
 
-    incident_id = await _escalated(stack)
+    stack = graphed
+    alert = simple()
+    alert["alerts"][0]["startsAt"] = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+    incident_id = (await stack.post_alerts(alert)).json()["incident_id"]
+    await stack.wait_for(incident_id, lambda v: v["stage"] == "awaiting_decision")
     shots: list[Path] = []
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
     async with async_playwright() as pw:
@@ -87,6 +131,10 @@ async def test_approver_signs_in_opens_the_escalated_incident_and_approves_in_a_
             await expect(page.locator("#stage")).to_have_text("awaiting_decision")
             await expect(page.locator("#page h2").first).to_be_visible()
             await expect(page.locator("#page")).to_contain_text("Timeline")
+            # The metric graph is inline: the ticket's attachment, served under /ui, decoded.
+            graph = page.locator("#page figure img").first
+            await expect(graph).to_have_attribute("src", re.compile(r"^/ui/tickets/LOCAL-\d+/attachments/"))
+            assert await graph.evaluate("img => img.complete && img.naturalWidth") > 0
             shots.append(tmp_path / "ui-2-escalated.png")
             await page.screenshot(path=str(shots[-1]), full_page=True)
 
