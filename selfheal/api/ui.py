@@ -154,6 +154,17 @@ async def decide_as(
     return await service.decide(incident_id, decision, update_id=update_id)
 
 
+def _refused(incident_id: str, user: Principal, client: str, reason: str) -> None:
+    log.warning(
+        "decision refused",
+        incident_id=incident_id,
+        user=user.name,
+        via=user.via,
+        client=client,
+        reason=reason,
+    )
+
+
 # ------------------------------------------------------------------------------------ sign-in
 
 
@@ -273,7 +284,8 @@ async def _incident_page(
     wf_url = workflow_url(
         settings.temporal.ui_url, settings.temporal.namespace, ids.workflow_id_for_group(view.group_id)
     )
-    page = Markup(render_html(build_page(view, wf_url), attachment_url))  # noqa: S704 - escaped by render_html
+    # render_html escapes every string of the document itself; the template must not escape it again.
+    page = Markup(render_html(build_page(view, wf_url), attachment_url))  # noqa: S704
     awaiting = view.stage == Stage.AWAITING_DECISION and view.decision is None
     can_decide = awaiting and session.user is not None and session.user.can("approver")
     return _page(
@@ -323,10 +335,7 @@ async def decide(request: Request, incident_id: str) -> Response:
     client = request.client.host if request.client else "-"
     if not user.can("approver"):
         DECISIONS.labels(kind.value, "ui", "403").inc()
-        log.warning(
-            "decision refused", incident_id=incident_id, user=user.name, via=user.via, client=client,
-            reason="not an approver",
-        )  # fmt: skip
+        _refused(incident_id, user, client, "not an approver")
         return _problem(request, session, 403, f"{user.name} is not an approver")
     form_id = form.get("form_id", "")
     update_id = f"ui-{user.name}-{form_id}" if _FORM_ID.match(form_id) else None
@@ -334,10 +343,7 @@ async def decide(request: Request, incident_id: str) -> Response:
         await decide_as(get_service(request), incident_id, user, kind, comment, update_id)
     except IncidentError as err:
         DECISIONS.labels(kind.value, "ui", str(err.status_code)).inc()
-        log.warning(
-            "decision refused", incident_id=incident_id, user=user.name, via=user.via, client=client,
-            reason=err.message,
-        )  # fmt: skip
+        _refused(incident_id, user, client, err.message)
         return await _incident_page(request, session, incident_id, err.status_code, err.message)
     DECISIONS.labels(kind.value, "ui", "accepted").inc()
     log.info("decision via ui", incident_id=incident_id, decision=kind.value, user=user.name, client=client)
