@@ -230,7 +230,7 @@ class Stack:
         self.temporal = TemporalDevServer(
             self.root / "temporal.db", port=free_port(), ui_port=None, log_file=logs / "temporal.log"
         )
-        self.temporal.start()
+        self.temporal.start(attempts=3)
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
         env.update(

@@ -126,7 +126,7 @@ class DemoStack:
                     ui_port=None,
                     log_file=self.logs / "temporal.log",
                 )
-                self.temporal.start()
+                self.temporal.start(attempts=3)
                 address = self.temporal.address
                 say(f"Temporal dev server {address}")
             self._write_config(address)

@@ -99,13 +99,26 @@ class TemporalDevServer:
             cmd += ["--headless"]
         return cmd
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, *, attempts: int = 1) -> None:
+        """Start and wait until it listens. With `attempts` > 1 the ports are the caller's to change:
+        a server that exits at once (a port taken between choosing it and binding it, which a
+        busy machine running several stacks does hit) is started again on fresh free ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout)
+                return
+            except DevServerError:
+                if attempt == attempts or self.proc is not None:
+                    raise
+                self.port = free_port()
+
+    def _start_once(self, timeout: float) -> None:
         if port_open("127.0.0.1", self.port):
             raise DevServerError(f"port {self.port} is already in use: is another Temporal running?")
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         try:
-            self.proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         finally:
@@ -113,14 +126,16 @@ class TemporalDevServer:
                 out.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 raise DevServerError(
-                    f"temporal server exited with {self.proc.returncode}"
+                    f"temporal server exited with {proc.returncode}"
                     + (f"; see {self.log_file}" if self.log_file else "")
                 )
             if port_open("127.0.0.1", self.port):
+                self.proc = proc
                 return
             time.sleep(0.1)
+        self.proc = proc
         self.stop()
         raise DevServerError(f"temporal server did not listen on {self.address} within {timeout:.0f}s")
 

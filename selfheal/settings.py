@@ -39,8 +39,11 @@ class ConfigError(Exception):
 class TrackerSettings(Section):
     kind: Literal["local", "jira"] = "local"
     jira: JiraSettings | None = None
-    #: Jira's outgoing webhook secret (HMAC `X-Hub-Signature` or `?token=`).
+    #: Jira's outgoing webhook secret: the HMAC key of `X-Hub-Signature` (never accepted in the URL).
     webhook_secret: SecretStr | None = None
+    #: Optional, weaker: a separate secret accepted as `?token=` on the Jira webhook URL, for Jira
+    #: versions that cannot sign. URLs end up in proxy and access logs; enable it only if you must.
+    webhook_url_token: SecretStr | None = None
     #: Accounts whose comments are our own and never decisions.
     bot_accounts: list[str] = Field(default_factory=list)
 

@@ -24,7 +24,7 @@ from jira.resources import Issue
 
 from connectors.base import TicketContent, Tracker, TrackerError, dedup_marker
 from connectors.jira.settings import JiraSettings
-from models.ids import incident_label
+from models.ids import incident_label, parse_incident_id
 from models.incident import TicketRef
 from pages.document import Document
 from pages.render import adf_plain_text, render, render_adf_fitted, render_wiki_text
@@ -399,4 +399,28 @@ class JiraTracker(Tracker):
         for transition in available:
             if str(transition.get("name", "")).casefold() == wanted:
                 return transition
+        return None
+
+    # ------------------------------------------------------------------------ the Jira webhook's
+
+    def incident_for_issue(self, key_or_id: str) -> str | None:
+        """The incident an issue is the ticket of, from its `selfheal-<incident id>` label as Jira
+        stores it (never from labels in a webhook event, which Cloud and DC comment events lack and
+        anyone could write); None for an unknown issue, one outside our project or without the label.
+        Read-only, so a retry is harmless."""
+        with _jira_errors(f"read {key_or_id}"):
+            try:
+                issue = self.client.issue(key_or_id, fields="labels,project")
+            except JIRAError as exc:
+                if exc.status_code == 404:  # unknown, deleted, or not visible to our bot
+                    return None
+                raise
+        fields = issue.raw.get("fields") or {}
+        if str((fields.get("project") or {}).get("key") or "") != self.settings.project:
+            return None
+        for label in fields.get("labels") or []:
+            if isinstance(label, str) and label.startswith("selfheal-"):
+                candidate = label.removeprefix("selfheal-")
+                if parse_incident_id(candidate) is not None:
+                    return candidate
         return None

@@ -1,34 +1,86 @@
-"""Jira's outgoing webhook, understood: is it signed by our secret, and is it a decision?
+"""Jira's outgoing webhook, understood: is it signed by us, and what did which Jira user do?
 
-Pure functions beside the tracker and its settings, so everything Jira-shaped lives in one place
-and the API's Jira route only reads the body, calls these and hands a decision to the incident
-service. A comment counts when its first line is `/selfheal approve|reject`; a transition counts
-when it lands on the approved or rejected status; our own bot accounts never decide.
+Pure functions beside the tracker and its settings, so everything Jira-shaped lives in one place.
+They read events as Jira Cloud and Data Center really send them: a Cloud comment event carries a
+trimmed issue (no labels), a Data Center comment event carries no issue at all (only
+`comment.self` names it), Cloud names people by accountId only, Data Center by user name and key.
+
+What they must never do: find the incident from labels in the event (the API asks the tracker),
+trust a name the event did not authenticate, or let an edited or deleted comment become a decision
+(an edit is made by the editor, not by the comment's author).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+import re
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from connectors.jira.settings import JiraSettings
-from models import ids
-from models.incident import Decision, DecisionKind
+from models.incident import DecisionKind
+from pages.render import adf_plain_text
+
+#: `.../rest/api/2/issue/10010/comment/10100`: the only place a Data Center comment event names its issue.
+_COMMENT_SELF = re.compile(r"/rest/api/(?:2|3|latest)/issue/(?P<issue>[^/]+)/comment/[^/]+/?$")
 
 
-def signature_ok(secret: str, raw: bytes, header: str | None, token: str | None) -> bool:
-    """HMAC-SHA256 of the body in `X-Hub-Signature`, else the secret as `?token=`; constant time."""
-    if header:
-        algo, _, digest = header.partition("=")
-        if algo.lower() != "sha256":
-            return False
-        expected = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(digest.strip().lower(), expected)
-    if token:
-        return hmac.compare_digest(token.encode(), secret.encode())
-    return False
+class EventKind(StrEnum):
+    """What happened, as far as decisions go."""
+
+    COMMENT = "comment"  # a new comment (Cloud/DC comment_created, DC issue_commented)
+    TRANSITION = "transition"  # a status change (jira:issue_updated with a status changelog item)
+    COMMENT_EDITED = "comment_edited"  # never a decision
+    COMMENT_DELETED = "comment_deleted"  # never a decision
+
+
+@dataclass(frozen=True)
+class JiraActor:
+    """Who did it, by every id this deployment gives (Cloud: accountId; Data Center: name, key)."""
+
+    ids: tuple[str, ...]
+    display: str
+
+
+@dataclass(frozen=True)
+class JiraEvent:
+    """One webhook event reduced to what selfheal acts on.
+
+    `decision` is set only for a new comment whose first line is `/selfheal approve|reject` and for
+    a transition to the approved or rejected status; `dedup` is stable across redeliveries and
+    across the two events Data Center sends for one comment.
+    """
+
+    kind: EventKind
+    issue: str | None
+    actor: JiraActor | None
+    decision: DecisionKind | None
+    reason: str
+    dedup: str | None
+
+    @property
+    def is_decision(self) -> bool:
+        return self.decision is not None
+
+
+def signature_ok(hmac_secret: str | None, raw: bytes, header: str | None) -> bool:
+    """`X-Hub-Signature: sha256=<HMAC-SHA256(secret, raw body)>`, compared in constant time."""
+    if not hmac_secret or not header:
+        return False
+    algo, _, digest = header.partition("=")
+    if algo.strip().lower() != "sha256":
+        return False
+    expected = hmac.new(hmac_secret.encode(), raw, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(digest.strip().lower().encode(), expected.encode())
+
+
+def url_token_ok(url_token: str | None, given: str | None) -> bool:
+    """The separate `?token=` secret, only when one is configured (weaker: URLs end up in logs)."""
+    if not url_token or not given:
+        return False
+    return hmac.compare_digest(given.encode(), url_token.encode())
 
 
 def delivery_id(identifier: str | None, raw: bytes) -> str:
@@ -37,75 +89,111 @@ def delivery_id(identifier: str | None, raw: bytes) -> str:
     return identifier or hashlib.sha256(raw).hexdigest()[:32]
 
 
-def parse_event(
-    event: dict[str, Any],
-    *,
-    jira: JiraSettings | None,
-    bot_accounts: Iterable[str],
-    approvers: Iterable[str],
-) -> tuple[str, Decision] | None:
-    """Turn a Jira webhook event into (incident id, decision), or None when it is not one.
+def read_event(event: dict[str, Any], *, jira: JiraSettings | None) -> JiraEvent | None:
+    """What a webhook event means for selfheal, or None when it is nothing to it."""
+    name = event.get("webhookEvent")
+    comment = _obj(event.get("comment"))
+    if name == "comment_created":
+        return _new_comment(event, comment)
+    if name == "comment_updated":
+        return _changed_comment(event, comment, EventKind.COMMENT_EDITED, _obj(comment.get("updateAuthor")))
+    if name == "comment_deleted":
+        return _changed_comment(event, comment, EventKind.COMMENT_DELETED, None)
+    if name != "jira:issue_updated":
+        return None
+    type_name = event.get("issue_event_type_name")
+    if type_name == "issue_commented" and comment:
+        return _new_comment(event, comment)
+    if type_name == "issue_comment_edited":
+        editor = _obj(event.get("user")) or _obj(comment.get("updateAuthor"))
+        return _changed_comment(event, comment, EventKind.COMMENT_EDITED, editor)
+    if type_name == "issue_comment_deleted":
+        return _changed_comment(event, comment, EventKind.COMMENT_DELETED, _obj(event.get("user")))
+    return _transition(event, jira)
 
-    Comments count only when their first line starts with `/selfheal approve|reject`; the author's
-    identity is checked against the approvers later, by the service, like any other decision.
-    """
-    fields = _obj(_obj(event.get("issue")).get("fields"))
-    labels = _arr(fields.get("labels"))
-    incident_id = next(
-        (
-            lab.removeprefix("selfheal-")
-            for lab in labels
-            if isinstance(lab, str) and ids.parse_incident_id(lab.removeprefix("selfheal-"))
-        ),
-        None,
+
+def _new_comment(event: dict[str, Any], comment: dict[str, Any]) -> JiraEvent | None:
+    body = _body_text(comment.get("body"))
+    if body is None:
+        return None
+    first, _, rest = body.strip().partition("\n")
+    words = first.split(maxsplit=2)
+    if len(words) < 2 or words[0] != "/selfheal" or words[1] not in ("approve", "reject"):
+        return None
+    reason = " ".join(filter(None, [words[2] if len(words) > 2 else "", rest.strip()]))
+    cid = comment.get("id")
+    return JiraEvent(
+        kind=EventKind.COMMENT,
+        issue=_issue_ref(event, comment),
+        actor=_actor(_obj(comment.get("author"))),
+        decision=DecisionKind(words[1]),
+        reason=reason[:10_000],
+        dedup=f"comment-{cid}" if isinstance(cid, (str, int)) and str(cid) else None,
     )
-    if incident_id is None:
-        return None
-    bots = set(bot_accounts)
-    approver_ids = list(approvers)
-    comment = event.get("comment")
-    if isinstance(comment, dict) and isinstance(comment.get("body"), str):
-        user_ids = _user_ids(comment.get("author")) or _user_ids(event.get("user"))
-        if not user_ids or bots.intersection(user_ids):
-            return None
-        first, _, rest = comment["body"].strip().partition("\n")
-        words = first.split(maxsplit=2)
-        if len(words) >= 2 and words[0] == "/selfheal" and words[1] in ("approve", "reject"):
-            reason = " ".join(filter(None, [words[2] if len(words) > 2 else "", rest.strip()]))
-            return incident_id, Decision(
-                decision=DecisionKind(words[1]),
-                by=_pick_user(user_ids, approver_ids),
-                comment=reason[:10_000],
-                source="jira",
-            )
-        return None
-    items = _arr(_obj(event.get("changelog")).get("items"))
-    approved = (jira.approved_status if jira else "Approved").lower()
-    rejected = (jira.rejected_status if jira else "Rejected").lower()
-    for item in items:
+
+
+def _changed_comment(
+    event: dict[str, Any], comment: dict[str, Any], kind: EventKind, who: dict[str, Any] | None
+) -> JiraEvent:
+    return JiraEvent(
+        kind=kind,
+        issue=_issue_ref(event, comment),
+        actor=_actor(who) if who else None,
+        decision=None,
+        reason="",
+        dedup=None,
+    )
+
+
+def _transition(event: dict[str, Any], jira: JiraSettings | None) -> JiraEvent | None:
+    approved = (jira.approved_status if jira else "Approved").casefold()
+    rejected = (jira.rejected_status if jira else "Rejected").casefold()
+    changelog = _obj(event.get("changelog"))
+    for item in _arr(changelog.get("items")):
         if not isinstance(item, dict) or item.get("field") != "status":
             continue
-        to = str(item.get("toString") or "").lower()
-        kind = DecisionKind.APPROVE if to == approved else DecisionKind.REJECT if to == rejected else None
+        to = str(item.get("toString") or "")
+        kind = {approved: DecisionKind.APPROVE, rejected: DecisionKind.REJECT}.get(to.casefold())
         if kind is None:
             continue
-        user_ids = _user_ids(event.get("user"))
-        if not user_ids or bots.intersection(user_ids):
-            return None
-        return incident_id, Decision(
+        cid = changelog.get("id")
+        return JiraEvent(
+            kind=EventKind.TRANSITION,
+            issue=_issue_ref(event, {}),
+            actor=_actor(_obj(event.get("user"))),
             decision=kind,
-            by=_pick_user(user_ids, approver_ids),
-            comment=f"Jira transition to {item.get('toString')}",
-            source="jira",
+            reason=f"Jira transition to {to}",
+            dedup=f"changelog-{cid}" if isinstance(cid, (str, int)) and str(cid) else None,
         )
     return None
 
 
-def _user_ids(user: Any) -> list[str]:
-    """Every identity Jira gives for a user: Server names and keys, Cloud account ids, e-mail."""
-    if not isinstance(user, dict):
-        return []
-    return [str(user[k]) for k in ("name", "accountId", "emailAddress", "key") if user.get(k)]
+def _issue_ref(event: dict[str, Any], comment: dict[str, Any]) -> str | None:
+    """The issue's key or id from `issue` when Jira sent one, else the id inside `comment.self`."""
+    issue = _obj(event.get("issue"))
+    for field in ("key", "id"):
+        value = issue.get(field)
+        if isinstance(value, (str, int)) and str(value):
+            return str(value)
+    m = _COMMENT_SELF.search(str(comment.get("self") or ""))
+    return m.group("issue") if m else None
+
+
+def _actor(user: dict[str, Any]) -> JiraActor | None:
+    """Cloud: the accountId (its only stable id). Data Center: the user name and the user key."""
+    ids = tuple(v for k in ("accountId", "name", "key") if isinstance(v := user.get(k), str) and v)
+    if not ids:
+        return None
+    display = user.get("displayName")
+    return JiraActor(ids=ids, display=display if isinstance(display, str) and display else ids[0])
+
+
+def _body_text(body: Any) -> str | None:
+    if isinstance(body, str):
+        return body
+    if isinstance(body, dict):
+        return adf_plain_text(body)
+    return None
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -114,8 +202,3 @@ def _obj(value: Any) -> dict[str, Any]:
 
 def _arr(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
-
-
-def _pick_user(user_ids: list[str], approvers: list[str]) -> str:
-    """The identity that matches an approver, else the first one (which will then be refused)."""
-    return next((i for i in user_ids if i in approvers), user_ids[0])

@@ -17,7 +17,7 @@ from connectors.temporal import connect
 from selfheal.api import alerts, health, incidents, jira_webhook, remediation, tickets, ui
 from selfheal.api.body import validation_errors
 from selfheal.api.counters import REQUEST_SECONDS
-from selfheal.api.state import Shared
+from selfheal.api.state import Shared, close_tracker
 from selfheal.incidents import IncidentError, IncidentService
 from selfheal.settings import Settings
 
@@ -55,6 +55,7 @@ def create_app(
             yield
         finally:
             shared.loop_collector.close()
+            close_tracker(app)
 
     app = FastAPI(
         title="selfheal",

@@ -1,60 +1,137 @@
-"""Jira's outgoing webhook: HTTP only. Reading what an event means, and checking its signature,
-is connectors.jira.webhook's; deciding is the incident service's.
+"""Jira's outgoing webhook: HTTP only. What an event means is connectors.jira.webhook's; which
+incident an issue belongs to is the tracker's (from the issue as Jira stores it); who the actor is
+comes from `auth.users.<name>.jira`; deciding is the incident service's.
+
+Answers: 401 unsigned or wrongly signed; 200 for everything Jira should not retry (`ignored`,
+`refused`, `not_awaiting`, `decided`). A refusal is audited and explained on the ticket.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from connectors.jira import webhook
+from connectors.jira.tracker import JiraTracker
+from connectors.jira.webhook import JiraEvent
+from models.incident import Decision, IncidentView
 from selfheal.api.body import PayloadTooLarge, read_limited
 from selfheal.api.counters import DECISIONS
-from selfheal.api.state import get_service, get_settings
+from selfheal.api.state import get_service, get_settings, get_tracker
+from selfheal.auth import Principal, user_for_jira
 from selfheal.incidents import IncidentError
 
 router = APIRouter()
+log = structlog.get_logger("selfheal.audit")
 
 
 @router.post("/api/v1/jira/webhook")
 async def jira_webhook(request: Request, token: str | None = None) -> JSONResponse:
     """Jira comment `/selfheal approve|reject` or a transition to the approved/rejected status."""
     settings = get_settings(request)
-    secret = settings.tracker.webhook_secret
-    if secret is None:
+    tracker_settings = settings.tracker
+    secret = tracker_settings.webhook_secret
+    url_token = tracker_settings.webhook_url_token
+    if settings.tracker.kind != "jira" or (secret is None and url_token is None):
         return JSONResponse(
-            status_code=403, content={"error": "Jira webhook disabled: tracker.webhook_secret is not set"}
+            status_code=403,
+            content={
+                "error": "Jira webhook disabled: needs tracker.kind jira and tracker.webhook_secret"
+                " (or tracker.webhook_url_token)"
+            },
         )
     try:
         raw = await read_limited(request, settings.max_body_bytes)
     except PayloadTooLarge:
         return JSONResponse(status_code=413, content={"error": "body too large"})
-    if not webhook.signature_ok(
-        secret.get_secret_value(), raw, request.headers.get("x-hub-signature"), token
-    ):
+    signed = webhook.signature_ok(
+        secret.get_secret_value() if secret else None, raw, request.headers.get("x-hub-signature")
+    )
+    by_url = not signed and webhook.url_token_ok(url_token.get_secret_value() if url_token else None, token)
+    if not (signed or by_url):
         return JSONResponse(status_code=401, content={"error": "bad or missing Jira webhook signature"})
     try:
-        event = json.loads(raw)
+        body = json.loads(raw)
     except ValueError:
         return JSONResponse(status_code=422, content={"error": "body is not JSON", "errors": [{"path": "$"}]})
-    if not isinstance(event, dict):
+    if not isinstance(body, dict):
         return JSONResponse(
             status_code=422, content={"error": "body must be an object", "errors": [{"path": "$"}]}
         )
-    parsed = webhook.parse_event(
-        event,
-        jira=settings.tracker.jira,
-        bot_accounts=settings.tracker.bot_accounts,
-        approvers=settings.approvers,
-    )
-    if parsed is None:
-        return JSONResponse(status_code=200, content={"status": "ignored"})
-    incident_id, decision = parsed
     delivery = webhook.delivery_id(request.headers.get("x-atlassian-webhook-identifier"), raw)
+    via = "jira-url-token" if by_url else "jira-hmac"
+    where = request.client.host if request.client else None
+    event = webhook.read_event(body, jira=tracker_settings.jira)
+    if event is None or event.issue is None or event.actor is None:
+        return _ignored()
+    kind = event.decision
+    if set(event.actor.ids) & set(tracker_settings.bot_accounts):
+        return _ignored()
+    if kind is None:
+        # Edits and deletions never decide; say so in the audit trail, with who did it.
+        log.info(
+            "jira event is not a decision",
+            jira_event=event.kind.value,
+            issue=event.issue,
+            jira_actor=list(event.actor.ids),
+            via=via,
+            remote=where,
+            delivery=delivery,
+        )
+        return _ignored()
+    tracker = get_tracker(request)
+    if not isinstance(tracker, JiraTracker):
+        return _ignored()
+    incident_id = await asyncio.to_thread(tracker.incident_for_issue, event.issue)
+    if incident_id is None:
+        return _ignored()
+    principal = user_for_jira(settings.auth, event.actor.ids)
+    if principal is None or not principal.can("approver"):
+        why = (
+            "no selfheal user has this Jira identity (auth.users.<name>.jira)"
+            if principal is None
+            else f"selfheal user {principal.name!r} is not an approver"
+        )
+        log.warning(
+            "jira decision refused",
+            incident_id=incident_id,
+            issue=event.issue,
+            decision=kind.value,
+            jira_actor=list(event.actor.ids),
+            user=principal.name if principal else None,
+            reason=why,
+            via=via,
+            remote=where,
+            delivery=delivery,
+        )
+        DECISIONS.labels(kind.value, "jira", "403").inc()
+        await asyncio.to_thread(
+            tracker.comment,
+            event.issue,
+            f"The {kind.value} by {event.actor.display} did not count: {why}.",
+            f"jira-refused-{event.dedup or delivery}",
+        )
+        return JSONResponse(
+            status_code=200, content={"status": "refused", "incident_id": incident_id, "error": why}
+        )
+    decision = Decision(decision=kind, by=principal.name, comment=event.reason, source="jira")
+    log.info(
+        "jira decision",
+        incident_id=incident_id,
+        issue=event.issue,
+        decision=decision.decision.value,
+        user=principal.name,
+        jira_actor=list(event.actor.ids),
+        via=via,
+        remote=where,
+        delivery=delivery,
+    )
     try:
-        view = await get_service(request).decide(incident_id, decision, update_id=f"jira-{delivery}")
+        view = await _decide(request, incident_id, decision, principal, _update_id(event, delivery))
     except IncidentError as err:
         DECISIONS.labels(decision.decision.value, "jira", str(err.status_code)).inc()
         if err.status_code == 409:
@@ -65,3 +142,22 @@ async def jira_webhook(request: Request, token: str | None = None) -> JSONRespon
         status_code=200,
         content={"status": "decided", "incident_id": view.id, "decision": decision.decision.value},
     )
+
+
+async def _decide(
+    request: Request, incident_id: str, decision: Decision, principal: Principal, update_id: str
+) -> IncidentView:
+    """The one call into the incident service: `principal` is who Jira authenticated, and the
+    decision is recorded in their name (`decision.by` is `principal.name`)."""
+    del principal  # the service takes the decider from `decision.by` until it accepts a Principal
+    return await get_service(request).decide(incident_id, decision, update_id=update_id)
+
+
+def _update_id(event: JiraEvent, delivery: str) -> str:
+    """One decision per comment or changelog entry, across redeliveries and across the two events
+    Data Center sends for one comment; the delivery id only when the event has neither."""
+    return f"jira-{event.dedup or delivery}"
+
+
+def _ignored() -> JSONResponse:
+    return JSONResponse(status_code=200, content={"status": "ignored"})

@@ -12,6 +12,8 @@ from fastapi import Request
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
+from connectors.base import Tracker
+from selfheal.clients import build_tracker
 from selfheal.incidents import IncidentService
 from selfheal.loop_metrics import LoopCollector, OpenIncidentsCollector
 from selfheal.settings import Settings
@@ -52,3 +54,22 @@ def get_client(request: Request) -> Client:
 def get_service(request: Request) -> IncidentService:
     svc: IncidentService = request.app.state.service
     return svc
+
+
+def get_tracker(request: Request) -> Tracker:
+    """The configured tracker, built on first use and kept for the app's life (one HTTP pool); the
+    API starts without a round trip to Jira, as the worker does."""
+    tracker: Tracker | None = getattr(request.app.state, "tracker", None)
+    if tracker is None:
+        tracker = build_tracker(get_settings(request))
+        request.app.state.tracker = tracker
+    return tracker
+
+
+def close_tracker(app: object) -> None:
+    """Release the tracker's connections if a request ever built it."""
+    state = getattr(app, "state", None)
+    tracker: Tracker | None = getattr(state, "tracker", None)
+    close = getattr(tracker, "close", None)
+    if callable(close):
+        close()

@@ -676,7 +676,10 @@ def test_fake_webhooks_carry_jira_payloads_and_signatures(fake: JiraFake, receiv
     assert event["webhookEvent"] == "comment_created"
     assert event["comment"]["body"] == "/selfheal approve"
     assert event["comment"]["author"]["name"] == "alice"
-    assert event["issue"]["key"] == "OPS-1"
+    # Data Center's comment events carry no issue: only the comment's own URL names it.
+    assert event["comment"]["self"].endswith(
+        f"/rest/api/2/issue/{fake.issues['OPS-1']['id']}/comment/{event['comment']['id']}"
+    )
     expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     assert headers["X-Hub-Signature"] == f"sha256={expected}"
     first_id = headers["X-Atlassian-Webhook-Identifier"]
@@ -758,3 +761,35 @@ def test_update_page_edits_a_closed_issue_in_place_and_never_creates(
     assert fake.count("PUT", rf"/rest/api/2/issue/{key}") == puts, "an unchanged page sends nothing"
     with pytest.raises(TrackerError):
         tracker.update_page("OPS-999", content())
+
+
+# ------------------------------------------------------------------ incident_for_issue (the webhook's)
+
+
+def test_incident_for_issue_reads_the_label_jira_stores_by_key_or_id(
+    fake: JiraFake, tracker: JiraTracker
+) -> None:
+    incident_id = "0123456789ab-a1b2c3"
+    key = tracker.create_or_update(content(incident_id)).key
+    issue_id = fake.issues[key]["id"]
+    assert tracker.incident_for_issue(key) == incident_id
+    assert tracker.incident_for_issue(issue_id) == incident_id
+    assert tracker.incident_for_issue("OPS-999") is None
+    assert tracker.incident_for_issue("99999") is None
+
+
+def test_incident_for_issue_ignores_other_projects_and_foreign_labels() -> None:
+    with JiraFake(users={"bot": "token"}, projects=("OPS", "SEC")) as fake:
+        tracker = JiraTracker(settings_for(fake))
+        try:
+            other = create_raw(fake, project={"key": "SEC"}, labels=["selfheal-0123456789ab-a1b2c3"])
+            assert other.status_code == 201, other.text
+            assert tracker.incident_for_issue(other.json()["key"]) is None
+            plain = create_raw(fake, labels=["selfheal", "selfheal-escalated", "selfheal-not-an-id"])
+            assert tracker.incident_for_issue(plain.json()["key"]) is None
+            fake.fail_next(503, method="GET", path=r"/rest/api/2/issue/OPS-2")
+            with pytest.raises(TrackerError) as err:
+                tracker.incident_for_issue("OPS-2")
+            assert err.value.retryable
+        finally:
+            tracker.close()

@@ -63,7 +63,7 @@ def temporal_server(workdir: Path) -> Iterator[str]:
     server = TemporalDevServer(
         workdir / "temporal.db", port=free_port(), ui_port=None, log_file=workdir / "t.log"
     )
-    server.start()
+    server.start(attempts=3)
     try:
         yield server.address
     finally:

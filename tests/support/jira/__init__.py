@@ -23,7 +23,8 @@ text, date comparisons and `currentUser()`.
 Layout, one concern a module: `fake` (the `JiraFake` class: state, lifecycle, routing), `server`
 (the HTTP server and Jira's error answers), `model` (catalog and issue state), `users`
 (authentication), `metadata`, `issues`, `comments`, `transitions`, `links`, `attachments`,
-`search` with `jql` (the parser), `adf` (ADF validation), `webhooks`, `faults` (`fail_next`,
+`search` with `jql` (the parser), `adf` (ADF validation), `webhooks` (shaped as the documented
+payloads in `payloads/`), `faults` (`fail_next`,
 `hold_create`).
 """
 
@@ -32,7 +33,7 @@ from tests.support.jira.fake import JiraFake
 from tests.support.jira.faults import HeldCreate
 from tests.support.jira.jql import JQLError, parse_jql
 from tests.support.jira.model import DEFAULT_WORKFLOW, WorkflowStatus
-from tests.support.jira.webhooks import WebhookDelivery
+from tests.support.jira.webhooks import WebhookDelivery, WebhookReceiver, payload
 
 __all__ = [
     "ADF_REQUIRED",
@@ -41,9 +42,11 @@ __all__ = [
     "JQLError",
     "JiraFake",
     "WebhookDelivery",
+    "WebhookReceiver",
     "WorkflowStatus",
     "adf_problem",
     "adf_text",
     "as_adf",
     "parse_jql",
+    "payload",
 ]

@@ -25,7 +25,7 @@ class CommentsMixin:
             "id": str(c.id),
             "author": author,
             "body": as_adf(c.body) if v3 else adf_text(c.body),
-            "updateAuthor": author,
+            "updateAuthor": self._user_json(c.update_author) if c.update_author else author,
             "created": _ts(c.created),
             "updated": _ts(c.updated),
             "jsdPublic": True,

@@ -324,9 +324,8 @@ class IssuesMixin:
                 "timestamp": int(time.time() * 1000),
                 "webhookEvent": "jira:issue_created",
                 "issue_event_type_name": "issue_created",
-                "user": self._user_json(user),
-                "issue": self._issue_json(iss, self._webhook_fields),
-                "matchedWebhookIds": [1],
+                "user": self._webhook_user(user),
+                "issue": self._webhook_issue(iss),
             }
             held = self._holds.pop(0) if self._holds else None
             if held is not None:
@@ -412,9 +411,8 @@ class IssuesMixin:
                 "timestamp": int(time.time() * 1000),
                 "webhookEvent": "jira:issue_updated",
                 "issue_event_type_name": "issue_updated",
-                "user": self._user_json(user),
-                "issue": self._issue_json(iss, self._webhook_fields),
+                "user": self._webhook_user(user),
+                "issue": self._webhook_issue(iss),
                 "changelog": {"id": str(self._next_id()), "items": items},
-                "matchedWebhookIds": [1],
             }
         ]

@@ -148,6 +148,8 @@ class _Comment:
     body: str | JsonDict
     created: datetime
     updated: datetime
+    #: Who last edited it (Jira's `updateAuthor`); None: never edited, the author.
+    update_author: str | None = None
 
 
 @dataclass

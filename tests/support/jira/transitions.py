@@ -52,10 +52,9 @@ class TransitionsMixin:
             "timestamp": int(time.time() * 1000),
             "webhookEvent": "jira:issue_updated",
             "issue_event_type_name": "issue_generic",
-            "user": self._user_json(user),
-            "issue": self._issue_json(iss, self._webhook_fields),
+            "user": self._webhook_user(user),
+            "issue": self._webhook_issue(iss),
             "changelog": {"id": str(self._next_id()), "items": items},
-            "matchedWebhookIds": [1],
         }
 
     def _transition_json(self, st: WorkflowStatus) -> JsonDict:
