@@ -1,8 +1,9 @@
 """The `/ui` session: a signed cookie naming the signed-in user and carrying the form (CSRF) token.
 
-The cookie holds a user name and a random CSRF token, nothing else, signed with HMAC-SHA256
-(itsdangerous) and valid for `MAX_AGE_SECONDS` from sign-in. Roles are read from `auth.users` on
-every request, never from the cookie, so removing a user or a role takes effect at once. The cookie
+The cookie holds a user name, a random CSRF token and a fingerprint of the user's configured token
+digest, signed with HMAC-SHA256 (itsdangerous) and valid for `MAX_AGE_SECONDS` from sign-in. Roles
+are read from `auth.users` on every request, never from the cookie, so removing a user or a role
+takes effect at once, and replacing a user's token ends the sessions it opened. The cookie
 is HttpOnly, SameSite=Strict, scoped to `/ui`, and Secure when the public URL is https. Every POST
 carries the session's CSRF token in a hidden field; signing in issues a new one (no fixation).
 """
@@ -39,6 +40,8 @@ class Session:
     csrf: str
     #: True when the browser has no valid cookie yet: the response must set one.
     new: bool = False
+    #: Which configured token the user signed in with (`token_binding`); "" when nobody is signed in.
+    binding: str = ""
 
     def csrf_ok(self, submitted: str | None) -> bool:
         return bool(submitted) and hmac.compare_digest(self.csrf.encode(), (submitted or "").encode())
@@ -76,6 +79,11 @@ def _read_secret(path: Path) -> str | None:
         return None
 
 
+def token_binding(token_sha256: str) -> str:
+    """A fingerprint of a user's configured token digest: a new token ends the old sessions."""
+    return hashlib.sha256(b"selfheal-ui-session:" + token_sha256.encode()).hexdigest()[:32]
+
+
 class SessionCodec:
     """Reads and writes the session cookie for one app (one key, one Secure flag)."""
 
@@ -99,19 +107,26 @@ class SessionCodec:
                 data = None
         if not isinstance(data, dict) or not isinstance(data.get("c"), str) or len(data["c"]) < 32:
             return Session(user=None, csrf=secrets.token_urlsafe(32), new=True)
-        return Session(user=self._user(data.get("u")), csrf=data["c"])
+        binding = data["t"] if isinstance(data.get("t"), str) else ""
+        user = self._user(data.get("u"), binding)
+        return Session(user=user, csrf=data["c"], binding=binding if user else "")
 
-    def _user(self, name: Any) -> Principal | None:
-        """The named user as configured now: gone, or without a token to sign in with, is nobody."""
+    def _user(self, name: Any, binding: str) -> Principal | None:
+        """The named user as configured now: gone, without a token, or with another token than the
+        one signed in with, is nobody."""
         if not isinstance(name, str):
             return None
         user = self.settings.auth.users.get(name)
         if user is None or not user.token_sha256:
             return None
+        if not hmac.compare_digest(binding.encode(), token_binding(user.token_sha256).encode()):
+            return None
         return Principal(name=name, roles=effective_roles(user.roles), via="token")
 
     def write(self, response: Response, session: Session) -> None:
-        value = self._serializer.dumps({"u": session.user.name if session.user else None, "c": session.csrf})
+        value = self._serializer.dumps(
+            {"u": session.user.name if session.user else None, "c": session.csrf, "t": session.binding}
+        )
         response.set_cookie(
             COOKIE,
             value,
@@ -122,10 +137,10 @@ class SessionCodec:
             secure=self.secure,
         )
 
-    @staticmethod
-    def signed_in(user: Principal) -> Session:
+    def signed_in(self, user: Principal) -> Session:
         """The session after a successful sign-in: a new CSRF token, never the anonymous one."""
-        return Session(user=user, csrf=secrets.token_urlsafe(32), new=True)
+        digest = self.settings.auth.users[user.name].token_sha256 or ""
+        return Session(user=user, csrf=secrets.token_urlsafe(32), new=True, binding=token_binding(digest))
 
     @staticmethod
     def signed_out() -> Session:

@@ -21,7 +21,7 @@ from connectors.local_tracker import LocalTracker
 from connectors.prometheus import PrometheusClient
 from connectors.temporal import connect
 from demo.observability import prometheus_server
-from selfheal.auth import new_token, token_sha256
+from selfheal.auth import UserSettings, new_token, token_sha256
 from selfheal.worker import build_worker
 from tests.support.app import ApiServer, Stack, make_settings
 from tests.support.metric_target import MetricTarget
@@ -301,3 +301,18 @@ async def test_https_public_url_makes_the_cookie_secure_and_a_configured_key_wri
             http.cookies.set("selfheal_ui", other.dumps({"u": "approver1", "c": "x" * 43}), path="/ui")
             assert (await http.get("/ui/incidents")).status_code == 303
     assert not (settings.data_dir / "ui-secret").exists()
+
+
+async def test_a_new_token_ends_the_sessions_the_old_one_opened(tmp_path: Path) -> None:
+    settings = make_settings("127.0.0.1:1", tmp_path / "data", auth=USERS)
+    with ApiServer(settings) as api:
+        async with httpx.AsyncClient(base_url=api.url) as http:
+            await _signed_in(http, VIEWER_TOKEN)
+            signed_in = await http.get("/ui/signin")
+            assert signed_in.status_code == 303 and signed_in.headers["location"] == "/ui/incidents"
+            # The admin replaces viewer1's token (same name, same roles): the open session is over.
+            settings.auth.users["viewer1"] = UserSettings(
+                roles=["viewer"], token_sha256=token_sha256(new_token())
+            )
+            assert (await http.get("/ui/signin")).status_code == 200
+            assert (await http.get("/ui/incidents")).headers["location"] == "/ui/signin"
