@@ -238,6 +238,18 @@ class LocalTracker(Tracker):
             )
         return True
 
+    def attachment(self, key: str, filename: str) -> bytes:
+        """The newest attachment of that name on the ticket (the `/ui` page shows graphs inline)."""
+        with self._db() as db:
+            row = self._row(db, key)
+            found = db.execute(
+                "SELECT data FROM attachments WHERE ticket_n = ? AND filename = ? ORDER BY id DESC LIMIT 1",
+                (row["n"], filename),
+            ).fetchone()
+        if found is None:
+            raise TrackerError(f"ticket {key} has no attachment {filename!r}", retryable=False)
+        return bytes(found["data"])
+
     def get(self, key: str) -> dict[str, Any]:
         """The ticket with its comments, for the API's ticket view and the CLI."""
         with self._db() as db:

@@ -1,5 +1,5 @@
-"""Render a page `Document` as Jira wiki markup (REST v2), Atlassian Document Format (REST v3) or
-Markdown (the local tracker), with every string in it kept inert.
+"""Render a page `Document` as Jira wiki markup (REST v2), Atlassian Document Format (REST v3),
+Markdown (the local tracker) or HTML (the `/ui` page), with every string in it kept inert.
 
 - Wiki markup: inline text has the markup characters backslash-escaped (a backslash itself becomes
   the `&#92;` entity, since `\\\\` is a line break), newlines folded, and a line that would start like
@@ -7,12 +7,16 @@ Markdown (the local tracker), with every string in it kept inert.
 - ADF: strings only ever land in `text` nodes; links only from `safe_url` targets.
 - Markdown: every ASCII punctuation character in inline text is backslash-escaped; code uses a fence
   longer than any backtick run inside it.
+- HTML: every string is entity-escaped (quotes too); links only from `safe_url` targets, opened with
+  `rel="noopener noreferrer"`; an image only for a valid attachment name the caller maps to a URL.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -305,6 +309,60 @@ def render_markdown(doc: Document) -> str:
         else:
             out.append(markdown_escape(f"(attachment: {b.alt or b.attachment})"))
     return "\n\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ HTML
+
+
+def _h(text: str) -> str:
+    return html.escape(_CONTROL.sub("", text), quote=True)
+
+
+def _html_runs(runs: Runs) -> str:
+    parts: list[str] = []
+    for r in runs:
+        text = _h(_inline(r.text))
+        if r.code:
+            text = f"<code>{text}</code>"
+        if r.bold:
+            text = f"<strong>{text}</strong>"
+        target = safe_url(r.link)
+        if target is not None and text:
+            text = f'<a href="{_h(target)}" rel="noopener noreferrer">{text}</a>'
+        parts.append(text)
+    return "".join(parts)
+
+
+def render_html(doc: Document, attachment_url: Callable[[str], str | None] = lambda _: None) -> str:
+    """The page as an HTML fragment; `attachment_url` maps an attachment's name to where it is served
+    (None: named, not shown). Not size-capped: the page is read in the browser, not stored."""
+    out: list[str] = []
+    for b in doc.blocks:
+        if isinstance(b, Heading):
+            out.append(f"<h{b.level}>{_h(b.text)}</h{b.level}>")
+        elif isinstance(b, Paragraph):
+            out.append(f"<p>{_html_runs(b.runs)}</p>")
+        elif isinstance(b, Bullets):
+            items = "".join(f"<li>{_html_runs(item)}</li>" for item in b.items)
+            out.append(f"<ul>{items}</ul>")
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{_h(h)}</th>" for h in b.header)
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{_html_runs(cell)}</td>" for cell in row) + "</tr>" for row in b.rows
+            )
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif isinstance(b, Code):
+            out.append(f"<pre>{_h(_block_text(b.text))}</pre>")
+        else:
+            url = attachment_url(b.attachment) if ATTACHMENT_NAME.fullmatch(b.attachment) else None
+            alt = _h(b.alt or b.attachment)
+            if url is None:
+                out.append(f"<p>(attachment: {alt})</p>")
+            else:
+                out.append(
+                    f'<figure><img src="{_h(url)}" alt="{alt}"><figcaption>{alt}</figcaption></figure>'
+                )
+    return "\n".join(out)
 
 
 # -------------------------------------------------------------------------------------- entry points

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     #: Users allowed to approve or reject. Empty: anyone in dev, nobody in production.
     approvers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     public_url: str = ""
+    #: Key signing the `/ui` session cookie; unset: one is generated into `<data_dir>/ui-secret` (0600).
+    #: Set it when several API replicas share one hostname.
+    ui_secret: SecretStr | None = None
     #: People, their roles and their identity per channel (API token, OIDC, Jira).
     auth: AuthSettings = Field(default_factory=AuthSettings)
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from temporalio.client import Client
 
 from connectors.temporal import connect
-from selfheal.api import alerts, health, incidents, jira_webhook, remediation, tickets
+from selfheal.api import alerts, health, incidents, jira_webhook, remediation, tickets, ui
 from selfheal.api.body import validation_errors
 from selfheal.api.counters import REQUEST_SECONDS
 from selfheal.api.state import Shared, close_tracker
@@ -29,6 +29,8 @@ ROUTERS = (
     jira_webhook.router,
     tickets.router,
     health.router,
+    # The web page (not in the OpenAPI document).
+    ui.router,
 )
 
 
