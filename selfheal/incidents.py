@@ -35,6 +35,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from models import ids
 from models.incident import AlertmanagerWebhook, Decision, IncidentSummary, IncidentView, Notification
 from models.incident_state import IncidentInput, IncidentPolicySnapshot
+from selfheal.audit import audit
+from selfheal.auth import Principal
 from selfheal.settings import Settings
 from workflows.incident import NOT_AWAITING, IncidentWorkflow
 
@@ -108,16 +110,11 @@ def policy_snapshot(settings: Settings) -> IncidentPolicySnapshot:
     )
 
 
-def check_approver(settings: Settings, user: str) -> None:
-    """Approvers come from settings; none configured means anyone in dev and nobody in production."""
-    if settings.approvers:
-        if user not in settings.approvers:
-            raise ApproverNotAllowed(f"user {user!r} is not an allowed approver")
-        return
-    if not settings.is_dev:
+def check_approver(principal: Principal) -> None:
+    """Decisions and resume need the approver role of the authenticated user (`auth.users`)."""
+    if not principal.can("approver"):
         raise ApproverNotAllowed(
-            "decisions are disabled: no approvers configured"
-            " (set `approvers` in the config or SELFHEAL_APPROVERS)"
+            f"user {principal.name!r} is not an approver (auth.users.{principal.name}.roles: [approver])"
         )
 
 
@@ -282,9 +279,31 @@ class IncidentService:
     # --- decisions --------------------------------------------------------------------------------
 
     async def decide(
-        self, incident_id: str, decision: Decision, *, update_id: str | None = None
+        self,
+        incident_id: str,
+        decision: Decision,
+        principal: Principal,
+        *,
+        update_id: str | None = None,
+        origin: str = "",
     ) -> IncidentView:
-        check_approver(self.settings, decision.by)
+        """Record `principal`'s decision. The decider is the authenticated principal: `decision.by`
+        is overwritten with its name. Audited whatever the outcome (a refusal included)."""
+        decision = decision.model_copy(update={"by": principal.name})
+        fields = {"incident_id": incident_id, "decision": decision.decision.value, "source": decision.source}
+        try:
+            check_approver(principal)
+            view = await self._decide(incident_id, decision, update_id)
+        except IncidentError as err:
+            outcome = "refused" if isinstance(err, ApproverNotAllowed) else "not_accepted"
+            audit(
+                "decision", principal, origin, outcome, status=err.status_code, reason=err.message, **fields
+            )
+            raise
+        audit("decision", principal, origin, "accepted", **fields)
+        return view
+
+    async def _decide(self, incident_id: str, decision: Decision, update_id: str | None) -> IncidentView:
         handle, running = await self._find(incident_id)
         if not running:
             raise NotAwaitingDecision(f"incident {incident_id} is closed, not awaiting a decision")

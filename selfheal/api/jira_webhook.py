@@ -10,9 +10,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from connectors.jira import webhook
+from selfheal.api.auth import client_address
 from selfheal.api.body import PayloadTooLarge, read_limited
 from selfheal.api.counters import DECISIONS
 from selfheal.api.state import get_service, get_settings
+from selfheal.auth import Principal, user_for_jira
 from selfheal.incidents import IncidentError
 
 router = APIRouter()
@@ -47,14 +49,20 @@ async def jira_webhook(request: Request, token: str | None = None) -> JSONRespon
         event,
         jira=settings.tracker.jira,
         bot_accounts=settings.tracker.bot_accounts,
-        approvers=settings.approvers,
+        approvers=[u.jira for u in settings.auth.users.values() if u.jira],
     )
     if parsed is None:
         return JSONResponse(status_code=200, content={"status": "ignored"})
     incident_id, decision = parsed
+    # The Jira actor as a person of `auth.users` (none: a principal without roles, refused 403).
+    principal = user_for_jira(settings.auth, [decision.by]) or Principal(
+        name=decision.by, roles=frozenset(), via="jira"
+    )
     delivery = webhook.delivery_id(request.headers.get("x-atlassian-webhook-identifier"), raw)
     try:
-        view = await get_service(request).decide(incident_id, decision, update_id=f"jira-{delivery}")
+        view = await get_service(request).decide(
+            incident_id, decision, principal, update_id=f"jira-{delivery}", origin=client_address(request)
+        )
     except IncidentError as err:
         DECISIONS.labels(decision.decision.value, "jira", str(err.status_code)).inc()
         if err.status_code == 409:

@@ -48,7 +48,7 @@ def run(temporal_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
         def decide(view: dict[str, Any]) -> None:
             seen["view"] = view
-            runner.decide(view["id"], "approve", "oncall-test", "reverting the suspect commit by hand")
+            runner.decide(view["id"], "approve", "reverting the suspect commit by hand")
 
         current["scenario"] = "bad-config"
         known = runner.run(SCENARIOS["bad-config"], decide)
