@@ -312,8 +312,9 @@ def token_create(
         raise fail(f"--role: {bad[0]!r} is not one of viewer, approver, admin")
     token = new_token()
     print(f"token: {token}")
-    print("add under auth.users in the config (the token itself is not stored):")
-    print(f'  {name}: {{roles: [{", ".join(roles)}], token_sha256: "{token_sha256(token)}"}}')
+    print("# add to the config (under an existing auth.users, the last line only); the token is not stored")
+    print("auth:\n  users:")
+    print(f'    {name}: {{roles: [{", ".join(roles)}], token_sha256: "{token_sha256(token)}"}}')
 
 
 @app.command()

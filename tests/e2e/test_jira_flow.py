@@ -43,7 +43,7 @@ def jira_settings(address: str, tmp_path: Path, fake: JiraFake, **extra: Any) ->
     return make_settings(
         address,
         tmp_path / "data",
-        approvers=["alice"],
+        auth={"users": {"alice": {"roles": ["approver"], "jira": "alice"}}},
         tracker={
             "kind": "jira",
             "webhook_secret": SECRET,
