@@ -16,6 +16,9 @@ from selfheal.incidents import IncidentError
 
 router = APIRouter()
 
+#: How the decider authenticated, as the timeline and the ticket say it ("Approved by X via …").
+_SOURCES = {"token": "API token", "oidc": "OIDC"}
+
 
 class IncidentList(BaseModel):
     incidents: list[IncidentSummary]
@@ -57,7 +60,9 @@ async def post_decision(
     """Approve or reject as the authenticated approver; answered once the workflow accepted the
     decision (Temporal update)."""
     refuse_other_name(request, principal, body.by, "decision", incident_id=incident_id)
-    decision = Decision(decision=body.decision, by=principal.name, comment=body.comment, source="api")
+    decision = Decision(
+        decision=body.decision, by=principal.name, comment=body.comment, source=_SOURCES[principal.via]
+    )
     idem = request.headers.get("idempotency-key")
     try:
         view = await get_service(request).decide(

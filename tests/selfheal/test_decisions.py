@@ -48,12 +48,15 @@ async def test_approve_via_api_closes_and_comments(stack: Stack) -> None:
             "outcome": "accepted",
             "incident_id": incident_id,
             "decision": "approve",
-            "source": "api",
+            "source": "API token",
         }
     ]
     view = await stack.wait_for(incident_id, lambda v: v["stage"] == "closed")
     assert view["outcome"] == "approved"
-    assert any(e["kind"] == "decision" and "oncall" in e["message"] for e in view["timeline"])
+    assert any(
+        e["kind"] == "decision" and e["message"].startswith("Approved by oncall via API token")
+        for e in view["timeline"]
+    ), view["timeline"]
     ticket = (await stack.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
     assert any("Approved by oncall" in c["body"] and "known blip" in c["body"] for c in ticket["comments"])
     again = await _decide(stack, incident_id, "reject")
