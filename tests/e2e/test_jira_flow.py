@@ -139,6 +139,11 @@ async def test_unauthorised_jira_user_and_bot_are_refused(jstack: JiraStack) -> 
     )
     view = (await jstack.http.get(f"/api/v1/incidents/{incident_id}")).json()
     assert view["stage"] == "awaiting_decision" and view["decision"] is None
+    refusals = [c["body"] for c in jstack.fake.comments(key) if "did not count" in c["body"]]
+    assert len(refusals) == 1, "the ticket says why mallory's approval did not count"
+    assert refusals[0].startswith(
+        "A decision to approve by mallory via jira did not count: user 'mallory' is not an approver"
+    )
 
 
 async def test_webhook_signature_required(jstack: JiraStack) -> None:
