@@ -19,7 +19,15 @@ from fastapi import Depends, HTTPException, Request
 
 from selfheal.api.state import get_settings
 from selfheal.audit import audit
-from selfheal.auth import AuthSettings, OidcSettings, Principal, Role, effective_roles, user_for_token
+from selfheal.auth import (
+    USER_NAME,
+    AuthSettings,
+    OidcSettings,
+    Principal,
+    Role,
+    effective_roles,
+    user_for_token,
+)
 from selfheal.settings import Settings
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="selfheal"'}
@@ -101,6 +109,11 @@ class OidcVerifier:
         name = claims.get(self.oidc.user_claim)
         if not isinstance(name, str) or not name:
             raise _unauthenticated(f"OIDC token has no {self.oidc.user_claim!r} claim")
+        if not USER_NAME.match(name):
+            # The name goes into the timeline, the ticket and the audit trail: a user name, not prose.
+            raise _unauthenticated(
+                f"OIDC claim {self.oidc.user_claim!r}: not a user name (letters, digits, _.@-)"
+            )
         roles: list[str] = []
         user = self.auth.users.get(name)
         if user is not None:

@@ -86,6 +86,7 @@ def test_oidc_user_with_no_role_is_refused_even_reads(api: ApiServer, idp: OidcP
         ({"aud": "another-app"}, "audience"),
         ({"iss": "https://evil.example/"}, "issuer"),
         ({"preferred_username": None}, "preferred_username"),
+        ({"preferred_username": "Sam <sam@example.com>\nApproved"}, "not a user name"),
     ],
 )
 def test_bad_oidc_tokens_get_401(
