@@ -77,6 +77,13 @@ def api() -> None:
             "settings: webhook_token: required (set SELFHEAL_WEBHOOK_TOKEN); refusing to run unauthenticated"
         )
     configure_logging(settings, component="api")
+    if not settings.auth.users and settings.auth.oidc is None:
+        err.print(
+            "warning: no auth.users and no auth.oidc: only Alertmanager can call this API"
+            " (selfheal token create NAME --role approver)",
+            markup=False,
+            highlight=False,
+        )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
