@@ -98,7 +98,7 @@ class TicketActivities:
             body = (
                 f"Escalated (priority {priority}). {req.reason}\n"
                 f"To decide: comment /selfheal approve or /selfheal reject, or run"
-                f" selfheal approve|reject {req.incident_id} --as USER."
+                f" selfheal approve|reject {req.incident_id} (as yourself: your API token)."
             )
             self.tracker.comment(req.key, body, req.dedup_key)
 

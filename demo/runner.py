@@ -219,7 +219,6 @@ def run_demo(
                     runner.decide(
                         view["id"],
                         "approve",
-                        "demo-oncall",
                         f"Acknowledged by the demo; applying the proposed fix by hand: {fix or 'revert'}",
                     )
 
@@ -280,9 +279,10 @@ def run_demo(
 def _wait_for_human(stack: Any, runner: Any, view: dict[str, Any], timeout: float = 900) -> None:
     console.print(
         "Decide as the on-call, in another terminal:\n"
-        f"  SELFHEAL_CONFIG={stack.config_file} selfheal approve {view['id']} --as you --comment '…'\n"
-        f"  SELFHEAL_CONFIG={stack.config_file} selfheal reject {view['id']} --as you --comment '…'\n"
-        f"(ticket: curl -H 'Authorization: Bearer …' {stack.api_url}/api/v1/tickets/{view['ticket']['key']})",
+        f"  SELFHEAL_CONFIG={stack.config_file} selfheal approve {view['id']} --comment '…'\n"
+        f"  SELFHEAL_CONFIG={stack.config_file} selfheal reject {view['id']} --comment '…'\n"
+        f'(ticket: curl -H "Authorization: Bearer $(cat {stack.data_dir / "api-token"})"'
+        f" {stack.api_url}/api/v1/tickets/{view['ticket']['key']})",
         soft_wrap=True,
         highlight=False,
     )

@@ -186,11 +186,12 @@ class Runner:
             ticket: dict[str, Any] = resp.json()
             return ticket
 
-    def decide(self, incident_id: str, decision: str, by: str, comment: str) -> None:
+    def decide(self, incident_id: str, decision: str, comment: str) -> None:
+        """Decide as the demo's approver (the decider is whoever the API token authenticates)."""
         with self.stack.api() as api:
             resp = api.post(
                 f"/api/v1/incidents/{incident_id}/decision",
-                json={"decision": decision, "by": by, "comment": comment},
+                json={"decision": decision, "comment": comment},
             )
             if resp.status_code != 200:
                 raise ScenarioFailed(f"decision answered {resp.status_code}: {resp.text[:300]}")

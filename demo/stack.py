@@ -5,6 +5,7 @@ and the load generator. All on 127.0.0.1, on free ports, with data under one dir
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import subprocess
@@ -24,6 +25,8 @@ from devstack.temporal_server import TemporalDevServer, free_port
 
 PLAYBOOKS_DIR = Path(__file__).resolve().parent / "playbooks"
 SERVICE = "shop"
+#: The demo's on-call: an approver in `auth.users`, whose token is in `<data_dir>/api-token`.
+DEMO_APPROVER = "demo-oncall"
 
 
 def evidence_settings(prom_url: str, remote: Path, shop_log: Path, window: str) -> dict[str, Any]:
@@ -68,7 +71,9 @@ class DemoStack:
         self.timings = timings or Timings()
         self.users = users
         self.logs = self.root / "logs"
-        self.token = secrets.token_urlsafe(24)
+        self.token = secrets.token_urlsafe(24)  # Alertmanager's: it posts alerts, nothing else
+        #: The demo's on-call approver (user `DEMO_APPROVER`), for reads and the novel incident's decision.
+        self.api_token = secrets.token_urlsafe(32)
         self.api_port = free_port()
         self.repo = ConfigRepo(self.root / "repo", SERVICE)
         self.temporal: TemporalDevServer | None = None
@@ -166,6 +171,14 @@ class DemoStack:
             "host": "127.0.0.1",
             "port": self.api_port,
             "webhook_token": self.token,
+            "auth": {
+                "users": {
+                    DEMO_APPROVER: {
+                        "roles": ["approver"],
+                        "token_sha256": hashlib.sha256(self.api_token.encode()).hexdigest(),
+                    }
+                }
+            },
             "temporal": {"address": temporal_address, "task_queue": "selfheal-demo-" + secrets.token_hex(4)},
             "incident": {"resolve_quiet_seconds": 30, "activity_timeout_seconds": 30},
             "remediation": {
@@ -186,6 +199,11 @@ class DemoStack:
     def _write_config(self, temporal_address: str) -> None:
         self.config_file.write_text(yaml.safe_dump(self.settings_dict(temporal_address), sort_keys=False))
         self.config_file.chmod(0o600)  # it holds the webhook token
+        # Where `selfheal approve` (SELFHEAL_CONFIG=<this config>) finds the approver's token.
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.data_dir / "api-token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.api_token + "\n")
 
     def _start_selfheal(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
@@ -242,7 +260,7 @@ class DemoStack:
 
     def api(self) -> httpx.Client:
         return httpx.Client(
-            base_url=self.api_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
+            base_url=self.api_url, headers={"Authorization": f"Bearer {self.api_token}"}, timeout=30
         )
 
     def prom_query(self, query: str) -> list[tuple[dict[str, str], float]]:

@@ -7,6 +7,7 @@ data dir keeps incidents across restarts.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import signal
@@ -23,18 +24,41 @@ from devstack.temporal_server import DevServerError, TemporalDevServer, port_ope
 console = Console(stderr=True)
 
 
-def ensure_token(data_dir: Path) -> str:
-    """SELFHEAL_WEBHOOK_TOKEN if set, else the saved token, else a new one; saved with mode 0600."""
-    path = data_dir / "webhook-token"
-    token = os.environ.get("SELFHEAL_WEBHOOK_TOKEN") or (path.read_text().strip() if path.exists() else "")
+def _saved_secret(path: Path, env: str) -> str:
+    """`env` if set, else the token saved at `path`, else a new one; saved with mode 0600."""
+    token = os.environ.get(env) or (path.read_text().strip() if path.exists() else "")
     if not token:
         token = secrets.token_urlsafe(32)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
     os.chmod(path, 0o600)
     return token
+
+
+def ensure_token(data_dir: Path) -> str:
+    """Alertmanager's webhook token (it posts alerts, nothing else): SELFHEAL_WEBHOOK_TOKEN, or
+    `<data_dir>/webhook-token`, or a new one."""
+    return _saved_secret(data_dir / "webhook-token", "SELFHEAL_WEBHOOK_TOKEN")
+
+
+#: The local approver `selfheal dev` creates, whose token the CLI reads from `<data_dir>/api-token`.
+DEV_USER = "dev"
+
+
+def ensure_api_token(data_dir: Path) -> str:
+    """The local approver's API token: SELFHEAL_API_TOKEN, or `<data_dir>/api-token`, or a new one."""
+    return _saved_secret(data_dir / "api-token", "SELFHEAL_API_TOKEN")
+
+
+def dev_user_env(api_token: str) -> dict[str, str]:
+    """The environment that adds the local approver to `auth.users` (merged with the config's)."""
+    prefix = f"SELFHEAL_AUTH__USERS__{DEV_USER.upper()}__"
+    return {
+        prefix + "ROLES": '["approver"]',
+        prefix + "TOKEN_SHA256": hashlib.sha256(api_token.encode()).hexdigest(),
+    }
 
 
 @dataclass
@@ -85,6 +109,7 @@ class DevStack:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.token = ensure_token(self.data_dir)
+        self.api_token = ensure_api_token(self.data_dir)
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.temporal = TemporalDevServer(
@@ -99,6 +124,8 @@ class DevStack:
             SELFHEAL_TEMPORAL__ADDRESS=self.temporal.address,
             SELFHEAL_TEMPORAL__UI_URL=self.temporal.ui_url,
         )
+        env.update(dev_user_env(self.api_token))
+        env.pop("SELFHEAL_API_TOKEN", None)  # the CLI's, not a setting
         if config:
             env["SELFHEAL_CONFIG"] = str(config.resolve())
         exe = [sys.executable, "-m", "selfheal"]
@@ -188,7 +215,10 @@ def run_dev(data_dir: Path, port: int, temporal_port: int, ui_port: int, config:
             f"  OpenAPI         {stack.api_url}/docs\n"
             f"  Temporal UI     {stack.temporal.ui_url}\n"
             f"  Temporal gRPC   {stack.temporal.address}\n"
-            f"  webhook token   {stack.token}  (saved in {stack.data_dir / 'webhook-token'})\n"
+            f"  webhook token   {stack.token}  (saved in {stack.data_dir / 'webhook-token'}; Alertmanager's:"
+            " it posts alerts, nothing else)\n"
+            f"  API token       saved in {stack.data_dir / 'api-token'} (user {DEV_USER!r}, approver;"
+            " the CLI reads it)\n"
             f"  data + logs     {stack.data_dir}\n"
             "Ctrl-C stops everything.",
             soft_wrap=True,

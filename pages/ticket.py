@@ -327,7 +327,8 @@ def _proposed_fix(view: IncidentView) -> list[Block]:
                     _t(" or "),
                     _t("/selfheal reject", code=True),
                     _t(" on this ticket (optionally followed by a reason), or run "),
-                    _t(f"selfheal approve|reject {view.id} --as USER", code=True),
+                    _t(f"selfheal approve|reject {view.id}", code=True),
+                    _t(" with your own API token"),
                     _t("."),
                 ]
             )

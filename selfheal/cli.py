@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +33,8 @@ app = typer.Typer(
 )
 incidents_app = typer.Typer(help="Inspect incidents.", no_args_is_help=True)
 app.add_typer(incidents_app, name="incidents")
+token_app = typer.Typer(help="API tokens for people (auth.users).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 app.add_typer(playbooks_app, name="playbooks")
 
 ConfigOpt = Annotated[
@@ -74,6 +77,13 @@ def api() -> None:
             "settings: webhook_token: required (set SELFHEAL_WEBHOOK_TOKEN); refusing to run unauthenticated"
         )
     configure_logging(settings, component="api")
+    if not settings.auth.users and settings.auth.oidc is None:
+        err.print(
+            "warning: no auth.users and no auth.oidc: only Alertmanager can call this API"
+            " (selfheal token create NAME --role approver)",
+            markup=False,
+            highlight=False,
+        )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -118,14 +128,19 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _client(url: str | None) -> httpx.Client:
+    """The API as a person: the user's API token from SELFHEAL_API_TOKEN or <data_dir>/api-token
+    (never the webhook token, which only posts alerts)."""
     settings = settings_or_exit()
     base = url or settings.public_url or f"http://{settings.host}:{settings.port}"
-    token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
-    token_file = settings.data_dir / "webhook-token"
-    if token is None and token_file.exists():
+    token = os.environ.get("SELFHEAL_API_TOKEN", "").strip()
+    token_file = settings.data_dir / "api-token"
+    if not token and token_file.exists():
         token = token_file.read_text().strip()
     if not token:
-        raise fail("webhook_token: not set (SELFHEAL_WEBHOOK_TOKEN, config, or <data_dir>/webhook-token)")
+        raise fail(
+            f"SELFHEAL_API_TOKEN: not set and no {token_file}"
+            " (selfheal token create NAME prints a token and its auth.users line)"
+        )
     return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
 
@@ -236,53 +251,77 @@ def print_incident(data: dict[str, Any], console: Console = out) -> None:
     console.print(timeline)
 
 
-def _decide(kind: str, incident_id: str, user: str, comment: str, url: str | None) -> None:
-    _call(
-        url,
-        "POST",
-        f"/api/v1/incidents/{incident_id}/decision",
-        json={"decision": kind, "by": user, "comment": comment},
-    )
-    out.print(f"{incident_id}: {kind} by {user} accepted by the incident", highlight=False)
+def _decide(kind: str, incident_id: str, user: str | None, comment: str, url: str | None) -> None:
+    body: dict[str, str] = {"decision": kind, "comment": comment}
+    if user:
+        body["by"] = user
+    data = _call(url, "POST", f"/api/v1/incidents/{incident_id}/decision", json=body)
+    by = (data.get("decision") or {}).get("by") or user or "you"
+    out.print(f"{incident_id}: {kind} by {by} accepted by the incident", highlight=False)
 
 
-AsOpt = Annotated[str, typer.Option("--as", help="Who decides (must be an allowed approver).")]
+AsOpt = Annotated[
+    str | None,
+    typer.Option("--as", help="Optional check: refused unless it is the user your token authenticates."),
+]
 CommentOpt = Annotated[str, typer.Option("--comment", help="Why.")]
 
 
 @app.command()
-def approve(incident_id: str, as_user: AsOpt, comment: CommentOpt = "", url: UrlOpt = None) -> None:
-    """Approve an escalated incident's proposal (acknowledge when nothing is proposed)."""
+def approve(incident_id: str, as_user: AsOpt = None, comment: CommentOpt = "", url: UrlOpt = None) -> None:
+    """Approve an escalated incident's proposal (acknowledge when nothing is proposed), as yourself."""
     _decide("approve", incident_id, as_user, comment, url)
 
 
 @app.command()
-def reject(incident_id: str, as_user: AsOpt, comment: CommentOpt = "", url: UrlOpt = None) -> None:
-    """Reject: humans own the incident from here."""
+def reject(incident_id: str, as_user: AsOpt = None, comment: CommentOpt = "", url: UrlOpt = None) -> None:
+    """Reject, as yourself: humans own the incident from here."""
     _decide("reject", incident_id, as_user, comment, url)
 
 
-def _pause(paused: bool, user: str, reason: str, url: str | None) -> None:
-    data = _call(
-        url,
-        "POST",
-        f"/api/v1/remediation/{'pause' if paused else 'resume'}",
-        json={"by": user, "reason": reason},
-    )
+def _pause(paused: bool, user: str | None, reason: str, url: str | None) -> None:
+    body: dict[str, str] = {"reason": reason}
+    if user:
+        body["by"] = user
+    data = _call(url, "POST", f"/api/v1/remediation/{'pause' if paused else 'resume'}", json=body)
     state = "paused" if data["paused"] else "running"
     out.print(f"autonomous remediation {state} (by {data['paused_by']})", highlight=False)
 
 
 @app.command()
-def pause(as_user: AsOpt, reason: CommentOpt = "", url: UrlOpt = None) -> None:
-    """Stop autonomous remediation globally: every playbook match is escalated instead."""
+def pause(as_user: AsOpt = None, reason: CommentOpt = "", url: UrlOpt = None) -> None:
+    """Stop autonomous remediation globally (approvers): every playbook match is escalated instead."""
     _pause(True, as_user, reason, url)
 
 
 @app.command()
-def resume(as_user: AsOpt, reason: CommentOpt = "", url: UrlOpt = None) -> None:
-    """Restart autonomous remediation (approvers only)."""
+def resume(as_user: AsOpt = None, reason: CommentOpt = "", url: UrlOpt = None) -> None:
+    """Restart autonomous remediation (approvers)."""
     _pause(False, as_user, reason, url)
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="The user's name in auth.users.")],
+    role: Annotated[
+        list[str] | None,
+        typer.Option("--role", help="viewer, approver or admin (repeatable; default viewer)."),
+    ] = None,
+) -> None:
+    """Print a new API token (shown once; keep it secret) and the auth.users line to paste."""
+    from selfheal.auth import USER_NAME, new_token, token_sha256
+
+    roles = role or ["viewer"]
+    if not USER_NAME.match(name):
+        raise fail(f"NAME: {name!r}: letters, digits and _.@- only, at most 100")
+    bad = [r for r in roles if r not in ("viewer", "approver", "admin")]
+    if bad:
+        raise fail(f"--role: {bad[0]!r} is not one of viewer, approver, admin")
+    token = new_token()
+    print(f"token: {token}")
+    print("# add to the config (under an existing auth.users, the last line only); the token is not stored")
+    print("auth:\n  users:")
+    print(f'    {name}: {{roles: [{", ".join(roles)}], token_sha256: "{token_sha256(token)}"}}')
 
 
 @app.command()

@@ -10,16 +10,32 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from models.control import ControlState, PauseRequest
 from models.ids import control_workflow_id
-from selfheal.incidents import TemporalUnavailable, check_approver
+from selfheal.audit import audit
+from selfheal.auth import Principal
+from selfheal.incidents import IncidentError, TemporalUnavailable, check_approver
 from selfheal.settings import Settings
 from workflows.control import ControlWorkflow
 
 
-async def set_paused(client: Client, settings: Settings, req: PauseRequest) -> ControlState:
-    """Pausing is open to any authenticated caller (it only makes selfheal ask humans);
-    resuming autonomous fixes needs an approver."""
-    if not req.paused:
-        check_approver(settings, req.by)
+async def set_paused(
+    client: Client, settings: Settings, req: PauseRequest, principal: Principal, *, origin: str = ""
+) -> ControlState:
+    """Pause or resume, credited to `principal` (`req.by` is overwritten with its name). Both need
+    an approver: pausing changes what selfheal does for everyone. Audited whatever the outcome."""
+    req = req.model_copy(update={"by": principal.name})
+    action = "pause" if req.paused else "resume"
+    try:
+        check_approver(principal)
+        state = await _set_paused(client, settings, req)
+    except IncidentError as err:
+        outcome = "refused" if err.status_code == 403 else "not_accepted"
+        audit(action, principal, origin, outcome, status=err.status_code, reason=err.message)
+        raise
+    audit(action, principal, origin, "accepted", reason=req.reason)
+    return state
+
+
+async def _set_paused(client: Client, settings: Settings, req: PauseRequest) -> ControlState:
     op = WithStartWorkflowOperation(
         ControlWorkflow.run,
         None,

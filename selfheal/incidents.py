@@ -7,7 +7,9 @@ workflow's query and result.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,9 +34,12 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from connectors.base import Tracker
 from models import ids
 from models.incident import AlertmanagerWebhook, Decision, IncidentSummary, IncidentView, Notification
 from models.incident_state import IncidentInput, IncidentPolicySnapshot
+from selfheal.audit import audit
+from selfheal.auth import Principal
 from selfheal.settings import Settings
 from workflows.incident import NOT_AWAITING, IncidentWorkflow
 
@@ -108,23 +113,20 @@ def policy_snapshot(settings: Settings) -> IncidentPolicySnapshot:
     )
 
 
-def check_approver(settings: Settings, user: str) -> None:
-    """Approvers come from settings; none configured means anyone in dev and nobody in production."""
-    if settings.approvers:
-        if user not in settings.approvers:
-            raise ApproverNotAllowed(f"user {user!r} is not an allowed approver")
-        return
-    if not settings.is_dev:
+def check_approver(principal: Principal) -> None:
+    """Decisions and resume need the approver role of the authenticated user (`auth.users`)."""
+    if not principal.can("approver"):
         raise ApproverNotAllowed(
-            "decisions are disabled: no approvers configured"
-            " (set `approvers` in the config or SELFHEAL_APPROVERS)"
+            f"user {principal.name!r} is not an approver (auth.users.{principal.name}.roles: [approver])"
         )
 
 
 class IncidentService:
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: Settings, *, tracker: Tracker | None = None) -> None:
         self.client = client
         self.settings = settings
+        #: Only for telling a ticket why a decision did not count; built on first use.
+        self._tracker = tracker
         self.rpc_timeout = timedelta(seconds=settings.temporal.rpc_timeout_seconds)
         self._incident_by_run: OrderedDict[str, str] = OrderedDict()
 
@@ -282,9 +284,59 @@ class IncidentService:
     # --- decisions --------------------------------------------------------------------------------
 
     async def decide(
-        self, incident_id: str, decision: Decision, *, update_id: str | None = None
+        self,
+        incident_id: str,
+        decision: Decision,
+        principal: Principal,
+        *,
+        update_id: str | None = None,
+        origin: str = "",
     ) -> IncidentView:
-        check_approver(self.settings, decision.by)
+        """Record `principal`'s decision. The decider is the authenticated principal: `decision.by`
+        is overwritten with its name. Audited whatever the outcome (a refusal included)."""
+        decision = decision.model_copy(update={"by": principal.name})
+        fields = {"incident_id": incident_id, "decision": decision.decision.value, "source": decision.source}
+        try:
+            check_approver(principal)
+            view = await self._decide(incident_id, decision, update_id)
+        except IncidentError as err:
+            refused = isinstance(err, ApproverNotAllowed)
+            outcome = "refused" if refused else "not_accepted"
+            audit(
+                "decision", principal, origin, outcome, status=err.status_code, reason=err.message, **fields
+            )
+            if refused:
+                await self._comment_refusal(incident_id, decision, err.message, update_id)
+            raise
+        audit("decision", principal, origin, "accepted", **fields)
+        return view
+
+    async def _comment_refusal(
+        self, incident_id: str, decision: Decision, reason: str, update_id: str | None
+    ) -> None:
+        """Say on the ticket why a decision did not count: someone deciding in Jira never sees our 403.
+        Best effort (the refusal stands either way); a redelivery (same `update_id`) comments once."""
+        try:
+            view = await self.get(incident_id)
+        except IncidentError:
+            return
+        if view.ticket is None:
+            return
+        body = (
+            f"A decision to {decision.decision.value} by {decision.by} via {decision.source} did not count:"
+            f" {reason}."
+        )
+        dedup = f"{incident_id}:refused:{update_id or uuid.uuid4().hex}"
+        try:
+            if self._tracker is None:
+                from selfheal.clients import build_tracker
+
+                self._tracker = build_tracker(self.settings)
+            await asyncio.to_thread(self._tracker.comment, view.ticket.key, body, dedup)
+        except Exception as err:  # the tracker's failure must not turn a 403 into a 500
+            log.warning("refusal comment failed", incident_id=incident_id, error=str(err)[:300])
+
+    async def _decide(self, incident_id: str, decision: Decision, update_id: str | None) -> IncidentView:
         handle, running = await self._find(incident_id)
         if not running:
             raise NotAwaitingDecision(f"incident {incident_id} is closed, not awaiting a decision")

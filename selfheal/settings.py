@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     webhook_basic_user: str | None = None
     webhook_basic_password: SecretStr | None = None
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    #: Users allowed to approve or reject. Empty: anyone in dev, nobody in production.
+    #: Removed: people and their roles live in `auth.users` (a name list proved nothing about the
+    #: caller). Kept only to refuse an old config with a message saying what to write instead.
     approvers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     public_url: str = ""
     #: Key signing the `/ui` session cookie; unset: one is generated into `<data_dir>/ui-secret` (0600).
@@ -83,7 +84,13 @@ class Settings(BaseSettings):
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if value:
+            raise ValueError(
+                "removed; give each approver a user instead:"
+                " auth.users.<name>: {roles: [approver], token_sha256: ..., jira: ...}"
+                " (selfheal token create NAME --role approver prints the line)"
+            )
         return value
 
     @classmethod

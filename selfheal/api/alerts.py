@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from models.incident import AlertmanagerWebhook
-from selfheal.api.auth import require_token
+from selfheal.api.auth import require_webhook
 from selfheal.api.body import ErrorBody, PayloadTooLarge, read_limited, validation_errors
 from selfheal.api.counters import NOTIFICATIONS
 from selfheal.api.state import get_service, get_settings
@@ -44,7 +44,7 @@ class IngestResponse(BaseModel):
         }
     },
 )
-async def post_alerts(request: Request, _: None = Depends(require_token)) -> JSONResponse:
+async def post_alerts(request: Request, _: None = Depends(require_webhook)) -> JSONResponse:
     """Alertmanager webhook (version 4): durably recorded before the 2xx."""
     settings = get_settings(request)
     try:

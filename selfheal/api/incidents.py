@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from models.incident import Decision, DecisionKind, IncidentSummary, IncidentView
-from selfheal.api.auth import require_token
+from selfheal.api.auth import Viewer, client_address, refuse_other_name, require
 from selfheal.api.counters import DECISIONS
 from selfheal.api.state import get_service
+from selfheal.auth import Principal
 from selfheal.incidents import IncidentError
 
 router = APIRouter()
+
+#: How the decider authenticated, as the timeline and the ticket say it ("Approved by X via …").
+_SOURCES = {"token": "API token", "oidc": "OIDC"}
 
 
 class IncidentList(BaseModel):
@@ -20,18 +26,19 @@ class IncidentList(BaseModel):
 
 class DecisionRequest(BaseModel):
     decision: DecisionKind
-    by: str = Field(min_length=1, max_length=200)
+    #: Optional: the decider is whoever authenticated; a different name here is refused (403).
+    by: str | None = Field(default=None, min_length=1, max_length=200)
     comment: str = Field(default="", max_length=10_000)
 
 
 @router.get("/api/v1/incidents", response_model=IncidentList)
 async def list_incidents(
     request: Request,
+    _: Viewer,
     status: str | None = Query(default=None, description="firing | resolved"),
     stage: str | None = Query(default=None),
     service_name: str | None = Query(default=None, alias="service"),
     limit: int = Query(default=100, ge=1, le=1000),
-    _: None = Depends(require_token),
 ) -> IncidentList:
     """Incidents newest first, read from Temporal visibility."""
     items = await get_service(request).list(status=status, stage=stage, service=service_name, limit=limit)
@@ -39,20 +46,31 @@ async def list_incidents(
 
 
 @router.get("/api/v1/incidents/{incident_id}", response_model=IncidentView)
-async def get_incident(request: Request, incident_id: str, _: None = Depends(require_token)) -> IncidentView:
+async def get_incident(request: Request, incident_id: str, _: Viewer) -> IncidentView:
     return await get_service(request).get(incident_id)
 
 
 @router.post("/api/v1/incidents/{incident_id}/decision", response_model=IncidentView)
 async def post_decision(
-    request: Request, incident_id: str, body: DecisionRequest, _: None = Depends(require_token)
+    request: Request,
+    incident_id: str,
+    body: DecisionRequest,
+    principal: Annotated[Principal, Depends(require("approver", action="decision"))],
 ) -> IncidentView:
-    """Approve or reject; answered once the workflow accepted the decision (Temporal update)."""
-    decision = Decision(decision=body.decision, by=body.by, comment=body.comment, source="api")
+    """Approve or reject as the authenticated approver; answered once the workflow accepted the
+    decision (Temporal update)."""
+    refuse_other_name(request, principal, body.by, "decision", incident_id=incident_id)
+    decision = Decision(
+        decision=body.decision, by=principal.name, comment=body.comment, source=_SOURCES[principal.via]
+    )
     idem = request.headers.get("idempotency-key")
     try:
         view = await get_service(request).decide(
-            incident_id, decision, update_id=f"api-{idem}" if idem else None
+            incident_id,
+            decision,
+            principal,
+            update_id=f"api-{idem}" if idem else None,
+            origin=client_address(request),
         )
     except IncidentError as err:
         DECISIONS.labels(body.decision.value, "api", str(err.status_code)).inc()

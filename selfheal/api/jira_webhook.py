@@ -19,9 +19,11 @@ from connectors.jira import webhook
 from connectors.jira.tracker import JiraTracker
 from connectors.jira.webhook import JiraEvent
 from models.incident import Decision, IncidentView
+from selfheal.api.auth import client_address
 from selfheal.api.body import PayloadTooLarge, read_limited
 from selfheal.api.counters import DECISIONS
 from selfheal.api.state import get_service, get_settings, get_tracker
+from selfheal.audit import audit
 from selfheal.auth import Principal, user_for_jira
 from selfheal.incidents import IncidentError
 
@@ -96,6 +98,15 @@ async def jira_webhook(request: Request, token: str | None = None) -> JSONRespon
             if principal is None
             else f"selfheal user {principal.name!r} is not an approver"
         )
+        audit(
+            "decision",
+            principal,
+            where or "",
+            "refused",
+            channel="jira",
+            incident_id=incident_id,
+            reason=why,
+        )
         log.warning(
             "jira decision refused",
             incident_id=incident_id,
@@ -148,9 +159,10 @@ async def _decide(
     request: Request, incident_id: str, decision: Decision, principal: Principal, update_id: str
 ) -> IncidentView:
     """The one call into the incident service: `principal` is who Jira authenticated, and the
-    decision is recorded in their name (`decision.by` is `principal.name`)."""
-    del principal  # the service takes the decider from `decision.by` until it accepts a Principal
-    return await get_service(request).decide(incident_id, decision, update_id=update_id)
+    decision is recorded in their name; the service checks the role and audits."""
+    return await get_service(request).decide(
+        incident_id, decision, principal, update_id=update_id, origin=client_address(request)
+    )
 
 
 def _update_id(event: JiraEvent, delivery: str) -> str:

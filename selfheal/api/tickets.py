@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 
-from selfheal.api.auth import require_token
+from selfheal.api.auth import Viewer
 from selfheal.api.state import get_settings
 
 router = APIRouter()
 
 
 @router.get("/api/v1/tickets/{key}")
-async def get_local_ticket(request: Request, key: str, _: None = Depends(require_token)) -> dict[str, Any]:
+async def get_local_ticket(request: Request, key: str, _: Viewer) -> dict[str, Any]:
     """The local tracker's ticket (embedded default), with its comments."""
     settings = get_settings(request)
     if settings.tracker.kind != "local":

@@ -34,6 +34,7 @@ from selfheal.api.body import PayloadTooLarge, read_limited
 from selfheal.api.counters import DECISIONS
 from selfheal.api.state import get_service, get_settings
 from selfheal.api.ui_session import Session, SessionCodec
+from selfheal.audit import audit
 from selfheal.auth import Principal, user_for_token
 from selfheal.incidents import IncidentError, IncidentService
 from workflows.incident_rules import workflow_url
@@ -148,13 +149,18 @@ async def decide_as(
     kind: DecisionKind,
     comment: str,
     update_id: str | None,
+    origin: str,
 ) -> IncidentView:
-    """The one place the page decides: credited to the signed-in user, never to a typed name."""
+    """The one place the page decides: credited to the signed-in user, never to a typed name; the
+    service checks the role and writes the audit line."""
     decision = Decision(decision=kind, by=user.name, comment=comment, source="ui")
-    return await service.decide(incident_id, decision, update_id=update_id)
+    return await service.decide(incident_id, decision, user, update_id=update_id, origin=origin)
 
 
-def _refused(incident_id: str, user: Principal, client: str, reason: str) -> None:
+def _refused(incident_id: str, user: Principal, client: str, reason: str, *, audited: bool = False) -> None:
+    """Log a decision the page did not make; audited here unless the service already did."""
+    if not audited:
+        audit("decision", user, client, "refused", channel="ui", incident_id=incident_id, reason=reason)
     log.warning(
         "decision refused",
         incident_id=incident_id,
@@ -340,10 +346,10 @@ async def decide(request: Request, incident_id: str) -> Response:
     form_id = form.get("form_id", "")
     update_id = f"ui-{user.name}-{form_id}" if _FORM_ID.match(form_id) else None
     try:
-        await decide_as(get_service(request), incident_id, user, kind, comment, update_id)
+        await decide_as(get_service(request), incident_id, user, kind, comment, update_id, client)
     except IncidentError as err:
         DECISIONS.labels(kind.value, "ui", str(err.status_code)).inc()
-        _refused(incident_id, user, client, err.message)
+        _refused(incident_id, user, client, err.message, audited=True)
         return await _incident_page(request, session, incident_id, err.status_code, err.message)
     DECISIONS.labels(kind.value, "ui", "accepted").inc()
     log.info("decision via ui", incident_id=incident_id, decision=kind.value, user=user.name, client=client)

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from demo.scenarios import SCENARIOS, Runner, ScenarioResult
-from demo.stack import DemoStack
+from demo.stack import DEMO_APPROVER, DemoStack
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -48,7 +48,7 @@ def run(temporal_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
         def decide(view: dict[str, Any]) -> None:
             seen["view"] = view
-            runner.decide(view["id"], "approve", "oncall-test", "reverting the suspect commit by hand")
+            runner.decide(view["id"], "approve", "reverting the suspect commit by hand")
 
         current["scenario"] = "bad-config"
         known = runner.run(SCENARIOS["bad-config"], decide)
@@ -100,7 +100,7 @@ def test_novel_fault_escalates_with_investigation_and_similar_incident(run: Run)
     assert res.ok, res.reason
     assert res.outcome == "approved"
     view = run.runner.view(res.incident_id)
-    assert view["decision"]["by"] == "oncall-test" and view["proposal"] is None
+    assert view["decision"]["by"] == DEMO_APPROVER and view["proposal"] is None
     assert [i["id"] for i in _incidents(run, "HighLatency")] == [res.incident_id]
     # selfheal changed nothing: no commit of its own, no deploy of one.
     assert res.fix_commits == [] and res.fix_deploys == 0
@@ -122,7 +122,7 @@ def test_novel_fault_escalates_with_investigation_and_similar_incident(run: Run)
     assert "## Investigation" in page and f"revert config@{res.fault_sha[:7]}" in page
     assert run.known.incident_id in page, "the earlier incident shows as similar"
     bodies = "\n".join(c["body"] for c in ticket["comments"])
-    assert "No playbook applies" in bodies and "Approved by oncall-test" in bodies
+    assert "No playbook applies" in bodies and f"Approved by {DEMO_APPROVER} via API token" in bodies
 
 
 def test_one_ticket_per_incident(run: Run) -> None:

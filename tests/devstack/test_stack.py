@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from devstack.temporal_server import free_port, port_open
+from tests.support.app import AsCaller
 from tests.support.payloads import simple
 
 pytestmark = pytest.mark.timeout(180)
@@ -122,6 +123,12 @@ class Dev:
     def client(self, token: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
+    def caller(self) -> httpx.Client:
+        """As the deployment's callers: Alertmanager with the webhook token, the local approver
+        `dev` with the API token, both as `selfheal dev` saved them."""
+        auth = AsCaller(read_token(self.data_dir), read_token(self.data_dir, "api-token"))
+        return httpx.Client(base_url=self.url, auth=auth, timeout=30)
+
     def terminate(self, timeout: float = 30) -> int:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -198,26 +205,30 @@ def wait_stage(http: httpx.Client, incident_id: str, stage: str, timeout: float 
     return result
 
 
-def read_token(data_dir: Path) -> str:
-    path = data_dir / "webhook-token"
+def read_token(data_dir: Path, name: str = "webhook-token") -> str:
+    path = data_dir / name
     assert stat.S_IMODE(path.stat().st_mode) == 0o600, oct(path.stat().st_mode)
     return path.read_text().strip()
 
 
 def test_dev_stack_lifecycle(tmp_path: Path, dev_factory: Callable[..., Dev]) -> None:
-    """Banner and token file; alert → escalation; worker crash → restart; SIGTERM → clean; state kept."""
+    """Banner and token files; alert → escalation; worker crash → restart; SIGTERM → clean; state kept;
+    the CLI decides as the local approver `dev`."""
     data_dir = (tmp_path / "data").resolve()
 
     dev = dev_factory(data_dir)
     out = dev.wait_ready()
     token = read_token(data_dir)
-    assert len(token) >= 32
+    api_token = read_token(data_dir, "api-token")
+    assert len(token) >= 32 and len(api_token) >= 32 and api_token != token
     assert f"{dev.url}/api/v1/alerts" in out
-    assert token in out
+    assert token in out and str(data_dir / "api-token") in out and api_token not in out
     with dev.client("wrong-" + token) as bad:
         assert bad.get("/api/v1/incidents").status_code == 401
+    with dev.client(token) as webhook:
+        assert webhook.get("/api/v1/incidents").status_code == 403, "the webhook token only posts alerts"
 
-    with dev.client(token) as http:
+    with dev.caller() as http:
         first = post_alert(http)
         first_view = wait_stage(http, first, "awaiting_decision")
         assert first_view["ticket"]["key"]
@@ -238,14 +249,15 @@ def test_dev_stack_lifecycle(tmp_path: Path, dev_factory: Callable[..., Dev]) ->
     again = dev_factory(data_dir)
     out = again.wait_ready()
     assert read_token(data_dir) == token and token in out
-    with again.client(token) as http:
+    assert read_token(data_dir, "api-token") == api_token
+    with again.caller() as http:
         for view in (first_view, second_view):
             now = wait_stage(http, view["id"], "awaiting_decision", timeout=10)
             assert now["id"] == view["id"]
             assert now["ticket"]["key"] == view["ticket"]["key"]
 
         approved = subprocess.run(
-            [sys.executable, "-m", "selfheal", "approve", first, "--as", "someone"],
+            [sys.executable, "-m", "selfheal", "approve", first],
             env=clean_env(SELFHEAL_URL=again.url, SELFHEAL_DATA_DIR=str(data_dir)),
             cwd=tmp_path,
             capture_output=True,
@@ -255,7 +267,7 @@ def test_dev_stack_lifecycle(tmp_path: Path, dev_factory: Callable[..., Dev]) ->
         assert approved.returncode == 0, approved.stderr
         closed = wait_stage(http, first, "closed")
         assert closed["outcome"] == "approved"
-        assert closed["decision"]["by"] == "someone"
+        assert closed["decision"]["by"] == "dev"
         assert http.get(f"/api/v1/incidents/{second}").json()["stage"] == "awaiting_decision"
 
     assert again.terminate() == 0
@@ -272,8 +284,8 @@ def test_dev_honours_webhook_token_from_env(tmp_path: Path, dev_factory: Callabl
     assert token in out
     assert read_token(data_dir) == token
     with dev.client(token) as http:
-        assert http.get("/api/v1/incidents").status_code == 200
+        assert http.post("/api/v1/alerts", json={}).status_code == 422, "authenticated, then validated"
     with dev.client("stale-token") as http:
-        assert http.get("/api/v1/incidents").status_code == 401
+        assert http.post("/api/v1/alerts", json={}).status_code == 401
     assert dev.terminate() == 0
     dev.assert_nothing_left()

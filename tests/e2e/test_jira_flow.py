@@ -62,7 +62,6 @@ def jira_settings(address: str, tmp_path: Path, fake: JiraFake, **extra: Any) ->
     return make_settings(
         address,
         tmp_path / "data",
-        approvers=["alice"],
         auth={
             "users": {
                 "alice": {"roles": ["approver"], "jira": jira_id(fake, "alice")},

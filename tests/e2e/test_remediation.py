@@ -382,9 +382,7 @@ async def test_pause_escalates_and_approval_runs_the_fix(loop_factory: Any) -> N
         assert inv["matched_playbook"] == "pool-paused"
         assert inv["proposed_fix"] == {**inv["proposed_fix"], "kind": "playbook", "playbook": "pool-paused"}
         assert "pool-paused applies and its diagnose checks hold" in inv["hypotheses"][0]["title"]
-        resp = await lp.http.post(
-            f"/api/v1/incidents/{incident_id}/decision", json={"decision": "approve", "by": "alice"}
-        )
+        resp = await lp.http.post(f"/api/v1/incidents/{incident_id}/decision", json={"decision": "approve"})
         assert resp.status_code == 200, resp.text
         view = await lp.wait(incident_id, lambda v: v["stage"] == "closed")
         assert view["outcome"] == "healed_after_approval"
@@ -423,9 +421,7 @@ async def test_fix_approved_after_the_alert_resolved_takes_no_action(loop_factor
             json=[{"labels": labels, "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2020-01-01T00:00:01Z"}],
         )
         assert resp.status_code == 200
-    resp = await lp.http.post(
-        f"/api/v1/incidents/{incident_id}/decision", json={"decision": "approve", "by": "al"}
-    )
+    resp = await lp.http.post(f"/api/v1/incidents/{incident_id}/decision", json={"decision": "approve"})
     assert resp.status_code == 200, resp.text
     view = await lp.wait(incident_id, lambda v: bool(v["remediations"]))
     assert view["remediations"][-1]["outcome"] == "skipped"

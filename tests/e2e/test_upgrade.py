@@ -119,7 +119,7 @@ async def test_incident_started_before_the_refactor_closes_after_it(
                 await _started(new, new_log)
                 resp = await http.post(
                     f"/api/v1/incidents/{incident_id}/decision",
-                    json={"decision": "approve", "by": "alice", "comment": "after the upgrade"},
+                    json={"decision": "approve", "comment": "after the upgrade"},
                 )
                 assert resp.status_code == 200, (resp.text, new_log.read_text()[-3000:])
                 view = await wait_for_incident(
@@ -131,7 +131,9 @@ async def test_incident_started_before_the_refactor_closes_after_it(
     assert view["ticket"]["key"] == before["ticket"]["key"]
     assert LocalTracker(settings.local_db_path).count() == 1
     comments = LocalTracker(settings.local_db_path).get(view["ticket"]["key"])["comments"]
-    assert any("Approved by alice" in c["body"] and "after the upgrade" in c["body"] for c in comments)
+    assert any(
+        "Approved by oncall via API token" in c["body"] and "after the upgrade" in c["body"] for c in comments
+    )
 
     # Both workers worked on the one run: the old one up to the escalation, the new one to the end.
     client = await connect(settings.temporal)

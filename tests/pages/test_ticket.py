@@ -78,7 +78,8 @@ def test_markdown_page_has_every_section_in_order_with_its_content() -> None:
     assert "| 1 | 80% | **Pool size lowered**" in page and "changes:config@0123456789, logs:0" in page
     assert "none — novel incident" in page and "Was the change deployed everywhere?" in page
     assert "- edit services/checkout/pool.yaml" in page, "the proposal's steps"
-    assert "` /selfheal approve `" in page and "` selfheal approve|reject inc-7 --as USER `" in page
+    assert "` /selfheal approve `" in page
+    assert "` selfheal approve|reject inc-7 ` with your own API token" in page
     assert "**rolled\\_back**" in page and "` fedcba987654 `" in page
     assert (
         "The last 50 of 80 events." in page and "event number 79" in page and "event number 29 " not in page

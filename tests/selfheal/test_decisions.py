@@ -1,4 +1,5 @@
-"""Human decisions through the API and the CLI, with approver policy."""
+"""Human decisions through the API and the CLI: credited to whoever authenticated, approvers only,
+audited."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import subprocess
 import sys
 from typing import Any
 
-import pytest
+import structlog
 
-from tests.support.app import Stack
+from tests.support.app import Stack, user_token
 from tests.support.payloads import simple
 
 
@@ -22,60 +23,124 @@ async def _escalated(stack: Stack) -> str:
     return incident_id
 
 
-async def _decide(stack: Stack, incident_id: str, decision: str, by: str, **kw: Any) -> Any:
-    return await stack.http.post(
-        f"/api/v1/incidents/{incident_id}/decision", json={"decision": decision, "by": by, **kw}
-    )
+async def _decide(stack: Stack, incident_id: str, decision: str, **kw: Any) -> Any:
+    """Decide as `oncall` (the stack's approver), or as `as_user`."""
+    user = kw.pop("as_user", "oncall")
+    async with stack.api.client(user=user) as http:
+        return await http.post(f"/api/v1/incidents/{incident_id}/decision", json={"decision": decision, **kw})
 
 
 async def test_approve_via_api_closes_and_comments(stack: Stack) -> None:
     incident_id = await _escalated(stack)
-    resp = await _decide(stack, incident_id, "approve", "alice", comment="known blip")
+    with structlog.testing.capture_logs() as logs:
+        resp = await _decide(stack, incident_id, "approve", comment="known blip")
     assert resp.status_code == 200, resp.text
-    assert resp.json()["decision"]["by"] == "alice"
+    assert resp.json()["decision"]["by"] == "oncall", "the decider is who authenticated"
+    audit = [e for e in logs if e["event"] == "audit"]
+    assert audit == [
+        {
+            "event": "audit",
+            "log_level": "info",
+            "action": "decision",
+            "who": "oncall",
+            "via": "token",
+            "origin": "127.0.0.1",
+            "outcome": "accepted",
+            "incident_id": incident_id,
+            "decision": "approve",
+            "source": "API token",
+        }
+    ]
     view = await stack.wait_for(incident_id, lambda v: v["stage"] == "closed")
     assert view["outcome"] == "approved"
+    assert any(
+        e["kind"] == "decision" and e["message"].startswith("Approved by oncall via API token")
+        for e in view["timeline"]
+    ), view["timeline"]
     ticket = (await stack.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
-    assert any("Approved by alice" in c["body"] and "known blip" in c["body"] for c in ticket["comments"])
-    again = await _decide(stack, incident_id, "reject", "alice")
+    assert any("Approved by oncall" in c["body"] and "known blip" in c["body"] for c in ticket["comments"])
+    again = await _decide(stack, incident_id, "reject")
     assert again.status_code == 409
     assert "not awaiting" in again.json()["error"]
 
 
-async def test_reject_via_api(stack: Stack) -> None:
+async def test_reject_via_api_naming_oneself(stack: Stack) -> None:
     incident_id = await _escalated(stack)
-    resp = await _decide(stack, incident_id, "reject", "bob")
+    resp = await _decide(stack, incident_id, "reject", by="alice", as_user="alice")
     assert resp.status_code == 200
     view = await stack.wait_for(incident_id, lambda v: v["stage"] == "closed")
-    assert view["outcome"] == "rejected"
+    assert view["outcome"] == "rejected" and view["decision"]["by"] == "alice"
+
+
+async def test_admin_decides(stack: Stack) -> None:
+    incident_id = await _escalated(stack)
+    resp = await _decide(stack, incident_id, "approve", as_user="root")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["decision"]["by"] == "root"
 
 
 async def test_unknown_incident_and_bad_body(stack: Stack) -> None:
-    assert (await _decide(stack, "0123456789ab-zzzzzz", "approve", "a")).status_code == 404
-    assert (await _decide(stack, "not-an-id", "approve", "a")).status_code == 404
+    assert (await _decide(stack, "0123456789ab-zzzzzz", "approve")).status_code == 404
+    assert (await _decide(stack, "not-an-id", "approve")).status_code == 404
     incident_id = await _escalated(stack)
-    bad = await _decide(stack, incident_id, "maybe", "a")
+    bad = await _decide(stack, incident_id, "maybe")
     assert bad.status_code == 422
     assert bad.json()["errors"][0]["path"] == "$.decision"
+    empty_by = await _decide(stack, incident_id, "approve", by="")
+    assert empty_by.status_code == 422 and empty_by.json()["errors"][0]["path"] == "$.by"
 
 
-@pytest.mark.settings(approvers=["alice"])
-async def test_unauthorised_approver_is_refused(stack: Stack) -> None:
+async def test_deciding_in_someone_elses_name_is_refused_and_audited(stack: Stack) -> None:
     incident_id = await _escalated(stack)
-    resp = await _decide(stack, incident_id, "approve", "mallory")
+    with structlog.testing.capture_logs() as logs:
+        resp = await _decide(stack, incident_id, "approve", by="alice")
     assert resp.status_code == 403
-    assert "mallory" in resp.json()["error"]
+    assert resp.json()["error"] == "by: authenticated as 'oncall': cannot act as 'alice'"
+    (audit,) = [e for e in logs if e["event"] == "audit"]
+    assert audit["who"] == "oncall" and audit["outcome"] == "refused" and audit["action"] == "decision"
+    assert audit["incident_id"] == incident_id and audit["origin"] == "127.0.0.1"
     view = await stack.incident(incident_id)
     assert view["stage"] == "awaiting_decision" and view["decision"] is None
-    assert (await _decide(stack, incident_id, "approve", "alice")).status_code == 200
 
 
-@pytest.mark.settings(env="production")
-async def test_production_without_approvers_refuses_decisions(stack: Stack) -> None:
+async def test_viewer_reads_but_cannot_decide(stack: Stack) -> None:
     incident_id = await _escalated(stack)
-    resp = await _decide(stack, incident_id, "approve", "alice")
+    async with stack.api.client(user="victor") as viewer:
+        assert (await viewer.get(f"/api/v1/incidents/{incident_id}")).status_code == 200
+        assert (await viewer.get("/api/v1/incidents")).status_code == 200
+        assert (await viewer.get("/api/v1/remediation")).status_code == 200
+    with structlog.testing.capture_logs() as logs:
+        resp = await _decide(stack, incident_id, "approve", as_user="victor")
     assert resp.status_code == 403
-    assert "no approvers configured" in resp.json()["error"]
+    assert resp.json()["error"] == "user 'victor' is not an approver"
+    (audit,) = [e for e in logs if e["event"] == "audit"]
+    assert (audit["who"], audit["via"], audit["outcome"]) == ("victor", "token", "refused")
+    view = await stack.incident(incident_id)
+    assert view["stage"] == "awaiting_decision" and view["decision"] is None
+    assert (await _decide(stack, incident_id, "approve")).status_code == 200
+
+
+async def test_webhook_token_and_strangers_cannot_read_or_decide(stack: Stack) -> None:
+    incident_id = await _escalated(stack)
+    path = f"/api/v1/incidents/{incident_id}"
+    async with stack.api.client(stack.api.webhook_token) as webhook:
+        for resp in (
+            await webhook.get("/api/v1/incidents"),
+            await webhook.get(path),
+            await webhook.get("/api/v1/remediation"),
+            await webhook.post(f"{path}/decision", json={"decision": "approve"}),
+            await webhook.post("/api/v1/remediation/pause", json={}),
+        ):
+            assert resp.status_code == 403, resp.text
+            assert "webhook token only posts alerts" in resp.json()["error"]
+    async with stack.api.client("shu_not-a-token") as stranger:
+        resp = await stranger.post(f"{path}/decision", json={"decision": "approve"})
+        assert resp.status_code == 401 and resp.headers["www-authenticate"].startswith("Bearer")
+    async with stack.api.client(user_token("oncall")) as person:
+        # A person's token is not Alertmanager's: it cannot post alerts.
+        assert (await person.post("/api/v1/alerts", json=simple())).status_code == 401
+    view = await stack.incident(incident_id)
+    assert view["stage"] == "awaiting_decision" and view["decision"] is None
 
 
 async def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -83,7 +148,7 @@ async def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.update(
         SELFHEAL_URL=stack.api.url,
-        SELFHEAL_WEBHOOK_TOKEN=stack.settings.webhook_token.get_secret_value(),  # type: ignore[union-attr]
+        SELFHEAL_API_TOKEN=user_token("oncall"),
     )
     return await asyncio.to_thread(
         subprocess.run,
@@ -117,32 +182,60 @@ async def test_cli_list_show_approve_reject(stack: Stack) -> None:
     bad = await _cli(stack, "incidents", "show", first, "--page", "--format", "html")
     assert bad.returncode == 2 and "--format" in bad.stderr
 
-    ok = await _cli(stack, "approve", first, "--as", "carol", "--comment", "fine")
+    other = await _cli(stack, "approve", first, "--as", "carol")
+    assert other.returncode == 1 and "403" in other.stderr and "cannot act as 'carol'" in other.stderr
+    ok = await _cli(stack, "approve", first, "--comment", "fine")
     assert ok.returncode == 0, ok.stderr
-    await stack.wait_for(first, lambda v: v["outcome"] == "approved")
-    ok = await _cli(stack, "reject", second, "--as", "carol")
+    assert ok.stdout.strip() == f"{first}: approve by oncall accepted by the incident"
+    view = await stack.wait_for(first, lambda v: v["outcome"] == "approved")
+    assert view["decision"]["by"] == "oncall"
+    ok = await _cli(stack, "reject", second, "--as", "oncall")
     assert ok.returncode == 0, ok.stderr
     await stack.wait_for(second, lambda v: v["outcome"] == "rejected")
 
-    again = await _cli(stack, "approve", first, "--as", "carol")
+    again = await _cli(stack, "approve", first)
     assert again.returncode == 1
     assert again.stderr.strip().startswith("error: 409")
     missing = await _cli(stack, "incidents", "show", "0123456789ab-abcdef")
     assert missing.returncode == 1 and "404" in missing.stderr
 
 
-@pytest.mark.settings(approvers=["alice"])
 async def test_cli_pause_and_resume(stack: Stack) -> None:
-    paused = await _cli(stack, "pause", "--as", "bob", "--comment", "change freeze")
+    paused = await _cli(stack, "pause", "--comment", "change freeze")
     assert paused.returncode == 0, paused.stderr
     assert "paused" in paused.stdout
     state = (await stack.http.get("/api/v1/remediation")).json()
     assert (
-        state["paused"] is True and state["paused_by"] == "bob" and state["paused_reason"] == "change freeze"
+        state["paused"] is True
+        and state["paused_by"] == "oncall"
+        and state["paused_reason"] == "change freeze"
     )
-    refused = await _cli(stack, "resume", "--as", "bob")
-    assert refused.returncode == 1 and "403" in refused.stderr
+    async with stack.api.client(user="victor") as viewer:
+        refused = await viewer.post("/api/v1/remediation/resume", json={})
+    assert refused.status_code == 403 and "not an approver" in refused.json()["error"]
+    as_other = await _cli(stack, "resume", "--as", "bob")
+    assert as_other.returncode == 1 and "403" in as_other.stderr
     assert (await stack.http.get("/api/v1/remediation")).json()["paused"] is True
-    resumed = await _cli(stack, "resume", "--as", "alice")
+    with structlog.testing.capture_logs() as logs:
+        resumed = await _cli(stack, "resume")
     assert resumed.returncode == 0, resumed.stderr
     assert (await stack.http.get("/api/v1/remediation")).json()["paused"] is False
+    assert [(e["action"], e["who"], e["outcome"]) for e in logs if e["event"] == "audit"] == [
+        ("resume", "oncall", "accepted")
+    ]
+
+
+async def test_cli_without_an_api_token_says_how_to_get_one(stack: Stack, tmp_path: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
+    env.update(SELFHEAL_URL=stack.api.url, SELFHEAL_DATA_DIR=str(tmp_path / "empty"))
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "selfheal", "incidents", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "SELFHEAL_API_TOKEN" in result.stderr
+    assert "selfheal token create" in result.stderr

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.app import ApiServer, make_settings
+from tests.support.app import DEFAULT_USER, ApiServer, AsCaller, make_settings, user_token
 from tests.support.payloads import simple
 
 pytestmark = pytest.mark.timeout(120)
@@ -70,14 +70,10 @@ def run_worker_through_an_incident(temporal: str, tmp_path: Path, env_mode: str)
             start_new_session=True,
         )
     try:
-        settings = make_settings(
-            temporal, data_dir, env=env_mode, approvers=["x"], temporal={"task_queue": queue}
-        )
+        settings = make_settings(temporal, data_dir, env=env_mode, temporal={"task_queue": queue})
         with ApiServer(settings) as api:
-            token = settings.webhook_token.get_secret_value()  # type: ignore[union-attr]
-            with httpx.Client(
-                base_url=api.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-            ) as http:
+            caller = AsCaller(api.webhook_token, user_token(DEFAULT_USER))
+            with httpx.Client(base_url=api.url, auth=caller, timeout=30) as http:
                 # An alertname no playbook knows: the worker runs with the default library.
                 resp = http.post("/api/v1/alerts", json=simple(alertname="SelfhealLoggingProbe"))
                 assert resp.status_code == 202, resp.text

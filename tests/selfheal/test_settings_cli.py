@@ -2,7 +2,7 @@
 
 Every case runs `python -m selfheal …` as a subprocess with a clean environment (no inherited
 `SELFHEAL_*`) and observes what the process did: which address it called with which token,
-which task queue it polled, which approvers the API enforced, or its exit code and stderr.
+which task queue it polled, whom the API authenticated, or its exit code and stderr.
 """
 
 from __future__ import annotations
@@ -114,26 +114,35 @@ def assert_lists_via(result: subprocess.CompletedProcess[str], rec: Recorder, to
 # --- loading ---------------------------------------------------------------------------------------
 
 
+def client_config(path: Path, port: int, token: str) -> Path:
+    """A config whose data dir holds the CLI's API token (`<data_dir>/api-token`, as `selfheal dev`
+    leaves it)."""
+    data_dir = path.parent / f"{path.stem}-data"
+    data_dir.mkdir()
+    (data_dir / "api-token").write_text(token + "\n")
+    return write_config(
+        path, f"host: 127.0.0.1\nport: {port}\nwebhook_token: wh-{token}\ndata_dir: {data_dir}\n"
+    )
+
+
 def test_config_flag_loads_yaml(tmp_path: Path, recorders: Any) -> None:
     rec = recorders()
-    cfg = write_config(
-        tmp_path / "selfheal.yaml", f"host: 127.0.0.1\nport: {rec.port}\nwebhook_token: ft-1\n"
-    )
+    cfg = client_config(tmp_path / "selfheal.yaml", rec.port, "ft-1")
     result = run_cli(tmp_path, "--config", str(cfg), "incidents", "list", "--json")
     assert_lists_via(result, rec, "ft-1")
 
 
 def test_selfheal_config_env_loads_yaml(tmp_path: Path, recorders: Any) -> None:
     rec = recorders()
-    cfg = write_config(tmp_path / "selfheal.yaml", f"port: {rec.port}\nwebhook_token: ft-2\n")
+    cfg = client_config(tmp_path / "selfheal.yaml", rec.port, "ft-2")
     result = run_cli(tmp_path, "incidents", "list", "--json", env=clean_env(SELFHEAL_CONFIG=str(cfg)))
     assert_lists_via(result, rec, "ft-2")
 
 
 def test_config_flag_beats_selfheal_config_env(tmp_path: Path, recorders: Any) -> None:
     flag_rec, env_rec = recorders(), recorders()
-    flag_cfg = write_config(tmp_path / "flag.yaml", f"port: {flag_rec.port}\nwebhook_token: from-flag\n")
-    env_cfg = write_config(tmp_path / "env.yaml", f"port: {env_rec.port}\nwebhook_token: from-env\n")
+    flag_cfg = client_config(tmp_path / "flag.yaml", flag_rec.port, "from-flag")
+    env_cfg = client_config(tmp_path / "env.yaml", env_rec.port, "from-env")
     result = run_cli(
         tmp_path,
         "-c",
@@ -148,10 +157,15 @@ def test_config_flag_beats_selfheal_config_env(tmp_path: Path, recorders: Any) -
 
 
 def test_env_overrides_beat_the_file(tmp_path: Path, recorders: Any) -> None:
+    """SELFHEAL_PORT beats the file's port; SELFHEAL_API_TOKEN beats `<data_dir>/api-token`; the
+    webhook token is never the CLI's credential."""
     file_rec, env_rec = recorders(), recorders()
-    cfg = write_config(tmp_path / "selfheal.yaml", f"port: {file_rec.port}\nwebhook_token: file-token\n")
+    cfg = client_config(tmp_path / "selfheal.yaml", file_rec.port, "file-token")
     env = clean_env(
-        SELFHEAL_CONFIG=str(cfg), SELFHEAL_PORT=str(env_rec.port), SELFHEAL_WEBHOOK_TOKEN="env-tok"
+        SELFHEAL_CONFIG=str(cfg),
+        SELFHEAL_PORT=str(env_rec.port),
+        SELFHEAL_API_TOKEN="env-tok",
+        SELFHEAL_WEBHOOK_TOKEN="webhook-tok",
     )
     result = run_cli(tmp_path, "incidents", "list", "--json", env=env)
     assert_lists_via(result, env_rec, "env-tok")
@@ -190,15 +204,29 @@ def test_nested_env_override_keeps_the_rest_of_the_section(tmp_path: Path, tempo
             proc.wait()
 
 
-def test_csv_approvers_from_env_beat_the_file(tmp_path: Path, temporal: str) -> None:
-    """`SELFHEAL_APPROVERS=a, b` is a list and replaces the file's approvers, as the API enforces."""
+def test_token_create_line_pasted_into_the_config_authenticates_the_cli(
+    tmp_path: Path, temporal: str
+) -> None:
+    """`selfheal token create` prints a token and an `auth.users` line; pasted under `auth.users`,
+    the token makes the CLI that user, with that role, against a real `selfheal api`."""
+    made = run_cli(tmp_path, "token", "create", "alice", "--role", "approver")
+    assert made.returncode == 0, made.stderr
+    lines = made.stdout.splitlines()
+    token = lines[0].removeprefix("token: ")
+    assert token.startswith("shu_") and len(token) > 40
+    user_line = lines[-1]
+    assert lines[-3:-1] == ["auth:", "  users:"]
+    assert user_line.startswith("    alice: {roles: [approver], token_sha256: ")
+    assert token not in user_line, "only the digest goes into the config"
+    viewer = run_cli(tmp_path, "token", "create", "vera").stdout.splitlines()
     port = free_port()
     cfg = write_config(
         tmp_path / "selfheal.yaml",
-        f"env: production\nport: {port}\nwebhook_token: tok\napprovers: [x]\n"
-        f"temporal:\n  address: {temporal}\n",
+        f"env: production\nport: {port}\nwebhook_token: tok\n"
+        f"temporal:\n  address: {temporal}\n"
+        f"auth:\n  users:\n{user_line}\n{viewer[-1]}\n",
     )
-    env = clean_env(SELFHEAL_CONFIG=str(cfg), SELFHEAL_APPROVERS=" a, b ,")
+    env = clean_env(SELFHEAL_CONFIG=str(cfg))
     log = tmp_path / "api.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
@@ -216,13 +244,27 @@ def test_csv_approvers_from_env_beat_the_file(tmp_path: Path, temporal: str) -> 
                 pass
             time.sleep(0.1)
         missing = "0123456789ab-abcdef"
-        refused = run_cli(tmp_path, "approve", missing, "--as", "x", env=env)
-        assert refused.returncode == 1
-        assert "403" in refused.stderr and "'x' is not an allowed approver" in refused.stderr
-        for user in ("a", "b"):
-            allowed = run_cli(tmp_path, "approve", missing, "--as", user, env=env)
-            assert allowed.returncode == 1
-            assert allowed.stderr.startswith("error: 404"), allowed.stderr
+        no_token = run_cli(tmp_path, "approve", missing, env=env)
+        assert no_token.returncode == 2 and "SELFHEAL_API_TOKEN" in no_token.stderr
+        webhook = run_cli(tmp_path, "approve", missing, env={**env, "SELFHEAL_API_TOKEN": "tok"})
+        assert webhook.returncode == 1 and "403" in webhook.stderr and "only posts alerts" in webhook.stderr
+        as_viewer = run_cli(
+            tmp_path, "approve", missing, env={**env, "SELFHEAL_API_TOKEN": viewer[0].removeprefix("token: ")}
+        )
+        assert as_viewer.returncode == 1 and "user 'vera' is not an approver" in as_viewer.stderr
+        as_alice = {**env, "SELFHEAL_API_TOKEN": token}
+        other = run_cli(tmp_path, "approve", missing, "--as", "bob", env=as_alice)
+        assert other.returncode == 1 and "cannot act as 'bob'" in other.stderr
+        allowed = run_cli(tmp_path, "approve", missing, env=as_alice)
+        assert allowed.returncode == 1
+        assert allowed.stderr.startswith("error: 404"), allowed.stderr
+        audit = [json.loads(line) for line in log.read_text().splitlines() if '"audit"' in line]
+        assert [(a["who"], a["outcome"]) for a in audit if a["action"] == "decision"] == [
+            (None, "refused"),
+            ("vera", "refused"),
+            ("alice", "refused"),
+            ("alice", "not_accepted"),
+        ]
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -230,6 +272,19 @@ def test_csv_approvers_from_env_beat_the_file(tmp_path: Path, temporal: str) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_token_create_refuses_a_bad_role_or_name(tmp_path: Path) -> None:
+    assert_one_line_error(run_cli(tmp_path, "token", "create", "alice", "--role", "god"), "--role")
+    assert_one_line_error(run_cli(tmp_path, "token", "create", "al ice"), "NAME")
+
+
+def test_legacy_approvers_setting_says_what_to_write_instead(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "selfheal.yaml", "webhook_token: tok\napprovers: [alice]\n")
+    result = run_cli(tmp_path, "incidents", "list", env=clean_env(SELFHEAL_CONFIG=str(cfg)))
+    assert_one_line_error(result, "approvers", "auth.users.<name>: {roles: [approver]")
+    from_env = run_cli(tmp_path, "incidents", "list", env=clean_env(SELFHEAL_APPROVERS="a,b"))
+    assert_one_line_error(from_env, "approvers", "selfheal token create")
 
 
 # --- errors: exit 2, one line naming the field ----------------------------------------------------

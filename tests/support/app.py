@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,41 @@ from temporalio.client import Client
 from connectors.base import Tracker
 from devstack.temporal_server import free_port
 from selfheal.api import create_app
+from selfheal.auth import token_sha256
 from selfheal.settings import Settings, load_settings
+
+#: The people every test's settings know (`auth.users`), by name: their roles. Their API tokens are
+#: `user_token(name)`; `oncall` is who `ApiServer.client()` and `Stack.http` read and decide as.
+TEST_USERS: dict[str, list[str]] = {
+    "oncall": ["approver"],
+    "alice": ["approver"],
+    "victor": ["viewer"],
+    "root": ["admin"],
+}
+DEFAULT_USER = "oncall"
+
+
+def user_token(name: str) -> str:
+    """The API token of a test user (a fixed value per name; only its digest is in the settings)."""
+    return f"shu_test-{name}-token"
+
+
+def auth_users(users: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """`auth.users` for these people, each with `user_token(name)`."""
+    return {
+        name: {"roles": roles, "token_sha256": token_sha256(user_token(name))}
+        for name, roles in (users or TEST_USERS).items()
+    }
 
 
 def make_settings(address: str, data_dir: Path, **extra: Any) -> Settings:
-    """Settings for one test: its own task queue and data dir, dev mode, a fresh token."""
+    """Settings for one test: its own task queue and data dir, dev mode, a fresh webhook token, and
+    the `TEST_USERS` (an `auth={"users": ...}` given adds to them)."""
     base: dict[str, Any] = {
         "env": "dev",
         "data_dir": str(data_dir),
         "webhook_token": "test-token-" + uuid.uuid4().hex,
+        "auth": {"users": auth_users()},
         "temporal": {
             "address": address,
             "task_queue": "tq-" + uuid.uuid4().hex[:12],
@@ -37,10 +64,27 @@ def make_settings(address: str, data_dir: Path, **extra: Any) -> Settings:
     }
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}
+            merged = {**base[key], **value}
+            if key == "auth" and "users" in value:
+                merged["users"] = {**base["auth"]["users"], **value["users"]}
+            base[key] = merged
         else:
             base[key] = value
     return load_settings(None, **base)
+
+
+class AsCaller(httpx.Auth):
+    """Credentials as a deployment holds them: Alertmanager's webhook token on `POST /api/v1/alerts`,
+    a person's API token everywhere else."""
+
+    def __init__(self, webhook_token: str, user_token: str) -> None:
+        self.webhook_token = webhook_token
+        self.user_token = user_token
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        alerts = request.method == "POST" and request.url.path == "/api/v1/alerts"
+        request.headers["Authorization"] = f"Bearer {self.webhook_token if alerts else self.user_token}"
+        yield request
 
 
 class ApiServer:
@@ -72,9 +116,21 @@ class ApiServer:
         self.server.should_exit = True
         self.thread.join(10)
 
-    def client(self, token: str | None = None) -> httpx.AsyncClient:
-        tok = token if token is not None else self.settings.webhook_token.get_secret_value()  # type: ignore[union-attr]
-        return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {tok}"}, timeout=60)
+    @property
+    def webhook_token(self) -> str:
+        assert self.settings.webhook_token is not None
+        return self.settings.webhook_token.get_secret_value()
+
+    def client(self, token: str | None = None, *, user: str = DEFAULT_USER) -> httpx.AsyncClient:
+        """A client sending `token` on every request; by default, the webhook token on alerts and
+        `user`'s API token elsewhere (`AsCaller`)."""
+        if token is not None:
+            return httpx.AsyncClient(
+                base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+            )
+        return httpx.AsyncClient(
+            base_url=self.url, auth=AsCaller(self.webhook_token, user_token(user)), timeout=60
+        )
 
 
 @dataclass

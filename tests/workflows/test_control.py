@@ -22,6 +22,7 @@ from connectors.local_tracker import LocalTracker
 from connectors.temporal import connect
 from models.control import PauseRequest, RunGrant, RunRequest
 from models.ids import control_workflow_id
+from selfheal.auth import Principal, effective_roles
 from selfheal.control import get_state, set_paused
 from selfheal.settings import Settings
 from selfheal.worker import build_worker
@@ -100,7 +101,10 @@ async def test_a_burst_of_requests_is_answered_and_the_breaker_is_exact(
         assert {r.incident_id for r in state.runs["pool"]} == granted_ids
 
         # A new target of another playbook under the global pause: refused unless a human approved it.
-        await set_paused(client, settings, PauseRequest(paused=True, by="oncall", reason="maintenance"))
+        oncall = Principal(name="oncall", roles=effective_roles(["approver"]), via="token")
+        await set_paused(
+            client, settings, PauseRequest(paused=True, by="oncall", reason="maintenance"), oncall
+        )
         paused, approved = await asyncio.gather(
             ask(
                 client,
