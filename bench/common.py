@@ -31,7 +31,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from devstack.stack import Child
+from devstack.stack import AsCaller, Child, dev_user_env
 from devstack.temporal_server import TemporalDevServer, find_temporal_cli, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,6 +202,8 @@ class Stack:
     worker: bool = True
     env_extra: dict[str, str] = field(default_factory=dict)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    #: The bench's own person (an approver): reads need one; the webhook token only posts alerts.
+    api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     port: int = 0
     temporal: TemporalDevServer | None = None
     children: list[Child] = field(default_factory=list)
@@ -242,6 +244,7 @@ class Stack:
             SELFHEAL_TEMPORAL__TASK_QUEUE=self.task_queue,
             SELFHEAL_TEMPORAL__UI_URL="",
             SELFHEAL_LOG_FORMAT="json",
+            **dev_user_env(self.api_token),
             **self.env_extra,
         )
         if self.config:
@@ -288,7 +291,7 @@ class Stack:
 
     def http(self, **kw: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            base_url=self.api_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=120, **kw
+            base_url=self.api_url, auth=AsCaller(self.token, self.api_token), timeout=120, **kw
         )
 
 

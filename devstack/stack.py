@@ -14,9 +14,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 
 from devstack.temporal_server import DevServerError, TemporalDevServer, port_open
@@ -59,6 +61,20 @@ def dev_user_env(api_token: str) -> dict[str, str]:
         prefix + "ROLES": '["approver"]',
         prefix + "TOKEN_SHA256": hashlib.sha256(api_token.encode()).hexdigest(),
     }
+
+
+class AsCaller(httpx.Auth):
+    """Credentials as a deployment holds them: Alertmanager's webhook token on `POST /api/v1/alerts`,
+    a person's API token everywhere else (the webhook token may post alerts and nothing more)."""
+
+    def __init__(self, webhook_token: str, user_token: str) -> None:
+        self.webhook_token = webhook_token
+        self.user_token = user_token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        alerts = request.method == "POST" and request.url.path == "/api/v1/alerts"
+        request.headers["Authorization"] = f"Bearer {self.webhook_token if alerts else self.user_token}"
+        yield request
 
 
 @dataclass

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.stack import AsCaller
 from devstack.temporal_server import free_port, port_open
-from tests.support.app import AsCaller
 from tests.support.payloads import simple
 
 pytestmark = pytest.mark.timeout(180)

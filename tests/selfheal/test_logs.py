@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.app import DEFAULT_USER, ApiServer, AsCaller, make_settings, user_token
+from devstack.stack import AsCaller
+from tests.support.app import DEFAULT_USER, ApiServer, make_settings, user_token
 from tests.support.payloads import simple
 
 pytestmark = pytest.mark.timeout(120)

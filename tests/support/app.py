@@ -6,7 +6,6 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import uvicorn
 from temporalio.client import Client
 
 from connectors.base import Tracker
+from devstack.stack import AsCaller
 from devstack.temporal_server import free_port
 from selfheal.api import create_app
 from selfheal.auth import token_sha256
@@ -71,20 +71,6 @@ def make_settings(address: str, data_dir: Path, **extra: Any) -> Settings:
         else:
             base[key] = value
     return load_settings(None, **base)
-
-
-class AsCaller(httpx.Auth):
-    """Credentials as a deployment holds them: Alertmanager's webhook token on `POST /api/v1/alerts`,
-    a person's API token everywhere else."""
-
-    def __init__(self, webhook_token: str, user_token: str) -> None:
-        self.webhook_token = webhook_token
-        self.user_token = user_token
-
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
-        alerts = request.method == "POST" and request.url.path == "/api/v1/alerts"
-        request.headers["Authorization"] = f"Bearer {self.webhook_token if alerts else self.user_token}"
-        yield request
 
 
 class ApiServer:
