@@ -99,6 +99,19 @@ class Decision(BaseModel):
     source: str = Field(default="api", max_length=40)
 
 
+class RefusedDecision(BaseModel):
+    """A decision that did not count (not an approver, an unknown Jira user): recorded on the
+    incident's timeline so the people reading it see who tried and why it was refused."""
+
+    decision: DecisionKind
+    by: str = Field(min_length=1, max_length=200)
+    #: How the person authenticated, or the channel it came from (`jira`, `API token`, `ui`…).
+    via: str = Field(default="", max_length=40)
+    reason: str = Field(max_length=1000)
+    #: One timeline entry per refused attempt, however often it is redelivered.
+    dedup: str = Field(max_length=200)
+
+
 class Notification(BaseModel):
     """One webhook notification as recorded in the workflow (signal payload)."""
 

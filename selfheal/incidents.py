@@ -36,11 +36,20 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from connectors.base import Tracker
 from models import ids
-from models.incident import AlertmanagerWebhook, Decision, IncidentSummary, IncidentView, Notification
+from models.incident import (
+    AlertmanagerWebhook,
+    Decision,
+    DecisionKind,
+    IncidentSummary,
+    IncidentView,
+    Notification,
+    RefusedDecision,
+)
 from models.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.audit import audit
 from selfheal.auth import Principal
 from selfheal.settings import Settings
+from workflows import incident_rules as rules
 from workflows.incident import NOT_AWAITING, IncidentWorkflow
 
 log = structlog.get_logger(__name__)
@@ -298,42 +307,84 @@ class IncidentService:
         fields = {"incident_id": incident_id, "decision": decision.decision.value, "source": decision.source}
         try:
             check_approver(principal)
+        except ApproverNotAllowed as err:
+            await self.record_refusal(
+                incident_id,
+                decision.decision,
+                by=principal.name,
+                via=decision.source,
+                reason=err.message,
+                dedup=update_id or uuid.uuid4().hex,
+                principal=principal,
+                origin=origin,
+                source=decision.source,
+            )
+            raise
+        try:
             view = await self._decide(incident_id, decision, update_id)
         except IncidentError as err:
-            refused = isinstance(err, ApproverNotAllowed)
-            outcome = "refused" if refused else "not_accepted"
             audit(
-                "decision", principal, origin, outcome, status=err.status_code, reason=err.message, **fields
+                "decision",
+                principal,
+                origin,
+                "not_accepted",
+                status=err.status_code,
+                reason=err.message,
+                **fields,
             )
-            if refused:
-                await self._comment_refusal(incident_id, decision, err.message, update_id)
             raise
         audit("decision", principal, origin, "accepted", **fields)
         return view
 
-    async def _comment_refusal(
-        self, incident_id: str, decision: Decision, reason: str, update_id: str | None
+    async def record_refusal(
+        self,
+        incident_id: str,
+        decision: DecisionKind,
+        *,
+        by: str,
+        via: str,
+        reason: str,
+        dedup: str,
+        principal: Principal | None,
+        origin: str,
+        source: str,
+        ticket_key: str | None = None,
     ) -> None:
-        """Say on the ticket why a decision did not count: someone deciding in Jira never sees our 403.
-        Best effort (the refusal stands either way); a redelivery (same `update_id`) comments once."""
-        try:
-            view = await self.get(incident_id)
-        except IncidentError:
-            return
-        if view.ticket is None:
-            return
-        body = (
-            f"A decision to {decision.decision.value} by {decision.by} via {decision.source} did not count:"
-            f" {reason}."
+        """A decision that did not count, said everywhere a human looks: the audit trail, the
+        incident's timeline, and the ticket (someone deciding in Jira never sees a 403). Once per
+        `dedup` (a redelivery adds nothing); best effort past the audit line, since the refusal
+        stands either way."""
+        audit(
+            "decision",
+            principal,
+            origin,
+            "refused",
+            incident_id=incident_id,
+            decision=decision.value,
+            source=source,
+            reason=reason,
         )
-        dedup = f"{incident_id}:refused:{update_id or uuid.uuid4().hex}"
+        refused = RefusedDecision(decision=decision, by=by, via=via, reason=reason, dedup=dedup[:200])
+        try:
+            handle, running = await self._find(incident_id)
+            if running:
+                await handle.signal(IncidentWorkflow.decision_refused, refused, rpc_timeout=self.rpc_timeout)
+        except (IncidentError, RPCError) as err:
+            log.warning("refusal not on the timeline", incident_id=incident_id, error=str(err)[:300])
+        key = ticket_key
+        if key is None:
+            try:
+                key = (await self.get(incident_id)).ticket.key  # type: ignore[union-attr]
+            except (IncidentError, AttributeError):
+                return
         try:
             if self._tracker is None:
                 from selfheal.clients import build_tracker
 
                 self._tracker = build_tracker(self.settings)
-            await asyncio.to_thread(self._tracker.comment, view.ticket.key, body, dedup)
-        except Exception as err:  # the tracker's failure must not turn a 403 into a 500
+            body = rules.refusal_text(refused)
+            await asyncio.to_thread(self._tracker.comment, key, body, f"{incident_id}:refused:{dedup}")
+        except Exception as err:  # the tracker's failure must not turn a refusal into a 500
             log.warning("refusal comment failed", incident_id=incident_id, error=str(err)[:300])
 
     async def _decide(self, incident_id: str, decision: Decision, update_id: str | None) -> IncidentView:

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         IncidentView,
         Notification,
         Outcome,
+        RefusedDecision,
         RemediationSummary,
         Stage,
         TicketRef,
@@ -110,6 +111,20 @@ class IncidentWorkflow:
         if progress.stage:
             self._set_stage(Stage(progress.stage))
         self._event(progress.kind, progress.message)
+
+    @workflow.signal
+    def decision_refused(self, refused: RefusedDecision) -> None:
+        """A decision that did not count, for the timeline (once per attempt, however redelivered).
+        Only state changes here: no command, so histories without this signal replay unchanged."""
+        if any(
+            e.kind == "decision_refused" and e.data.get("dedup") == refused.dedup for e in self._view.timeline
+        ):
+            return
+        self._event(
+            "decision_refused",
+            rules.refusal_text(refused),
+            {"by": refused.by, "via": refused.via, "dedup": refused.dedup},
+        )
 
     @workflow.query
     def view(self) -> IncidentView:

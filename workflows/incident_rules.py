@@ -21,6 +21,7 @@ from models.incident import (
     IncidentView,
     Outcome,
     Proposal,
+    RefusedDecision,
     RemediationSummary,
     Stage,
     TrackedAlert,
@@ -230,6 +231,12 @@ def healed_comment(playbook: str, seconds: float, approved_by: str | None) -> st
 
 
 # --- closing -------------------------------------------------------------------------------------
+
+
+def refusal_text(refused: RefusedDecision) -> str:
+    """The timeline's words for a decision that did not count (the ticket comment says the same)."""
+    via = f" via {refused.via}" if refused.via else ""
+    return f"A decision to {refused.decision.value} by {refused.by}{via} did not count: {refused.reason}."
 
 
 def decision_text(decision: Decision, investigation: Investigation | None) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from models.incident import Decision, DecisionKind, IncidentSummary, IncidentView
-from selfheal.api.auth import Viewer, client_address, refuse_other_name, require
+from selfheal.api.auth import Viewer, client_address, require
 from selfheal.api.counters import DECISIONS
 from selfheal.api.state import get_service
 from selfheal.auth import Principal
@@ -55,17 +56,32 @@ async def post_decision(
     request: Request,
     incident_id: str,
     body: DecisionRequest,
-    principal: Annotated[Principal, Depends(require("approver", action="decision"))],
+    principal: Annotated[Principal, Depends(require("viewer", action="decision"))],
 ) -> IncidentView:
     """Approve or reject as the authenticated approver; answered once the workflow accepted the
-    decision (Temporal update)."""
-    refuse_other_name(request, principal, body.by, "decision", incident_id=incident_id)
-    decision = Decision(
-        decision=body.decision, by=principal.name, comment=body.comment, source=_SOURCES[principal.via]
-    )
+    decision (Temporal update). Anyone authenticated reaches the service, so a refusal (not an
+    approver, or a `by` naming someone else) is recorded where humans look: audit, timeline, ticket."""
+    service = get_service(request)
+    via = _SOURCES.get(principal.via, principal.via)
     idem = request.headers.get("idempotency-key")
+    if body.by is not None and body.by != principal.name:
+        reason = f"authenticated as {principal.name!r}: cannot act as {body.by!r}"
+        DECISIONS.labels(body.decision.value, "api", "403").inc()
+        await service.record_refusal(
+            incident_id,
+            body.decision,
+            by=principal.name,
+            via=via,
+            reason=reason,
+            dedup=f"api-{idem}" if idem else uuid.uuid4().hex,
+            principal=principal,
+            origin=client_address(request),
+            source=via,
+        )
+        raise HTTPException(status_code=403, detail=f"by: {reason}")
+    decision = Decision(decision=body.decision, by=principal.name, comment=body.comment, source=via)
     try:
-        view = await get_service(request).decide(
+        view = await service.decide(
             incident_id,
             decision,
             principal,

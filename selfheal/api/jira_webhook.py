@@ -23,7 +23,6 @@ from selfheal.api.auth import client_address
 from selfheal.api.body import PayloadTooLarge, read_limited
 from selfheal.api.counters import DECISIONS
 from selfheal.api.state import get_service, get_settings, get_tracker
-from selfheal.audit import audit
 from selfheal.auth import Principal, user_for_jira
 from selfheal.incidents import IncidentError
 
@@ -98,15 +97,6 @@ async def jira_webhook(request: Request, token: str | None = None) -> JSONRespon
             if principal is None
             else f"selfheal user {principal.name!r} is not an approver"
         )
-        audit(
-            "decision",
-            principal,
-            where or "",
-            "refused",
-            channel="jira",
-            incident_id=incident_id,
-            reason=why,
-        )
         log.warning(
             "jira decision refused",
             incident_id=incident_id,
@@ -120,11 +110,17 @@ async def jira_webhook(request: Request, token: str | None = None) -> JSONRespon
             delivery=delivery,
         )
         DECISIONS.labels(kind.value, "jira", "403").inc()
-        await asyncio.to_thread(
-            tracker.comment,
-            event.issue,
-            f"The {kind.value} by {event.actor.display} did not count: {why}.",
-            f"jira-refused-{event.dedup or delivery}",
+        await get_service(request).record_refusal(
+            incident_id,
+            kind,
+            by=principal.name if principal else event.actor.display,
+            via="jira",
+            reason=why,
+            dedup=f"jira-{event.dedup or delivery}",
+            principal=principal,
+            origin=where or "",
+            source="jira",
+            ticket_key=event.issue,
         )
         return JSONResponse(
             status_code=200, content={"status": "refused", "incident_id": incident_id, "error": why}

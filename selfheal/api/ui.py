@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,6 @@ from selfheal.api.body import PayloadTooLarge, read_limited
 from selfheal.api.counters import DECISIONS
 from selfheal.api.state import get_service, get_settings
 from selfheal.api.ui_session import Session, SessionCodec
-from selfheal.audit import audit
 from selfheal.auth import Principal, user_for_token
 from selfheal.incidents import IncidentError, IncidentService
 from workflows.incident_rules import workflow_url
@@ -157,10 +157,8 @@ async def decide_as(
     return await service.decide(incident_id, decision, user, update_id=update_id, origin=origin)
 
 
-def _refused(incident_id: str, user: Principal, client: str, reason: str, *, audited: bool = False) -> None:
-    """Log a decision the page did not make; audited here unless the service already did."""
-    if not audited:
-        audit("decision", user, client, "refused", channel="ui", incident_id=incident_id, reason=reason)
+def _refused(incident_id: str, user: Principal, client: str, reason: str) -> None:
+    """Log a decision the service did not take (it audited it)."""
     log.warning(
         "decision refused",
         incident_id=incident_id,
@@ -341,7 +339,17 @@ async def decide(request: Request, incident_id: str) -> Response:
     client = request.client.host if request.client else "-"
     if not user.can("approver"):
         DECISIONS.labels(kind.value, "ui", "403").inc()
-        _refused(incident_id, user, client, "not an approver")
+        await get_service(request).record_refusal(
+            incident_id,
+            kind,
+            by=user.name,
+            via="ui",
+            reason=f"{user.name} is not an approver",
+            dedup=f"ui-{user.name}-{form.get('form_id') or uuid.uuid4().hex}"[:200],
+            principal=user,
+            origin=client,
+            source="ui",
+        )
         return _problem(request, session, 403, f"{user.name} is not an approver")
     form_id = form.get("form_id", "")
     update_id = f"ui-{user.name}-{form_id}" if _FORM_ID.match(form_id) else None
@@ -349,7 +357,7 @@ async def decide(request: Request, incident_id: str) -> Response:
         await decide_as(get_service(request), incident_id, user, kind, comment, update_id, client)
     except IncidentError as err:
         DECISIONS.labels(kind.value, "ui", str(err.status_code)).inc()
-        _refused(incident_id, user, client, err.message, audited=True)
+        _refused(incident_id, user, client, err.message)
         return await _incident_page(request, session, incident_id, err.status_code, err.message)
     DECISIONS.labels(kind.value, "ui", "accepted").inc()
     log.info("decision via ui", incident_id=incident_id, decision=kind.value, user=user.name, client=client)

@@ -101,6 +101,11 @@ async def test_deciding_in_someone_elses_name_is_refused_and_audited(stack: Stac
     assert audit["incident_id"] == incident_id and audit["origin"] == "127.0.0.1"
     view = await stack.incident(incident_id)
     assert view["stage"] == "awaiting_decision" and view["decision"] is None
+    (refused,) = [e for e in view["timeline"] if e["kind"] == "decision_refused"]
+    assert refused["message"] == (
+        "A decision to approve by oncall via API token did not count:"
+        " authenticated as 'oncall': cannot act as 'alice'."
+    )
 
 
 async def test_viewer_reads_but_cannot_decide(stack: Stack) -> None:
@@ -112,11 +117,14 @@ async def test_viewer_reads_but_cannot_decide(stack: Stack) -> None:
     with structlog.testing.capture_logs() as logs:
         resp = await _decide(stack, incident_id, "approve", as_user="victor")
     assert resp.status_code == 403
-    assert resp.json()["error"] == "user 'victor' is not an approver"
+    assert resp.json()["error"].startswith("user 'victor' is not an approver")
     (audit,) = [e for e in logs if e["event"] == "audit"]
     assert (audit["who"], audit["via"], audit["outcome"]) == ("victor", "token", "refused")
     view = await stack.incident(incident_id)
     assert view["stage"] == "awaiting_decision" and view["decision"] is None
+    # on the timeline and the ticket, where the people deciding look
+    (refused,) = [e for e in view["timeline"] if e["kind"] == "decision_refused"]
+    assert "by victor via API token did not count: user 'victor' is not an approver" in refused["message"]
     assert (await _decide(stack, incident_id, "approve")).status_code == 200
 
 
