@@ -13,7 +13,6 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from models.tickets import EscalationRequest
 from pages.document import JIRA_TEXT_LIMIT, Bullets, Document, Heading, Paragraph, Text, utf16_len
 from pages.render import adf_plain_text
 from tests.support.jira import JiraFake
+from tests.support.jira.webhooks import WebhookReceiver
 
 AUTH = ("bot", "token")
 JSON = {"Content-Type": "application/json", "X-Atlassian-Token": "no-check"}
@@ -1010,48 +1010,17 @@ def test_fake_fail_next_and_rate_limit_headers(fake: JiraFake) -> None:
 # ---------------------------------------------------------------------------- the fake's webhooks
 
 
-class _Receiver:
-    """A webhook endpoint on a real socket that records what it was sent."""
-
-    def __init__(self) -> None:
-        received: list[tuple[str, dict[str, str], bytes]] = []
-        self.received = received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append((self.path, dict(self.headers.items()), body))
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/jira/webhook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[_Receiver]:
-    r = _Receiver()
-    yield r
-    r.close()
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as r:
+        yield r
 
 
-def test_fake_webhooks_carry_jira_payloads_and_signatures(fake: JiraFake, receiver: _Receiver) -> None:
+def test_fake_webhooks_carry_jira_payloads_and_signatures(fake: JiraFake, receiver: WebhookReceiver) -> None:
     create_raw(fake, labels=["selfheal-inc-1"])
     fake.configure_webhook(receiver.url, secret="s3cret", token_in_url="tok")
 
-    assert fake.add_comment_as("OPS-1", "alice", "/selfheal approve") == 202
+    assert fake.add_comment_as("OPS-1", "alice", "/selfheal approve") == 200
     path, headers, body = receiver.received[-1]
     assert path.endswith("?token=tok")
     event = json.loads(body)
@@ -1066,7 +1035,7 @@ def test_fake_webhooks_carry_jira_payloads_and_signatures(fake: JiraFake, receiv
     assert headers["X-Hub-Signature"] == f"sha256={expected}"
     first_id = headers["X-Atlassian-Webhook-Identifier"]
 
-    assert fake.transition_as("OPS-1", "alice", "Approved") == 202
+    assert fake.transition_as("OPS-1", "alice", "Approved") == 200
     _, headers2, body2 = receiver.received[-1]
     event = json.loads(body2)
     assert event["webhookEvent"] == "jira:issue_updated"
@@ -1086,14 +1055,14 @@ def test_fake_webhooks_carry_jira_payloads_and_signatures(fake: JiraFake, receiv
     ]
     assert headers2["X-Atlassian-Webhook-Identifier"] != first_id
 
-    assert fake.redeliver_last() == 202
+    assert fake.redeliver_last() == 200
     _, headers3, body3 = receiver.received[-1]
     assert body3 == body2
     assert headers3["X-Atlassian-Webhook-Identifier"] == headers2["X-Atlassian-Webhook-Identifier"]
     assert len(receiver.received) == 3
 
 
-def test_fake_api_changes_fire_webhooks_only_when_asked(fake: JiraFake, receiver: _Receiver) -> None:
+def test_fake_api_changes_fire_webhooks_only_when_asked(fake: JiraFake, receiver: WebhookReceiver) -> None:
     tracker = JiraTracker(settings_for(fake))
     key = tracker.create_or_update(content()).key
     fake.configure_webhook(receiver.url)
@@ -1116,7 +1085,7 @@ def test_fake_api_changes_fire_webhooks_only_when_asked(fake: JiraFake, receiver
     assert events[1]["changelog"]["items"][0]["toString"] == "Highest"
 
 
-def test_fake_comment_can_also_send_issue_updated(fake: JiraFake, receiver: _Receiver) -> None:
+def test_fake_comment_can_also_send_issue_updated(fake: JiraFake, receiver: WebhookReceiver) -> None:
     create_raw(fake)
     fake.configure_webhook(receiver.url, comment_also_updates=True)
     fake.add_comment_as("OPS-1", "alice", "hello")
