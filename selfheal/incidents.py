@@ -8,9 +8,11 @@ workflow's query and result.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -130,12 +132,21 @@ def check_approver(principal: Principal) -> None:
         )
 
 
+def _build_tracker(settings: Settings) -> Tracker:
+    from selfheal.clients import build_tracker  # the worker's client module: only needed here
+
+    return build_tracker(settings)
+
+
 class IncidentService:
-    def __init__(self, client: Client, settings: Settings, *, tracker: Tracker | None = None) -> None:
+    def __init__(
+        self, client: Client, settings: Settings, *, tracker: Callable[[], Tracker] | None = None
+    ) -> None:
         self.client = client
         self.settings = settings
-        #: Only for telling a ticket why a decision did not count; built on first use.
-        self._tracker = tracker
+        #: Only for telling a ticket why a decision did not count: the API's own tracker, or one
+        #: built from the settings on first use.
+        self._tracker = tracker or functools.cache(lambda: _build_tracker(settings))
         self.rpc_timeout = timedelta(seconds=settings.temporal.rpc_timeout_seconds)
         self._incident_by_run: OrderedDict[str, str] = OrderedDict()
 
@@ -378,12 +389,9 @@ class IncidentService:
             except (IncidentError, AttributeError):
                 return
         try:
-            if self._tracker is None:
-                from selfheal.clients import build_tracker
-
-                self._tracker = build_tracker(self.settings)
+            tracker = self._tracker()
             body = rules.refusal_text(refused)
-            await asyncio.to_thread(self._tracker.comment, key, body, f"{incident_id}:refused:{dedup}")
+            await asyncio.to_thread(tracker.comment, key, body, f"{incident_id}:refused:{dedup}")
         except Exception as err:  # the tracker's failure must not turn a refusal into a 500
             log.warning("refusal comment failed", incident_id=incident_id, error=str(err)[:300])
 

@@ -17,7 +17,7 @@ from connectors.temporal import connect
 from selfheal.api import alerts, health, incidents, jira_webhook, remediation, tickets, ui
 from selfheal.api.body import validation_errors
 from selfheal.api.counters import REQUEST_SECONDS
-from selfheal.api.state import Shared, close_tracker
+from selfheal.api.state import Shared, app_tracker, close_tracker
 from selfheal.incidents import IncidentError, IncidentService
 from selfheal.settings import Settings
 
@@ -50,7 +50,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.client = await factory()
-        app.state.service = IncidentService(app.state.client, settings)
+        app.state.service = IncidentService(app.state.client, settings, tracker=lambda: app_tracker(app))
         try:
             yield
         finally:

@@ -65,7 +65,7 @@ async def jira_webhook(request: Request, token: str | None = None) -> JSONRespon
         )
     delivery = webhook.delivery_id(request.headers.get("x-atlassian-webhook-identifier"), raw)
     via = "jira-url-token" if by_url else "jira-hmac"
-    where = request.client.host if request.client else None
+    where = client_address(request) or None
     event = webhook.read_event(body, jira=tracker_settings.jira)
     if event is None or event.issue is None or event.actor is None:
         return _ignored()

@@ -7,6 +7,7 @@ incident service only once the lifespan has connected, as before the split into 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 from prometheus_client import CollectorRegistry
@@ -56,14 +57,19 @@ def get_service(request: Request) -> IncidentService:
     return svc
 
 
-def get_tracker(request: Request) -> Tracker:
-    """The configured tracker, built on first use and kept for the app's life (one HTTP pool); the
-    API starts without a round trip to Jira, as the worker does."""
-    tracker: Tracker | None = getattr(request.app.state, "tracker", None)
+def app_tracker(app: Any) -> Tracker:
+    """The app's one tracker (the Jira webhook, the local tickets and the refusal comments share
+    it), built on first use and kept for the app's life (one HTTP pool, one schema check); the API
+    starts without a round trip to Jira, as the worker does."""
+    tracker: Tracker | None = getattr(app.state, "tracker", None)
     if tracker is None:
-        tracker = build_tracker(get_settings(request))
-        request.app.state.tracker = tracker
+        tracker = build_tracker(app.state.shared.settings)
+        app.state.tracker = tracker
     return tracker
+
+
+def get_tracker(request: Request) -> Tracker:
+    return app_tracker(request.app)
 
 
 def close_tracker(app: object) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 
 from selfheal.api.auth import Viewer
-from selfheal.api.state import get_settings
+from selfheal.api.state import get_settings, get_tracker
 
 router = APIRouter()
 
@@ -21,7 +22,10 @@ async def get_local_ticket(request: Request, key: str, _: Viewer) -> dict[str, A
     from connectors.base import TrackerError
     from connectors.local_tracker import LocalTracker
 
+    tracker = get_tracker(request)
+    if not isinstance(tracker, LocalTracker):
+        raise HTTPException(status_code=404, detail="tickets live in Jira in this deployment")
     try:
-        return LocalTracker(settings.local_db_path).get(key)
+        return await run_in_threadpool(tracker.get, key)
     except TrackerError as err:
         raise HTTPException(status_code=404, detail=str(err)) from err

@@ -31,9 +31,10 @@ from models.incident import Decision, DecisionKind, IncidentView, Stage
 from pages.document import ATTACHMENT_NAME
 from pages.render import render_html
 from pages.ticket import build_page
+from selfheal.api.auth import client_address
 from selfheal.api.body import PayloadTooLarge, read_limited
 from selfheal.api.counters import DECISIONS
-from selfheal.api.state import get_service, get_settings
+from selfheal.api.state import get_service, get_settings, get_tracker
 from selfheal.api.ui_session import Session, SessionCodec
 from selfheal.auth import Principal, user_for_token
 from selfheal.incidents import IncidentError, IncidentService
@@ -201,7 +202,7 @@ async def signin(request: Request) -> Response:
         )
     token = form.get("token", "").strip()
     user = user_for_token(get_settings(request).auth, token) if token else None
-    client = request.client.host if request.client else "-"
+    client = client_address(request) or "-"
     if user is None:
         log.warning("ui sign-in refused", via="token", client=client)
         message = "unknown token" if token else "token: enter your API token"
@@ -336,7 +337,7 @@ async def decide(request: Request, incident_id: str) -> Response:
     comment = form.get("comment", "").strip()
     if len(comment) > _COMMENT_LIMIT:
         return _problem(request, session, 400, f"comment: at most {_COMMENT_LIMIT} characters")
-    client = request.client.host if request.client else "-"
+    client = client_address(request) or "-"
     if not user.can("approver"):
         DECISIONS.labels(kind.value, "ui", "403").inc()
         await get_service(request).record_refusal(
@@ -382,7 +383,10 @@ async def attachment(request: Request, key: str, name: str) -> Response:
     from connectors.local_tracker import LocalTracker
 
     try:
-        data = await run_in_threadpool(LocalTracker(settings.local_db_path).attachment, key, name)
+        tracker = get_tracker(request)
+        if not isinstance(tracker, LocalTracker):
+            return _problem(request, session, 404, "attachments live in Jira in this deployment")
+        data = await run_in_threadpool(tracker.attachment, key, name)
     except TrackerError:
         return _problem(request, session, 404, "no such attachment")
     kind = _IMAGE_TYPES[name.rsplit(".", 1)[1].lower()]
