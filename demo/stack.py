@@ -20,7 +20,7 @@ import yaml
 from demo.configrepo import ConfigRepo, shop_argv
 from demo.load import LoadGenerator
 from demo.observability import Server, ServiceError, Timings, start_alertmanager, start_prometheus
-from devstack.stack import Child, wait_for_api
+from devstack.stack import Child, wait_for_api, write_secret
 from devstack.temporal_server import TemporalDevServer, free_port
 
 PLAYBOOKS_DIR = Path(__file__).resolve().parent / "playbooks"
@@ -200,10 +200,7 @@ class DemoStack:
         self.config_file.write_text(yaml.safe_dump(self.settings_dict(temporal_address), sort_keys=False))
         self.config_file.chmod(0o600)  # it holds the webhook token
         # Where `selfheal approve` (SELFHEAL_CONFIG=<this config>) finds the approver's token.
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.data_dir / "api-token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self.api_token + "\n")
+        write_secret(self.data_dir / "api-token", self.api_token)
 
     def _start_selfheal(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}

@@ -31,12 +31,17 @@ def _saved_secret(path: Path, env: str) -> str:
     token = os.environ.get(env) or (path.read_text().strip() if path.exists() else "")
     if not token:
         token = secrets.token_urlsafe(32)
+    write_secret(path, token)
+    return token
+
+
+def write_secret(path: Path, value: str) -> None:
+    """Write a token file readable by its owner only (0600, also when it already existed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
+        fh.write(value + "\n")
     os.chmod(path, 0o600)
-    return token
 
 
 def ensure_token(data_dir: Path) -> str:
