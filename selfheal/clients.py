@@ -50,7 +50,8 @@ def build_tracker(settings: Settings) -> Tracker:
     """Jira when `tracker.kind` is `jira`, else the local SQLite tracker.
 
     Jira's deployment is checked here (serverInfo), so a `cloud` or `api_version` setting the
-    server contradicts stops the worker with one line; the create ledger lives in the data dir."""
+    server contradicts stops the worker with one line; the create ledger is a table in the
+    incident store's database, shared by every worker that shares the store."""
     if settings.tracker.kind == "jira":
         if settings.tracker.jira is None:
             raise ConfigError("settings: tracker.jira: required when tracker.kind is 'jira'")
@@ -58,7 +59,7 @@ def build_tracker(settings: Settings) -> Tracker:
         from connectors.jira.ledger import CreateLedger
         from connectors.jira.tracker import JiraTracker
 
-        ledger = CreateLedger(settings.data_dir / "jira-creates.json")
+        ledger = CreateLedger(settings.store_url)
         tracker = JiraTracker(settings.tracker.jira, ledger=ledger)
         try:
             tracker.check_deployment()

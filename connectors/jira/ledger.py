@@ -1,4 +1,4 @@
-"""CreateLedger: what the worker remembers about the issues it created, across activity retries.
+"""CreateLedger: what the workers remember about the issues they created, across activity retries.
 
 Jira Cloud's `/search/jql` is not read-after-write consistent: an issue created a moment ago may be
 missing from search for seconds. "Search by label before create" alone therefore duplicates the
@@ -10,23 +10,44 @@ The ledger closes that gap without trusting the index:
 - a retry that finds an attempt without a key (the answer was lost) and no issue in search, within
   `index_lag_seconds`, waits for the index (a retryable error) instead of creating a second issue.
 
-It is a JSON file in the worker's data dir (one worker host's memory, surviving a restart), or
-in-memory when no path is given. It never decides on its own: Jira is always asked first.
+The record is a table (`jira_creates`) in the incident store's database (`evidence.store_url`;
+SQLite in the data dir by default), so a retry that Temporal hands to another worker host reads
+what the first host wrote when the workers share that database (PostgreSQL). Without a URL, or
+while the database is unreachable, it falls back to this process's memory: same-process retries
+stay covered and the ticket is never held back by the ledger. It never decides on its own: Jira
+is always asked first.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+import structlog
+from sqlalchemy import Engine, Float, String, create_engine, delete
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+log = structlog.get_logger(__name__)
 
 #: Entries older than this are dropped: by then Jira's index has long caught up.
 _KEEP_SECONDS = 7 * 24 * 3600
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _CreateRow(_Base):
+    __tablename__ = "jira_creates"
+
+    incident_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    attempted_at: Mapped[float] = mapped_column(Float)
+    key: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
 @dataclass(frozen=True)
@@ -36,39 +57,57 @@ class CreateRecord:
 
 
 class CreateLedger:
-    def __init__(self, path: Path | None = None, *, clock: Callable[[], float] = time.time) -> None:
-        self.path = path
+    """`url`: a SQLAlchemy URL (the incident store's); None keeps the ledger in memory only."""
+
+    def __init__(self, url: str | None = None, *, clock: Callable[[], float] = time.time) -> None:
+        self.url = url
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: dict[str, CreateRecord] = self._load()
+        self._memory: dict[str, CreateRecord] = {}
+        self._engine: Engine | None = None
 
-    def _load(self) -> dict[str, CreateRecord]:
-        if self.path is None or not self.path.exists():
-            return {}
+    def _db(self) -> Engine | None:
+        """The engine, opened on first use so an unreachable database never stops a worker."""
+        if self.url is None:
+            return None
+        if self._engine is None:
+            parsed = make_url(self.url)
+            if parsed.drivername in ("postgresql", "postgres"):
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+                Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+            _Base.metadata.create_all(engine)
+            self._engine = engine
+        return self._engine
+
+    def _shared(
+        self, what: str, fn: Callable[[Session], CreateRecord | None]
+    ) -> tuple[bool, CreateRecord | None]:
+        """Run `fn` in a transaction: (True, its result), or (False, None) without a database or
+        when it fails (logged), so memory decides."""
         try:
-            raw: Any = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}  # a torn or foreign file: the search before create still protects most cases
-        out: dict[str, CreateRecord] = {}
-        if isinstance(raw, dict):
-            for incident, entry in raw.items():
-                if isinstance(entry, dict) and isinstance(entry.get("attempted_at"), int | float):
-                    key = entry.get("key")
-                    out[str(incident)] = CreateRecord(float(entry["attempted_at"]), str(key) if key else None)
-        return out
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        data = {k: {"attempted_at": v.attempted_at, "key": v.key} for k, v in self._entries.items()}
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, self.path)
+            engine = self._db()
+            if engine is None:
+                return False, None
+            with Session(engine) as session, session.begin():
+                return True, fn(session)
+        except SQLAlchemyError as err:
+            log.warning(
+                "jira create ledger: database unavailable, using this worker's memory",
+                action=what,
+                error=str(err).splitlines()[0][:200],
+            )
+            return False, None
 
     def get(self, incident_id: str) -> CreateRecord | None:
+        def read(session: Session) -> CreateRecord | None:
+            row = session.get(_CreateRow, incident_id)
+            return None if row is None else CreateRecord(row.attempted_at, row.key)
+
         with self._lock:
-            return self._entries.get(incident_id)
+            answered, record = self._shared("read", read)
+            return record if answered else self._memory.get(incident_id)
 
     def age(self, record: CreateRecord) -> float:
         return self._clock() - record.attempted_at
@@ -76,19 +115,39 @@ class CreateLedger:
     def attempt(self, incident_id: str) -> None:
         """Record a create about to be sent (written before the request leaves)."""
         now = self._clock()
+
+        def write(session: Session) -> None:
+            session.execute(delete(_CreateRow).where(_CreateRow.attempted_at < now - _KEEP_SECONDS))
+            session.merge(_CreateRow(incident_id=incident_id, attempted_at=now, key=None))
+
         with self._lock:
-            self._entries = {k: v for k, v in self._entries.items() if now - v.attempted_at < _KEEP_SECONDS}
-            self._entries[incident_id] = CreateRecord(now, None)
-            self._save()
+            self._memory = {k: v for k, v in self._memory.items() if now - v.attempted_at < _KEEP_SECONDS}
+            self._memory[incident_id] = CreateRecord(now, None)
+            self._shared("attempt", write)
 
     def created(self, incident_id: str, key: str) -> None:
         """Record the key Jira answered with."""
+
+        def write(session: Session) -> None:
+            row = session.get(_CreateRow, incident_id)
+            attempted = row.attempted_at if row is not None else self._clock()
+            session.merge(_CreateRow(incident_id=incident_id, attempted_at=attempted, key=key))
+
         with self._lock:
-            before = self._entries.get(incident_id)
-            self._entries[incident_id] = CreateRecord(before.attempted_at if before else self._clock(), key)
-            self._save()
+            before = self._memory.get(incident_id)
+            self._memory[incident_id] = CreateRecord(before.attempted_at if before else self._clock(), key)
+            self._shared("created", write)
 
     def forget(self, incident_id: str) -> None:
+        def drop(session: Session) -> None:
+            session.execute(delete(_CreateRow).where(_CreateRow.incident_id == incident_id))
+
         with self._lock:
-            if self._entries.pop(incident_id, None) is not None:
-                self._save()
+            self._memory.pop(incident_id, None)
+            self._shared("forget", drop)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None

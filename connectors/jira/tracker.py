@@ -230,8 +230,9 @@ class JiraTracker(Tracker):
         return JIRA(settings.url, token_auth=token, **common)
 
     def close(self) -> None:
-        """Release the HTTP session; the client holds a pooled connection to Jira."""
+        """Release the HTTP session (the client holds a pooled connection to Jira) and the ledger's."""
         self.client.close()  # type: ignore[no-untyped-call]
+        self.ledger.close()
 
     # ------------------------------------------------------------------------------- the contract
 

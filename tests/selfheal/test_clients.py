@@ -80,8 +80,9 @@ def test_jira_down_at_start_still_builds_the_tracker(tmp_path: Path) -> None:
     tracker.close()
 
 
-def test_create_ledger_lives_in_the_data_dir(server_jira: JiraFake, tmp_path: Path) -> None:
-    tracker = build_tracker(jira_settings(server_jira.url, tmp_path))
+def test_create_ledger_shares_the_incident_store_database(server_jira: JiraFake, tmp_path: Path) -> None:
+    settings = jira_settings(server_jira.url, tmp_path)
+    tracker = build_tracker(settings)
     assert isinstance(tracker, JiraTracker)
-    assert tracker.ledger.path == tmp_path / "data" / "jira-creates.json"
+    assert tracker.ledger.url == settings.store_url
     tracker.close()
