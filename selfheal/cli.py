@@ -69,6 +69,7 @@ def api() -> None:
     import uvicorn
 
     from selfheal.api import create_app
+    from selfheal.clients import build_tracker
     from selfheal.logs import configure_logging
 
     settings = settings_or_exit()
@@ -77,6 +78,11 @@ def api() -> None:
             "settings: webhook_token: required (set SELFHEAL_WEBHOOK_TOKEN); refusing to run unauthenticated"
         )
     configure_logging(settings, component="api")
+    try:
+        # The Jira deployment is checked now, as the worker does: a contradicting setting refuses.
+        tracker = build_tracker(settings) if settings.tracker.kind == "jira" else None
+    except ConfigError as exc:
+        raise fail(str(exc)) from exc
     if not settings.auth.users and settings.auth.oidc is None:
         err.print(
             "warning: no auth.users and no auth.oidc: only Alertmanager can call this API"
@@ -85,7 +91,7 @@ def api() -> None:
             highlight=False,
         )
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, tracker=tracker),
         host=settings.host,
         port=settings.port,
         log_config=None,

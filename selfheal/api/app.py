@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from temporalio.client import Client
 
+from connectors.base import Tracker
 from connectors.temporal import connect
 from selfheal.api import alerts, health, incidents, jira_webhook, remediation, tickets, ui
 from selfheal.api.body import validation_errors
@@ -38,8 +39,10 @@ def create_app(
     settings: Settings,
     *,
     client_factory: Callable[[], Awaitable[Client]] | None = None,
+    tracker: Tracker | None = None,
 ) -> FastAPI:
-    """The ASGI app; `client_factory` lets tests inject a client, production connects lazily."""
+    """The ASGI app; `client_factory` lets tests inject a client, production connects lazily.
+    `tracker`: one already built (and checked against Jira by `selfheal api`); else built on first use."""
 
     async def default_factory() -> Client:
         return await connect(settings.temporal, lazy=True)
@@ -64,6 +67,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.shared = shared
+    if tracker is not None:
+        app.state.tracker = tracker
     app.middleware("http")(_timing)
     app.exception_handler(IncidentError)(_incident_error)
     app.exception_handler(HTTPException)(_http_error)

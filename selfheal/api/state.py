@@ -59,8 +59,8 @@ def get_service(request: Request) -> IncidentService:
 
 def app_tracker(app: Any) -> Tracker:
     """The app's one tracker (the Jira webhook, the local tickets and the refusal comments share
-    it), built on first use and kept for the app's life (one HTTP pool, one schema check); the API
-    starts without a round trip to Jira, as the worker does."""
+    it), kept for the app's life (one HTTP pool, one schema check): the one `selfheal api` built
+    and checked against Jira at start, or one built on first use (tests, embedded apps)."""
     tracker: Tracker | None = getattr(app.state, "tracker", None)
     if tracker is None:
         tracker = build_tracker(app.state.shared.settings)

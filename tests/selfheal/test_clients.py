@@ -1,7 +1,8 @@
 """build_tracker: the worker's Jira is checked against the server before anything else starts.
 
-A `cloud` or `api_version` setting that the server contradicts stops `selfheal worker` with one
-line naming the setting (exit 2); a Jira that is down does not keep the worker from starting.
+A `cloud` or `api_version` setting that the server contradicts stops `selfheal worker` and
+`selfheal api` with one line naming the setting (exit 2); a Jira that is down does not keep the
+worker from starting.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def jira_settings(url: str, tmp_path: Path, **over: object) -> Settings:
     return Settings(tracker=TrackerSettings(kind="jira", jira=jira), data_dir=tmp_path / "data")
 
 
-def test_worker_refuses_to_start_when_cloud_contradicts_the_server(
-    server_jira: JiraFake, tmp_path: Path
+@pytest.mark.parametrize("command", ["worker", "api"])
+def test_worker_and_api_refuse_to_start_when_cloud_contradicts_the_server(
+    command: str, server_jira: JiraFake, tmp_path: Path
 ) -> None:
     config = tmp_path / "selfheal.yaml"
     config.write_text(
@@ -47,12 +49,13 @@ def test_worker_refuses_to_start_when_cloud_contradicts_the_server(
         "    project: OPS\n"
         "    user: bot\n"
         "    api_token: token\n"
-        "    cloud: true\n",
+        "    cloud: true\n"
+        "webhook_token: alertmanager-token-0123456789\n",
         encoding="utf-8",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
     result = subprocess.run(
-        [sys.executable, "-m", "selfheal", "--config", str(config), "worker"],
+        [sys.executable, "-m", "selfheal", "--config", str(config), command],
         cwd=tmp_path,
         env=env,
         capture_output=True,
