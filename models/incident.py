@@ -202,6 +202,9 @@ class IncidentView(BaseModel):
     remediations: list[RemediationSummary] = Field(default_factory=list)
     escalations: int = 0
     notifications: int = 0
+    #: Alerts of the group the last notification left out (Alertmanager's `truncatedAlerts`, plus
+    #: those selfheal dropped beyond `max_alerts_per_notification`).
+    truncated_alerts: int = 0
     timeline: list[TimelineEvent] = Field(default_factory=list)
 
     def alert_start(self) -> datetime:

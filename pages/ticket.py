@@ -90,6 +90,19 @@ def _summary(view: IncidentView, workflow_url: str) -> list[Block]:
         blocks.append(Table(header=["status", "since", "labels", "summary", "source"], rows=rows))
     if len(view.alerts) > MAX_ROWS:
         blocks.append(Paragraph(runs=[_t(f"… and {len(view.alerts) - MAX_ROWS} more alerts.")]))
+    if view.truncated_alerts:
+        blocks.append(
+            Paragraph(
+                runs=[
+                    _t("Truncated: ", bold=True),
+                    _t(
+                        f"the last notification left out {view.truncated_alerts} more alerts of this group"
+                        " (Alertmanager's max_alerts, or selfheal's max_alerts_per_notification); see"
+                        " Alertmanager for all of them."
+                    ),
+                ]
+            )
+        )
     return blocks
 
 

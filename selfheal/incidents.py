@@ -46,6 +46,7 @@ from models.incident import (
     IncidentView,
     Notification,
     RefusedDecision,
+    WebhookAlert,
 )
 from models.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.audit import audit
@@ -55,6 +56,35 @@ from workflows import incident_rules as rules
 from workflows.incident import NOT_AWAITING, IncidentWorkflow
 
 log = structlog.get_logger(__name__)
+
+#: Bytes of alerts one notification signal may carry: Temporal refuses payloads over 2 MiB by default
+#: and the incident's state (all its alerts) travels through continue-as-new too.
+SIGNAL_ALERT_BYTES = 1024 * 1024
+
+
+def bounded(body: AlertmanagerWebhook, max_alerts: int, max_bytes: int) -> AlertmanagerWebhook:
+    """The notification with at most `max_alerts` alerts (and `max_bytes` of them), the rest counted
+    in `truncatedAlerts` as Alertmanager's own `max_alerts` does.
+
+    Firing alerts are kept before resolved ones, then by fingerprint, so every re-send of a big
+    group keeps the same alerts and the incident's view stays stable; the group's status is
+    Alertmanager's, not recomputed from the alerts kept.
+    """
+    if len(body.alerts) <= max_alerts and sum(len(a.model_dump_json()) for a in body.alerts) <= max_bytes:
+        return body
+    kept: list[WebhookAlert] = []
+    size = 0
+    for alert in sorted(body.alerts, key=lambda a: (a.status != "firing", a.fingerprint)):
+        if len(kept) >= max_alerts:
+            break
+        cost = len(alert.model_dump_json())
+        if kept and size + cost > max_bytes:
+            break
+        kept.append(alert)
+        size += cost
+    dropped = len(body.alerts) - len(kept)
+    return body.model_copy(update={"alerts": kept, "truncatedAlerts": body.truncatedAlerts + dropped})
+
 
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:/@-]{1,200}$")
 
@@ -155,6 +185,7 @@ class IncidentService:
     async def ingest(self, body: AlertmanagerWebhook, received_at: datetime | None = None) -> IngestResult:
         gid = ids.group_id(body.receiver, body.groupKey)
         wid = ids.workflow_id_for_group(gid)
+        body = bounded(body, self.settings.max_alerts_per_notification, SIGNAL_ALERT_BYTES)
         note = Notification(received_at=received_at or datetime.now(UTC), notification=body)
         firing = any(a.status == "firing" for a in body.alerts)
         try:

@@ -63,7 +63,13 @@ class Settings(BaseSettings):
     #: Optional basic-auth pair accepted on the webhook besides the bearer token.
     webhook_basic_user: str | None = None
     webhook_basic_password: SecretStr | None = None
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: The webhook's hard limit. Measured (bench/webhook_size.py, real Alertmanager): one group of
+    #: 10,000 kube-prometheus alerts is 10.6 MiB, so 16 MiB takes it whole; Alertmanager never
+    #: retries a 413, so a lower limit loses big outages.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    #: Alerts of one notification kept on the incident (firing first); the rest are counted as
+    #: truncated, like Alertmanager's `max_alerts`. Bounds the workflow's state whatever arrives.
+    max_alerts_per_notification: int = Field(default=500, ge=1, le=5000)
     #: Removed: people and their roles live in `auth.users` (a name list proved nothing about the
     #: caller). Kept only to refuse an old config with a message saying what to write instead.
     approvers: Annotated[list[str], NoDecode] = Field(default_factory=list)

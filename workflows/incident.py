@@ -520,6 +520,7 @@ class IncidentWorkflow:
                 self._view.receiver = n.receiver
             before = self._view.alerts
             self._view.alerts = rules.merge_alerts(before, n.alerts)
+            self._view.truncated_alerts = n.truncatedAlerts
             self._refresh_identity()
             changes = rules.describe_changes(before, self._view.alerts)
             was = self._view.status

@@ -616,3 +616,550 @@ def test_ledger_record_is_shared_through_the_database(tmp_path: Path) -> None:
     assert done is not None and done.key == "OPS-7" and done.attempted_at == pending.attempted_at
     other.forget("inc-1")
     assert ledger.get("inc-1") is None, "the database answers for every worker, not one's memory"
+
+
+# ------------------------------------------------------------------ the page, by the hash selfheal keeps
+
+
+def test_cloud_rerenders_the_page_and_an_unchanged_page_is_still_never_resent() -> None:
+    with lagging_cloud(searches=0) as jira:
+        tracker = JiraTracker(settings_for(jira, **CLOUD_CRED))
+        page = content(description="Investigation\nfirst page")
+        key = tracker.create_or_update(page).key
+        sent = tracker.description(page)
+        # Jira Cloud keeps ADF and renders wiki back from it: what comes back is not what was sent.
+        assert jira.issues[key]["fields"]["description"] != sent
+        assert jira.issue_property(key, PAGE_PROPERTY)["sha256"]
+        jira.clear_requests()
+        tracker.update_page(key, page)
+        tracker.update_page(key, page)
+        tracker.create_or_update(page)
+        assert jira.count("PUT", rf"/rest/api/2/issue/{key}") == 0, "an unchanged page is never re-sent"
+        tracker.update_page(key, content(description="Investigation\nsecond page"))
+        assert jira.count("PUT", rf"/rest/api/2/issue/{key}") == 1
+        assert "second page" in jira.issues[key]["fields"]["description"]
+        tracker.update_page(key, content(description="Investigation\nsecond page"))
+        assert jira.count("PUT", rf"/rest/api/2/issue/{key}") == 1
+
+
+def test_ticket_without_the_hash_property_is_rewritten_once(fake: JiraFake, tracker: JiraTracker) -> None:
+    """An issue written before the property existed (or edited by a person): one rewrite, then quiet."""
+    key = tracker.create_or_update(content()).key
+    api(fake, "DELETE", f"issue/{key}/properties/{PAGE_PROPERTY}")
+    tracker.update_page(key, content())
+    tracker.update_page(key, content())
+    assert fake.count("PUT", rf"/rest/api/2/issue/{key}") == 1
+
+
+# ------------------------------------------------------------------ sizes in UTF-16 units
+
+
+@pytest.mark.parametrize("deployment", ["server", "cloud-v3"])
+def test_long_comment_is_cut_in_utf16_units_says_so_and_keeps_its_marker(
+    fake: JiraFake, cloud_fake: JiraFake, deployment: str
+) -> None:
+    if deployment == "server":
+        jira, tracker = fake, JiraTracker(settings_for(fake))
+    else:
+        cred = {"user": "bot@example.com", "api_token": "api-token"}
+        jira, tracker = cloud_fake, JiraTracker(settings_for(cloud_fake, api_version=3, **cred))
+    key = tracker.create_or_update(content()).key
+    body = "Escalated. " + "\U0001f525" * 20_000  # 20,011 code points, 40,011 UTF-16 units
+    assert tracker.comment(key, body, "esc:1") is True
+    assert tracker.comment(key, body, "esc:1") is False, "the marker survived the cut"
+    comments = jira.comments(key, v3=deployment != "server")
+    assert len(comments) == 1
+    stored = comments[0]["body"]
+    text = stored if isinstance(stored, str) else adf_plain_text(stored)
+    assert dedup_marker("esc:1") in text
+    assert "comment trimmed to Jira's size limit" in text and "characters cut" in text
+    size = (
+        stored if isinstance(stored, str) else json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
+    )
+    assert utf16_len(size) <= JIRA_TEXT_LIMIT
+
+
+# ------------------------------------------------------------------ escalation assignee
+
+
+def test_assign_names_people_as_each_deployment_does(fake: JiraFake, cloud_fake: JiraFake) -> None:
+    server = JiraTracker(settings_for(fake))
+    key = server.create_or_update(content()).key
+    assert server.assign(key, "alice") is True
+    assert server.assign(key, "alice") is False
+    assert fake.issues[key]["fields"]["assignee"]["name"] == "alice"
+    assert fake.count("PUT", rf"/rest/api/2/issue/{key}/assignee") == 1
+
+    cloud = JiraTracker(settings_for(cloud_fake, user="bot@example.com", api_token="api-token"))
+    alice = cloud_fake.account_id("alice")
+    key = cloud.create_or_update(content()).key
+    assert cloud.assign(key, alice) is True
+    assert cloud.assign(key, alice) is False
+    assert cloud_fake.issues[key]["fields"]["assignee"]["accountId"] == alice
+
+
+def test_escalation_assigns_the_configured_person(cloud_fake: JiraFake) -> None:
+    alice = cloud_fake.account_id("alice")
+    settings = settings_for(
+        cloud_fake, user="bot@example.com", api_token="api-token", escalation_assignee=alice
+    )
+    tracker = JiraTracker(settings)
+    key = tracker.create_or_update(content()).key
+    activities = TicketActivities(tracker, TicketPolicy(settings))
+    req = EscalationRequest(
+        incident_id="inc-1", key=key, severity="critical", level=1, reason="no playbook", dedup_key="esc:1"
+    )
+    asyncio.run(ActivityEnvironment().run(activities.escalate_ticket, req))
+    fields = cloud_fake.issues[key]["fields"]
+    assert fields["assignee"]["accountId"] == alice
+    assert "selfheal-escalated" in fields["labels"]
+
+
+# ------------------------------------------------------------------ the fake rejects what Jira does
+
+
+def api(fake: JiraFake, method: str, path: str, **kw: Any) -> httpx.Response:
+    kw.setdefault("auth", AUTH)
+    return httpx.request(method, f"{fake.url}/rest/api/2/{path}", timeout=5, **kw)
+
+
+def create_raw(fake: JiraFake, **fields: Any) -> httpx.Response:
+    body = {"project": {"key": "OPS"}, "issuetype": {"name": "Task"}, "summary": "s", **fields}
+    return api(fake, "POST", "issue", json={"fields": body}, headers=JSON)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"project": {"key": "NOPE"}}, "project"),
+        ({"priority": {"name": "P1"}}, "priority"),
+        ({"issuetype": {"name": "Story"}}, "issuetype"),
+        ({"summary": "x" * 256}, "summary"),
+        ({"summary": "two\nlines"}, "summary"),
+        ({"summary": ""}, "summary"),
+        ({"labels": ["has space"]}, "labels"),
+        ({"customfield_10010": "x"}, "customfield_10010"),
+    ],
+)
+def test_fake_rejects_invalid_create_like_jira(fake: JiraFake, fields: dict[str, Any], field: str) -> None:
+    r = create_raw(fake, **fields)
+    assert r.status_code == 400
+    assert r.json()["errorMessages"] == []
+    assert field in r.json()["errors"]
+    assert fake.issues == {}
+
+
+def test_fake_create_and_read_shapes(fake: JiraFake) -> None:
+    r = create_raw(fake, labels=["a"], priority={"name": "Low"})
+    assert r.status_code == 201
+    assert set(r.json()) == {"id", "key", "self"}
+    issue = api(fake, "GET", "issue/OPS-1").json()
+    assert issue["key"] == "OPS-1"
+    assert issue["fields"]["status"] | {"statusCategory": None} == issue["fields"]["status"] | {
+        "statusCategory": None
+    }
+    assert issue["fields"]["status"]["statusCategory"]["key"] == "new"
+    assert issue["fields"]["priority"]["name"] == "Low"
+    assert issue["fields"]["comment"]["total"] == 0
+    only = api(fake, "GET", "issue/OPS-1", params={"fields": "labels"}).json()
+    assert set(only["fields"]) == {"labels"}
+    missing = api(fake, "GET", "issue/OPS-9")
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "errorMessages": ["Issue does not exist or you do not have permission to see it."],
+        "errors": {},
+    }
+    fields = api(fake, "GET", "field").json()
+    summary = next(f for f in fields if f["id"] == "summary")
+    assert {"id", "key", "name", "custom", "navigable", "searchable", "clauseNames", "schema"} <= set(summary)
+
+
+def test_fake_requires_authentication(fake: JiraFake) -> None:
+    anonymous = httpx.get(f"{fake.url}/rest/api/2/myself", timeout=5)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["errorMessages"] and anonymous.json()["errors"] == {}
+    wrong = api(fake, "GET", "myself", auth=("bot", "nope"))
+    assert wrong.status_code == 401
+    bearer = api(fake, "GET", "myself", auth=None, headers={"Authorization": "Bearer token"})
+    assert bearer.json()["name"] == "bot"
+    assert httpx.get(f"{fake.url}/rest/api/2/serverInfo", timeout=5).status_code == 200
+
+
+def test_fake_attachment_needs_the_xsrf_header(fake: JiraFake) -> None:
+    create_raw(fake)
+    files = {"file": ("a.txt", b"hello", "text/plain")}
+    r = api(fake, "POST", "issue/OPS-1/attachments", files=files)
+    assert r.status_code == 403
+    assert "XSRF" in r.text
+    ok = api(fake, "POST", "issue/OPS-1/attachments", files=files, headers={"X-Atlassian-Token": "no-check"})
+    assert ok.status_code == 200
+    assert ok.json()[0]["filename"] == "a.txt"
+    assert ok.json()[0]["size"] == 5
+
+
+def test_fake_unknown_transition_is_400(fake: JiraFake) -> None:
+    create_raw(fake)
+    listed = api(fake, "GET", "issue/OPS-1/transitions").json()["transitions"]
+    assert {t["name"] for t in listed} == {"In Progress", "Approved", "Rejected", "Done"}
+    r = api(fake, "POST", "issue/OPS-1/transitions", json={"transition": {"id": "999"}}, headers=JSON)
+    assert r.status_code == 400
+    assert "999" in r.json()["errorMessages"][0]
+
+
+def test_fake_edit_label_operations(fake: JiraFake) -> None:
+    create_raw(fake, labels=["a", "b"])
+    update = {"labels": [{"add": "c"}, {"remove": "a"}]}
+    assert api(fake, "PUT", "issue/OPS-1", json={"update": update}, headers=JSON).status_code == 204
+    assert fake.issues["OPS-1"]["fields"]["labels"] == ["b", "c"]
+    bad = api(fake, "PUT", "issue/OPS-1", json={"update": {"labels": [{"add": "x y"}]}}, headers=JSON)
+    assert bad.status_code == 400
+    assert "labels" in bad.json()["errors"]
+
+
+@pytest.mark.parametrize(
+    ("jql", "message"),
+    [
+        ("project = OPS AND", "Error in the JQL Query"),
+        ("project OPS", "Error in the JQL Query: Expecting operator"),
+        ("labels = foo.bar", "reserved JQL character"),
+        ('labels = "unterminated', "Error in the JQL Query"),
+        ("nosuchfield = 1", "Field 'nosuchfield' does not exist"),
+        ("project = NOPE", "The value 'NOPE' does not exist for the field 'project'"),
+        ("summary = x", "The operator '=' is not supported by the 'summary' field"),
+        ("project = OPS ORDER BY nosuch", "Field 'nosuch' does not exist"),
+        ("assignee = membersOf(x)", "Unable to find JQL function"),
+    ],
+)
+def test_fake_rejects_bad_jql(fake: JiraFake, jql: str, message: str) -> None:
+    r = api(fake, "GET", "search", params={"jql": jql})
+    assert r.status_code == 400
+    assert r.json()["errors"] == {}
+    assert message in r.json()["errorMessages"][0]
+
+
+def test_fake_jql_semantics(fake: JiraFake) -> None:
+    create_raw(fake, labels=["x"])  # OPS-1
+    create_raw(fake)  # OPS-2, no labels
+    create_raw(fake, labels=["x", "y"])  # OPS-3
+    api(fake, "POST", "issue/OPS-3/transitions", json={"transition": {"id": "31"}}, headers=JSON)
+
+    def keys(jql: str, **params: Any) -> list[str]:
+        r = api(fake, "GET", "search", params={"jql": jql, **params})
+        assert r.status_code == 200, r.text
+        return [i["key"] for i in r.json()["issues"]]
+
+    assert keys('project = "OPS" AND labels = "x" ORDER BY created DESC') == ["OPS-3", "OPS-1"]
+    assert keys("project = OPS AND labels = x AND statusCategory != Done") == ["OPS-1"]
+    assert keys("labels = x AND status != Done ORDER BY key ASC") == ["OPS-1"]
+    assert keys("resolution = Unresolved ORDER BY created ASC") == ["OPS-1", "OPS-2"]
+    assert keys("labels != y ORDER BY key") == ["OPS-1"]  # != never matches an empty field
+    assert keys("labels is EMPTY") == ["OPS-2"]
+    assert keys('status in ("To Do", "In Progress") ORDER BY key ASC') == ["OPS-1", "OPS-2"]
+    assert keys("key not in (OPS-1, OPS-2)") == ["OPS-3"]
+    assert keys("labels = x OR labels is EMPTY ORDER BY key ASC") == ["OPS-1", "OPS-2", "OPS-3"]
+    page = api(fake, "GET", "search", params={"jql": "project = OPS", "maxResults": 1, "startAt": 1}).json()
+    assert (page["total"], page["startAt"], page["maxResults"], len(page["issues"])) == (3, 1, 1, 1)
+    trimmed = api(fake, "GET", "search", params={"jql": "key = OPS-1", "fields": "summary"}).json()
+    assert set(trimmed["issues"][0]["fields"]) == {"summary"}
+
+
+def test_fake_search_endpoints_match_the_deployment(fake: JiraFake, cloud_fake: JiraFake) -> None:
+    assert api(fake, "GET", "search/jql", params={"jql": "project = OPS"}).status_code == 404
+    cloud_auth = ("bot@example.com", "api-token")
+    assert (
+        api(cloud_fake, "GET", "search", params={"jql": "project = OPS"}, auth=cloud_auth).status_code == 410
+    )
+    unbounded = api(cloud_fake, "GET", "search/jql", params={"jql": ""}, auth=cloud_auth)
+    assert unbounded.status_code == 400
+    for _ in range(3):
+        api(
+            cloud_fake,
+            "POST",
+            "issue",
+            auth=cloud_auth,
+            headers=JSON,
+            json={"fields": {"project": {"key": "OPS"}, "issuetype": {"name": "Bug"}, "summary": "s"}},
+        )
+    params = {"jql": "project = OPS ORDER BY key ASC", "maxResults": 2, "fields": "summary"}
+    first = api(cloud_fake, "GET", "search/jql", params=params, auth=cloud_auth).json()
+    assert [i["key"] for i in first["issues"]] == ["OPS-1", "OPS-2"]
+    assert first["isLast"] is False
+    assert "total" not in first
+    rest = api(
+        cloud_fake,
+        "GET",
+        "search/jql",
+        params={**params, "nextPageToken": first["nextPageToken"]},
+        auth=cloud_auth,
+    ).json()
+    assert [i["key"] for i in rest["issues"]] == ["OPS-3"]
+    assert rest["isLast"] is True
+    ids_only = api(cloud_fake, "GET", "search/jql", params={"jql": "key = OPS-1"}, auth=cloud_auth).json()
+    assert set(ids_only["issues"][0]) == {"id"}  # Cloud returns ids unless fields are asked for
+
+
+def test_fake_names_people_as_each_deployment_does(fake: JiraFake, cloud_fake: JiraFake) -> None:
+    """Cloud refuses `name` (GDPR: accountId only); Server/DC has no accountIds."""
+    cloud_auth = ("bot@example.com", "api-token")
+    alice = cloud_fake.account_id("alice")
+
+    def create(jira: JiraFake, assignee: dict[str, str], auth: tuple[str, str]) -> httpx.Response:
+        fields = {
+            "project": {"key": "OPS"},
+            "issuetype": {"name": "Task"},
+            "summary": "s",
+            "assignee": assignee,
+        }
+        return api(jira, "POST", "issue", json={"fields": fields}, headers=JSON, auth=auth)
+
+    refused = create(cloud_fake, {"name": "alice"}, cloud_auth)
+    assert refused.status_code == 400 and "accountId" in refused.json()["errors"]["assignee"]
+    assert create(cloud_fake, {"accountId": alice}, cloud_auth).status_code == 201
+    assert create(fake, {"accountId": alice}, AUTH).status_code == 400
+    assert create(fake, {"name": "alice"}, AUTH).status_code == 201
+    put = api(
+        cloud_fake, "PUT", "issue/OPS-1/assignee", json={"name": "alice"}, headers=JSON, auth=cloud_auth
+    )
+    assert put.status_code == 400
+    put = api(fake, "PUT", "issue/OPS-1/assignee", json={"name": "nobody"}, headers=JSON)
+    assert put.status_code == 404
+    cloud_user = cloud_fake.issues["OPS-1"]["fields"]["reporter"]
+    assert cloud_user["accountId"] and not {"name", "key", "emailAddress"} & set(cloud_user)
+    server_user = fake.issues["OPS-1"]["fields"]["reporter"]
+    assert server_user["name"] == server_user["key"] == "bot" and "accountId" not in server_user
+    by_name = api(cloud_fake, "GET", "search/jql", params={"jql": "assignee = alice"}, auth=cloud_auth)
+    assert by_name.status_code == 400  # Cloud's JQL knows people by accountId
+    by_id = api(cloud_fake, "GET", "search/jql", params={"jql": f'assignee = "{alice}"'}, auth=cloud_auth)
+    assert len(by_id.json()["issues"]) == 1
+    assert api(fake, "GET", "search", params={"jql": f'assignee = "{alice}"'}).status_code == 400
+
+
+def test_fake_server_has_no_rest_v3(fake: JiraFake) -> None:
+    create_raw(fake)
+    assert httpx.get(f"{fake.url}/rest/api/3/issue/OPS-1", auth=AUTH, timeout=5).status_code == 404
+    assert api(fake, "GET", "issue/OPS-1").status_code == 200
+
+
+def test_fake_issue_properties_like_jira(fake: JiraFake) -> None:
+    create_raw(fake)
+    path = "issue/OPS-1/properties/selfheal.page"
+    assert api(fake, "GET", path).status_code == 404
+    assert api(fake, "PUT", path, json={"sha256": "ab"}, headers=JSON).status_code == 201
+    assert api(fake, "PUT", path, json={"sha256": "cd"}, headers=JSON).status_code == 200
+    assert api(fake, "GET", path).json() == {"key": "selfheal.page", "value": {"sha256": "cd"}}
+    assert [k["key"] for k in api(fake, "GET", "issue/OPS-1/properties").json()["keys"]] == ["selfheal.page"]
+    assert api(fake, "PUT", path, content=b"x" * 40_000, headers=JSON).status_code == 400
+    assert api(fake, "GET", "issue/OPS-9/properties/selfheal.page").status_code == 404
+    assert api(fake, "DELETE", path).status_code == 204
+    assert api(fake, "GET", path).status_code == 404
+
+
+def test_fake_search_lag_per_search_and_reconcile_issues() -> None:
+    """Cloud's search/jql lags creates; `reconcileIssues` asks for read-after-write on those ids."""
+    cloud_auth = ("bot@example.com", "api-token")
+    with lagging_cloud(searches=2) as jira:
+        created = api(
+            jira,
+            "POST",
+            "issue",
+            auth=cloud_auth,
+            headers=JSON,
+            json={"fields": {"project": {"key": "OPS"}, "issuetype": {"name": "Task"}, "summary": "s"}},
+        ).json()
+
+        def search(**extra: Any) -> list[str]:
+            body = {"jql": "project = OPS", "fields": ["summary"], **extra}
+            found = api(jira, "POST", "search/jql", json=body, headers=JSON, auth=cloud_auth).json()
+            return [i["key"] for i in found["issues"]]
+
+        assert search(reconcileIssues=[int(created["id"])]) == ["OPS-1"]
+        assert search() == []
+        assert search() == ["OPS-1"]
+
+
+def test_fake_limits_text_in_utf16_units(fake: JiraFake) -> None:
+    """Jira counts Java string length: 20,000 emoji are 40,000 units, over the 32,767 limit."""
+    emoji = "\U0001f525" * 20_000
+    too_long = create_raw(fake, description=emoji)
+    assert too_long.status_code == 400 and "32,767" in too_long.json()["errors"]["description"]
+    assert create_raw(fake, description="\U0001f525" * 16_383).status_code == 201
+    comment = api(fake, "POST", "issue/OPS-1/comment", json={"body": emoji}, headers=JSON)
+    assert comment.status_code == 400
+
+
+def test_fake_scoped_gateway_serves_the_api_and_names_the_site() -> None:
+    site = "https://acme.atlassian.net"
+    with JiraFake(
+        users={"bot@example.com": "api-token"}, cloud=True, cloud_id="c0ffee", site_url=site
+    ) as jira:
+        info = httpx.get(f"{jira.url}/ex/jira/c0ffee/rest/api/2/serverInfo", timeout=5).json()
+        assert info["deploymentType"] == "Cloud" and info["baseUrl"] == site
+        other = httpx.get(f"{jira.url}/ex/jira/other/rest/api/2/serverInfo", timeout=5)
+        assert other.status_code == 404
+
+
+def test_fake_update_verbs_apply_on_create(fake: JiraFake) -> None:
+    update = {"labels": [{"add": "from-update"}], "comment": [{"add": {"body": "first words"}}]}
+    body = {
+        "fields": {"project": {"key": "OPS"}, "issuetype": {"name": "Task"}, "summary": "s"},
+        "update": update,
+    }
+    assert api(fake, "POST", "issue", json=body, headers=JSON).status_code == 201
+    assert fake.issues["OPS-1"]["fields"]["labels"] == ["from-update"]
+    assert [c["body"] for c in fake.comments("OPS-1")] == ["first words"]
+
+
+def test_fake_search_lag_hides_new_issues_like_jira_index() -> None:
+    with JiraFake(search_lag_seconds=0.3) as lagging:
+        create_raw(lagging)
+        assert api(lagging, "GET", "search", params={"jql": "project = OPS"}).json()["total"] == 0
+        threading.Event().wait(0.35)
+        assert api(lagging, "GET", "search", params={"jql": "project = OPS"}).json()["total"] == 1
+
+
+def test_fake_fail_next_and_rate_limit_headers(fake: JiraFake) -> None:
+    fake.fail_next(status=429, count=2, retry_after=3)
+    for _ in range(2):
+        r = api(fake, "GET", "myself")
+        assert r.status_code == 429
+        assert r.headers["Retry-After"] == "3"
+    assert api(fake, "GET", "myself").status_code == 200
+
+
+# ---------------------------------------------------------------------------- the fake's webhooks
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as r:
+        yield r
+
+
+def test_fake_webhooks_carry_jira_payloads_and_signatures(fake: JiraFake, receiver: WebhookReceiver) -> None:
+    create_raw(fake, labels=["selfheal-inc-1"])
+    fake.configure_webhook(receiver.url, secret="s3cret", token_in_url="tok")
+
+    assert fake.add_comment_as("OPS-1", "alice", "/selfheal approve") == 200
+    path, headers, body = receiver.received[-1]
+    assert path.endswith("?token=tok")
+    event = json.loads(body)
+    assert event["webhookEvent"] == "comment_created"
+    assert event["comment"]["body"] == "/selfheal approve"
+    assert event["comment"]["author"]["name"] == "alice"
+    # Data Center's comment events carry no issue: only the comment's own URL names it.
+    assert event["comment"]["self"].endswith(
+        f"/rest/api/2/issue/{fake.issues['OPS-1']['id']}/comment/{event['comment']['id']}"
+    )
+    expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert headers["X-Hub-Signature"] == f"sha256={expected}"
+    first_id = headers["X-Atlassian-Webhook-Identifier"]
+
+    assert fake.transition_as("OPS-1", "alice", "Approved") == 200
+    _, headers2, body2 = receiver.received[-1]
+    event = json.loads(body2)
+    assert event["webhookEvent"] == "jira:issue_updated"
+    assert event["user"]["name"] == "alice"
+    assert event["issue"]["fields"]["labels"] == ["selfheal-inc-1"]
+    status_items = [i for i in event["changelog"]["items"] if i["field"] == "status"]
+    assert status_items == [
+        {
+            "field": "status",
+            "fieldtype": "jira",
+            "fieldId": "status",
+            "from": "10000",
+            "fromString": "To Do",
+            "to": "10002",
+            "toString": "Approved",
+        }
+    ]
+    assert headers2["X-Atlassian-Webhook-Identifier"] != first_id
+
+    assert fake.redeliver_last() == 200
+    _, headers3, body3 = receiver.received[-1]
+    assert body3 == body2
+    assert headers3["X-Atlassian-Webhook-Identifier"] == headers2["X-Atlassian-Webhook-Identifier"]
+    assert len(receiver.received) == 3
+
+
+def test_fake_api_changes_fire_webhooks_only_when_asked(fake: JiraFake, receiver: WebhookReceiver) -> None:
+    tracker = JiraTracker(settings_for(fake))
+    key = tracker.create_or_update(content()).key
+    fake.configure_webhook(receiver.url)
+    tracker.comment(key, "bot says hi", "hi-1")
+    assert fake.deliveries == []
+
+    # Real Jira also reports our bot's own changes; the receiver must ignore them.
+    fake.configure_webhook(receiver.url, api_events=True)
+    tracker.comment(key, "bot says hi again", "hi-2")
+    tracker.set_priority(key, "Highest")
+    for _ in range(100):
+        if len(receiver.received) >= 2:
+            break
+        threading.Event().wait(0.05)
+    events = sorted((json.loads(body) for _, _, body in receiver.received), key=lambda e: e["webhookEvent"])
+    assert [e["webhookEvent"] for e in events] == ["comment_created", "jira:issue_updated"]
+    assert events[0]["comment"]["author"]["name"] == "bot"
+    assert events[1]["user"]["name"] == "bot"
+    assert events[1]["changelog"]["items"][0]["field"] == "priority"
+    assert events[1]["changelog"]["items"][0]["toString"] == "Highest"
+
+
+def test_fake_comment_can_also_send_issue_updated(fake: JiraFake, receiver: WebhookReceiver) -> None:
+    create_raw(fake)
+    fake.configure_webhook(receiver.url, comment_also_updates=True)
+    fake.add_comment_as("OPS-1", "alice", "hello")
+    events = [json.loads(body) for _, _, body in receiver.received]
+    assert [(e["webhookEvent"], e.get("issue_event_type_name")) for e in events] == [
+        ("comment_created", None),
+        ("jira:issue_updated", "issue_commented"),
+    ]
+    assert "changelog" not in events[1]
+    assert events[1]["comment"]["body"] == "hello"
+
+
+def test_update_page_edits_a_closed_issue_in_place_and_never_creates(
+    fake: JiraFake, tracker: JiraTracker
+) -> None:
+    """The closing page update may run after a human moved the issue to Done: it edits, not creates."""
+    key = tracker.create_or_update(content()).key
+    tracker.transition(key, "Done")
+    tracker.update_page(key, content(description="Investigation\nfinal page"))
+    assert len(fake.issues) == 1
+    assert fake.issues[key]["fields"]["description"] == "h3. Investigation\n\nfinal page"
+    puts = fake.count("PUT", rf"/rest/api/2/issue/{key}")
+    tracker.update_page(key, content(description="Investigation\nfinal page"))
+    assert fake.count("PUT", rf"/rest/api/2/issue/{key}") == puts, "an unchanged page sends nothing"
+    with pytest.raises(TrackerError):
+        tracker.update_page("OPS-999", content())
+
+
+# ------------------------------------------------------------------ incident_for_issue (the webhook's)
+
+
+def test_incident_for_issue_reads_the_label_jira_stores_by_key_or_id(
+    fake: JiraFake, tracker: JiraTracker
+) -> None:
+    incident_id = "0123456789ab-a1b2c3"
+    key = tracker.create_or_update(content(incident_id)).key
+    issue_id = fake.issues[key]["id"]
+    assert tracker.incident_for_issue(key) == incident_id
+    assert tracker.incident_for_issue(issue_id) == incident_id
+    assert tracker.incident_for_issue("OPS-999") is None
+    assert tracker.incident_for_issue("99999") is None
+
+
+def test_incident_for_issue_ignores_other_projects_and_foreign_labels() -> None:
+    with JiraFake(users={"bot": "token"}, projects=("OPS", "SEC")) as fake:
+        tracker = JiraTracker(settings_for(fake))
+        try:
+            other = create_raw(fake, project={"key": "SEC"}, labels=["selfheal-0123456789ab-a1b2c3"])
+            assert other.status_code == 201, other.text
+            assert tracker.incident_for_issue(other.json()["key"]) is None
+            plain = create_raw(fake, labels=["selfheal", "selfheal-escalated", "selfheal-not-an-id"])
+            assert tracker.incident_for_issue(plain.json()["key"]) is None
+            fake.fail_next(503, method="GET", path=r"/rest/api/2/issue/OPS-2")
+            with pytest.raises(TrackerError) as err:
+                tracker.incident_for_issue("OPS-2")
+            assert err.value.retryable
+        finally:
+            tracker.close()

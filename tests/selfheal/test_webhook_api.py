@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 
 import httpx
 import pytest
 
 from tests.support.app import Stack
-from tests.support.payloads import am025, simple, unique_group
+from tests.support.payloads import am025, node_outage, simple, unique_group
 
 
 async def test_requires_auth(stack: Stack) -> None:
@@ -72,6 +73,28 @@ async def test_body_limit(stack: Stack) -> None:
         "/api/v1/alerts", content=chunks(), headers={"content-type": "application/json"}
     )
     assert resp.status_code == 413
+
+
+async def test_node_outage_of_1200_alerts_is_accepted_and_bounded_on_the_incident(stack: Stack) -> None:
+    """1,200 kube-prometheus alerts (1.3 MiB, over the old 1 MiB limit that Alertmanager never
+    retries past) become one incident holding the first 500 firing alerts, the rest counted."""
+    payload = node_outage(unique_group(), 1200, resolved=100)
+    payload["truncatedAlerts"] = 3  # Alertmanager's own max_alerts left some out already
+    raw = json.dumps(payload).encode()
+    assert len(raw) > 1024 * 1024
+    resp = await stack.http.post("/api/v1/alerts", content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code == 202, resp.text
+    view = await stack.wait_for(resp.json()["incident_id"], lambda v: v["ticket"] is not None)
+    assert len(view["alerts"]) == 500
+    assert all(a["status"] == "firing" for a in view["alerts"]), "firing alerts are kept first"
+    assert view["truncated_alerts"] == 700 + 3
+    ticket = (await stack.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
+    assert "left out 703 more alerts of this group" in ticket["description"]
+    # The same snapshot again keeps the same alerts: the incident's alert set does not churn.
+    again = await stack.http.post("/api/v1/alerts", content=raw, headers={"content-type": "application/json"})
+    assert again.status_code == 202
+    view = await stack.wait_for(view["id"], lambda v: v["notifications"] == 2)
+    assert len(view["alerts"]) == 500
 
 
 async def test_same_payload_five_times_and_two_ha_peers_make_one_incident(stack: Stack) -> None:

@@ -43,3 +43,41 @@ def note(payload: dict[str, Any]) -> Notification:
     return Notification(
         received_at=datetime.now(UTC), notification=AlertmanagerWebhook.model_validate(payload)
     )
+
+
+def node_outage(group: str, alerts: int, *, resolved: int = 0) -> dict[str, Any]:
+    """One group of `alerts` KubePodNotReady alerts shaped as kube-prometheus sends them (a node
+    outage grouped by alertname: ~1.1 KB per alert, see bench/webhook_size.py); the last
+    `resolved` of them already resolved."""
+    from bench.webhook_size import kube_alert
+
+    out = []
+    for i in range(alerts):
+        alert = kube_alert(i)
+        status = "resolved" if i >= alerts - resolved else "firing"
+        out.append(
+            {
+                **alert,
+                "status": status,
+                "startsAt": "2026-12-07T03:00:00Z",
+                "endsAt": "2026-12-07T03:30:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+                "fingerprint": uuid.uuid5(uuid.NAMESPACE_URL, f"{group}/{i}").hex[:16],
+            }
+        )
+    key = f'{{}}:{{alertname="KubePodNotReady",run="{group}"}}'
+    return {
+        "receiver": "selfheal",
+        "status": "firing",
+        "alerts": out,
+        "groupLabels": {"alertname": "KubePodNotReady"},
+        "commonLabels": {
+            "alertname": "KubePodNotReady",
+            "prometheus": "monitoring/k8s",
+            "severity": "warning",
+        },
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager-main-0:9093",
+        "version": "4",
+        "groupKey": key,
+        "truncatedAlerts": 0,
+    }
