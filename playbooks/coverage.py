@@ -40,6 +40,7 @@ _DECODER = json.JSONDecoder()
 #: Evaluates one rendered diagnose check at a moment: True/False, or None when it could not run.
 CheckAt = Callable[[PlannedCheck, datetime], bool | None]
 DiagnoseVerdict = Literal["confirmed", "ruled_out", "unknown", "no_checks"]
+Count = Literal["episodes", "fixable", "suggest_only", "unmatched"]
 
 
 class InputError(ValueError):
@@ -140,7 +141,6 @@ class Episode:
     """One alert from when it started firing; `alert` is its first firing notification if any."""
 
     alert: WebhookAlert
-    resolved: bool = False
 
     @property
     def starts_at(self) -> datetime:
@@ -172,7 +172,6 @@ def collect_episodes(bodies: Iterable[AlertmanagerWebhook]) -> Episodes:
                 seen[key] = episode = Episode(alert)
             elif episode.alert.status != "firing" and alert.status == "firing":
                 episode.alert = alert
-            episode.resolved = episode.resolved or alert.status == "resolved"
     return Episodes(list(seen.values()), n_bodies, n_alerts, truncated)
 
 
@@ -207,8 +206,8 @@ class Coverage:
         """The rows the coverage share is taken over (heartbeat alerts left out)."""
         return [r for r in self.rows if not r.excluded]
 
-    def total(self, attr: str) -> int:
-        return sum(int(getattr(r, attr)) for r in self.counted())
+    def total(self, count: Count) -> int:
+        return sum(int(getattr(r, count)) for r in self.counted())
 
     def diagnose_total(self, verdict: DiagnoseVerdict) -> int:
         return sum(r.diagnose[verdict] for r in self.counted())

@@ -21,6 +21,7 @@ from models.plan import MatchResult, PlannedCheck, PlannedStep, RemediationPlan
 from pages.redact import cap, redact
 from playbooks.coverage import (
     TOP_REASONS,
+    Count,
     Coverage,
     Episodes,
     InputError,
@@ -274,6 +275,12 @@ PrometheusOpt = Annotated[
         " (default: remediation.prometheus_url).",
     ),
 ]
+#: The shares the final line gives, with their labels there.
+_SHARES: tuple[tuple[Count, str], ...] = (
+    ("fixable", "fixable"),
+    ("suggest_only", "suggest-only"),
+    ("unmatched", "unmatched"),
+)
 NoDiagnoseOpt = Annotated[
     bool, typer.Option("--no-diagnose", help="Do not run diagnose checks, even with a Prometheus configured.")
 ]
@@ -377,7 +384,7 @@ class _Diagnose:
 def _coverage_json(found: Episodes, result: Coverage, diagnose: _Diagnose | None) -> dict[str, Any]:
     total = result.total("episodes")
     summary: dict[str, Any] = {"episodes": total, "excluded": sum(r.episodes for r in result.rows) - total}
-    for key in ("fixable", "suggest_only", "unmatched"):
+    for key, _ in _SHARES:
         summary[key] = result.total(key)
         summary[f"{key}_percent"] = share(result.total(key), total)
     diag: dict[str, Any] | None = None
@@ -467,12 +474,5 @@ def _print_coverage(found: Episodes, result: Coverage, diagnose: _Diagnose | Non
     if not total:
         typer.echo("coverage: 0 episodes (Watchdog and InfoInhibitor are not counted)")
         return
-    parts = [
-        f"{share(result.total(key), total)}% {label} ({result.total(key)})"
-        for key, label in (
-            ("fixable", "fixable"),
-            ("suggest_only", "suggest-only"),
-            ("unmatched", "unmatched"),
-        )
-    ]
+    parts = [f"{share(result.total(key), total)}% {label} ({result.total(key)})" for key, label in _SHARES]
     typer.echo(f"coverage: {total} episodes, {', '.join(parts)}")
