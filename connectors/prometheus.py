@@ -80,9 +80,12 @@ class PrometheusClient:
 
     # ------------------------------------------------------------------------------------ queries
 
-    def query(self, promql: str) -> list[float]:
-        """The values of an instant query: one per series of a vector, or the scalar's value."""
-        result = self._call("query", lambda: self._client.custom_query(promql))
+    def query(self, promql: str, *, at: datetime | None = None) -> list[float]:
+        """The values of an instant query: one per series of a vector, or the scalar's value.
+
+        `at` evaluates it at that moment instead of now (within the server's retention)."""
+        params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
+        result = self._call("query", lambda: self._client.custom_query(promql, params=params))
         return _instant_values(promql, result)
 
     def query_range(

@@ -8,6 +8,8 @@ playbooks make `lint` exit 1 and `match`/`plan` exit 2 (they cannot run without 
 from __future__ import annotations
 
 import json
+import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +17,20 @@ import typer
 from pydantic import ValidationError
 
 from models.incident import AlertmanagerWebhook
-from models.plan import MatchResult, PlannedStep, RemediationPlan
+from models.plan import MatchResult, PlannedCheck, PlannedStep, RemediationPlan
+from pages.redact import cap, redact
+from playbooks.coverage import (
+    TOP_REASONS,
+    Count,
+    Coverage,
+    Episodes,
+    InputError,
+    Row,
+    collect_episodes,
+    count_coverage,
+    read_bodies,
+    share,
+)
 from playbooks.loader import PlaybookError, check_paths, default_paths, load_playbooks
 from playbooks.matcher import PlaybookSet
 from playbooks.schema import CONTROL, format_duration
@@ -236,3 +251,228 @@ def _print_steps(phase: str, steps: list[PlannedStep]) -> None:
         action: dict[str, Any] = step.action.model_dump(mode="json")
         typer.echo(f"    [{step.index}] {step.description}")
         typer.echo(f"        {json.dumps(action, ensure_ascii=False)}")
+
+
+# ------------------------------------------------------------------------------------ coverage
+
+FilesArg = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="FILE...",
+        help="Stored webhook bodies: one JSON body, a JSON array of them, or JSONL; - reads stdin.",
+    ),
+]
+PlaybookDirsOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--playbooks", "--dir", help="Also load playbooks from this directory (repeatable)."),
+]
+PrometheusOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--prometheus",
+        metavar="URL",
+        help="Run each fixing playbook's diagnose checks here, at the episode's start"
+        " (default: remediation.prometheus_url).",
+    ),
+]
+#: The shares the final line gives, with their labels there.
+_SHARES: tuple[tuple[Count, str], ...] = (
+    ("fixable", "fixable"),
+    ("suggest_only", "suggest-only"),
+    ("unmatched", "unmatched"),
+)
+NoDiagnoseOpt = Annotated[
+    bool, typer.Option("--no-diagnose", help="Do not run diagnose checks, even with a Prometheus configured.")
+]
+
+
+@playbooks_app.command("coverage")
+def coverage(
+    files: FilesArg,
+    as_json: JsonOpt = False,
+    dirs: PlaybookDirsOpt = None,
+    no_library: NoLibraryOpt = False,
+    prometheus: PrometheusOpt = None,
+    no_diagnose: NoDiagnoseOpt = False,
+) -> None:
+    """Of the alert episodes in stored webhook bodies: how many a playbook fixes, only suggests, or misses.
+
+    An episode is one (fingerprint, startsAt), however often it was re-sent. Nothing is executed;
+    with a Prometheus, diagnose checks are evaluated at each episode's start (read-only queries).
+    """
+    found = collect_episodes(body for path in files for _, body in _read_bodies(path))
+    playbooks, settings_ctx = _load(dirs, no_library)
+    url = None if no_diagnose else (prometheus or _settings().remediation.prometheus_url)
+    diagnose: _Diagnose | None = None
+    if url:
+        diagnose = _Diagnose(url)
+    try:
+        result = count_coverage(
+            found.episodes,
+            playbooks,
+            settings_ctx=settings_ctx,
+            check_at=diagnose.check_at if diagnose else None,
+        )
+    finally:
+        if diagnose:
+            diagnose.close()
+    handled = {p.spec.match.alertname for p in playbooks} | {
+        p.spec.match.alertname for p, _ in playbooks.skipped
+    }
+    if as_json:
+        typer.echo(json.dumps(_coverage_json(found, result, diagnose), indent=2, ensure_ascii=False))
+    else:
+        _print_coverage(found, result, diagnose, handled)
+
+
+def _read_bodies(path: Path) -> list[tuple[int, AlertmanagerWebhook]]:
+    """The bodies of one FILE (`-`: stdin); bad input exits 2 naming the file, line and field."""
+    name = "<stdin>" if str(path) == "-" else str(path)
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise fail(f"{name}: not UTF-8 text") from exc
+    try:
+        return read_bodies(text)
+    except InputError as exc:
+        raise fail(f"{name}:{exc.line}: {exc.message}") from exc
+
+
+class _Diagnose:
+    """Diagnose checks against the playbooks' Prometheus, evaluated at a given moment (its
+    retention permitting); each distinct (query, condition, moment) is asked once."""
+
+    def __init__(self, url: str) -> None:
+        from connectors.prometheus import PrometheusClient
+        from selfheal.clients import PLAYBOOK_HTTP_TIMEOUT
+
+        self.url = url
+        self.client = PrometheusClient(url, timeout=PLAYBOOK_HTTP_TIMEOUT)
+        if not self.client.healthy():
+            self.client.close()
+            raise fail(
+                f"diagnose: Prometheus at {redact(url)} is not ready (/-/ready);"
+                " pass --no-diagnose to count without it"
+            )
+        self.errors = 0
+        self.first_error: str | None = None
+        self._seen: dict[tuple[str, str, datetime], bool | None] = {}
+
+    def check_at(self, check: PlannedCheck, at: datetime) -> bool | None:
+        key = (check.query, check.condition, at)
+        if key not in self._seen:
+            self._seen[key] = self._run(check, at)
+        return self._seen[key]
+
+    def _run(self, check: PlannedCheck, at: datetime) -> bool | None:
+        from connectors.prometheus import PrometheusError
+
+        try:
+            values = self.client.query(check.query, at=at)
+            return self.client.check(check.condition, values) if values else None
+        except PrometheusError as err:
+            self.errors += 1
+            self.first_error = self.first_error or cap(redact(str(err)), 300)
+            return None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _coverage_json(found: Episodes, result: Coverage, diagnose: _Diagnose | None) -> dict[str, Any]:
+    total = result.total("episodes")
+    summary: dict[str, Any] = {"episodes": total, "excluded": sum(r.episodes for r in result.rows) - total}
+    for key, _ in _SHARES:
+        summary[key] = result.total(key)
+        summary[f"{key}_percent"] = share(result.total(key), total)
+    diag: dict[str, Any] | None = None
+    if diagnose is not None:
+        diag = {
+            "prometheus": redact(diagnose.url),
+            "evaluated_at": "each episode's startsAt",
+            **{v: result.diagnose_total(v) for v in ("confirmed", "ruled_out", "unknown", "no_checks")},
+            "query_errors": diagnose.errors,
+            "first_error": diagnose.first_error,
+        }
+    return {
+        "input": {
+            "bodies": found.bodies,
+            "alerts": found.alerts,
+            "episodes": len(found.episodes),
+            "truncated_alerts": found.truncated,
+        },
+        "summary": summary,
+        "diagnose": diag,
+        "rows": [_row_json(r, result.diagnosed) for r in result.rows],
+    }
+
+
+def _row_json(row: Row, diagnosed: bool) -> dict[str, Any]:
+    return {
+        "alertname": row.alertname,
+        "severity": row.severity,
+        "excluded": row.excluded,
+        "episodes": row.episodes,
+        "fixable": row.fixable,
+        "suggest_only": row.suggest_only,
+        "unmatched": row.unmatched,
+        "playbooks": dict(row.playbooks.most_common()),
+        "unmatched_reasons": [
+            {"reason": reason, "episodes": n} for reason, n in row.reasons.most_common(TOP_REASONS)
+        ],
+        "diagnose": {v: row.diagnose[v] for v in ("confirmed", "ruled_out", "unknown", "no_checks")}
+        if diagnosed and not row.excluded
+        else None,
+    }
+
+
+def _print_coverage(found: Episodes, result: Coverage, diagnose: _Diagnose | None, handled: set[str]) -> None:
+    typer.echo(
+        f"read {found.bodies} webhook bodies, {found.alerts} alerts:"
+        f" {len(found.episodes)} episodes (fingerprint + startsAt)"
+    )
+    if found.truncated:
+        typer.echo(
+            f"note: Alertmanager truncated {found.truncated} alerts out of these bodies (max_alerts);"
+            " they are not counted"
+        )
+    head = ["alertname", "severity", "episodes", "fixable"]
+    head += ["confirmed"] if result.diagnosed else []
+    head += ["suggest-only", "unmatched"]
+    table: list[list[str]] = []
+    for r in result.rows:
+        cells = [_safe(r.alertname) or "-", _safe(r.severity) or "-", str(r.episodes)]
+        if not r.excluded:
+            cells += [str(r.fixable)]
+            cells += [str(r.diagnose["confirmed"])] if result.diagnosed else []
+            cells += [str(r.suggest_only), str(r.unmatched)]
+        table.append(cells)
+    widths = [max(len(c[i]) for c in [head, *table] if i < len(c)) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        text = [c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(cells)]
+        return "  ".join(text).rstrip()
+
+    typer.echo(line(head))
+    for r, cells in zip(result.rows, table, strict=True):
+        typer.echo(line(cells) + ("  (excluded)" if r.excluded else ""))
+        if r.unmatched and r.alertname in handled:
+            reason, n = r.reasons.most_common(1)[0]
+            typer.echo(f"    most common reason nothing matched ({n}): {_safe(reason)}")
+    if diagnose is not None:
+        count = result.diagnose_total
+        typer.echo(
+            f"diagnose at each episode's start on {redact(diagnose.url)}, fixable episodes:"
+            f" {count('confirmed')} confirmed, {count('ruled_out')} ruled out, {count('unknown')} unknown"
+            f" (no data at that time or the query failed), {count('no_checks')} without checks"
+        )
+        if diagnose.first_error:
+            typer.echo(f"    {diagnose.errors} queries failed; first: {_safe(diagnose.first_error)}")
+    total = result.total("episodes")
+    if not total:
+        typer.echo("coverage: 0 episodes (Watchdog and InfoInhibitor are not counted)")
+        return
+    parts = [f"{share(result.total(key), total)}% {label} ({result.total(key)})" for key, label in _SHARES]
+    typer.echo(f"coverage: {total} episodes, {', '.join(parts)}")
