@@ -340,15 +340,9 @@ def prometheus_server(
         server.stop()
 
 
-@contextmanager
-def alertmanager_server(
-    workdir: Path, webhook_url: str | None = None, token: str | None = None
-) -> Iterator[str]:
-    """An Alertmanager routing everything to `webhook_url` (Bearer `token`), or to nowhere; yields its URL.
-
-    Group timings are a second or less, so a posted alert reaches the webhook promptly.
-    """
-    exe = _require(ALERTMANAGER_BIN)
+def _alertmanager_config(workdir: Path, webhook_url: str | None, token: str | None) -> Path:
+    """Route everything to `webhook_url` (Bearer `token`), or to nowhere; group timings of a
+    second or less, so a posted alert reaches the webhook promptly."""
     workdir.mkdir(parents=True, exist_ok=True)
     receiver: dict[str, Any] = {"name": "selfheal"}
     if webhook_url is not None:
@@ -366,12 +360,23 @@ def alertmanager_server(
         },
         "receivers": [receiver],
     }
-    (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    path = workdir / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@contextmanager
+def alertmanager_server(
+    workdir: Path, webhook_url: str | None = None, token: str | None = None
+) -> Iterator[str]:
+    """An Alertmanager routing everything to `webhook_url` (Bearer `token`), or to nowhere; yields its URL."""
+    exe = _require(ALERTMANAGER_BIN)
+    config = _alertmanager_config(workdir, webhook_url, token)
 
     def argv(port: int) -> list[str]:
         return [
             exe,
-            f"--config.file={workdir / 'alertmanager.yml'}",
+            f"--config.file={config}",
             f"--storage.path={workdir / 'am-data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--cluster.listen-address=",  # no gossip: a single, private instance
@@ -383,3 +388,44 @@ def alertmanager_server(
         yield server.url
     finally:
         server.stop()
+
+
+@contextmanager
+def alertmanager_pair(workdir: Path, webhook_url: str, token: str | None = None) -> Iterator[list[str]]:
+    """Two Alertmanagers clustered by gossip (`--cluster.peer`), as an HA pair runs; yields both URLs.
+
+    Prometheus sends every alert to both. They share the notification log, so the second usually
+    skips what the first sent; with a short `--cluster.peer-timeout` both often send, which is
+    what the receiver must absorb anyway (a partition, a slow peer).
+    """
+    exe = _require(ALERTMANAGER_BIN)
+    config = _alertmanager_config(workdir, webhook_url, token)
+    gossip = [free_port(), free_port()]
+    servers: list[Server] = []
+
+    def argv_for(i: int) -> Callable[[int], list[str]]:
+        def argv(port: int) -> list[str]:
+            peer = [f"--cluster.peer=127.0.0.1:{gossip[0]}"] if i == 1 else []
+            return [
+                exe,
+                f"--config.file={config}",
+                f"--storage.path={workdir / f'am-data-{i}'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                f"--cluster.listen-address=127.0.0.1:{gossip[i]}",
+                f"--cluster.advertise-address=127.0.0.1:{gossip[i]}",
+                *peer,
+                "--cluster.peer-timeout=2s",
+                "--cluster.gossip-interval=50ms",
+                "--cluster.pushpull-interval=2s",
+                "--log.level=warn",
+            ]
+
+        return argv
+
+    try:
+        for i in range(2):
+            servers.append(_start(f"alertmanager-{i}", argv_for(i), workdir))
+        yield [s.url for s in servers]
+    finally:
+        for server in servers:
+            server.stop()

@@ -27,8 +27,9 @@ import yaml
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from connectors.local_tracker import LocalTracker
 from connectors.temporal import connect
-from demo.observability import alertmanager_server, prometheus_server
+from demo.observability import alertmanager_pair, alertmanager_server, prometheus_server
 from selfheal.settings import Settings
 from selfheal.worker import build_worker
 from tests.support.app import ApiServer, make_settings, wait_for_incident
@@ -163,9 +164,11 @@ class Loop:
     alertname: str
     root: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Every Alertmanager alerts go to (both of an HA pair, as Prometheus sends to all).
+    am_urls: list[str] = field(default_factory=list)
 
     async def fire(self, labels: dict[str, str] | None = None, alertname: str | None = None) -> None:
-        """Post the alert to Alertmanager, which notifies selfheal itself."""
+        """Post the alert to Alertmanager (each of a pair), which notifies selfheal itself."""
         alert = {
             "labels": {
                 "alertname": alertname or self.alertname,
@@ -178,8 +181,9 @@ class Loop:
             "generatorURL": "http://127.0.0.1/graph",
         }
         async with httpx.AsyncClient() as client:
-            resp = await client.post(f"{self.am_url}/api/v2/alerts", json=[alert])
-            assert resp.status_code == 200, resp.text
+            for url in self.am_urls or [self.am_url]:
+                resp = await client.post(f"{url}/api/v2/alerts", json=[alert])
+                assert resp.status_code == 200, resp.text
 
     async def incident_for(self, alertname: str | None = None, timeout: float = 60) -> str:
         name = alertname or self.alertname
@@ -237,9 +241,11 @@ async def loop_factory(
         *,
         in_process_worker: bool = True,
         worker_alertmanager_url: str | None = None,
+        ha_pair: bool = False,
         **extra: Any,
     ) -> Loop:
-        """`worker_alertmanager_url` points the worker at another Alertmanager than the one alerts go to."""
+        """`worker_alertmanager_url` points the worker at another Alertmanager than the one alerts
+        go to; `ha_pair` runs two clustered Alertmanagers instead of one."""
         service = "svc-" + uuid.uuid4().hex[:8]
         alertname = "PoolExhausted" + uuid.uuid4().hex[:6]
         root = tmp_path / service
@@ -252,8 +258,15 @@ async def loop_factory(
         settings = loop_settings(temporal_address, root, prom_url, None, work, **extra)
         api = ApiServer(settings)
         token = settings.webhook_token.get_secret_value()  # type: ignore[union-attr]
-        am_cm = alertmanager_server(root / "am", webhook_url=f"{api.url}/api/v1/alerts", token=token)
-        am_url = am_cm.__enter__()
+        hook = f"{api.url}/api/v1/alerts"
+        am_urls: list[str] = []
+        if ha_pair:
+            am_cm: Any = alertmanager_pair(root / "am", hook, token)
+            am_urls = am_cm.__enter__()
+            am_url = am_urls[0]
+        else:
+            am_cm = alertmanager_server(root / "am", webhook_url=hook, token=token)
+            am_url = am_cm.__enter__()
         settings.remediation.alertmanager_url = worker_alertmanager_url or am_url
         api.__enter__()
         worker_cm = None
@@ -263,7 +276,7 @@ async def loop_factory(
             await worker_cm.__aenter__()
         http = api.client()
         stacks.append((am_cm, api, worker_cm, http))
-        return Loop(settings, api, http, am_url, remote, work, service, alertname, root)
+        return Loop(settings, api, http, am_url, remote, work, service, alertname, root, am_urls=am_urls)
 
     yield make
     for am_cm, api, worker_cm, http in reversed(stacks):
@@ -310,6 +323,25 @@ async def test_known_pattern_heals_with_no_human(loop_factory: Any) -> None:
     for wid in (f"incident-{group}", f"remediation-{lp.service}"):
         history = await client.get_workflow_handle(wid).fetch_history()
         await replayer.replay_workflow(history)
+
+
+async def test_alertmanager_ha_pair_makes_one_incident_one_ticket_one_fix(loop_factory: Any) -> None:
+    """Two gossiping Alertmanagers each get the alert and each may notify: selfheal opens one
+    incident with one ticket and makes one fix commit and one deploy."""
+    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-raise", "ALERTNAME")}, ha_pair=True)
+    await lp.fire()
+    incident_id = await lp.incident_for()
+    view = await lp.wait(incident_id, lambda v: v["stage"] == "closed")
+    assert view["outcome"] == "healed"
+    listed = (await lp.http.get("/api/v1/incidents")).json()["incidents"]
+    assert [i["id"] for i in listed if i["alertname"] == lp.alertname] == [incident_id]
+    assert LocalTracker(lp.settings.local_db_path).count() == 1
+    fixes = [c for c in lp.remote_commits() if f"Selfheal-Incident: {incident_id}" in c.message]
+    assert len(fixes) == 1 and lp.deploys() == 1
+    assert lp.pool_size() == 20
+    for url in lp.am_urls:  # both peers really are one cluster
+        status = httpx.get(f"{url}/api/v2/status", timeout=5).json()
+        assert len(status["cluster"]["peers"]) == 2, status["cluster"]
 
 
 async def test_failed_verify_rolls_back_and_escalates(loop_factory: Any) -> None:
