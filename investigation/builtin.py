@@ -53,8 +53,12 @@ CHANGE_HORIZON = timedelta(hours=2)
 NAMED_HORIZON = timedelta(hours=6)
 #: A log line first seen this long before the onset is old noise.
 NOISE_MARGIN = timedelta(minutes=2)
-#: The top two hypotheses are a close call when their confidences differ by less than this.
+#: The top two hypotheses are a close call when their confidences differ by less than this, or
+#: when both are changes only timing ties to the cause, committed within CLOSE_CALL_TIME.
 CLOSE_CALL = 0.1
+CLOSE_CALL_TIME = timedelta(minutes=15)
+#: How a hypothesis that only timing supports begins its detail.
+TIMING_ONLY = "tied to the cause by timing only"
 
 
 def _aware(at: datetime) -> datetime:
@@ -162,10 +166,10 @@ def _change_hypotheses(
             closeness = 1.0 - max(lead.total_seconds(), 0.0) / CHANGE_HORIZON.total_seconds()
             confidence = (0.45 + 0.4 * closeness) * (0.75**suspects)
             if touches:
-                why = "tied to the cause by timing only: touches the service's paths"
+                why = f"{TIMING_ONLY}: touches the service's paths"
             else:
                 confidence *= 0.8
-                why = f"tied to the cause by timing only: changes {other}, a dependency ({dependency})"
+                why = f"{TIMING_ONLY}: changes {other}, a dependency ({dependency})"
             if any_named:
                 confidence *= 0.6
                 why += "; nothing in the errors, traces or labels names it, while they name another change"
@@ -278,12 +282,25 @@ def _trace_hypothesis(traces: Sequence[TraceRef], service: str) -> Hypothesis:
     )
 
 
-def _close_call(hypotheses: Sequence[Hypothesis]) -> str:
-    """When the top two are within CLOSE_CALL, the question that would tell them apart; else ""."""
+def _close_call(hypotheses: Sequence[Hypothesis], committed: dict[str, datetime]) -> str:
+    """When the top two are close, the question that would tell them apart; else "".
+
+    Close: confidences within CLOSE_CALL, or two changes that only timing ties to the cause,
+    committed within CLOSE_CALL_TIME of each other (their ranking is then only which is closer).
+    """
     if len(hypotheses) < 2:
         return ""
     a, b = hypotheses[0], hypotheses[1]
-    if a.confidence < 0.2 or a.confidence - b.confidence >= CLOSE_CALL:
+    ra_at = committed.get(a.evidence[0] if a.evidence else "")
+    rb_at = committed.get(b.evidence[0] if b.evidence else "")
+    by_timing = (
+        a.detail.startswith(TIMING_ONLY)
+        and b.detail.startswith(TIMING_ONLY)
+        and ra_at is not None
+        and rb_at is not None
+        and abs(ra_at - rb_at) <= CLOSE_CALL_TIME
+    )
+    if a.confidence < 0.2 or (a.confidence - b.confidence >= CLOSE_CALL and not by_timing):
         return ""
     ra = a.evidence[0] if a.evidence else a.title[:80]
     rb = b.evidence[0] if b.evidence else b.title[:80]
@@ -390,7 +407,8 @@ def investigate(
     if traces and traces.traces:
         hypotheses.append(_trace_hypothesis(traces.traces, view.service))
     hypotheses.sort(key=lambda h: -h.confidence)
-    close = _close_call(hypotheses)
+    committed = {_change_ref(c): _aware(c.committed_at) for c in (changes.changes if changes else [])}
+    close = _close_call(hypotheses, committed)
 
     fix: ProposedFix | None = None
     if plan is not None:
@@ -460,7 +478,7 @@ def investigate(
         summary += f" Most likely: {hypotheses[0].title} ({hypotheses[0].confidence:.0%})."
     if close:
         summary += (
-            f" A close call: the runner-up ({hypotheses[1].confidence:.0%}) is nearly as likely;"
+            f" A close call: the runner-up ({hypotheses[1].confidence:.0%}) may as well be the cause;"
             " see the open questions for what would tell them apart."
         )
     summary += impact

@@ -96,7 +96,7 @@ def calibration_table(results: dict[str, list[CaseResult]]) -> Table:
         for name in results:
             right, n = cal[name][b]
             cells.append(f"{right}/{n} = {right / n:.0%}" if n else "-")
-        table.add_row(f"{low:.0%}–{min(high, 1.0):.0%}", *cells)
+        table.add_row(f"{low:.0%}-{min(high, 1.0):.0%}", *cells)
     return table
 
 
