@@ -18,7 +18,7 @@ import httpx
 
 from connectors.base import ConnectorError
 from connectors.tenant_http import TenantHttpClient
-from models.evidence import TraceRef
+from models.evidence import SpanRef, TraceRef
 
 _RETRYABLE_STATUS = frozenset({408, 429})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -129,6 +129,41 @@ class TempoClient(_HttpBackend):
         return refs
 
 
+#: Spans kept per trace (failing ones first): enough to see who calls whom, bounded.
+MAX_SPANS = 50
+
+
+def _span_refs(spans: list[dict[str, Any]], processes: dict[str, Any]) -> list[SpanRef]:
+    """Each span's service, name, parent span's service and status; the failing ones first."""
+
+    def service(span: dict[str, Any]) -> str:
+        return str((processes.get(str(span.get("processID", ""))) or {}).get("serviceName", ""))
+
+    by_id = {str(s.get("spanID", "")): s for s in spans}
+    refs: list[SpanRef] = []
+    for span in spans:
+        parent = next(
+            (
+                by_id.get(str(r.get("spanID", "")))
+                for r in span.get("references") or []
+                if r.get("refType") == "CHILD_OF"
+            ),
+            None,
+        )
+        tags = {str(t.get("key")): t.get("value") for t in span.get("tags") or [] if isinstance(t, dict)}
+        refs.append(
+            SpanRef(
+                service=service(span),
+                name=str(span.get("operationName", ""))[:200],
+                parent_service=service(parent) if parent is not None else "",
+                status=str(tags.get("otel.status_code", ""))[:40],
+                error=any(_is_error_tag(t) for t in span.get("tags") or []),
+            )
+        )
+    refs.sort(key=lambda r: not r.error)
+    return refs[:MAX_SPANS]
+
+
 def _is_error_tag(tag: Any) -> bool:
     return isinstance(tag, dict) and tag.get("key") == "error" and str(tag.get("value")).lower() == "true"
 
@@ -189,4 +224,5 @@ class JaegerClient(_HttpBackend):
             started=_EPOCH + timedelta(microseconds=first),
             error=any(_is_error_tag(t) for s in spans for t in s.get("tags") or []),
             url=trace_link(self.ui_url, trace_id),
+            spans=_span_refs(spans, processes),
         )

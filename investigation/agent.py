@@ -59,6 +59,9 @@ AGENT_NAME = "selfheal_investigator"
 #: The stand-in model's name; the real one is reported from the worker's settings.
 WORKER_MODEL_NAME = "selfheal-worker-model"
 EVIDENCE_PAGE = 40
+#: Diff lines per change and spans per trace that `read_evidence` shows (git_show has the rest).
+EVIDENCE_DIFF_LINES = 40
+EVIDENCE_SPANS = 12
 
 #: Evidence refs an investigation may cite (see models/investigation.py).
 EVIDENCE_REF = re.compile(
@@ -80,7 +83,12 @@ How to work:
   `metrics:<series name>`, `logs:<n>` (line index from read_evidence logs), `traces:<trace id>`,
   `changes:<repo>@<short sha>`, `similar:<incident id>`, `diagnose:<check name>`,
   `affected_users`, `alert:<alertname>`. Do not cite what you have not seen.
+- Say what ties each hypothesis to the cause. Suspect changes in `read_evidence changes` carry
+  their diff: when an error, a trace or a label names something a change touched, quote that
+  changed line. A change nothing names is only suspect by timing; one that only touches docs,
+  tests, comments or formatting cannot change behaviour.
 - Confidence is between 0 and 1; be honest, list what you could not check as open questions.
+  When the top two hypotheses are close, say so and ask what would tell them apart.
 - Proposed fix: kind `playbook` only with the name of the playbook that matched this incident
   (given in the brief); kind `patch` with a configured repository and a unified diff, which a
   human will review; kind `manual` with the steps in `rationale`; or `none`. Nothing you write
@@ -175,11 +183,25 @@ async def read_evidence(ctx: RunContext[AgentDeps], source: str, offset: int = 0
         rows.append(
             f"[traces:{t.trace_id}] {t.root_service} {t.root_name} {t.duration_ms:.0f}ms error={t.error}"
         )
+        for span in t.spans[:EVIDENCE_SPANS]:
+            rows.append(
+                f"  span {span.service} {span.name} (parent: {span.parent_service or '-'})"
+                f" status={span.status or '-'} error={span.error}"
+            )
+    if section.depends_on:
+        rows.append(f"configured dependencies of the service: {', '.join(section.depends_on)}")
     for c in section.changes[offset:end]:
+        owner = f"; service {c.service}" if c.service else ""
         rows.append(
             f"[changes:{c.repo}@{c.sha[:12]}] {c.committed_at.isoformat()} {c.author}: {c.summary}"
-            f" (+{c.insertions}/-{c.deletions}; score {c.score}; {', '.join(c.paths[:10])})"
+            f" (+{c.insertions}/-{c.deletions}; score {c.score}{owner}; {', '.join(c.paths[:10])})"
         )
+        diff = c.diff.splitlines()
+        if diff:
+            rows.append("  diff:")
+            rows += [f"  | {line}" for line in diff[:EVIDENCE_DIFF_LINES]]
+            if len(diff) > EVIDENCE_DIFF_LINES:
+                rows.append(f"  | … {len(diff) - EVIDENCE_DIFF_LINES} more lines: use git_show")
     for inc in section.similar[offset:end]:
         rows.append(
             f"[similar:{inc.incident_id}] {inc.title} outcome={inc.outcome} score={inc.score} fix={inc.fix}"

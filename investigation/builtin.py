@@ -7,11 +7,18 @@ How it weighs things, and why:
 - The anomaly's onset is read off the metrics (the first point after which a series leaves its
   baseline), because an alert's `startsAt` lags the fault by the rule's `for:`.
 - A change is suspect when it touches the service's paths and lands shortly before the onset; a
-  change elsewhere, however close in time, is noise and is said to be so.
+  change elsewhere, however close in time, is noise and is said to be so, unless it belongs to a
+  service the evidence names or the service depends on (configured, or seen in child spans).
+- Evidence outranks the clock: a change whose summary, paths or diff holds a name from a new
+  error line, an error trace or an alert label (`investigation.xref`) ranks above a closer change
+  nothing names, and its hypothesis quotes both (the diff line, when one matches). A change that
+  only touches docs, tests, comments or formatting is discounted.
 - A log line is a symptom worth naming only if it is new: lines already frequent well before the
   onset are background noise, however loud.
 - A matched playbook is a known pattern; its diagnose checks confirm or contradict it.
 - A similar past incident that ended with a fix lends that fix.
+- Every hypothesis says what ties it to the cause; when the top two are close, the summary says
+  so and the open questions say what would tell them apart.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from statistics import median
 
-from models.evidence import ChangeRef, EvidenceSection, LogLine, MetricSeries, SimilarIncident
+from investigation.xref import ChangeMatch, Clues, cosmetic, gather_clues, match_change
+from models.evidence import ChangeRef, EvidenceSection, LogLine, MetricSeries, SimilarIncident, TraceRef
 from models.incident import IncidentView
 from models.investigation import DiagnoseResult, Hypothesis, Investigation, ProposedFix
 from models.plan import MatchResult
@@ -40,8 +48,17 @@ SHIFT_FROM_ZERO = 1e-3
 RECURRENCE_SCORE = 0.75
 #: A change this long before the onset still counts as "just before".
 CHANGE_HORIZON = timedelta(hours=2)
+#: A change the evidence names still counts this long before the onset (a migration, a rename
+#: deployed earlier in the day); one nothing names must be within CHANGE_HORIZON.
+NAMED_HORIZON = timedelta(hours=6)
 #: A log line first seen this long before the onset is old noise.
 NOISE_MARGIN = timedelta(minutes=2)
+#: The top two hypotheses are a close call when their confidences differ by less than this, or
+#: when both are changes only timing ties to the cause, committed within CLOSE_CALL_TIME.
+CLOSE_CALL = 0.1
+CLOSE_CALL_TIME = timedelta(minutes=15)
+#: How a hypothesis that only timing supports begins its detail.
+TIMING_ONLY = "tied to the cause by timing only"
 
 
 def _aware(at: datetime) -> datetime:
@@ -106,43 +123,115 @@ def _change_ref(change: ChangeRef) -> str:
     return f"changes:{change.repo}@{change.sha[:7]}"
 
 
-def _change_hypotheses(changes: Sequence[ChangeRef], onset: datetime, shifts: list[str]) -> list[Hypothesis]:
-    """Changes touching the service just before the onset are suspects, the closest first.
+def _change_hypotheses(
+    changes: Sequence[ChangeRef], onset: datetime, shifts: list[str], clues: Clues
+) -> list[Hypothesis]:
+    """Changes the evidence names first, then changes touching the service (or a dependency) just
+    before the onset, the closest first.
 
-    Several suspects share the belief (each later one counts less); selfheal's own fix commits
-    and changes elsewhere are listed as unlikely, so a reader sees they were considered.
+    Several unnamed suspects share the belief (each later one counts less); a change that only
+    touches docs, tests, comments or formatting is discounted; selfheal's own fix commits and
+    changes elsewhere are listed as unlikely, so a reader sees they were considered.
     """
     out: list[Hypothesis] = []
     suspects = 0
     ordered = sorted(changes[:8], key=lambda c: abs((onset - _aware(c.committed_at)).total_seconds()))
+    matches = {c.sha: match_change(c, clues) for c in ordered}
+    any_named = any(
+        m and not c.selfheal_incident and _within(onset - _aware(c.committed_at), NAMED_HORIZON)
+        for c in ordered
+        for m in [matches[c.sha]]
+    )
     for change in ordered:
-        committed = _aware(change.committed_at)
-        lead = onset - committed
+        lead = onset - _aware(change.committed_at)
         touches = change.touches_service
-        in_horizon = timedelta(minutes=-1) <= lead <= CHANGE_HORIZON
+        other = change.service if change.service and change.service != clues.service else ""
+        dependency = clues.dependencies.get(other, "") if other and not touches else ""
+        in_horizon = _within(lead, CHANGE_HORIZON)
+        found = matches[change.sha]
+        idle = cosmetic(change)
+        refs = [_change_ref(change)]
         if change.selfheal_incident:
             confidence = 0.05
             why = f"selfheal's own fix for incident {change.selfheal_incident}"
-        elif touches and in_horizon:
+        elif found and _within(lead, NAMED_HORIZON):
+            closeness = 1.0 - max(lead.total_seconds(), 0.0) / NAMED_HORIZON.total_seconds()
+            confidence = 0.6 + 0.25 * closeness
+            why = "tied to the cause by the evidence: " + _tied(found)
+            if idle:
+                confidence *= 0.4
+                why += f"; but it {idle}"
+            refs += list(dict.fromkeys(m.clue.ref for m in found[:3]))
+        elif (touches or dependency) and in_horizon:
             closeness = 1.0 - max(lead.total_seconds(), 0.0) / CHANGE_HORIZON.total_seconds()
             confidence = (0.45 + 0.4 * closeness) * (0.75**suspects)
-            suspects += 1
-            why = "touches the service's paths"
+            if touches:
+                why = f"{TIMING_ONLY}: touches the service's paths"
+            else:
+                confidence *= 0.8
+                why = f"{TIMING_ONLY}: changes {other}, a dependency ({dependency})"
+            if any_named:
+                confidence *= 0.6
+                why += "; nothing in the errors, traces or labels names it, while they name another change"
+            if idle:
+                confidence *= 0.25
+                why += f"; discounted: it {idle}"
+            else:
+                suspects += 1
         else:
             confidence = 0.05 + (0.1 if in_horizon else 0.0)
-            why = "does not touch the service's paths" if not touches else "too far from the onset"
+            if other and not touches:
+                why = f"changes {other}, which neither the evidence names nor the service depends on"
+            else:
+                why = "does not touch the service's paths" if not touches else "too far from the onset"
         when = f"{_ago(lead)} before the onset" if lead >= timedelta(0) else f"{_ago(lead)} after the onset"
+        first = _first_change(change) if not found or found[0].where != "diff" else ""
         out.append(
             Hypothesis(
                 title=f"Change {change.repo}@{change.sha[:7]} ({change.summary[:120]})"
                 f" by {change.author[:60]}, {when}",
                 detail=f"{why}; paths: {', '.join(change.paths[:5]) or '-'};"
-                f" +{change.insertions}/-{change.deletions}",
+                f" +{change.insertions}/-{change.deletions}"
+                + (f"; first changed line: {first!r}" if first else ""),
                 confidence=round(confidence, 3),
-                evidence=[_change_ref(change), *shifts[:2]],
+                evidence=[*refs, *shifts[:2]],
             )
         )
     return out
+
+
+def _within(lead: timedelta, horizon: timedelta) -> bool:
+    return timedelta(minutes=-1) <= lead <= horizon
+
+
+def _tied(found: Sequence[ChangeMatch]) -> str:
+    """The strongest matches, one per piece of evidence, quoted."""
+    seen: set[str] = set()
+    parts: list[str] = []
+    for m in found:
+        if m.clue.ref in seen:
+            continue
+        seen.add(m.clue.ref)
+        parts.append(m.describe())
+        if len(parts) == 2:
+            break
+    return "; ".join(parts)
+
+
+def _first_change(change: ChangeRef) -> str:
+    for line in change.diff.splitlines():
+        if line.startswith(("+", "-")) and not line.startswith(("+++", "---")) and line[1:].strip():
+            return line.strip()[:160]
+    return ""
+
+
+def _fresh_errors(logs: Sequence[LogLine], onset: datetime) -> list[tuple[int, LogLine]]:
+    """The error lines first seen around or after the onset, with their index in the section."""
+    return [
+        (i, line)
+        for i, line in enumerate(logs)
+        if ERRORISH.search(line.line) and _aware(line.first_at or line.at) >= onset - NOISE_MARGIN
+    ]
 
 
 def _log_hypotheses(logs: Sequence[LogLine], onset: datetime) -> tuple[list[Hypothesis], list[str]]:
@@ -161,13 +250,75 @@ def _log_hypotheses(logs: Sequence[LogLine], onset: datetime) -> tuple[list[Hypo
     hyps = [
         Hypothesis(
             title=f"New error in the logs since the onset: {line.line[:200]}",
-            detail=f"{line.count} occurrence(s), first at {_aware(line.first_at or line.at).isoformat()}",
+            detail=f"tied to the cause by logs:{i}, new since the onset: {line.count} occurrence(s),"
+            f" first at {_aware(line.first_at or line.at).isoformat()}",
             confidence=round(min(0.4, 0.2 + 0.02 * line.count), 3),
             evidence=[f"logs:{i}"],
         )
         for i, line in fresh[:2]
     ]
     return hyps, noise
+
+
+def _trace_hypothesis(traces: Sequence[TraceRef], service: str) -> Hypothesis:
+    """Where the error traces concentrate, and which other service's spans fail in them."""
+    names: dict[str, int] = {}
+    for t in traces:
+        names[t.root_name or "?"] = names.get(t.root_name or "?", 0) + 1
+    top, count = max(names.items(), key=lambda kv: kv[1])
+    failing: dict[str, int] = {}
+    for t in traces:
+        for span in {sp.service for sp in t.spans if sp.error and sp.service and sp.service != service}:
+            failing[span] = failing.get(span, 0) + 1
+    title = f"Error traces concentrate in {top} ({count} of {len(traces)})"
+    if failing:
+        worst, n = max(failing.items(), key=lambda kv: (kv[1], kv[0]))
+        title += f"; spans of {worst} fail in {n} of them"
+    return Hypothesis(
+        title=title[:300],
+        detail="tied to the cause by the error traces",
+        confidence=0.2,
+        evidence=[f"traces:{t.trace_id}" for t in traces if (t.root_name or "?") == top][:3],
+    )
+
+
+def _close_call(hypotheses: Sequence[Hypothesis], committed: dict[str, datetime]) -> str:
+    """When the top two are close, the question that would tell them apart; else "".
+
+    Close: confidences within CLOSE_CALL, or two changes that only timing ties to the cause,
+    committed within CLOSE_CALL_TIME of each other (their ranking is then only which is closer).
+    """
+    if len(hypotheses) < 2:
+        return ""
+    a, b = hypotheses[0], hypotheses[1]
+    ra_at = committed.get(a.evidence[0] if a.evidence else "")
+    rb_at = committed.get(b.evidence[0] if b.evidence else "")
+    by_timing = (
+        a.detail.startswith(TIMING_ONLY)
+        and b.detail.startswith(TIMING_ONLY)
+        and ra_at is not None
+        and rb_at is not None
+        and abs(ra_at - rb_at) <= CLOSE_CALL_TIME
+    )
+    if a.confidence < 0.2 or (a.confidence - b.confidence >= CLOSE_CALL and not by_timing):
+        return ""
+    ra = a.evidence[0] if a.evidence else a.title[:80]
+    rb = b.evidence[0] if b.evidence else b.title[:80]
+    head = f"Close call between {ra} ({a.confidence:.0%}) and {rb} ({b.confidence:.0%}): "
+    if ra.startswith("changes:") and rb.startswith("changes:"):
+        ask = (
+            "which of the two reached the service first (deploy times against the onset), does a new"
+            " error or trace name anything either diff changes, and does reverting one clear the alert?"
+        )
+    elif ra.startswith("changes:") or rb.startswith("changes:"):
+        change, other = (ra, rb) if ra.startswith("changes:") else (rb, ra)
+        ask = (
+            f"does {change}'s diff touch what {other} shows failing? If the error started before the"
+            f" change was deployed, or goes on after reverting it, the change is not the cause."
+        )
+    else:
+        ask = f"which of {ra} and {rb} started first, and does one explain the other?"
+    return (head + ask)[:1000]
 
 
 def _similar_hypotheses(similar: Sequence[SimilarIncident]) -> list[Hypothesis]:
@@ -233,27 +384,31 @@ def investigate(
     if plan is not None:
         hypotheses.append(_playbook_hypothesis(match, diagnose))  # type: ignore[arg-type]
     changes = sections.get("changes")
-    hypotheses += _change_hypotheses(changes.changes if changes else [], onset, shifts)
     logs = sections.get("logs")
+    traces = sections.get("traces")
+    labels: dict[str, str] = {}
+    for alert in view.alerts:
+        for key, value in alert.labels.items():
+            labels.setdefault(key, value)
+    clues = gather_clues(
+        view.service,
+        logs=_fresh_errors(logs.logs if logs else [], onset),
+        traces=traces.traces if traces else [],
+        labels=labels,
+        alertname=view.alertname,
+        depends_on=changes.depends_on if changes else [],
+    )
+    hypotheses += _change_hypotheses(changes.changes if changes else [], onset, shifts, clues)
     log_hyps, noise = _log_hypotheses(logs.logs if logs else [], onset)
     hypotheses += log_hyps
     similar = sections.get("similar_incidents")
     similar_hyps = _similar_hypotheses(similar.similar if similar else [])
     hypotheses += similar_hyps
-    traces = sections.get("traces")
     if traces and traces.traces:
-        names: dict[str, int] = {}
-        for t in traces.traces:
-            names[t.root_name or "?"] = names.get(t.root_name or "?", 0) + 1
-        top, count = max(names.items(), key=lambda kv: kv[1])
-        hypotheses.append(
-            Hypothesis(
-                title=f"Error traces concentrate in {top} ({count} of {len(traces.traces)})",
-                confidence=0.2,
-                evidence=[f"traces:{t.trace_id}" for t in traces.traces if (t.root_name or "?") == top][:3],
-            )
-        )
+        hypotheses.append(_trace_hypothesis(traces.traces, view.service))
     hypotheses.sort(key=lambda h: -h.confidence)
+    committed = {_change_ref(c): _aware(c.committed_at) for c in (changes.changes if changes else [])}
+    close = _close_call(hypotheses, committed)
 
     fix: ProposedFix | None = None
     if plan is not None:
@@ -288,7 +443,7 @@ def investigate(
                 source=f"similar:{past.incident_id}",
             )
 
-    questions: list[str] = []
+    questions: list[str] = [close] if close else []
     for s in sections.values():
         if s.status == "failed":
             questions.append(f"The {s.source} source failed ({s.message[:120]}): check it by hand.")
@@ -321,6 +476,11 @@ def investigate(
     summary = head + "."
     if hypotheses:
         summary += f" Most likely: {hypotheses[0].title} ({hypotheses[0].confidence:.0%})."
+    if close:
+        summary += (
+            f" A close call: the runner-up ({hypotheses[1].confidence:.0%}) may as well be the cause;"
+            " see the open questions for what would tell them apart."
+        )
     summary += impact
     summary += f" Known pattern: playbook {plan.playbook}." if plan else " Novel: no playbook matched."
     if noise:

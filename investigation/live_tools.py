@@ -166,7 +166,8 @@ def recent_changes(runtime: LlmRuntime, before: datetime, hours: float, repo: st
     selected = dict(runtime.repos)
     if repo is not None:
         selected = {repo: _repo_path(runtime, repo)}
-    section = gather_changes(selected, before=before, window_seconds=hours * 3600, limit=20)
+    # No diffs here: the model reads one with git_show when it wants it.
+    section = gather_changes(selected, before=before, window_seconds=hours * 3600, limit=20, diffs=False)
     if section.status in ("failed", "skipped"):
         return f"{section.status}: {section.message}"
     rows = [

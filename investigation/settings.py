@@ -23,6 +23,9 @@ class ServiceEvidence(Section):
     #: Globs of paths in the watched repos that belong to this service (for suspect changes);
     #: `{service}` is replaced too.
     paths: list[str] = Field(default_factory=list)
+    #: Services this one calls (e.g. `[payments, postgres]`): a change in one of them is a suspect
+    #: too. Traces add the ones they show.
+    depends_on: list[str] = Field(default_factory=list)
 
 
 class EvidenceSettings(Section):

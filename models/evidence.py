@@ -25,6 +25,20 @@ class LogLine(BaseModel):
     first_at: datetime | None = None
 
 
+class SpanRef(BaseModel):
+    """One span of a trace: whose it is, under whose span it ran, and whether it failed.
+
+    Parent/child services tell which services the incident's service calls (its dependencies).
+    """
+
+    service: str = ""
+    name: str = ""
+    #: The service of the parent span ("" for a root span).
+    parent_service: str = ""
+    status: str = ""
+    error: bool = False
+
+
 class TraceRef(BaseModel):
     trace_id: str
     root_service: str = ""
@@ -33,6 +47,8 @@ class TraceRef(BaseModel):
     started: datetime | None = None
     error: bool = True
     url: str = ""
+    #: Some of the trace's spans (bounded), errors first; empty when the backend gave none.
+    spans: list[SpanRef] = Field(default_factory=list)
 
 
 class ChangeRef(BaseModel):
@@ -53,6 +69,10 @@ class ChangeRef(BaseModel):
     #: The incident whose fix this commit is (its `Selfheal-Incident` trailer), when selfheal made it.
     selfheal_incident: str = ""
     url: str = ""
+    #: The service whose configured paths the commit touches ("" when none is known).
+    service: str = ""
+    #: The changed lines as `git show` prints them (bounded, redacted), for investigators to cite.
+    diff: str = ""
 
 
 class SimilarIncident(BaseModel):
@@ -87,6 +107,9 @@ class EvidenceSection(BaseModel):
     metrics: list[MetricSeries] = Field(default_factory=list)
     #: Numbers with the query that produced them, e.g. affected users.
     figures: dict[str, float] = Field(default_factory=dict)
+    #: The services the incident's service depends on, as configured (`services.<name>.depends_on`);
+    #: set on the changes section, so a change in one of them is weighed as a suspect.
+    depends_on: list[str] = Field(default_factory=list)
 
 
 class Evidence(BaseModel):

@@ -160,6 +160,29 @@ class GitHistory:
         fmt = "--format=commit %H%nAuthor: %an%nDate: %cI%n%n%B"
         return self._git("show", "--no-ext-diff", "--stat", "--patch", fmt, sha, "--", *_paths(path))
 
+    def patch(self, rev: str, *, max_lines: int = 80, max_line_chars: int = 300) -> str:
+        """The changed lines of commit `rev` against its first parent, as `git show` prints its patch
+        (file headers, hunks, no commit header), at most `max_lines` lines of at most
+        `max_line_chars` characters each; a last line says how many were left out."""
+        sha = self.resolve(rev)
+        out = self._git(
+            "show",
+            "--no-ext-diff",
+            "--no-color",
+            "--diff-merges=first-parent",
+            "--format=",
+            "--patch",
+            sha,
+            "--",
+        )
+        lines = out.lstrip("\n").splitlines()
+        kept = [
+            line if len(line) <= max_line_chars else line[:max_line_chars] + "…" for line in lines[:max_lines]
+        ]
+        if len(lines) > max_lines:
+            kept.append(f"… [{len(lines) - max_lines} more diff lines truncated]")
+        return "\n".join(kept)
+
     def diff(self, base: str, head: str, *, path: str | None = None) -> str:
         """Stat and patch from commit `base` to commit `head` (of `path` only, if given)."""
         a, b = self.resolve(base), self.resolve(head)

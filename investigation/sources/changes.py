@@ -22,10 +22,22 @@ class ChangesSource(EvidenceSource):
         self.repos = dict(repos)
 
     def _gather(self, subject: Subject) -> EvidenceSection:
+        ev = self.evidence
+        own = subject.service
+        # Other services' paths, so a change is attributed to the service it belongs to.
+        others = {
+            name: [p.replace("{service}", name) for p in queries.paths]
+            for name, queries in ev.services.items()
+            if name != own
+        }
         return gather_changes(
             self.repos,
             before=subject.alert_start,
-            window_seconds=self.evidence.change_window_seconds,
-            service_paths=[p.replace("{service}", subject.service) for p in subject.queries.paths],
-            emails=self.evidence.redact_emails,
+            window_seconds=ev.change_window_seconds,
+            service_paths=[p.replace("{service}", own) for p in subject.queries.paths],
+            emails=ev.redact_emails,
+            service=own,
+            other_services=others,
+            service_templates=[p for p in ev.default_service.paths if "{service}" in p],
+            depends_on=subject.queries.depends_on,
         )

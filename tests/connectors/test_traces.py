@@ -184,6 +184,11 @@ def test_jaeger_search(jaeger: FakeServer) -> None:
     assert ref.started == T0 + timedelta(seconds=10)
     assert ref.error is True
     assert ref.url == f"{jaeger.url}/trace/t1"
+    # Who calls whom, from CHILD_OF references: the investigator learns dependencies from it.
+    assert [(s.service, s.name, s.parent_service, s.error) for s in ref.spans] == [
+        ("db", "SELECT", "checkout", True),
+        ("checkout", "POST /pay", "", False),
+    ]
 
 
 def test_jaeger_errors(jaeger: FakeServer) -> None:

@@ -1,9 +1,26 @@
-"""Investigator evals: one folder per case under `tests/evals/cases/`, scored fact by fact.
+"""Investigator evals: one folder per case, scored fact by fact.
+
+Two sets, scored and reported separately (see `tests/evals/README.md`):
+- `tests/evals/cases/<name>/`: the development set. Investigators are tuned on these.
+- `tests/evals/heldout/<name>/`: the held-out set. Only ever scored; nobody tunes on it, so its
+  score says how the investigators do on incidents they were not shaped around.
 
 A case holds the Alertmanager notification (`alert.json`), the recorded outputs of every
 evidence source and diagnose check (`evidence.yaml`, times in minutes relative to the alert's
-`startsAt`), and what a good investigation must say (`expected.yaml`):
+`startsAt`), and what a good investigation must say (`expected.yaml`).
 
+`evidence.yaml`: `metrics[]` (`name`, `baseline`, `level`, `onset_minutes`), `logs[]` (`line`,
+`count`, `first_minutes`, `last_minutes`, optional `service`), `traces[]` (TraceRef fields, optional
+`spans[]` of `{service, name, parent_service, status, error}`), `changes[]` (`sha`, `summary`,
+`paths`, `minutes_before`, `author`, `repo`, `selfheal_incident`, optional `diff`: the change's
+unified diff as `git show` prints it, optional `service`: the service it belongs to, else read off
+its paths), `service_paths` (globs, `{service}` replaced), top-level `depends_on`
+(`{checkout: [payments, postgres]}`, as `evidence.services.<name>.depends_on` in settings),
+`similar[]`, `affected_users`, `diagnose` (check name → value) and `failed` (source names).
+
+`expected.yaml`:
+- `kind`: one of KINDS (bad-deploy, config, dependency, capacity, certificate, migration,
+  external, no-change), for the per-kind report;
 - `playbook`: the playbook that must be matched, or `novel`;
 - `top`: strings the top-ranked hypothesis must contain (the cause, e.g. a commit sha);
 - `facts`: strings that must appear somewhere (summary, hypotheses, fix, open questions);
@@ -27,7 +44,7 @@ from typing import Any
 import yaml
 
 from connectors.prometheus import PrometheusClient
-from investigation.changes import change_score, path_matches_any
+from investigation.changes import change_score, owning_service, path_matches_any
 from models.evidence import (
     ChangeRef,
     Evidence,
@@ -43,6 +60,19 @@ from models.plan import MatchResult
 from playbooks.loader import load_playbooks
 
 CASES = Path(__file__).parent / "cases"
+HELDOUT = Path(__file__).parent / "heldout"
+#: Set name → folder of cases.
+SETS = {"dev": CASES, "held-out": HELDOUT}
+KINDS = (
+    "bad-deploy",
+    "config",
+    "dependency",
+    "capacity",
+    "certificate",
+    "migration",
+    "external",
+    "no-change",
+)
 WINDOW_SECONDS = 6 * 3600
 
 
@@ -68,6 +98,17 @@ class CaseResult:
     def score(self) -> float:
         return sum(c.ok for c in self.checks) / len(self.checks) if self.checks else 0.0
 
+    @property
+    def right(self) -> bool:
+        """Whether the top hypothesis was right: the playbook, `top` and `not_top` checks all hold."""
+        return all(c.ok for c in self.checks if c.name.startswith(("playbook ", "top ", "does not blame ")))
+
+    @property
+    def confidence(self) -> float:
+        """The confidence the investigator stated in its top hypothesis (0 without one)."""
+        inv = self.investigation
+        return inv.hypotheses[0].confidence if inv is not None and inv.hypotheses else 0.0
+
 
 @dataclass
 class Case:
@@ -75,21 +116,39 @@ class Case:
     webhook: AlertmanagerWebhook
     evidence: dict[str, Any]
     expected: dict[str, Any]
+    #: `dev` or `held-out`.
+    set: str = "dev"
+
+    @property
+    def kind(self) -> str:
+        return str(self.expected.get("kind", "unknown"))
 
     @property
     def start(self) -> datetime:
         return min(a.startsAt for a in self.webhook.alerts)
 
 
-def load_case(folder: Path) -> Case:
+def load_case(folder: Path, set_name: str = "dev") -> Case:
     webhook = AlertmanagerWebhook.model_validate_json((folder / "alert.json").read_text())
     evidence = yaml.safe_load((folder / "evidence.yaml").read_text()) or {}
     expected = yaml.safe_load((folder / "expected.yaml").read_text()) or {}
-    return Case(folder.name, webhook, evidence, expected)
+    kind = expected.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"{folder}/expected.yaml: kind {kind!r} is not one of {', '.join(KINDS)}")
+    return Case(folder.name, webhook, evidence, expected, set_name)
 
 
-def load_cases(root: Path = CASES) -> list[Case]:
-    return [load_case(p) for p in sorted(root.iterdir()) if (p / "alert.json").exists()]
+def load_cases(root: Path = CASES, set_name: str | None = None) -> list[Case]:
+    """The cases under `root` (the development set by default); none when it does not exist."""
+    if not root.is_dir():
+        return []
+    name = set_name or next((k for k, v in SETS.items() if v == root), "dev")
+    return [load_case(p, name) for p in sorted(root.iterdir()) if (p / "alert.json").exists()]
+
+
+def load_sets() -> dict[str, list[Case]]:
+    """Every set by name: the development set, then the held-out one."""
+    return {name: load_cases(root, name) for name, root in SETS.items()}
 
 
 def _at(start: datetime, minutes: float) -> datetime:
@@ -139,12 +198,13 @@ def build_view(case: Case) -> IncidentView:
                 first_at=_at(start, float(item.get("first_minutes", 0))),
                 line=item["line"],
                 count=int(item.get("count", 1)),
+                labels={"service": item["service"]} if item.get("service") else {},
             )
             for item in ev["logs"]
         ]
         sections.append(EvidenceSection(source="logs", status="ok" if logs else "empty", logs=logs))
     if "traces" in ev:
-        traces = [TraceRef(**t) for t in ev["traces"]]
+        traces = [TraceRef.model_validate(t) for t in ev["traces"]]
         sections.append(EvidenceSection(source="traces", status="ok" if traces else "empty", traces=traces))
     if "changes" in ev:
         service_paths = [
@@ -168,11 +228,22 @@ def build_view(case: Case) -> IncidentView:
                     ),
                     touches_service=path_matches_any(c.get("paths", []), service_paths),
                     selfheal_incident=c.get("selfheal_incident", ""),
+                    diff=c.get("diff", ""),
+                    service=c.get("service")
+                    or owning_service(
+                        c.get("paths", []),
+                        own=service,
+                        own_paths=service_paths,
+                        templates=ev.get("service_paths", ["services/{service}/**"]),
+                    ),
                 )
             )
         changes.sort(key=lambda c: (-c.score, -c.committed_at.timestamp()))
+        depends_on = [str(d) for d in (ev.get("depends_on") or {}).get(service, [])]
         sections.append(
-            EvidenceSection(source="changes", status="ok" if changes else "empty", changes=changes)
+            EvidenceSection(
+                source="changes", status="ok" if changes else "empty", changes=changes, depends_on=depends_on
+            )
         )
     if "similar" in ev:
         similar = [SimilarIncident(**s) for s in ev["similar"]]
@@ -316,4 +387,52 @@ def naive(view: IncidentView, match: MatchResult | None, diagnose: list[Diagnose
     )
 
 
-INVESTIGATORS: dict[str, Investigator] = {"builtin": builtin, "naive": naive}
+def closest(view: IncidentView, match: MatchResult | None, diagnose: list[DiagnoseResult]) -> Investigation:
+    """The "closest change" baseline: the change closest before the onset that touches the
+    service's paths is the top hypothesis, else there is none.
+
+    It is the heuristic the builtin investigator started from; the cases where it fails and the
+    builtin passes are the ones that need the evidence read, not just the clock.
+    """
+    from investigation.builtin import series_onset
+    from models.investigation import Hypothesis, ProposedFix
+
+    sections = {s.source: s for s in view.evidence.sections} if view.evidence else {}
+    start = view.alert_start()
+    onsets = [
+        found[0]
+        for series in (sections["metrics"].metrics if "metrics" in sections else [])
+        if (found := series_onset(series, start)) is not None
+    ]
+    onset = min(onsets, default=start)
+    suspects = [
+        c
+        for c in (sections["changes"].changes if "changes" in sections else [])
+        if c.touches_service and c.committed_at <= onset + timedelta(minutes=1)
+    ]
+    hyps: list[Hypothesis] = []
+    fix: ProposedFix | None = None
+    plan = match.plan if match else None
+    if plan is not None:
+        hyps.append(Hypothesis(title=f"Known pattern: playbook {plan.playbook}", confidence=0.7))
+        fix = ProposedFix(kind="playbook", playbook=plan.playbook)
+    if suspects:
+        c = max(suspects, key=lambda c: c.committed_at)
+        ref = f"changes:{c.repo}@{c.sha[:7]}"
+        hyps.append(
+            Hypothesis(title=f"Change {c.repo}@{c.sha[:7]} ({c.summary})", confidence=0.6, evidence=[ref])
+        )
+        fix = fix or ProposedFix(kind="manual", rationale=f"revert {ref}", source=ref)
+    return Investigation(
+        investigator="closest",
+        summary=hyps[0].title if hyps else "nothing found",
+        hypotheses=hyps,
+        matched_playbook=plan.playbook if plan else None,
+        proposed_fix=fix,
+    )
+
+
+#: What `make eval` scores (the LLM investigator is added when a key is configured).
+INVESTIGATORS: dict[str, Investigator] = {"builtin": builtin, "closest": closest}
+#: Baselines the tests use to prove the decoys bite.
+BASELINES: dict[str, Investigator] = {"closest": closest, "naive": naive}

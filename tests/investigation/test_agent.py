@@ -90,6 +90,7 @@ def make_request(
                         author="dev",
                         committed_at=START - timedelta(minutes=10),
                         summary="shrink db pool to 2",
+                        diff="--- a/config.yaml\n+++ b/config.yaml\n-pool: 10\n+pool: 2",
                     )
                 ],
             ),
@@ -430,7 +431,9 @@ async def test_offline_investigation_uses_only_evidence_tools(tmp_path: Path) ->
     assert result.investigator == "llm:offline-model"
     assert result.status == "ok"
     assert sorted(seen_tools) == ["list_evidence", "read_evidence"]
-    assert "changes:app@abcdef123456" in script.tool_returns()["read_evidence"][0]
+    changes = script.tool_returns()["read_evidence"][0]
+    assert "changes:app@abcdef123456" in changes
+    assert "  | +pool: 2" in changes, "the model reads the suspect change's diff and can cite it"
 
 
 async def test_live_prometheus_and_loki_tools(agentic: Callable[..., Any], tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from connectors.git.history import GitHistory, InvalidInput, NotARepository, check_path
-from investigation.changes import gather_changes, path_matches, recent_changes
+from investigation.changes import MAX_DIFF_LINES, gather_changes, owning_service, path_matches, recent_changes
 
 ALERT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -248,3 +248,101 @@ def test_history_log_show_diff(repo: tuple[Path, dict[str, str]], tmp_path: Path
         GitHistory(path / "services")  # inside a repository is not a repository
     _git(tmp_path, "init", "-q", "empty")
     assert GitHistory(tmp_path / "empty").head() is None
+
+
+def test_suspects_carry_their_diff_bounded_and_redacted(tmp_path: Path) -> None:
+    path = tmp_path / "app"
+    path.mkdir()
+    _git(path, "init", "-q", "-b", "main")
+    _commit(path, ALERT - timedelta(hours=3), "base", {"services/cart/db.yaml": "pool: 10\n"})
+    pool = _commit(
+        path,
+        ALERT - timedelta(minutes=20),
+        "cart: pool 10 -> 2",
+        {"services/cart/db.yaml": "pool: 2\npassword: hunter2-very-secret\n"},
+    )
+    big = _commit(
+        path,
+        ALERT - timedelta(minutes=10),
+        "payments: generated table",
+        {"services/payments/table.csv": "".join(f"row {i}\n" for i in range(500))},
+    )
+    section = gather_changes(
+        {"app": path},
+        before=ALERT,
+        window_seconds=3600,
+        service_paths=["services/cart/**"],
+        service="cart",
+        service_templates=["services/{service}/**"],
+        depends_on=["payments"],
+    )
+    by_sha = {c.sha: c for c in section.changes}
+    diff = by_sha[pool].diff
+    assert "-pool: 10" in diff and "+pool: 2" in diff and "+++ b/services/cart/db.yaml" in diff
+    assert "hunter2" not in diff and "[REDACTED]" in diff, (
+        "a secret in a diff never reaches a ticket or model"
+    )
+    lines = by_sha[big].diff.splitlines()
+    assert len(lines) == MAX_DIFF_LINES + 1 and "more diff lines truncated" in lines[-1]
+    assert by_sha[pool].service == "cart" and by_sha[big].service == "payments"
+    assert section.depends_on == ["payments"]
+
+
+def test_changes_source_attributes_changes_and_records_dependencies(tmp_path: Path) -> None:
+    from investigation.settings import EvidenceSettings
+    from investigation.sources import ChangesSource
+    from models.incident import IncidentView, Stage, TrackedAlert
+
+    path = tmp_path / "app"
+    path.mkdir()
+    _git(path, "init", "-q", "-b", "main")
+    sha = _commit(path, ALERT - timedelta(minutes=5), "ledger: fsync off", {"db/ledger.conf": "fsync=off\n"})
+    settings = EvidenceSettings.model_validate(
+        {
+            "default_service": {"paths": ["services/{service}/**"]},
+            "services": {
+                "checkout": {"paths": ["services/checkout/**"], "depends_on": ["ledger", "payments"]},
+                "ledger": {"paths": ["db/ledger.conf"]},
+            },
+        }
+    )
+    alert = TrackedAlert(
+        fingerprint="f", status="firing", labels={"service": "checkout"}, annotations={}, startsAt=ALERT
+    )
+    view = IncidentView(
+        id="i",
+        group_id="g",
+        group_key="k",
+        receiver="r",
+        stage=Stage.INVESTIGATING,
+        status="firing",
+        service="checkout",
+        opened_at=ALERT,
+        alerts=[alert],
+    )
+    section = ChangesSource(settings, {"app": path}).gather(view)
+    [change] = section.changes
+    assert change.sha == sha and change.service == "ledger" and not change.touches_service
+    assert "+fsync=off" in change.diff
+    assert section.depends_on == ["ledger", "payments"]
+
+
+def test_owning_service() -> None:
+    assert owning_service(["services/pay/a.py"], templates=["services/{service}/**"]) == "pay"
+    assert (
+        owning_service(["x/a.py"], own="cart", own_paths=["x/**"], templates=["services/{service}/**"])
+        == "cart"
+    )
+    assert owning_service(["README.md"], templates=["services/{service}/**"]) == ""
+    assert owning_service(["ops/db.conf"], others={"db": ["ops/db.conf"]}) == "db"
+
+
+def test_history_patch_is_bounded(repo: tuple[Path, dict[str, str]]) -> None:
+    path, shas = repo
+    history = GitHistory(path)
+    patch = history.patch(shas["cart"], max_lines=4, max_line_chars=20)
+    lines = patch.splitlines()
+    assert len(lines) == 5 and lines[0].startswith("diff --git") and "more diff lines truncated" in lines[-1]
+    assert all(len(line) <= 21 for line in lines[:4])
+    with pytest.raises(InvalidInput):
+        history.patch("--output=/tmp/x")
