@@ -8,9 +8,9 @@ The investigator and the ticket renderer read these models; nothing here does I/
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 SourceStatus = Literal["ok", "empty", "failed", "skipped", "truncated"]
 
@@ -37,6 +37,19 @@ class SpanRef(BaseModel):
     parent_service: str = ""
     status: str = ""
     error: bool = False
+    #: The failure's message (an error tag or status message), when the span says one.
+    message: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _error_text(cls, data: Any) -> Any:
+        """`error: "timeout 2000ms"` (recorded cases, some tracers) means a failed span with that message."""
+        if isinstance(data, dict) and isinstance(data.get("error"), str):
+            text = data["error"].strip()
+            data = {**data, "error": bool(text) and text.lower() != "false"}
+            if text and text.lower() not in ("true", "false"):
+                data.setdefault("message", text)
+        return data
 
 
 class TraceRef(BaseModel):
