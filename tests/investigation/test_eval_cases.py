@@ -25,7 +25,7 @@ SHA_PREFIX = re.compile(r"^[0-9a-f]{7,40}$")
 
 
 def _postmortem_cases() -> list[tuple[str, Case]]:
-    found = [("dev", c) for c in load_cases(CASES) if "kind" in c.expected]
+    found = [("dev", c) for c in load_cases(CASES) if "source" in c.expected]
     found += [("heldout", c) for c in load_cases(HELDOUT)]
     return found
 
