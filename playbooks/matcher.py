@@ -261,19 +261,18 @@ class PlaybookSet:
         incident_id: str = "",
         settings_ctx: dict[str, str] | None = None,
     ) -> tuple[RemediationPlan | None, list[str]]:
-        """A candidate's plan once its `from: query` params are resolved, or why it is ruled out."""
+        """A candidate's plan once its `from: query` params are resolved, or why it is ruled out
+        (the problems, without the playbook's name)."""
         playbook = self.by_name.get(candidate.playbook)
         if playbook is None or playbook.digest != candidate.digest:
-            return None, [
-                f"{candidate.playbook}: the playbook changed since it matched (digest {candidate.digest})"
-            ]
+            return None, [f"the playbook changed since it matched (digest {candidate.digest})"]
         params, problems = resolve_params(playbook, candidate.params, alert, query, settings_ctx=settings_ctx)
         try:
             if not problems:
                 return self._render(playbook, params, alert, incident_id, settings_ctx), []
         except RenderError as exc:
             problems = exc.problems
-        return None, [f"{playbook.name}: {p}" for p in problems]
+        return None, problems
 
     def preview(
         self, candidate: Candidate, alert: WebhookAlert, *, settings_ctx: dict[str, str] | None = None

@@ -167,7 +167,7 @@ def test_hostile_or_missing_query_results_rule_the_candidate_out(
         playbooks.match(firing).candidates()[0], firing, FakePrometheus(*samples)
     )
     assert plan is None
-    assert len(reasons) == 1 and reasons[0].startswith("crashloop-rollout: param deployment: ")
+    assert len(reasons) == 1 and reasons[0].startswith("param deployment: ")
     assert reason in reasons[0]
     assert "\n" not in reasons[0], "the untrusted value is shown escaped"
 
