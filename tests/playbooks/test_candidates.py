@@ -344,3 +344,15 @@ def test_cli_plan_previews_each_candidate(cli: tuple[Path, Path]) -> None:
     data = json.loads(result.stdout)["alerts"][0]
     assert data["plan"]["playbook"] == "crashloop-oom"
     assert data["alternatives"][0]["plan"] is None and data["alternatives"][0]["deferred"] == ["deployment"]
+
+
+def test_a_playbook_changed_since_matching_is_ruled_out(tmp_path: Path) -> None:
+    """The match and the resolution are separate activities: a worker holding another version of
+    the file must not render that one under the matched name."""
+    firing = alert(namespace="shop", pod="web-1")
+    candidate = load(tmp_path / "old", ROLLOUT).match(firing).candidates()[0]
+    changed = load(tmp_path / "new", ROLLOUT.replace("undo-rollout", "rollout-undo"))
+    prom = FakePrometheus({"owner_name": "web"})
+    plan, reasons = changed.resolve(candidate, firing, prom)
+    assert plan is None and reasons == [f"the playbook changed since it matched (digest {candidate.digest})"]
+    assert prom.queries == []
