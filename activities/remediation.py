@@ -49,6 +49,8 @@ from models.remediation import (
     CommitRequest,
     FiringRequest,
     MatchRequest,
+    Resolution,
+    ResolveRequest,
     RollbackRequest,
     StepOutcome,
     StepRequest,
@@ -154,6 +156,22 @@ class RemediationActivities:
         alerts = (WebhookAlert.model_validate(t.model_dump()) for t in req.alerts)
         found: MatchResult | None = pbs.match_first(alerts, incident_id=req.incident_id, settings_ctx=ctx)
         return found
+
+    @activity.defn(name="resolve_candidate")
+    async def resolve_candidate(self, req: ResolveRequest) -> Resolution:
+        """Read a candidate's `from: query` params from Prometheus and render its plan; a missing
+        result or a value its pattern refuses rules it out (reasons), a failed query raises."""
+        pbs = await self._thread(self.playbook_set, req.incident_id)
+        prom = self._prometheus()
+        ctx = self.settings.template_settings(self.public_url)
+        alert = WebhookAlert.model_validate(req.alert.model_dump())
+        plan, reasons = await self._thread(
+            lambda: pbs.resolve(
+                req.candidate, alert, prom.series_labels, incident_id=req.incident_id, settings_ctx=ctx
+            ),
+            req.incident_id,
+        )
+        return Resolution(plan=plan, reasons=reasons)
 
     @activity.defn(name="acquire_run")
     async def acquire_run(self, req: RunRequest) -> RunGrant:
@@ -413,6 +431,7 @@ class RemediationActivities:
     def all(self) -> list[Callable[..., object]]:
         return [
             self.match_playbook,
+            self.resolve_candidate,
             self.acquire_run,
             self.deliver_grants,
             self.check_firing,

@@ -88,6 +88,19 @@ class PrometheusClient:
         result = self._call("query", lambda: self._client.custom_query(promql, params=params))
         return _instant_values(promql, result)
 
+    def series_labels(self, promql: str) -> list[dict[str, str]]:
+        """The label sets of an instant vector's samples, in the order Prometheus returned them
+        (a scalar has none). For params read from a query (`from: query`)."""
+        result = self._call("query", lambda: self._client.custom_query(promql))
+        if not isinstance(result, list) or (len(result) == 2 and not isinstance(result[0], dict)):
+            return []
+        labels: list[dict[str, str]] = []
+        for item in result:
+            if not isinstance(item, dict) or not isinstance(item.get("metric", {}), dict):
+                raise PrometheusError(f"{promql!r}: unexpected result item {item!r:.200}", retryable=False)
+            labels.append({str(k): str(v) for k, v in item.get("metric", {}).items()})
+        return labels
+
     def query_range(
         self, promql: str, start: datetime, end: datetime, step: str | float
     ) -> list[RangeSeries]:

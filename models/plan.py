@@ -129,8 +129,26 @@ class RemediationPlan(BaseModel):
     rollback: Literal["auto"] | list[PlannedStep] = "auto"
 
 
+class Candidate(BaseModel):
+    """One playbook that matches an alert, in precedence order: diagnose decides whether it runs."""
+
+    playbook: str
+    #: The digest of the playbook file it was matched with (a resolution refuses another version).
+    digest: str
+    mode: str
+    #: The params taken from the alert (label, annotation), validated.
+    params: dict[str, str] = Field(default_factory=dict)
+    #: Params from a PromQL query (`from: query`), resolved at run time; until then `plan` is None.
+    deferred: list[str] = Field(default_factory=list)
+    plan: RemediationPlan | None = None
+
+
 class MatchResult(BaseModel):
-    """Which playbook applies to one alert, or why none does."""
+    """Which playbooks apply to one alert, or why none does.
+
+    The first candidate by precedence is `playbook`/`mode`/`params`/`plan` (plan None while it has
+    `deferred` params); the others follow in `alternatives`, tried when its diagnose rules it out.
+    """
 
     fingerprint: str
     alertname: str
@@ -139,3 +157,24 @@ class MatchResult(BaseModel):
     params: dict[str, str] = Field(default_factory=dict)
     reasons: list[str] = Field(default_factory=list)
     plan: RemediationPlan | None = None
+    digest: str | None = None
+    deferred: list[str] = Field(default_factory=list)
+    alternatives: list[Candidate] = Field(default_factory=list)
+
+    def candidates(self) -> list[Candidate]:
+        """Every matching playbook in precedence order, the first one included."""
+        if self.playbook is None:
+            return []
+        first = Candidate(
+            playbook=self.playbook,
+            digest=self.digest or (self.plan.playbook_digest if self.plan else ""),
+            mode=self.mode or "",
+            params=self.params,
+            deferred=self.deferred,
+            plan=self.plan,
+        )
+        return [first, *self.alternatives]
+
+    def needs_choice(self) -> bool:
+        """Whether diagnose must choose before acting: several candidates, or params to resolve."""
+        return bool(self.alternatives or self.deferred)

@@ -9,12 +9,27 @@ from pydantic import BaseModel, Field
 
 from models.incident import IncidentView, TrackedAlert
 from models.investigation import Investigation
-from models.plan import MatchResult, PlannedCheck, PlannedStep, PlannedVerify, RemediationPlan
+from models.plan import Candidate, MatchResult, PlannedCheck, PlannedStep, PlannedVerify, RemediationPlan
 
 
 class MatchRequest(BaseModel):
     incident_id: str
     alerts: list[TrackedAlert]
+
+
+class ResolveRequest(BaseModel):
+    """Resolve a candidate's `from: query` params and render its plan, for the alert it matched."""
+
+    incident_id: str
+    candidate: Candidate
+    alert: TrackedAlert
+
+
+class Resolution(BaseModel):
+    """The candidate's rendered plan, or why it is ruled out (no result, a value its pattern refuses)."""
+
+    plan: RemediationPlan | None = None
+    reasons: list[str] = Field(default_factory=list)
 
 
 class FiringRequest(BaseModel):

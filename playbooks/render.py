@@ -273,13 +273,75 @@ def _environment(finalize: Any) -> ImmutableSandboxedEnvironment:
     return env
 
 
+def _finalize_slot(value: Any) -> str:
+    """Leave a marker carrying the value (hex, so no filter or later text can alter it); the
+    value is escaped for the PromQL string it turns out to sit in (`place_in_strings`)."""
+    return "\x00" + _finalize_text(value).encode().hex() + "\x00"
+
+
 _TEXT_ENV = _environment(_finalize_text)
 _QUERY_ENV = _environment(_finalize_query)
+_SLOT_ENV = _environment(_finalize_slot)
 
 
 @lru_cache(maxsize=4096)
 def _compiled(source: str, query: bool) -> Template:
     return (_QUERY_ENV if query else _TEXT_ENV).from_string(source)
+
+
+def _escaped(value: str, quote: str) -> str:
+    if quote == "`":  # a raw string has no escapes: only a value without backticks fits
+        if "`" in value:
+            raise UnsafeValue(f"value {show(value)} cannot be placed in a `raw` PromQL string")
+        return value
+    return value.replace("\\", "\\\\").replace(quote, "\\" + quote)
+
+
+def place_in_strings(rendered: str) -> str:
+    """Substitute the markers `_finalize_slot` left, each escaped for the PromQL string literal
+    around it; a value outside a string (or right after a backslash) is refused, so no value can
+    end a string, add a matcher or change the query's shape."""
+    out: list[str] = []
+    quote: str | None = None  # the open string's quote, "#" in a comment
+    i = 0
+    while i < len(rendered):
+        c = rendered[i]
+        if c == "\x00":
+            end = rendered.index("\x00", i + 1)
+            value = bytes.fromhex(rendered[i + 1 : end]).decode()
+            if quote is None or quote == "#":
+                raise UnsafeValue(
+                    f"value {show(value)} is outside a quoted string: in a param query, template"
+                    ' values may only stand inside PromQL strings (e.g. namespace="{{ params.namespace }}")'
+                )
+            out.append(_escaped(value, quote))
+            i = end + 1
+            continue
+        out.append(c)
+        i += 1
+        if quote is None:
+            quote = c if c in "\"'`#" else None
+        elif quote == "#":
+            quote = None if c == "\n" else quote
+        elif c == quote:
+            quote = None
+        elif c == "\\" and quote != "`" and i < len(rendered):
+            if rendered[i] == "\x00":
+                raise UnsafeValue("a template value must not follow a backslash in a PromQL string")
+            out.append(rendered[i])
+            i += 1
+    return "".join(out)
+
+
+@lru_cache(maxsize=1024)
+def _compiled_slots(source: str) -> Template:
+    return _SLOT_ENV.from_string(source)
+
+
+def _render_param_query(source: str, context: Mapping[str, Any]) -> str:
+    if "\x00" in source:
+        raise UnsafeValue("the query contains a NUL character")
+    return place_in_strings(_compiled_slots(source).render(context))
 
 
 class _AnySetting(Mapping[str, str]):
@@ -543,8 +605,72 @@ def check_playbook(spec: PlaybookSpec) -> tuple[list[tuple[Loc, str]], frozenset
     builder = _Builder(spec, params={}, alert={}, settings=_AnySetting(), check=True)
     builder.context = builder._placeholder("p")
     builder.plan(digest="", fingerprint="lint", incident_id="", starts_at=None)
+    _check_param_queries(builder)
     fields = frozenset(name for root, name in builder.refs if root == "alert")
     return builder.problems, fields
+
+
+def _check_param_queries(builder: _Builder) -> None:
+    """A `from: query` param's query may read only params declared before it (they are resolved in
+    order), and its values must stand inside PromQL strings."""
+    earlier: list[str] = []
+    for name, param in builder.spec.params.items():
+        if param.query is not None:
+            loc: Loc = ("params", name, "query")
+            issues, refs = check_template(param.query, builder.declared)
+            builder.refs |= refs
+            later = sorted(ref for root, ref in refs if root == "params" and ref not in earlier)
+            for ref in later:
+                issues.append(
+                    f"params.{ref} is not declared before {name}: a query may only use params declared"
+                    f" above it (params are resolved in order; above: {', '.join(earlier) or 'none'})"
+                )
+            for issue in issues:
+                builder.fail(loc, issue)
+            if not issues:
+                try:
+                    _render_param_query(param.query, builder.context)
+                except (TemplateError, UnsafeValue) as exc:
+                    builder.fail(loc, str(exc))
+        earlier.append(name)
+
+
+def _alert_context(playbook: Playbook, fingerprint: str, status: str, starts_at: datetime) -> dict[str, str]:
+    if "fingerprint" in playbook.alert_fields and not FINGERPRINT.fullmatch(fingerprint):
+        raise RenderError([f"alert fingerprint {show(fingerprint)} is not alphanumeric"])
+    return {
+        "alertname": playbook.spec.match.alertname,
+        "fingerprint": fingerprint,
+        "startsAt": starts_at.isoformat().replace("+00:00", "Z"),
+        "status": status,
+    }
+
+
+def render_param_query(
+    playbook: Playbook,
+    name: str,
+    *,
+    params: Mapping[str, str],
+    fingerprint: str,
+    status: str,
+    starts_at: datetime,
+    settings_ctx: Mapping[str, str] | None = None,
+) -> str:
+    """The PromQL of `from: query` param `name` for one alert, each template value escaped for
+    the string literal it stands in; RenderError when a value cannot be placed safely."""
+    source = playbook.spec.params[name].query
+    assert source is not None, f"param {name} is not from a query"
+    context = {
+        "params": MappingProxyType(dict(params)),
+        "alert": MappingProxyType(_alert_context(playbook, fingerprint, status, starts_at)),
+        "settings": MappingProxyType({str(k): str(v) for k, v in (settings_ctx or {}).items()}),
+    }
+    try:
+        return _render_param_query(source, context)
+    except UnsafeValue as exc:
+        raise RenderError([f"params.{name}.query: {exc}"]) from exc
+    except TemplateError as exc:
+        raise RenderError([f"params.{name}.query: cannot render: {exc}"]) from exc
 
 
 def render_plan(
@@ -558,14 +684,7 @@ def render_plan(
     settings_ctx: Mapping[str, str] | None = None,
 ) -> RemediationPlan:
     """Render the playbook for one alert whose params already passed their patterns."""
-    if "fingerprint" in playbook.alert_fields and not FINGERPRINT.fullmatch(fingerprint):
-        raise RenderError([f"alert fingerprint {show(fingerprint)} is not alphanumeric"])
-    alert = {
-        "alertname": playbook.spec.match.alertname,
-        "fingerprint": fingerprint,
-        "startsAt": starts_at.isoformat().replace("+00:00", "Z"),
-        "status": status,
-    }
+    alert = _alert_context(playbook, fingerprint, status, starts_at)
     settings = MappingProxyType({str(k): str(v) for k, v in (settings_ctx or {}).items()})
     builder = _Builder(playbook.spec, params=params, alert=alert, settings=settings, check=False)
     plan = builder.plan(

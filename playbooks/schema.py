@@ -197,20 +197,26 @@ class MatchSpec(Spec):
 
 
 class ParamSpec(Spec):
-    """A param is the only way alert data reaches a template, and only after `pattern` accepts it."""
+    """A param is the only way alert data reaches a template, and only after `pattern` accepts it.
 
-    source: Literal["label", "annotation"] = Field(alias="from")
+    `from: label|annotation` reads the alert; `from: query` reads label `key` of the first sample a
+    PromQL `query` returns, at run time (the query may use params declared before this one).
+    """
+
+    source: Literal["label", "annotation", "query"] = Field(alias="from")
     key: str = Field(min_length=1)
     pattern: str = Field(min_length=1)
     #: Use this capture group of `pattern` as the value (e.g. the host out of `instance="host:9100"`).
     group: int | None = Field(default=None, ge=1)
     default: str | None = None
+    #: `from: query` only: an instant PromQL query; template values are placed inside its strings.
+    query: str | None = None
     _regex: re.Pattern[str] = PrivateAttr()
 
     @field_validator("key")
     @classmethod
     def _label_name(cls, key: str, info: ValidationInfo) -> str:
-        if info.data.get("source") == "label" and not LABEL_NAME.fullmatch(key):
+        if info.data.get("source") in ("label", "query") and not LABEL_NAME.fullmatch(key):
             raise invalid(f"{key!r} is not a valid label name")
         return key
 
@@ -242,6 +248,18 @@ class ParamSpec(Spec):
         if pattern is not None and re.fullmatch(pattern, default) is None:
             raise invalid(f"{default!r} does not match {pattern}")
         return default
+
+    @model_validator(mode="after")
+    def _query_source(self) -> ParamSpec:
+        if self.source != "query":
+            if self.query is not None:
+                raise invalid("query: only with `from: query`")
+            return self
+        if self.query is None or not self.query.strip():
+            raise invalid("query: a non-empty PromQL query is required with `from: query`")
+        if self.default is not None:
+            raise invalid("default: not allowed with `from: query` (no result rules the playbook out)")
+        return self
 
     def model_post_init(self, context: Any, /) -> None:
         self._regex = re.compile(self.pattern)

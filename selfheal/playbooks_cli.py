@@ -100,6 +100,26 @@ def _match_all(alert_file: Path, dirs: list[Path] | None, no_library: bool) -> l
     return [playbooks.match(alert, settings_ctx=settings_ctx) for alert in webhook.alerts]
 
 
+def _candidate_plans(
+    alert_file: Path, dirs: list[Path] | None, no_library: bool
+) -> list[tuple[MatchResult, list[RemediationPlan | None]]]:
+    """Each alert's match with a plan per candidate, in precedence order; a candidate whose params
+    come from a query is previewed with `<name>` in their place (None if that cannot render)."""
+    webhook = _read_webhook(alert_file)
+    playbooks, settings_ctx = _load(dirs, no_library)
+    out = []
+    for alert in webhook.alerts:
+        r = playbooks.match(alert, settings_ctx=settings_ctx)
+        plans = [c.plan or playbooks.preview(c, alert, settings_ctx=settings_ctx) for c in r.candidates()]
+        out.append((r, plans))
+    return out
+
+
+def _shown_params(params: dict[str, str], deferred: list[str]) -> str:
+    shown = [*(f"{k}={v}" for k, v in params.items()), *(f"{k}=(resolved at run time)" for k in deferred)]
+    return " ".join(shown)
+
+
 def _safe(text: str) -> str:
     """Alert-supplied text for the terminal: no control characters."""
     return CONTROL.sub("?", text)
@@ -149,6 +169,11 @@ def match(
                 "playbook": r.playbook,
                 "mode": r.mode,
                 "params": r.params,
+                "deferred": r.deferred,
+                "alternatives": [
+                    {"playbook": c.playbook, "mode": c.mode, "params": c.params, "deferred": c.deferred}
+                    for c in r.alternatives
+                ],
                 "reasons": r.reasons,
             }
             for r in results
@@ -160,8 +185,11 @@ def match(
         if r.playbook is None:
             typer.echo(f"{head} no playbook applies")
         else:
-            params = " ".join(f"{k}={v}" for k, v in r.params.items())
+            params = _shown_params(r.params, r.deferred)
             typer.echo(f"{head} {r.playbook} (mode {r.mode}){' ' + params if params else ''}")
+        for i, c in enumerate(r.alternatives, 1):
+            params = _shown_params(c.params, c.deferred)
+            typer.echo(f"  alternative {i}: {c.playbook} (mode {c.mode}){' ' + params if params else ''}")
         for reason in r.reasons:
             typer.echo(f"    {reason}")
 
@@ -177,7 +205,7 @@ def plan(
 
     Exits 1 when no playbook applies to any alert.
     """
-    results = _match_all(alert_file, dirs, no_library)
+    results = _candidate_plans(alert_file, dirs, no_library)
     if as_json:
         alerts = [
             {
@@ -185,31 +213,59 @@ def plan(
                 "playbook": r.playbook,
                 "reasons": r.reasons,
                 "plan": r.plan.model_dump(mode="json") if r.plan else None,
+                "deferred": r.deferred,
+                "alternatives": [
+                    {
+                        "playbook": c.playbook,
+                        "deferred": c.deferred,
+                        "plan": c.plan.model_dump(mode="json") if c.plan else None,
+                    }
+                    for c in r.alternatives
+                ],
             }
-            for r in results
+            for r, _ in results
         ]
         typer.echo(json.dumps({"alerts": alerts}, indent=2, ensure_ascii=False))
     else:
-        for i, r in enumerate(results):
+        for i, (r, plans) in enumerate(results):
             if i:
                 typer.echo("")
-            _print_result(r)
-    if not any(r.plan for r in results):
+            _print_result(r, plans)
+    if not any(r.playbook for r, _ in results):
         raise typer.Exit(1)
 
 
-def _print_result(r: MatchResult) -> None:
+def _print_result(r: MatchResult, plans: list[RemediationPlan | None]) -> None:
     head = f"alert {_safe(r.fingerprint)} ({_safe(r.alertname)})"
-    if r.plan is None:
+    candidates = r.candidates()
+    if not candidates:
         typer.echo(f"{head}: no playbook applies")
         for reason in r.reasons:
             typer.echo(f"  - {reason}")
         return
-    p = r.plan
-    typer.echo(f"{head}: playbook {p.playbook} (digest {p.playbook_digest})")
+    for i, (c, p) in enumerate(zip(candidates, plans, strict=True)):
+        if i:
+            before = ", ".join(x.playbook for x in candidates[:i])
+            head = f"  alternative {i}, tried if diagnose rules out {before}"
+        typer.echo(f"{head}: playbook {c.playbook} (digest {c.digest})")
+        if c.deferred:
+            typer.echo(f"  resolved at run time from Prometheus: {', '.join(c.deferred)}")
+        if p is None:
+            typer.echo("  (its steps render once those params are resolved)")
+        else:
+            _print_plan(p, c.deferred)
+    if r.reasons:
+        typer.echo("  notes:")
+        for reason in r.reasons:
+            typer.echo(f"    - {reason}")
+
+
+def _print_plan(p: RemediationPlan, deferred: list[str]) -> None:
+    """One candidate's rendered steps; a run-time param shows as `<name>` (a preview)."""
     typer.echo(f"  {p.description}")
     typer.echo(f"  target: {p.target}    repo: {p.repo or '-'}    category: {p.category or '-'}")
-    typer.echo(f"  params: {', '.join(f'{k}={v}' for k, v in p.params.items()) or '-'}")
+    params = [f"{k}={v}" if k not in deferred else f"{k}=(resolved at run time)" for k, v in p.params.items()]
+    typer.echo(f"  params: {', '.join(params) or '-'}")
     typer.echo(f"  policy: {_policy(p)}")
     typer.echo("  diagnose:" + ("" if p.diagnose else " -"))
     for check in p.diagnose:
@@ -230,10 +286,6 @@ def _print_result(r: MatchResult) -> None:
         typer.echo(f"  rollback: auto ({what})")
     else:
         _print_steps("rollback", p.rollback)
-    if r.reasons:
-        typer.echo("  notes:")
-        for reason in r.reasons:
-            typer.echo(f"    - {reason}")
 
 
 def _policy(p: RemediationPlan) -> str:

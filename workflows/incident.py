@@ -39,11 +39,15 @@ with workflow.unsafe.imports_passed_through():
     from models.investigation import Investigation
     from models.plan import MatchResult, RemediationPlan
     from models.remediation import (
+        CheckReport,
+        ChecksRequest,
         InvestigationRequest,
         MatchRequest,
         Progress,
         RemediationInput,
         RemediationResult,
+        Resolution,
+        ResolveRequest,
     )
     from models.tickets import (
         CommentRequest,
@@ -67,6 +71,9 @@ PATCH_EVIDENCE = "evidence-v1"
 PATCH_INVESTIGATION = "investigation-v1"
 #: Marks histories that upsert search attributes only when a value changed (not per notification).
 PATCH_SEARCH_ATTRIBUTES_ON_CHANGE = "search-attributes-on-change-v1"
+#: Marks histories where diagnose chooses among several matching playbooks (or resolves `from: query`
+#: params) in the incident, before proposing or running one.
+PATCH_DIAGNOSE_CHOICE = "diagnose-choice-v1"
 #: Child workflows (the LLM investigator, the fix) start by name from `models.ids`: importing their
 #: modules would re-run them in every incident's sandbox.
 
@@ -381,6 +388,9 @@ class IncidentWorkflow:
         if match is None:
             await self._investigate(None)
             return
+        if match.needs_choice() and workflow.patched(PATCH_DIAGNOSE_CHOICE):
+            await self._consider_candidates(match)
+            return
         plan = match.plan
         if plan is None:
             self._event("no_playbook", rules.no_playbook_message(match))
@@ -392,6 +402,100 @@ class IncidentWorkflow:
         await self._investigate(match)
         if plan.policy.mode == "auto":
             await self._remediate(plan, approved_by=None)
+
+    async def _consider_candidates(self, match: MatchResult) -> None:
+        """Several playbooks match (or one needs run-time params): let diagnose choose, then go on
+        as for a single match with the chosen one, its own mode and policy applying."""
+        choice = await self._choose(match)
+        ticket = self._view.ticket
+        assert ticket is not None
+        if choice.ruled_out or choice.stopped:
+            await self._comment(
+                CommentRequest(
+                    incident_id=self._view.id,
+                    key=ticket.key,
+                    body=rules.choice_comment(choice),
+                    dedup_key=f"{self._view.id}:diagnose-choice",
+                )
+            )
+        plan = choice.chosen or choice.first
+        if plan is None:
+            missed = rules.unmatched(match, choice)
+            self._event("no_playbook", rules.no_playbook_message(missed))
+            await self._investigate(missed)
+            return
+        self._state.plan = plan
+        self._view.proposal = rules.proposal_for(plan)
+        if choice.chosen is None:
+            # As when a single playbook's diagnose fails: nothing runs, humans get the first one.
+            reason = rules.unconfirmed_reason(choice)
+            self._event("playbook_unconfirmed", reason)
+            self._view.remediations.append(
+                RemediationSummary(playbook=plan.playbook, outcome="skipped", reason=reason)
+            )
+            await self._investigate(rules.chosen_match(match, plan, choice))
+            return
+        self._event("playbook_matched", rules.chosen_message(plan, choice))
+        await self._investigate(rules.chosen_match(match, plan, choice))
+        if plan.policy.mode == "auto":
+            await self._remediate(plan, approved_by=None)
+
+    async def _choose(self, match: MatchResult) -> rules.Choice:
+        """Try the candidates in precedence order, each step an activity (recorded, so a replay or
+        another worker makes the same choice): resolve its `from: query` params and render it, run
+        its diagnose; the first confirmed one is chosen. A query or check that cannot run stops the
+        choice rather than skip to a lower candidate on no evidence."""
+        choice = rules.Choice()
+        alert = rules.remediation_alert(self._view.alerts, match.fingerprint)
+        for candidate in match.candidates():
+            plan = candidate.plan
+            if plan is None:
+                try:
+                    resolution: Resolution = await workflow.execute_activity(
+                        "resolve_candidate",
+                        ResolveRequest(incident_id=self._view.id, candidate=candidate, alert=alert),
+                        result_type=Resolution,
+                        **self._activity_options(attempts=3),
+                    )
+                except ActivityError as err:
+                    choice.stopped = f"{candidate.playbook}: could not resolve its params: {cause(err)}"
+                    self._event("playbook_choice_stopped", choice.stopped)
+                    return choice
+                if resolution.plan is None:
+                    why = "; ".join(resolution.reasons)
+                    choice.ruled_out.append((candidate.playbook, why))
+                    self._event(
+                        "playbook_ruled_out",
+                        rules.ruled_out_message(candidate.playbook, why),
+                        {"playbook": candidate.playbook},
+                    )
+                    continue
+                plan = resolution.plan
+            choice.first = choice.first or plan
+            if plan.diagnose:
+                try:
+                    report: CheckReport = await workflow.execute_activity(
+                        "run_checks",
+                        ChecksRequest(incident_id=self._view.id, checks=plan.diagnose),
+                        result_type=CheckReport,
+                        **self._activity_options(attempts=3),
+                    )
+                except ActivityError as err:
+                    choice.stopped = f"{candidate.playbook}: could not run its diagnose: {cause(err)}"
+                    self._event("playbook_choice_stopped", choice.stopped)
+                    return choice
+                if not report.ok:
+                    why = rules.diagnose_failure(report.lines)
+                    choice.ruled_out.append((candidate.playbook, why))
+                    self._event(
+                        "playbook_ruled_out",
+                        rules.ruled_out_message(candidate.playbook, why),
+                        {"playbook": candidate.playbook},
+                    )
+                    continue
+            choice.chosen = plan
+            return choice
+        return choice
 
     async def _remediate(self, plan: RemediationPlan, *, approved_by: str | None) -> bool:
         """Run the plan as a child workflow (one per target); True when healed and closed."""

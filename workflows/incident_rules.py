@@ -10,7 +10,7 @@ comments, memo) but never the sequence of commands: replays stay deterministic.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -190,6 +190,86 @@ def proposal_for(plan: RemediationPlan) -> Proposal:
 
 def playbook_matched_message(plan: RemediationPlan) -> str:
     return f"playbook {plan.playbook} applies ({plan.policy.mode}) on {plan.target}"
+
+
+@dataclass
+class Choice:
+    """What diagnose decided among an alert's candidate playbooks (tried in precedence order)."""
+
+    #: The first candidate whose run-time params resolved and whose diagnose checks held.
+    chosen: RemediationPlan | None = None
+    #: The first candidate that rendered: the proposal when none is confirmed.
+    first: RemediationPlan | None = None
+    #: `(playbook, why)` for each candidate ruled out, in the order tried.
+    ruled_out: list[tuple[str, str]] = field(default_factory=list)
+    #: Why choosing stopped before confirming one (a query or check that could not run), or "".
+    stopped: str = ""
+
+
+def ruled_out_message(playbook: str, why: str) -> str:
+    return f"playbook {playbook} ruled out: {why}"
+
+
+def diagnose_failure(lines: Sequence[str]) -> str:
+    """A failed diagnose as the check report says it: each check, its result and its condition."""
+    return "diagnose did not confirm the pattern: " + "; ".join(lines)
+
+
+def chosen_message(plan: RemediationPlan, choice: Choice) -> str:
+    text = playbook_matched_message(plan)
+    if choice.ruled_out:
+        text += ", chosen by diagnose after ruling out " + ", ".join(p for p, _ in choice.ruled_out)
+    elif plan.diagnose:
+        text += ", confirmed by diagnose"
+    return text
+
+
+def unconfirmed_reason(choice: Choice) -> str:
+    """Why no candidate runs: every candidate's reason, and what stopped the choice."""
+    parts = [f"{p}: {why}" for p, why in choice.ruled_out]
+    if choice.stopped:
+        parts.append(choice.stopped)
+    return "diagnose confirmed none of the matching playbooks: " + "; ".join(parts)
+
+
+def choice_comment(choice: Choice) -> str:
+    """The ticket's account of the choice: each candidate ruled out and why, then the outcome."""
+    lines = ["Diagnose tried the matching playbooks in precedence order:"]
+    lines += [f"- {p}: ruled out: {why}" for p, why in choice.ruled_out]
+    if choice.stopped:
+        lines.append(f"- stopped: {choice.stopped}")
+    if choice.chosen is not None:
+        chosen = choice.chosen
+        lines.append(f"- {chosen.playbook}: confirmed ({chosen.policy.mode}); it is the one used.")
+    elif choice.first is not None:
+        lines.append(f"None was confirmed: {choice.first.playbook} is proposed, as when a diagnose fails.")
+    else:
+        lines.append("None was confirmed and none could be rendered: no playbook applies.")
+    return "\n".join(lines)
+
+
+def chosen_match(match: MatchResult, plan: RemediationPlan, choice: Choice) -> MatchResult:
+    """The match as the investigator should see it: the chosen (or proposed) plan first."""
+    reasons = [*match.reasons, *(f"{p}: ruled out: {why}" for p, why in choice.ruled_out)]
+    return match.model_copy(
+        update={
+            "playbook": plan.playbook,
+            "mode": plan.policy.mode,
+            "params": plan.params,
+            "plan": plan,
+            "digest": plan.playbook_digest,
+            "deferred": [],
+            "reasons": reasons + ([choice.stopped] if choice.stopped else []),
+        }
+    )
+
+
+def unmatched(match: MatchResult, choice: Choice) -> MatchResult:
+    """No candidate could be rendered: the match as a miss, with every reason."""
+    reasons = [f"{p}: {why}" for p, why in choice.ruled_out] + ([choice.stopped] if choice.stopped else [])
+    return MatchResult(
+        fingerprint=match.fingerprint, alertname=match.alertname, reasons=[*reasons, *match.reasons]
+    )
 
 
 def investigation_message(investigation: Investigation) -> str:

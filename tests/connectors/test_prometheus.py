@@ -115,6 +115,23 @@ def test_query_sees_the_flipped_value(stack: Stack) -> None:
     assert stack.client.query(f"{name}_does_not_exist") == []
 
 
+def test_series_labels(stack: Stack) -> None:
+    name = _metric()
+    stack.target.set(name, 1, owner="web")
+    deadline = time.monotonic() + SEEN_TIMEOUT
+    while not stack.client.series_labels(name):
+        assert time.monotonic() < deadline, f"Prometheus never saw {name}"
+        time.sleep(0.1)
+    (labels,) = stack.client.series_labels(name)
+    assert {"__name__": name, "job": "targets", "owner": "web"}.items() <= labels.items()
+    assert stack.client.series_labels(f"max by (owner) ({name})") == [{"owner": "web"}]
+    assert stack.client.series_labels(f"scalar({name})") == []
+    assert stack.client.series_labels(f"{name}_does_not_exist") == []
+    with pytest.raises(PrometheusError) as err:
+        stack.client.series_labels("sum(")
+    assert not err.value.retryable
+
+
 def test_bad_promql_is_not_retryable(stack: Stack) -> None:
     with pytest.raises(PrometheusError) as err:
         stack.client.query("sum(")

@@ -195,8 +195,10 @@ def test_precedence_priority_then_specificity(tmp_path: Path) -> None:
     assert result.playbook == "cart-specific"
     assert result.reasons == [
         'urgent: matcher severity="critical" does not match (severity absent)',
-        "generic: also matches, but cart-specific takes precedence",
+        "generic: also matches, but cart-specific takes precedence;"
+        " alternative 1, tried if diagnose rules out cart-specific",
     ]
+    assert [c.playbook for c in result.alternatives] == ["generic"]
     assert playbooks.match(alert(service="cart", zone="eu", severity="critical")).playbook == "urgent"
     result = playbooks.match(alert(service="web"))
     assert result.playbook == "generic"

@@ -106,6 +106,8 @@ def test_match_json_shape() -> None:
                 "playbook": "revert-bad-config-deploy",
                 "mode": "auto",
                 "params": {"service": "checkout", "window": "90m"},
+                "deferred": [],
+                "alternatives": [],
                 "reasons": [],
             }
         ]
