@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from models.incident import AlertmanagerWebhook, WebhookAlert
-from models.plan import PlannedCheck
+from models.plan import Candidate, PlannedCheck
 from playbooks.matcher import PlaybookSet
 
 #: Always-firing heartbeat alerts of kube-prometheus: received, never a problem to heal.
@@ -223,6 +223,20 @@ def diagnose_verdict(checks: Sequence[PlannedCheck], at: datetime, check_at: Che
     return "confirmed" if all(r is True for r in results) else "unknown"
 
 
+def _choose(candidates: Sequence[Candidate], at: datetime, check_at: CheckAt) -> DiagnoseVerdict:
+    """The worker's choice at `at`, walking the candidates in order: the first one confirmed (or
+    without checks) is chosen; one that cannot be checked stops the choice (unknown), as in the
+    worker; ruled out only when every candidate is. A candidate whose params come from a query is
+    unknown here (resolving them needs the query at that time too)."""
+    for candidate in candidates:
+        if candidate.plan is None:
+            return "unknown"
+        verdict = diagnose_verdict(candidate.plan.diagnose, at, check_at)
+        if verdict != "ruled_out":
+            return verdict
+    return "ruled_out"
+
+
 def count_coverage(
     episodes: Iterable[Episode],
     playbooks: PlaybookSet,
@@ -249,17 +263,19 @@ def count_coverage(
             continue
         firing = alert if alert.status == "firing" else alert.model_copy(update={"status": "firing"})
         result = playbooks.match(firing, settings_ctx=settings_ctx)
-        if result.plan is None or result.playbook is None:
+        if result.playbook is None:
             row.unmatched += 1
             row.reasons.update(set(result.reasons))
             continue
-        row.playbooks[result.playbook] += 1
-        if result.mode not in FIXING_MODES:
+        # Every matching playbook, in precedence order: the worker's diagnose chooses among them.
+        fixing = [c for c in result.candidates() if c.mode in FIXING_MODES]
+        row.playbooks[(fixing[0] if fixing else result.candidates()[0]).playbook] += 1
+        if not fixing:
             row.suggest_only += 1
             continue
         row.fixable += 1
         if check_at is not None:
-            row.diagnose[diagnose_verdict(result.plan.diagnose, episode.starts_at, check_at)] += 1
+            row.diagnose[_choose(fixing, episode.starts_at, check_at)] += 1
     ordered = sorted(rows.values(), key=lambda r: (r.excluded, -r.episodes, r.alertname, r.severity))
     return Coverage(ordered, diagnosed=check_at is not None)
 
