@@ -12,7 +12,7 @@ import asyncio
 import base64
 import functools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -59,6 +59,7 @@ from models.remediation import (
     WorktreeInfo,
     WorktreeRequest,
 )
+from pages.redact import redact
 
 if TYPE_CHECKING:
     from connectors.alertmanager import AlertmanagerClient
@@ -88,9 +89,12 @@ class RemediationActivities:
         public_url: str = "",
         prometheus: PrometheusClient | None = None,
         alertmanager: AlertmanagerClient | None = None,
+        sandbox_hidden: Sequence[Path] = (),
+        secret_values: Sequence[str] = (),
     ) -> None:
         """`open_repo` opens a configured repository by name; `prometheus` and `alertmanager` are
-        None when `remediation.prometheus_url` / `alertmanager_url` are not configured."""
+        None when `remediation.prometheus_url` / `alertmanager_url` are not configured.
+        `sandbox_hidden` never shows in a sandboxed command; `secret_values` never leave one's output."""
         self.settings = settings
         self.client = client
         self.temporal = temporal
@@ -100,6 +104,8 @@ class RemediationActivities:
         self.public_url = public_url
         self.prometheus = prometheus
         self.alertmanager = alertmanager
+        self.sandbox_hidden = list(sandbox_hidden)
+        self.secret_values = list(secret_values)
         self._playbooks: Any = None
 
     # --- helpers ----------------------------------------------------------------------------------
@@ -324,11 +330,14 @@ class RemediationActivities:
     async def _command(self, req: StepRequest, action: CommandAction, *, sandbox: bool) -> StepOutcome:
         from connectors.commands import run_command
 
-        root = Path(req.worktree) if req.worktree else self.data_dir
+        # Without a worktree a command gets a scratch directory of its own, never the data dir.
+        root = Path(req.worktree) if req.worktree else self.data_dir / "scratch" / req.incident_id
         root.mkdir(parents=True, exist_ok=True)
         cwd = (root / action.cwd).resolve()
         if not cwd.is_relative_to(root.resolve()):
             raise rejected(f"cwd {action.cwd!r} escapes the worktree")
+        repo_settings = self.settings.repos.get(req.repo or "")
+        readable = repo_settings.sandbox_paths if repo_settings is not None else []
         res = await self._thread(
             lambda: run_command(
                 action.argv,
@@ -337,11 +346,14 @@ class RemediationActivities:
                 timeout=action.timeout_seconds,
                 sandbox=sandbox,
                 writable=root if sandbox else None,
+                readable=readable,
+                hidden=self.sandbox_hidden,
                 memory_mb=self.settings.sandbox_memory_mb,
             ),
             req.incident_id,
         )
-        tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
+        output = redact(res.stderr or res.stdout, known=self.secret_values)
+        tail = output.strip().splitlines()[-3:]
         detail = f"{' '.join(action.argv)[:120]} → exit {res.returncode} in {res.duration_seconds:.1f}s"
         if res.sandboxed != "bwrap" and sandbox:
             detail += f" (sandbox: {res.sandboxed})"

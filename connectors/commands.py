@@ -4,7 +4,10 @@ memory and output, and sandboxed with bubblewrap when this machine allows it.
 Commands come from playbooks and run against code selfheal did not write (the tests of a fix), so
 the defaults are defensive: the worker's environment (tokens, cloud credentials) is not passed on,
 the whole process group is killed on timeout, output is capped, and with `sandbox=True` the command
-sees a read-only system, a private /tmp, no network and only the worktree writable. Where bubblewrap
+sees only the system directories (read-only, minus their secrets), the toolchain paths its
+repository declares (read-only), a private /tmp and HOME, no network, and the worktree (the only
+writable place). Nothing else of the worker's filesystem exists in there: not its home (SSH keys,
+kubeconfig), its data dir (tokens), its config. Where bubblewrap
 cannot run (no user namespaces, a locked-down container) the sandbox degrades to resource limits,
 says so in the log and reports `sandboxed="rlimit"` so the caller can decide whether that is enough.
 """
@@ -20,7 +23,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Literal
 
@@ -44,23 +47,26 @@ _MAX_OPEN_FILES = 1024
 _DRAIN_SECONDS = 5.0
 _READ_CHUNK = 65536
 _PROBE_TIMEOUT = 10.0
-#: The namespace and mount options every sandboxed command gets (the probe runs exactly these).
+#: System directories a sandboxed command reads (read-only; those missing here are skipped). The
+#: root itself is an empty tmpfs: nothing outside these, the declared paths and the worktree exists.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+#: Inside the system directories, what no test needs and the worker's user may be able to read.
+SYSTEM_SECRETS = ("/etc/ssh", "/etc/ssl/private", "/etc/selfheal", "/etc/shadow", "/etc/gshadow")
+#: The namespace options every sandboxed command gets (the probe runs exactly these).
 _BWRAP_OPTIONS = (
     "--unshare-all",  # no network (only a private loopback), own pid/ipc/uts namespaces
     "--die-with-parent",
     "--new-session",  # no TIOCSTI into the worker's terminal
     "--cap-drop",
-    "ALL",  # as root, capabilities would allow remounting the read-only root
-    "--ro-bind",
-    "/",
-    "/",
-    "--dev",
-    "/dev",
-    "--proc",
-    "/proc",
-    "--tmpfs",
-    _SANDBOX_TMP,
+    "ALL",  # as root, capabilities would allow remounting the read-only binds
 )
+
+
+def _system_mounts() -> list[str]:
+    mounts: list[str] = []
+    for path in SYSTEM_DIRS:
+        mounts += ["--ro-bind-try", path, path]
+    return [*mounts, "--dev", "/dev", "--proc", "/proc", "--tmpfs", _SANDBOX_TMP]
 
 
 class CommandError(ConnectorError):
@@ -112,7 +118,7 @@ def _probe_bwrap() -> tuple[bool, str]:
         return False, "bwrap not found on PATH (apt-get install bubblewrap)"
     try:
         proc = subprocess.run(
-            [path, *_BWRAP_OPTIONS, "true"],
+            [path, *_BWRAP_OPTIONS, *_system_mounts(), "true"],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=_PROBE_TIMEOUT,
@@ -135,14 +141,18 @@ def run_command(
     timeout: float,
     sandbox: bool,
     writable: Path | None = None,
+    readable: Sequence[Path] = (),
+    hidden: Sequence[Path] = (),
     memory_mb: int = 1024,
     output_limit: int = 64_000,
 ) -> CommandResult:
     """Run `argv` (no shell) in `cwd` and return its exit status and (capped) output.
 
     With `sandbox=True` the command also gets an address-space, CPU-time, open-file and file-size
-    limit, and, when bwrap works, a read-only view of the system in which only `writable` (the
-    worktree) can be written and the network is unreachable.
+    limit, and, when bwrap works, a view holding only the system directories, `readable` (toolchain
+    paths, read-only) and `writable` (the worktree), with no network. `hidden` (the worker's data
+    dir, config dir, home) is covered by an empty tmpfs wherever a bind would expose it; a
+    `readable` path containing one of them is refused, since it would expose it again.
     """
     _validate(argv, env, timeout, output_limit)
     if not cwd.is_dir():
@@ -160,7 +170,7 @@ def run_command(
 
     full_argv = list(argv)
     if kind == "bwrap":
-        full_argv = _bwrap_argv(argv, cwd=cwd, writable=writable)
+        full_argv = _bwrap_argv(argv, cwd=cwd, writable=writable, readable=readable, hidden=hidden)
     preexec = _rlimits(memory_mb, timeout) if sandbox else None
 
     started = time.monotonic()
@@ -245,14 +255,39 @@ def _child_env(extra: dict[str, str], *, home_in_tmp: bool) -> dict[str, str]:
     return env
 
 
-def _bwrap_argv(argv: list[str], *, cwd: Path, writable: Path | None) -> list[str]:
+def _bwrap_argv(
+    argv: list[str],
+    *,
+    cwd: Path,
+    writable: Path | None,
+    readable: Sequence[Path] = (),
+    hidden: Sequence[Path] = (),
+) -> list[str]:
+    """System binds, then secrets covered, then declared toolchain paths, then the worktree: each
+    later mount wins, so a toolchain under a hidden home (~/.pyenv) shows while ~/.ssh does not."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:  # the probe found it; it vanished since
         raise CommandError("bwrap disappeared from PATH", retryable=True)
-    mounts: list[str] = []
+    secrets = [Path(p) for p in SYSTEM_SECRETS] + [Path(p).resolve() for p in hidden]
+    shown = [Path(p).resolve() for p in readable]
+    for path in shown:
+        covered = [s for s in secrets if s == path or s.is_relative_to(path)]
+        if covered or path == Path("/"):
+            raise CommandError(f"sandbox path {path} would expose {covered[0] if covered else '/'}")
+    mounts = _system_mounts()
+    visible = [Path(d) for d in SYSTEM_DIRS] + shown
+    for secret in secrets:
+        if not any(secret.is_relative_to(v) for v in visible) or secret.is_relative_to(_SANDBOX_TMP):
+            continue  # never bound: it does not exist in the sandbox at all
+        if secret.is_dir():
+            mounts += ["--tmpfs", str(secret)]
+        elif secret.exists():
+            mounts += ["--ro-bind", "/dev/null", str(secret)]
+    for path in shown:
+        mounts += ["--ro-bind-try", str(path), str(path)]
     if writable is not None:
         target = str(writable.resolve())
-        mounts = ["--bind", target, target]  # after --tmpfs /tmp, so a worktree under /tmp stays visible
+        mounts += ["--bind", target, target]  # last: a worktree under /tmp or the data dir stays visible
     return [bwrap, *_BWRAP_OPTIONS, *mounts, "--chdir", str(cwd.resolve()), "--", *argv]
 
 

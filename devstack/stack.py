@@ -26,11 +26,12 @@ from devstack.temporal_server import DevServerError, TemporalDevServer, port_ope
 console = Console(stderr=True)
 
 
-def _saved_secret(path: Path, env: str) -> str:
-    """`env` if set, else the token saved at `path`, else a new one; saved with mode 0600."""
+def _saved_secret(path: Path, env: str, prefix: str) -> str:
+    """`env` if set, else the token saved at `path`, else a new one; saved with mode 0600. New
+    tokens carry `prefix` (`shw_`, `shu_`) so the redactor knows them wherever they are printed."""
     token = os.environ.get(env) or (path.read_text().strip() if path.exists() else "")
     if not token:
-        token = secrets.token_urlsafe(32)
+        token = prefix + secrets.token_urlsafe(32)
     write_secret(path, token)
     return token
 
@@ -47,7 +48,7 @@ def write_secret(path: Path, value: str) -> None:
 def ensure_token(data_dir: Path) -> str:
     """Alertmanager's webhook token (it posts alerts, nothing else): SELFHEAL_WEBHOOK_TOKEN, or
     `<data_dir>/webhook-token`, or a new one."""
-    return _saved_secret(data_dir / "webhook-token", "SELFHEAL_WEBHOOK_TOKEN")
+    return _saved_secret(data_dir / "webhook-token", "SELFHEAL_WEBHOOK_TOKEN", "shw_")
 
 
 #: The local approver `selfheal dev` creates, whose token the CLI reads from `<data_dir>/api-token`.
@@ -56,7 +57,7 @@ DEV_USER = "dev"
 
 def ensure_api_token(data_dir: Path) -> str:
     """The local approver's API token: SELFHEAL_API_TOKEN, or `<data_dir>/api-token`, or a new one."""
-    return _saved_secret(data_dir / "api-token", "SELFHEAL_API_TOKEN")
+    return _saved_secret(data_dir / "api-token", "SELFHEAL_API_TOKEN", "shu_")
 
 
 def dev_user_env(api_token: str) -> dict[str, str]:

@@ -9,11 +9,13 @@ nothing further.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 REDACTED = "[REDACTED]"
 
 _KEY_WORDS = (
     r"(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?"
+    r"|client[_-]?key(?:[_-]?data)?"
     r"|client[_-]?secret|session[_-]?id)"
 )
 #: A key is secret when it contains one of the words, e.g. `db_password`, `X-Api-Key`, `access_token`.
@@ -45,6 +47,7 @@ _TOKENS = re.compile(
     r"|\bgh[pousr]_[A-Za-z0-9]{20,}\b|\bgithub_pat_[A-Za-z0-9_]{20,}"  # GitHub
     r"|\bglpat-[A-Za-z0-9_-]{20,}"  # GitLab
     r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"  # Slack
+    r"|\bsh[uw]_[A-Za-z0-9_-]{16,}"  # selfheal's own API (shu_) and webhook (shw_) tokens
 )
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
@@ -73,8 +76,14 @@ def _redact_pairs(head: re.Pattern[str], value: re.Pattern[str], text: str, quot
     return "".join(out)
 
 
-def redact(text: str, *, emails: bool = False) -> str:
-    """`text` with every recognised secret replaced by `[REDACTED]` (e-mail addresses too if asked)."""
+def redact(text: str, *, emails: bool = False, known: Sequence[str] = ()) -> str:
+    """`text` with every recognised secret replaced by `[REDACTED]` (e-mail addresses too if asked).
+
+    `known`: secret values the caller holds (its configured tokens), replaced wherever they appear,
+    longest first; a printed token file has no key name or prefix any pattern could catch.
+    """
+    for value in sorted((v for v in known if len(v) >= 8), key=len, reverse=True):
+        text = text.replace(value, REDACTED)
     text = _PRIVATE_KEY.sub(REDACTED, text)
     text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{REDACTED}@", text)
     text = _AUTH_HEADER.sub(_auth_header, text)

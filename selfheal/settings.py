@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    BaseModel,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -52,6 +54,8 @@ class Settings(BaseSettings):
     """Everything selfheal reads from its environment."""
 
     model_config = SettingsConfigDict(env_prefix="SELFHEAL_", env_nested_delimiter="__", extra="forbid")
+    #: The YAML file these settings came from (its directory is hidden from sandboxed commands).
+    _config_file: Path | None = PrivateAttr(default=None)
 
     env: Literal["dev", "production"] = "production"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -127,6 +131,35 @@ class Settings(BaseSettings):
     def worktrees_dir(self) -> Path:
         return self.remediation.worktrees_dir or self.data_dir / "worktrees"
 
+    def sandbox_hidden(self) -> list[Path]:
+        """What a sandboxed command must never see: the data dir (tokens, the stores), the config
+        file's directory and the worker's home (SSH keys, kubeconfig, cloud credentials)."""
+        hidden = [self.data_dir.resolve(), Path.home()]
+        if self._config_file is not None:
+            hidden.append(self._config_file.resolve().parent)
+        return hidden
+
+    def secret_values(self) -> list[str]:
+        """Every secret configured (each `SecretStr` anywhere in the settings), to redact verbatim
+        from output that reaches a ticket: a printed token file matches no pattern."""
+        found: list[str] = []
+
+        def walk(value: Any) -> None:
+            if isinstance(value, SecretStr):
+                found.append(value.get_secret_value())
+            elif isinstance(value, BaseModel):
+                for name in type(value).model_fields:
+                    walk(getattr(value, name))
+            elif isinstance(value, dict):
+                for item in value.values():
+                    walk(item)
+            elif isinstance(value, list | tuple):
+                for item in value:
+                    walk(item)
+
+        walk(self)
+        return [v for v in found if len(v) >= 8]
+
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc) or "(root)"
@@ -153,7 +186,9 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
         data = raw
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return Settings(**data)
+        settings = Settings(**data)
+        settings._config_file = Path(path) if path else None
+        return settings
     except SettingsError as exc:
         raise ConfigError(f"environment: {exc}") from exc
     except ValidationError as exc:

@@ -66,6 +66,8 @@ def remediation_activities(client: Client, settings: Settings, clients: Clients)
         public_url=settings.public_url,
         prometheus=clients.prometheus,
         alertmanager=clients.alertmanager,
+        sandbox_hidden=settings.sandbox_hidden(),
+        secret_values=settings.secret_values(),
     )
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from models.settings import Section
 
 
@@ -15,5 +17,9 @@ class RepoSettings(Section):
     """A git repository selfheal may change: a local clone it owns, pushing to `remote`."""
 
     path: Path
+    #: Read-only paths this repository's sandboxed test commands need beyond the system directories
+    #: (a language runtime or tool cache outside /usr, e.g. ~/.pyenv/versions/3.11.7). Nothing else of
+    #: the worker's filesystem is visible to them; a path holding the data dir, config or home is refused.
+    sandbox_paths: list[Path] = Field(default_factory=list)
     remote: str = "origin"
     base_branch: str = "main"

@@ -19,6 +19,8 @@ from connectors.commands import CommandError, run_command
 
 #: The real interpreter, not the venv's symlink: the sandbox hides /tmp, where a CI clone may live.
 PY = os.path.realpath(sys.executable)
+#: Where that interpreter lives, declared as a toolchain path (it may be under a hidden home).
+TOOLCHAIN = (Path(sys.base_prefix),)
 
 
 def _bwrap_or_skip() -> None:
@@ -90,7 +92,9 @@ def test_timeout_kills_the_whole_process_group(worktree: Path) -> None:
 
 def test_sandboxed_timeout_is_reported_too(worktree: Path) -> None:
     started = time.monotonic()
-    result = run_command(["sleep", "30"], cwd=worktree, env={}, timeout=1, sandbox=True, writable=worktree)
+    result = run_command(
+        ["sleep", "30"], cwd=worktree, env={}, timeout=1, sandbox=True, writable=worktree, readable=TOOLCHAIN
+    )
     assert result.timed_out
     assert time.monotonic() - started < 10
 
@@ -124,7 +128,14 @@ def test_unknown_command_is_a_clear_error(worktree: Path) -> None:
 def test_memory_hog_is_stopped_by_the_limit(worktree: Path) -> None:
     code = "b = bytearray(2 * 1024 ** 3); print('allocated')"
     result = run_command(
-        [PY, "-c", code], cwd=worktree, env={}, timeout=60, sandbox=True, writable=worktree, memory_mb=256
+        [PY, "-c", code],
+        cwd=worktree,
+        env={},
+        timeout=60,
+        sandbox=True,
+        writable=worktree,
+        readable=TOOLCHAIN,
+        memory_mb=256,
     )
     assert result.returncode != 0
     assert "allocated" not in result.stdout
@@ -177,10 +188,19 @@ def test_sandbox_allows_only_the_worktree_to_be_written(worktree: Path, outside_
         "else:\n"
         "    sys.exit(3)\n"
     )
-    result = run_command([PY, "-c", code], cwd=worktree, env={}, timeout=60, sandbox=True, writable=worktree)
+    result = run_command(
+        [PY, "-c", code],
+        cwd=worktree,
+        env={},
+        timeout=60,
+        sandbox=True,
+        writable=worktree,
+        readable=TOOLCHAIN,
+    )
     assert result.sandboxed == "bwrap"
     assert result.ok, result.stderr
-    assert f"refused {errno.EROFS}" in result.stdout  # read-only, not merely missing
+    # Outside the worktree, the worker's filesystem is not even there (only system dirs are, read-only).
+    assert f"refused {errno.ENOENT}" in result.stdout
     assert (worktree / "inside.txt").read_text() == "ok"
     assert not (outside / "escape.txt").exists()
 
@@ -192,7 +212,15 @@ def test_sandbox_has_no_network(worktree: Path, listener: int) -> None:
     )
     outside = run_command([PY, "-c", code], cwd=worktree, env={}, timeout=30, sandbox=False)
     assert outside.ok and "connected" in outside.stdout  # the listener is reachable without the sandbox
-    inside = run_command([PY, "-c", code], cwd=worktree, env={}, timeout=30, sandbox=True, writable=worktree)
+    inside = run_command(
+        [PY, "-c", code],
+        cwd=worktree,
+        env={},
+        timeout=30,
+        sandbox=True,
+        writable=worktree,
+        readable=TOOLCHAIN,
+    )
     assert inside.sandboxed == "bwrap"
     assert not inside.ok
     assert "connected" not in inside.stdout
@@ -203,7 +231,76 @@ def test_sandbox_has_a_private_tmp_and_home(worktree: Path) -> None:
     _bwrap_or_skip()
     marker = f"selfheal-sandbox-{os.getpid()}-{time.monotonic_ns()}"
     code = f"import os; open('/tmp/{marker}', 'w').write('x'); print(os.environ['HOME'])"
-    result = run_command([PY, "-c", code], cwd=worktree, env={}, timeout=30, sandbox=True, writable=worktree)
+    result = run_command(
+        [PY, "-c", code],
+        cwd=worktree,
+        env={},
+        timeout=30,
+        sandbox=True,
+        writable=worktree,
+        readable=TOOLCHAIN,
+    )
     assert result.ok, result.stderr
     assert result.stdout.strip() == "/tmp"
     assert not Path(f"/tmp/{marker}").exists()
+
+
+def test_sandbox_hides_the_workers_secrets(tmp_path: Path, outside_dir: Path) -> None:
+    """The worst layout: the data dir (tokens, the worktree inside it), the config dir and a home
+    with SSH keys and a kubeconfig, all under a path a repository declares as its toolchain's
+    parent... refused; declared beside them instead, only the toolchain and the worktree show."""
+    _bwrap_or_skip()
+    root = outside_dir  # on the real filesystem, not under the sandbox's private /tmp
+    home, data, config = root / "home", root / "data", root / "etc-selfheal"
+    secrets = {
+        home / ".ssh" / "id_ed25519": "-----BEGIN OPENSSH PRIVATE KEY-----",
+        home / ".kube" / "config": "client-key-data: c2VjcmV0",
+        data / "webhook-token": "shw_webhook",
+        data / "api-token": "shu_api",
+        config / "selfheal.yaml": "api_token: jira-secret",
+    }
+    for path, text in secrets.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    worktree = data / "worktrees" / "inc-1"
+    worktree.mkdir(parents=True)
+    (worktree / "app.txt").write_text("code")
+    toolchain = root / "toolchain"
+    (toolchain / "bin").mkdir(parents=True)
+    (toolchain / "bin" / "tool").write_text("tool")
+    code = (
+        "import sys\n"
+        f"for path in {[str(p) for p in secrets]!r} + ['/etc/shadow']:\n"
+        "    try:\n"
+        "        print('LEAK', path, open(path).read()[:20])\n"
+        "    except OSError as exc:\n"
+        "        print('hidden', path, exc.errno)\n"
+        f"print('tool', open({str(toolchain / 'bin' / 'tool')!r}).read())\n"
+        "print('code', open('app.txt').read())\n"
+    )
+    hidden = [data, config, home]
+    result = run_command(
+        [PY, "-c", code],
+        cwd=worktree,
+        env={},
+        timeout=60,
+        sandbox=True,
+        writable=worktree,
+        readable=(*TOOLCHAIN, toolchain),
+        hidden=hidden,
+    )
+    assert result.ok, result.stderr
+    assert "LEAK" not in result.stdout, result.stdout
+    assert result.stdout.count("hidden ") == len(secrets) + 1
+    assert "tool tool" in result.stdout and "code code" in result.stdout
+    with pytest.raises(CommandError, match="would expose"):
+        run_command(
+            ["true"],
+            cwd=worktree,
+            env={},
+            timeout=10,
+            sandbox=True,
+            writable=worktree,
+            readable=[root],
+            hidden=hidden,
+        )

@@ -101,3 +101,23 @@ def test_long_lines_stay_fast() -> None:
 def test_unterminated_values_are_still_redacted() -> None:
     assert redact('{"password": "abc') == '{"password": "[REDACTED]"'
     assert redact('password="abc def\nnext') == "password=[REDACTED]\nnext"
+
+
+def test_kubeconfig_keys_and_selfheal_tokens_are_redacted() -> None:
+    kubeconfig = (
+        "users:\n- name: admin\n  user:\n"
+        "    client-certificate-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t\n"
+        "    client-key-data: LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQ==\n"
+    )
+    out = redact(kubeconfig)
+    assert "LS0tLS1CRUdJTiBSU0Eg" not in out and "client-key-data: [REDACTED]" in out
+    assert redact("token file: shw_Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5") == f"token file: {REDACTED}"
+    assert redact("shu_abcdefghijklmnopqrstuvwxyz") == REDACTED
+
+
+def test_known_secret_values_are_redacted_wherever_printed() -> None:
+    """A bare token file (`cat data/webhook-token`) matches no pattern: the caller's own secret
+    values are replaced verbatim, longest first, and short values are left alone."""
+    printed = "8f3kQz1pL0vX9mN2\nwhatever 8f3kQz1pL0vX9mN2-extra short"
+    out = redact(printed, known=["8f3kQz1pL0vX9mN2", "8f3kQz1pL0vX9mN2-extra", "short"])
+    assert out == f"{REDACTED}\nwhatever {REDACTED} short"

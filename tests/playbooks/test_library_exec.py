@@ -556,7 +556,7 @@ def test_node_logs_rotate(library: PlaybookSet, tmp_path: Path, monkeypatch: pyt
     settings = command_settings(tmp_path)
     details = run_command_fix(plan, settings)
     assert all("→ exit 0" in d for d in details), details
-    data_dir = str(settings.data_dir.resolve())
+    data_dir = str((settings.data_dir / "scratch" / INCIDENT).resolve())  # a repo-less command's own dir
     assert recorded_calls(log) == [["ssh", data_dir, *argv[1:]] for argv in expected]
 
 
@@ -589,7 +589,9 @@ def test_target_down_restart_unit(
     settings = command_settings(tmp_path)
     details = run_command_fix(plan, settings)
     assert len(details) == 1 and details[0].startswith(f"{' '.join(expected)} → exit 0 in "), details
-    assert recorded_calls(log) == [["systemctl", str(settings.data_dir.resolve()), *expected[1:]]]
+    assert recorded_calls(log) == [
+        ["systemctl", str((settings.data_dir / "scratch" / INCIDENT).resolve()), *expected[1:]]
+    ]
 
 
 def test_target_down_restart_unit_templated_unit(

@@ -381,3 +381,31 @@ def test_jira_api_version_from_env() -> None:
         mp.setenv("SELFHEAL_TRACKER__JIRA__API_VERSION", "4")
         with pytest.raises(ValueError, match="api_version"):
             Settings()
+
+
+def test_sandboxed_commands_never_see_the_data_dir_config_or_home_and_secrets_are_known(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from selfheal.settings import load_settings
+
+    for name in [k for k in os.environ if k.startswith("SELFHEAL_")]:
+        monkeypatch.delenv(name)
+    config = tmp_path / "etc" / "selfheal.yaml"
+    config.parent.mkdir()
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\n"
+        "webhook_token: webhook-token-0123456789\n"
+        "tracker:\n  webhook_secret: jira-hmac-0123456789\n"
+        "  jira: {url: 'https://jira.example', project: OPS, user: bot, api_token: jira-api-0123456789}\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    hidden = settings.sandbox_hidden()
+    assert (tmp_path / "data").resolve() in hidden
+    assert config.parent.resolve() in hidden
+    assert Path.home() in hidden
+    assert set(settings.secret_values()) >= {
+        "webhook-token-0123456789",
+        "jira-hmac-0123456789",
+        "jira-api-0123456789",
+    }
