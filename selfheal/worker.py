@@ -66,6 +66,7 @@ def remediation_activities(client: Client, settings: Settings, clients: Clients)
         public_url=settings.public_url,
         prometheus=clients.prometheus,
         alertmanager=clients.alertmanager,
+        kube=clients.kube(),
     )
 
 
