@@ -26,10 +26,20 @@ DRY_RUN_ALL = "All"
 class KubeError(ConnectorError):
     """A call or a verb failed. `status` and `reason` are the API's (0 and "" when it never answered)."""
 
-    def __init__(self, message: str, *, retryable: bool, status: int = 0, reason: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int = 0,
+        reason: str = "",
+        causes: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message, retryable=retryable)
         self.status = status
         self.reason = reason
+        #: The `Status` body's `details.causes` messages (e.g. which PodDisruptionBudget blocked).
+        self.causes = causes
 
 
 def refused(message: str) -> KubeError:
@@ -63,13 +73,15 @@ def build_api_client(settings: KubeSettings) -> client.ApiClient:
 
 def _status_error(exc: ApiException, what: str) -> KubeError:
     status = int(exc.status or 0)
-    reason, message = str(exc.reason or ""), ""
+    reason, message, causes = str(exc.reason or ""), "", ()
     try:
         body = json.loads(exc.body or "")
         if isinstance(body, dict) and body.get("kind") == "Status":
             reason = str(body.get("reason") or reason)
             message = str(body.get("message") or "")
-    except (TypeError, ValueError):
+            found = (body.get("details") or {}).get("causes") or []
+            causes = tuple(str(c["message"]) for c in found if isinstance(c, dict) and c.get("message"))
+    except (TypeError, ValueError, AttributeError):
         pass
     retryable = status in (409, 429) or status >= 500
     if status in (401, 403):
@@ -79,6 +91,7 @@ def _status_error(exc: ApiException, what: str) -> KubeError:
         retryable=retryable,
         status=status,
         reason=reason,
+        causes=causes,
     )
 
 

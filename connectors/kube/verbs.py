@@ -385,9 +385,10 @@ class KubeActions:
             )
         except KubeError as err:
             if err.status == 429:
+                why = "; ".join(err.causes) or "it allows no disruption now"
                 raise KubeError(
-                    f"eviction of pod {namespace}/{name} blocked by its PodDisruptionBudget"
-                    f" (429: {err}); retryable once the budget allows a disruption",
+                    f"eviction of pod {namespace}/{name} blocked by its PodDisruptionBudget (429: {why});"
+                    " retryable once the budget allows a disruption",
                     retryable=True,
                     status=429,
                     reason="DisruptionBudget",

@@ -23,6 +23,7 @@ Usage::
 """
 
 from tests.support.kube import objects
+from tests.support.kube.cluster import actions_for, kube_settings
 from tests.support.kube.fake import KubeFake, RbacCall
 
-__all__ = ["KubeFake", "RbacCall", "objects"]
+__all__ = ["KubeFake", "RbacCall", "actions_for", "kube_settings", "objects"]

@@ -147,6 +147,8 @@ class KubeFake:
         self.token = token
         self.objects: dict[tuple[str, str, str, str], Obj] = {}
         self.requests: list[RbacCall] = []
+        #: (resource, name, propagationPolicy) of every delete that went through.
+        self.deletions: list[tuple[str, str, str | None]] = []
         self.lock = threading.RLock()
         self._rv = itertools.count(1000)
         #: A workload whose spec changed completes its rollout after this many reads (0: never by itself).
@@ -158,7 +160,9 @@ class KubeFake:
 
     def __enter__(self) -> KubeFake:
         self._server = _Server(self)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -596,6 +600,7 @@ class KubeFake:
             )
         if not dry:
             del self.objects[key]
+            self.deletions.append((resource, name, policy))
             next(self._rv)
         gone = copy.deepcopy(old)
         gone["metadata"]["deletionTimestamp"] = "2025-06-01T12:00:00Z"
