@@ -421,7 +421,7 @@ def test_delete_failed_job_only_when_failed(fake: KubeFake, kube: KubeActions) -
 def test_a_namespace_outside_the_allow_list_is_refused_before_any_request(
     fake: KubeFake, kube: KubeActions, action: KubeAction
 ) -> None:
-    with pytest.raises(KubeError, match="is not in kube.namespaces") as err:
+    with pytest.raises(KubeError, match=r"is not in kube\.namespaces") as err:
         run(kube, action)
     assert not err.value.retryable and fake.requests == []
 
