@@ -593,18 +593,25 @@ def describe(action: Action) -> str:
 
 def describe_kube(a: KubeAction) -> str:
     where = f"{a.namespace}/{a.name}"
-    text = {
-        "rollout_restart": f"rollout restart {a.workload} {where}",
-        "scale": f"scale {a.workload} {where} to {a.replicas} replicas (at most {a.max_replicas})",
-        "delete_pod": f"delete pod {where}",
-        "evict_pod": f"evict pod {where} (PodDisruptionBudgets respected)",
-        "cordon": f"cordon node {a.node}",
-        "uncordon": f"uncordon node {a.node}",
-        "drain": f"drain node {a.node} (cordon, then evict its pods)",
-        "resize_pvc": f"grow PVC {where} by {a.scale:g} (at most {a.max_size})",
-        "job_from_cronjob": f"create a Job from CronJob {a.namespace}/{a.cronjob}",
-        "delete_failed_job": f"delete failed Job {where}",
-    }[a.verb]
+    match a.verb:
+        case "rollout_restart":
+            text = f"rollout restart {a.workload} {where}"
+        case "scale":
+            text = f"scale {a.workload} {where} to {a.replicas} replicas (at most {a.max_replicas})"
+        case "delete_pod":
+            text = f"delete pod {where}"
+        case "evict_pod":
+            text = f"evict pod {where} (PodDisruptionBudgets respected)"
+        case "cordon" | "uncordon":
+            text = f"{a.verb} node {a.node}"
+        case "drain":
+            text = f"drain node {a.node} (cordon, then evict its pods)"
+        case "resize_pvc":
+            text = f"grow PVC {where} by {a.scale or 0:g} (at most {a.max_size})"
+        case "job_from_cronjob":
+            text = f"create a Job from CronJob {a.namespace}/{a.cronjob}"
+        case "delete_failed_job":
+            text = f"delete failed Job {where}"
     return f"kube {text}{' (server-side dry run)' if a.dry_run else ''}"
 
 

@@ -73,7 +73,8 @@ def build_api_client(settings: KubeSettings) -> client.ApiClient:
 
 def _status_error(exc: ApiException, what: str) -> KubeError:
     status = int(exc.status or 0)
-    reason, message, causes = str(exc.reason or ""), "", ()
+    reason, message = str(exc.reason or ""), ""
+    causes: tuple[str, ...] = ()
     try:
         body = json.loads(exc.body or "")
         if isinstance(body, dict) and body.get("kind") == "Status":
