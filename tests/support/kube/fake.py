@@ -151,8 +151,10 @@ class KubeFake:
         self.deletions: list[tuple[str, str, str | None]] = []
         self.lock = threading.RLock()
         self._rv = itertools.count(1000)
-        #: A workload whose spec changed completes its rollout after this many reads (0: never by itself).
+        #: A workload whose spec changed completes its rollout after this many reads (0: never by itself)
+        #: or, with `rollouts_stall`, has its Deployment controller give up (ProgressDeadlineExceeded).
         self.rollouts_complete_after = 0
+        self.rollouts_stall = False
         self._reads_since_change: dict[tuple[str, str, str, str], int] = {}
         self._server: ThreadingHTTPServer | None = None
 
@@ -403,7 +405,10 @@ class KubeFake:
             self._reads_since_change[key] += 1
             if self._reads_since_change[key] >= self.rollouts_complete_after:
                 del self._reads_since_change[key]
-                self._complete(obj)
+                if self.rollouts_stall and obj["kind"] == "Deployment":
+                    self.stall_rollout(namespace, name)
+                else:
+                    self._complete(obj)
         return copy.deepcopy(obj)
 
     def _list(self, group: str, resource: str, namespace: str, query: dict[str, list[str]]) -> Obj:
