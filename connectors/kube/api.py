@@ -86,7 +86,7 @@ def _status_error(exc: ApiException, what: str) -> KubeError:
         pass
     retryable = status in (409, 429) or status >= 500
     if status in (401, 403):
-        message += " (check the worker's RBAC: deploy/kubernetes/base/rbac.yaml)"
+        message += " (check the worker's RBAC: deploy/kubernetes/components/kube/rbac.yaml)"
     return KubeError(
         f"{what}: {status} {reason}: {message}".rstrip(": "),
         retryable=retryable,
