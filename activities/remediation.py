@@ -41,6 +41,8 @@ from models.plan import (
     GitPushAction,
     GitRevertAction,
     HttpAction,
+    KubeAction,
+    KubeWaitAction,
     MatchResult,
 )
 from models.remediation import (
@@ -64,6 +66,7 @@ from pages.redact import redact
 if TYPE_CHECKING:
     from connectors.alertmanager import AlertmanagerClient
     from connectors.git.repo import GitRepo
+    from connectors.kube.verbs import KubeActions
     from connectors.prometheus import PrometheusClient
 
 log = structlog.get_logger(__name__)
@@ -89,12 +92,14 @@ class RemediationActivities:
         public_url: str = "",
         prometheus: PrometheusClient | None = None,
         alertmanager: AlertmanagerClient | None = None,
+        kube: KubeActions | None = None,
         sandbox_hidden: Sequence[Path] = (),
         secret_values: Sequence[str] = (),
     ) -> None:
         """`open_repo` opens a configured repository by name; `prometheus` and `alertmanager` are
-        None when `remediation.prometheus_url` / `alertmanager_url` are not configured.
-        `sandbox_hidden` never shows in a sandboxed command; `secret_values` never leave one's output."""
+        None when `remediation.prometheus_url` / `alertmanager_url` are not configured, `kube` when
+        the `kube:` section is not. `sandbox_hidden` never shows in a sandboxed command;
+        `secret_values` never leave one's output."""
         self.settings = settings
         self.client = client
         self.temporal = temporal
@@ -106,6 +111,7 @@ class RemediationActivities:
         self.alertmanager = alertmanager
         self.sandbox_hidden = list(sandbox_hidden)
         self.secret_values = list(secret_values)
+        self.kube = kube
         self._playbooks: Any = None
 
     # --- helpers ----------------------------------------------------------------------------------
@@ -138,6 +144,7 @@ class RemediationActivities:
                 list(self.settings.playbook_dirs),
                 self.settings.include_library,
                 known_repos=list(self.settings.repos),
+                kube_namespaces=self.kube.settings.namespaces if self.kube is not None else None,
             )
         return self._playbooks
 
@@ -325,7 +332,30 @@ class RemediationActivities:
             return StepOutcome(ok=bool(res.ok), detail=f"{action.method} {action.url} → {res.status}")
         if isinstance(action, CommandAction):
             return await self._command(req, action, sandbox=action.sandbox)
+        if isinstance(action, KubeAction):
+            return await self._kube_verb(req, action)
+        if isinstance(action, KubeWaitAction):
+            return await self._kube_wait(req, action)
         raise rejected(f"step kind {action.kind} is not valid here")
+
+    def _kube_actions(self) -> KubeActions:
+        if self.kube is None:
+            raise rejected("the `kube:` settings section is not configured but the playbook has kube steps")
+        return self.kube
+
+    async def _kube_verb(self, req: StepRequest, action: KubeAction) -> StepOutcome:
+        """One kube verb; a refusal (allow-list, floor, wrong state) is non-retryable, a blocked
+        eviction or a spent in-flight budget is retried by Temporal."""
+        kube = self._kube_actions()
+        res = await self._thread(
+            lambda: kube.run(action, incident_id=req.incident_id, since=req.alert_starts_at), req.incident_id
+        )
+        return StepOutcome(ok=True, detail=res.detail, changed=res.changed)
+
+    async def _kube_wait(self, req: StepRequest, action: KubeWaitAction) -> StepOutcome:
+        kube = self._kube_actions()
+        res = await self._thread(lambda: kube.wait(action, incident_id=req.incident_id), req.incident_id)
+        return StepOutcome(ok=res.done, detail=res.detail, changed=False)
 
     async def _command(self, req: StepRequest, action: CommandAction, *, sandbox: bool) -> StepOutcome:
         from connectors.commands import run_command
@@ -373,9 +403,12 @@ class RemediationActivities:
 
     @activity.defn(name="run_test")
     async def run_test(self, req: StepRequest) -> StepOutcome:
+        """A sandboxed command, or a kube verb as a server-side dry run (whatever the plan says)."""
         action = req.step.action
+        if isinstance(action, KubeAction):
+            return await self._kube_verb(req, action.model_copy(update={"dry_run": True}))
         if not isinstance(action, CommandAction):
-            raise rejected("test steps must be commands")
+            raise rejected("test steps must be commands or kube verbs")
         return await self._command(req, action, sandbox=True)
 
     @activity.defn(name="deploy_step")

@@ -8,9 +8,26 @@ The playbook schema (`playbooks/schema.py`) and the renderer produce it; nothing
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, Field
+
+#: The closed list of Kubernetes verbs a playbook may use (`kube:` steps).
+KubeVerb = Literal[
+    "rollout_restart",
+    "scale",
+    "delete_pod",
+    "evict_pod",
+    "cordon",
+    "uncordon",
+    "drain",
+    "resize_pvc",
+    "job_from_cronjob",
+    "delete_failed_job",
+]
+KUBE_VERBS: tuple[str, ...] = get_args(KubeVerb)
+#: The workload kinds `rollout_restart`, `scale` and `kube_wait` act on.
+WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 
 
 class GitRevertAction(BaseModel):
@@ -67,8 +84,49 @@ class GitPushAction(BaseModel):
     remote: str = "origin"
 
 
+class KubeAction(BaseModel):
+    """One verb of the closed list against one object; names are validated DNS-1123 names.
+
+    `dry_run` sends every write with `dryRun=All` (always so in test steps): the API server
+    validates and admits it but persists nothing.
+    """
+
+    kind: Literal["kube"] = "kube"
+    verb: KubeVerb
+    #: Deployment, StatefulSet or DaemonSet (rollout_restart, scale).
+    workload: WorkloadKind | None = None
+    namespace: str | None = None
+    #: The object's name: workload, pod, PVC or Job.
+    name: str | None = None
+    node: str | None = None
+    cronjob: str | None = None
+    replicas: int | None = None
+    max_replicas: int | None = None
+    #: resize_pvc: multiply the PVC's requested storage by this, capped at `max_size`.
+    scale: float | None = None
+    max_size: str | None = None
+    dry_run: bool = False
+    timeout_seconds: float = 60
+
+
+class KubeWaitAction(BaseModel):
+    """Wait until a workload's rollout is complete (`kubectl rollout status` semantics)."""
+
+    kind: Literal["kube_wait"] = "kube_wait"
+    workload: WorkloadKind
+    namespace: str
+    name: str
+    timeout_seconds: float = 600
+
+
 Action = Annotated[
-    GitRevertAction | GitEditAction | CommandAction | HttpAction | GitPushAction,
+    GitRevertAction
+    | GitEditAction
+    | CommandAction
+    | HttpAction
+    | GitPushAction
+    | KubeAction
+    | KubeWaitAction,
     Field(discriminator="kind"),
 ]
 

@@ -24,7 +24,7 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 
 from playbooks.matcher import PlaybookSet, find_ties
 from playbooks.render import check_playbook, loc_str
-from playbooks.schema import Playbook, PlaybookSpec
+from playbooks.schema import Playbook, PlaybookSpec, is_template
 
 #: The playbooks shipped with selfheal (known patterns); `include_library=False` leaves them out.
 LIBRARY_DIR = Path(__file__).resolve().parent / "library"
@@ -137,6 +137,24 @@ def _where(path: Path, line: int, loc: tuple[str | int, ...], message: str) -> s
     return f"{path}:{line}: {loc_str(loc)}: {message}" if loc else f"{path}:{line}: {message}"
 
 
+def _kube_namespaces(spec: PlaybookSpec, root: Any) -> tuple[tuple[str, int], ...]:
+    """The literal namespaces of kube steps, with their lines (templated ones are checked at run time)."""
+    found = []
+    rollback = [] if isinstance(spec.rollback, str) else spec.rollback
+    for phase, steps in (
+        ("fix", spec.fix),
+        ("test", spec.test),
+        ("deploy", spec.deploy),
+        ("rollback", rollback),
+    ):
+        for i, step in enumerate(steps):
+            action = step.kube or step.kube_wait
+            if action is not None and action.namespace is not None and not is_template(action.namespace):
+                kind = "kube" if step.kube is not None else "kube_wait"
+                found.append((action.namespace, _line(root, (phase, i, kind, "namespace"))))
+    return tuple(found)
+
+
 def load_file(path: Path) -> tuple[Playbook | None, list[str]]:
     """One playbook file → the validated playbook, or the problems found in it."""
     try:
@@ -175,6 +193,7 @@ def load_file(path: Path) -> tuple[Playbook | None, list[str]]:
         match_line=_line(root, ("match",)),
         repo_line=_line(root, ("repo",)),
         alert_fields=alert_fields,
+        kube_namespaces=_kube_namespaces(spec, root),
     )
     return playbook, []
 
@@ -190,6 +209,19 @@ def _unknown_repo(playbook: Playbook, known_repos: Collection[str] | None) -> st
         return ""
     configured = ", ".join(sorted(known_repos)) or "none"
     return f"{repo!r} is not configured (remediation.repos: {configured})"
+
+
+def _outside_namespaces(playbook: Playbook, namespaces: Collection[str] | None) -> list[tuple[int, str]]:
+    """(line, message) for each literal kube namespace outside `kube.namespaces` (none when
+    namespaces are not checked)."""
+    if namespaces is None:
+        return []
+    allowed = ", ".join(sorted(namespaces)) or "none"
+    return [
+        (line, f"namespace {ns!r} is not in kube.namespaces (allowed: {allowed})")
+        for ns, line in playbook.kube_namespaces
+        if ns not in namespaces
+    ]
 
 
 def _duplicates(playbooks: list[Playbook]) -> list[str]:
@@ -221,11 +253,17 @@ def _ties(playbooks: list[Playbook]) -> list[str]:
     return errors
 
 
-def check_paths(paths: Iterable[Path], *, known_repos: Collection[str] | None = None) -> LintReport:
+def check_paths(
+    paths: Iterable[Path],
+    *,
+    known_repos: Collection[str] | None = None,
+    kube_namespaces: Collection[str] | None = None,
+) -> LintReport:
     """Everything lint reports: per-file problems, duplicate names and precedence ties.
 
     With `known_repos`, a `repo:` outside it is an error, except in the library, whose playbooks
-    are simply unavailable until their repo is configured.
+    are simply unavailable until their repo is configured. With `kube_namespaces`, so is a kube
+    step's literal namespace outside that allow-list.
     """
     files, errors = playbook_files(paths)
     report = LintReport(errors=errors)
@@ -238,24 +276,37 @@ def check_paths(paths: Iterable[Path], *, known_repos: Collection[str] | None = 
         unknown = _unknown_repo(playbook, known_repos)
         if unknown and not _in_library(file):
             report.errors.append(f"{file}:{playbook.repo_line}: repo: {unknown}")
+        if not _in_library(file):
+            outside = _outside_namespaces(playbook, kube_namespaces)
+            report.errors.extend(f"{file}:{line}: namespace: {message}" for line, message in outside)
     report.errors.extend(_duplicates(report.playbooks))
     report.errors.extend(_ties(report.playbooks))
     return report
 
 
-def lint_paths(paths: list[Path], *, known_repos: Collection[str] | None = None) -> list[str]:
+def lint_paths(
+    paths: list[Path],
+    *,
+    known_repos: Collection[str] | None = None,
+    kube_namespaces: Collection[str] | None = None,
+) -> list[str]:
     """`file:line: message` for every problem in the playbooks at `paths` (files or directories)."""
-    return check_paths(paths, known_repos=known_repos).errors
+    return check_paths(paths, known_repos=known_repos, kube_namespaces=kube_namespaces).errors
 
 
 def load_playbooks(
-    dirs: list[Path], include_library: bool = True, *, known_repos: Collection[str] | None = None
+    dirs: list[Path],
+    include_library: bool = True,
+    *,
+    known_repos: Collection[str] | None = None,
+    kube_namespaces: Collection[str] | None = None,
 ) -> PlaybookSet:
     """The configured playbook directories (plus the library) as a PlaybookSet; PlaybookError if any is bad.
 
     Precedence ties are lint errors but do not stop loading: matching then picks by name and says so.
     With `known_repos`, a library playbook whose repo is not configured is skipped (matching says
-    so); in the configured directories it is an error.
+    so); in the configured directories it is an error. `kube_namespaces` (the `kube.namespaces`
+    allow-list) treats a kube step's literal namespace outside it the same way.
     """
     files, errors = playbook_files([library_dir(), *dirs] if include_library else list(dirs))
     playbooks: list[Playbook] = []
@@ -266,10 +317,12 @@ def load_playbooks(
         if playbook is None:
             continue
         unknown = _unknown_repo(playbook, known_repos)
-        if unknown and _in_library(file):
-            skipped.append((playbook, unknown))
-        elif unknown:
-            errors.append(f"{file}:{playbook.repo_line}: repo: {unknown}")
+        outside = _outside_namespaces(playbook, kube_namespaces)
+        if (unknown or outside) and _in_library(file):
+            skipped.append((playbook, unknown or outside[0][1]))
+        elif unknown or outside:
+            errors.extend([f"{file}:{playbook.repo_line}: repo: {unknown}"] if unknown else [])
+            errors.extend(f"{file}:{line}: namespace: {message}" for line, message in outside)
         else:
             playbooks.append(playbook)
     errors.extend(_duplicates([*playbooks, *(p for p, _ in skipped)]))

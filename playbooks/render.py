@@ -29,6 +29,8 @@ from models.plan import (
     GitPushAction,
     GitRevertAction,
     HttpAction,
+    KubeAction,
+    KubeWaitAction,
     PlannedCheck,
     PlannedPolicy,
     PlannedStep,
@@ -43,9 +45,13 @@ from playbooks.schema import (
     GitPushSpec,
     GitRevertSpec,
     HttpSpec,
+    KubeSpec,
+    KubeWaitSpec,
     Playbook,
     PlaybookSpec,
     Step,
+    dns_label_problem,
+    dns_subdomain_problem,
     format_duration,
     is_template,
     parse_duration,
@@ -55,6 +61,9 @@ from playbooks.schema import (
 Loc = tuple[str | int, ...]
 
 ROOTS = ("params", "alert", "settings")
+#: How long one kube verb may take (a drain evicts every pod of a node, one call each).
+KUBE_VERB_TIMEOUT = {"drain": 600.0}
+KUBE_DEFAULT_TIMEOUT = 60.0
 #: The only alert fields a template may read; labels and annotations go through params.
 ALERT_FIELDS = ("alertname", "fingerprint", "startsAt", "status")
 #: Pure string filters; anything that calls back into Python objects is left out.
@@ -461,6 +470,26 @@ class _Builder:
             return out
         return value
 
+    def kube_name(self, loc: Loc, source: str | None, what: str) -> str | None:
+        """A rendered namespace (DNS-1123 label) or object/node name (DNS-1123 subdomain), or refused:
+        whatever a label carried, only a valid name ever reaches a verb."""
+        if source is None:
+            return None
+        check = dns_label_problem if what == "namespace" else dns_subdomain_problem
+        return self._checked(loc, source, lambda value: check(value, what))
+
+    def replicas(self, loc: Loc, source: int | str | None, maximum: int | None) -> int | None:
+        if source is None or isinstance(source, int):
+            return source
+        before = len(self.problems)
+        value = self.text(loc, source)
+        if self.check or len(self.problems) > before:
+            return 0
+        if not value.isdigit() or len(value) > 6 or not 0 <= int(value) <= (maximum or 0):
+            self.fail(loc, f"replicas {show(value)} is not a whole number in 0..max_replicas ({maximum})")
+            return 0
+        return int(value)
+
     def duration(self, loc: Loc, source: str) -> float:
         if not is_template(source):
             return parse_duration(source)
@@ -514,6 +543,28 @@ class _Builder:
         if isinstance(spec, GitPushSpec):
             return GitPushAction(
                 branch=self._checked((*at, "branch"), spec.branch, branch_problem), remote=spec.remote
+            )
+        if isinstance(spec, KubeSpec):
+            return KubeAction(
+                verb=spec.verb,
+                workload=spec.kind,
+                namespace=self.kube_name((*at, "namespace"), spec.namespace, "namespace"),
+                name=self.kube_name((*at, "name"), spec.name, "name"),
+                node=self.kube_name((*at, "node"), spec.node, "node"),
+                cronjob=self.kube_name((*at, "cronjob"), spec.cronjob, "cronjob"),
+                replicas=self.replicas((*at, "replicas"), spec.replicas, spec.max_replicas),
+                max_replicas=spec.max_replicas,
+                scale=spec.scale,
+                max_size=spec.max_size,
+                dry_run=sandbox,
+                timeout_seconds=KUBE_VERB_TIMEOUT.get(spec.verb, KUBE_DEFAULT_TIMEOUT),
+            )
+        if isinstance(spec, KubeWaitSpec):
+            return KubeWaitAction(
+                workload=spec.kind,
+                namespace=self.kube_name((*at, "namespace"), spec.namespace, "namespace") or "",
+                name=self.kube_name((*at, "name"), spec.name, "name") or "",
+                timeout_seconds=spec.timeout,
             )
         raise AssertionError(f"unknown action {step.kind}")  # pragma: no cover
 
@@ -594,7 +645,36 @@ def describe(action: Action) -> str:
         return f"run {shlex.join(action.argv)}{where}{' (sandboxed)' if action.sandbox else ''}"
     if isinstance(action, HttpAction):
         return f"{action.method} {action.url}"
+    if isinstance(action, KubeAction):
+        return describe_kube(action)
+    if isinstance(action, KubeWaitAction):
+        within = format_duration(action.timeout_seconds)
+        return f"wait for {action.workload} {action.namespace}/{action.name} to roll out (within {within})"
     return f"push to {action.remote}/{action.branch}"
+
+
+def describe_kube(a: KubeAction) -> str:
+    where = f"{a.namespace}/{a.name}"
+    match a.verb:
+        case "rollout_restart":
+            text = f"rollout restart {a.workload} {where}"
+        case "scale":
+            text = f"scale {a.workload} {where} to {a.replicas} replicas (at most {a.max_replicas})"
+        case "delete_pod":
+            text = f"delete pod {where}"
+        case "evict_pod":
+            text = f"evict pod {where} (PodDisruptionBudgets respected)"
+        case "cordon" | "uncordon":
+            text = f"{a.verb} node {a.node}"
+        case "drain":
+            text = f"drain node {a.node} (cordon, then evict its pods)"
+        case "resize_pvc":
+            text = f"grow PVC {where} by {a.scale or 0:g} (at most {a.max_size})"
+        case "job_from_cronjob":
+            text = f"create a Job from CronJob {a.namespace}/{a.cronjob}"
+        case "delete_failed_job":
+            text = f"delete failed Job {where}"
+    return f"kube {text}{' (server-side dry run)' if a.dry_run else ''}"
 
 
 def check_playbook(spec: PlaybookSpec) -> tuple[list[tuple[Loc, str]], frozenset[str]]:

@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from models.plan import KUBE_VERBS, KubeVerb, WorkloadKind
 from playbooks.condition import ConditionError, parse_condition
 
 API_VERSION = "selfheal/v1"
@@ -43,13 +44,31 @@ RESERVED_NAMES = frozenset({"get", "items", "keys", "values", "copy"})
 #: C0 controls and DEL: never allowed in a param value (NUL, newlines, escapes).
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-ACTION_KINDS = ("git_revert", "git_edit", "command", "http", "git_push")
+ACTION_KINDS = ("git_revert", "git_edit", "command", "http", "git_push", "kube", "kube_wait")
 GIT_KINDS = frozenset({"git_revert", "git_edit", "git_push"})
 
 
 def invalid(message: str) -> PydanticCustomError:
     """A validation error whose message is shown as is (no "Value error, " prefix)."""
     return PydanticCustomError("playbook", message)
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def dns_label_problem(value: str, what: str) -> str:
+    """Why `value` is not a DNS-1123 label (a namespace), '' when it is one."""
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
+        return f"{what} {show(value)} is not a valid DNS-1123 label (lowercase a-z, 0-9, '-', at most 63)"
+    return ""
+
+
+def dns_subdomain_problem(value: str, what: str) -> str:
+    """Why `value` is not a DNS-1123 subdomain (an object or node name), '' when it is one."""
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+        return f"{what} {show(value)} is not a valid DNS-1123 name (lowercase a-z, 0-9, '-', '.')"
+    return ""
 
 
 def is_template(text: str) -> bool:
@@ -384,7 +403,101 @@ class GitPushSpec(Spec):
     remote: str = Field(default="origin", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
-ActionSpec = GitRevertSpec | GitEditSpec | CommandSpec | HttpSpec | GitPushSpec
+#: The fields each kube verb takes; all of them are required and every other field is refused.
+KUBE_VERB_FIELDS: dict[str, tuple[str, ...]] = {
+    "rollout_restart": ("kind", "namespace", "name"),
+    "scale": ("kind", "namespace", "name", "replicas", "max_replicas"),
+    "delete_pod": ("namespace", "name"),
+    "evict_pod": ("namespace", "name"),
+    "cordon": ("node",),
+    "uncordon": ("node",),
+    "drain": ("node",),
+    "resize_pvc": ("namespace", "name", "scale", "max_size"),
+    "job_from_cronjob": ("namespace", "cronjob"),
+    "delete_failed_job": ("namespace", "name"),
+}
+assert set(KUBE_VERB_FIELDS) == set(KUBE_VERBS)
+_KUBE_FIELDS = (
+    "kind",
+    "namespace",
+    "name",
+    "node",
+    "cronjob",
+    "replicas",
+    "max_replicas",
+    "scale",
+    "max_size",
+)
+_SIZE = re.compile(r"^[1-9][0-9]{0,5}(Ki|Mi|Gi|Ti)$")
+
+
+def _kube_names(spec: BaseModel) -> None:
+    """Literal names must already be DNS-1123 names; templated ones are checked after rendering."""
+    for field in ("namespace", "name", "node", "cronjob"):
+        value = getattr(spec, field, None)
+        if value is None or is_template(value):
+            continue
+        if field == "namespace":
+            problem = dns_label_problem(value, "namespace")
+        else:
+            problem = dns_subdomain_problem(value, field)
+        if problem:
+            raise invalid(problem)
+
+
+class KubeSpec(Spec):
+    """One verb of the closed list; which fields it takes is in `KUBE_VERB_FIELDS`."""
+
+    verb: KubeVerb
+    kind: WorkloadKind | None = None
+    namespace: str | None = Field(default=None, min_length=1)
+    name: str | None = Field(default=None, min_length=1)
+    node: str | None = Field(default=None, min_length=1)
+    cronjob: str | None = Field(default=None, min_length=1)
+    #: A number, or a template rendering to one (checked against max_replicas after rendering).
+    replicas: int | str | None = None
+    max_replicas: int | None = Field(default=None, ge=1, le=1000)
+    scale: float | None = Field(default=None, gt=1, le=10)
+    max_size: str | None = None
+
+    @model_validator(mode="after")
+    def _verb_fields(self) -> KubeSpec:
+        takes = KUBE_VERB_FIELDS[self.verb]
+        for field in _KUBE_FIELDS:
+            present = getattr(self, field) is not None
+            if field in takes and not present:
+                raise invalid(f"verb {self.verb} needs `{field}` (it takes {', '.join(takes)})")
+            if field not in takes and present:
+                raise invalid(f"`{field}` is not used by verb {self.verb} (it takes {', '.join(takes)})")
+        if self.verb == "scale" and self.kind == "DaemonSet":
+            raise invalid("verb scale: a DaemonSet has no replicas (kind: Deployment or StatefulSet)")
+        if isinstance(self.replicas, str) and not is_template(self.replicas):
+            raise invalid("replicas: a number, or a template such as '{{ params.replicas }}'")
+        if isinstance(self.replicas, int) and not 0 <= self.replicas <= (self.max_replicas or 0):
+            raise invalid(f"replicas: {self.replicas} is outside 0..max_replicas ({self.max_replicas})")
+        if self.max_size is not None and not _SIZE.fullmatch(self.max_size):
+            raise invalid(f"max_size {self.max_size!r}: a size such as 200Gi (Ki, Mi, Gi or Ti)")
+        _kube_names(self)
+        return self
+
+
+class KubeWaitSpec(Spec):
+    """Wait for a workload's rollout to complete, as `kubectl rollout status` decides it."""
+
+    kind: WorkloadKind
+    namespace: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    timeout: Duration = 600.0
+
+    @model_validator(mode="after")
+    def _names(self) -> KubeWaitSpec:
+        if self.timeout <= 0:
+            raise invalid("timeout: must be positive")
+        _kube_names(self)
+        return self
+
+
+ActionSpec = GitRevertSpec | GitEditSpec | CommandSpec | HttpSpec | GitPushSpec | KubeSpec | KubeWaitSpec
 
 
 class Step(Spec):
@@ -399,6 +512,8 @@ class Step(Spec):
     command: CommandSpec | None = None
     http: HttpSpec | None = None
     git_push: GitPushSpec | None = None
+    kube: KubeSpec | None = None
+    kube_wait: KubeWaitSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -430,15 +545,15 @@ class Step(Spec):
 
 class FixStep(Step):
     phase: ClassVar[str] = "fix"
-    allowed: ClassVar[tuple[str, ...]] = ("git_revert", "git_edit", "command", "http")
+    allowed: ClassVar[tuple[str, ...]] = ("git_revert", "git_edit", "command", "http", "kube")
 
 
 class TestStep(Step):
-    """Tests are commands only, and always run sandboxed."""
+    """Tests are sandboxed commands, or kube verbs sent as a server-side dry run (`dryRun=All`)."""
 
     __test__: ClassVar[bool] = False  # not a pytest class, despite the name
     phase: ClassVar[str] = "test"
-    allowed: ClassVar[tuple[str, ...]] = ("command",)
+    allowed: ClassVar[tuple[str, ...]] = ("command", "kube")
 
     @model_validator(mode="after")
     def _sandboxed(self) -> TestStep:
@@ -453,7 +568,7 @@ class TestStep(Step):
 
 class DeployStep(Step):
     phase: ClassVar[str] = "deploy"
-    allowed: ClassVar[tuple[str, ...]] = ("git_push", "command", "http")
+    allowed: ClassVar[tuple[str, ...]] = ("git_push", "command", "http", "kube", "kube_wait")
 
 
 class RollbackStep(Step):
@@ -526,6 +641,8 @@ class Playbook:
     repo_line: int
     #: `alert.<field>` names its templates use (so an unusual fingerprint only matters when used).
     alert_fields: frozenset[str]
+    #: Literal (untemplated) namespaces of its kube steps, each with its line, for the allow-list.
+    kube_namespaces: tuple[tuple[str, int], ...] = ()
 
     @property
     def name(self) -> str:

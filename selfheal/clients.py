@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
     from connectors.git.repo import GitRepo
+    from connectors.kube.verbs import KubeActions
 
 log = structlog.get_logger(__name__)
 
@@ -115,6 +116,8 @@ class Clients:
             # No UI configured: links go to Jaeger's own UI.
             ui = ev.traces_ui_url or None
             self.traces = JaegerClient(ev.jaeger_url, timeout=ev.timeout_seconds, ui_url=ui)
+        #: The kube verbs' cluster, only when `kube:` is configured (its client built on first use).
+        self._kube: KubeActions | None = None
         #: Repository name → local clone: remediation repos plus evidence change repos.
         self.repo_paths: dict[str, Path] = {name: r.path for name, r in rem.repos.items()}
         self.repo_paths.update(ev.change_repos)
@@ -129,6 +132,26 @@ class Clients:
 
         cfg = self._settings.remediation.repos[name]
         return GitRepo(cfg.path, remote=cfg.remote, base_branch=cfg.base_branch)
+
+    def kube(self) -> KubeActions | None:
+        """The kube verbs against the configured cluster (None without `kube:`); the client is built
+        once, here, from the kubeconfig or the pod's service account."""
+        section = self._settings.kube
+        if section is None:
+            return None
+        with self._lock:
+            if self._kube is None:
+                from connectors.kube.api import KubeApi, KubeError, build_api_client
+                from connectors.kube.verbs import KubeActions
+
+                try:
+                    api_client = build_api_client(section)
+                except KubeError as err:
+                    raise ConfigError(f"settings: kube: {err}") from err
+                self._kube = KubeActions(
+                    KubeApi(api_client, timeout=section.request_timeout_seconds), section
+                )
+            return self._kube
 
     def llm_model(self) -> Model:
         """The investigator's model, built from `investigation.llm` on first use."""
@@ -156,3 +179,5 @@ class Clients:
             if client is not None:
                 client.close()
         self.incident_store.close()
+        if self._kube is not None:
+            self._kube.api.close()

@@ -85,7 +85,10 @@ def _load(dirs: list[Path] | None, no_library: bool) -> tuple[PlaybookSet, dict[
     configured, include, repos = _configured(settings)
     try:
         playbooks = load_playbooks(
-            [*configured, *(dirs or [])], include_library=include and not no_library, known_repos=repos
+            [*configured, *(dirs or [])],
+            include_library=include and not no_library,
+            known_repos=repos,
+            kube_namespaces=settings.kube.namespaces if settings.kube else None,
         )
     except PlaybookError as exc:
         for error in exc.errors:
@@ -140,12 +143,14 @@ def lint(
 
     When settings configure `remediation.repos`, each `repo:` must name one of them.
     """
-    configured, include, repos = _configured(_settings())
+    settings = _settings()
+    configured, include, repos = _configured(settings)
     if paths:
         targets = [*paths, *(dirs or [])]
     else:
         targets = default_paths([*configured, *(dirs or [])], include and not no_library)
-    report = check_paths(targets, known_repos=repos or None)
+    namespaces = settings.kube.namespaces if settings.kube else None
+    report = check_paths(targets, known_repos=repos or None, kube_namespaces=namespaces)
     if report.errors:
         for error in report.errors:
             typer.echo(error)

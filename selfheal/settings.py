@@ -3,8 +3,9 @@
 Nested values override with a double underscore, e.g. `SELFHEAL_TEMPORAL__ADDRESS=host:7233`.
 Invalid input raises `ConfigError` whose message names the field, so the CLI can exit 2 with it.
 Each integration's section lives beside its code (`connectors/temporal.py`, `connectors/jira/settings.py`,
-`connectors/git/settings.py`, `investigation/settings.py`, `activities/remediation_settings.py`, the
-`incident:` policy in `models/incident_state.py`); this model only composes them with the app's own keys.
+`connectors/git/settings.py`, `connectors/kube/settings.py`, `investigation/settings.py`,
+`activities/remediation_settings.py`, the `incident:` policy in `models/incident_state.py`); this model
+only composes them with the app's own keys.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from activities.remediation_settings import RemediationSettings
 from connectors.jira.settings import JiraSettings
+from connectors.kube.settings import KubeSettings
 from connectors.temporal import TemporalSettings
 from investigation.settings import EvidenceSettings, InvestigationSettings
 from models.incident_state import IncidentPolicy
@@ -87,6 +89,8 @@ class Settings(BaseSettings):
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     incident: IncidentPolicy = Field(default_factory=IncidentPolicy)
     remediation: RemediationSettings = Field(default_factory=RemediationSettings)
+    #: The cluster `kube` steps act on; unset: playbooks with kube steps are refused at run time.
+    kube: KubeSettings | None = None
     evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
     investigation: InvestigationSettings = Field(default_factory=InvestigationSettings)
 

@@ -68,6 +68,7 @@ def remediation_activities(client: Client, settings: Settings, clients: Clients)
         alertmanager=clients.alertmanager,
         sandbox_hidden=settings.sandbox_hidden(),
         secret_values=settings.secret_values(),
+        kube=clients.kube(),
     )
 
 

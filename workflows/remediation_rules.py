@@ -32,6 +32,8 @@ def step_name(step: PlannedStep) -> str:
 
 
 def step_timeout_seconds(step: PlannedStep) -> float:
+    """The action's own timeout (a command's, an HTTP call's, a kube verb's or a `kube_wait`'s) plus
+    the margin; a kube verb's is per verb (a drain evicts a whole node's pods), set at rendering."""
     timeout: float = getattr(step.action, "timeout_seconds", 0)
     return timeout + STEP_TIMEOUT_MARGIN
 
@@ -42,10 +44,11 @@ def rollback_activity(step: PlannedStep) -> str:
 
 
 def non_git_fix_ran(steps: Iterable[StepRecord]) -> bool:
-    """Whether a fix step that changed something outside git (a command, an HTTP call) succeeded:
-    such a fix needs rolling back even when nothing was deployed."""
+    """Whether a fix step that changed something outside git (a command, an HTTP call, a kube verb)
+    succeeded: such a fix needs rolling back even when nothing was deployed."""
     return any(
-        r.phase == "fix" and r.status == "ok" and r.name.split(" ")[0] in ("command", "http") for r in steps
+        r.phase == "fix" and r.status == "ok" and r.name.split(" ")[0] in ("command", "http", "kube")
+        for r in steps
     )
 
 

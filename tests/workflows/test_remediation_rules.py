@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from models.plan import CommandAction, GitPushAction, HttpAction, PlannedPolicy, PlannedStep, RemediationPlan
+from models.plan import (
+    CommandAction,
+    GitPushAction,
+    HttpAction,
+    KubeAction,
+    KubeWaitAction,
+    PlannedPolicy,
+    PlannedStep,
+    RemediationPlan,
+)
 from models.remediation import CheckReport, StepOutcome, StepRecord, VerifyOutcome
 from workflows import remediation_rules as rules
 
@@ -70,3 +79,19 @@ def test_step_line() -> None:
     assert rules.step_line("verify", "verify", "failed", 3, "up < 1") == (
         "[verify] verify: FAILED in 3.0s — up < 1"
     )
+
+
+def test_kube_steps_need_rolling_back_and_keep_their_own_timeouts() -> None:
+    assert rules.non_git_fix_ran([record("fix", "kube fix 1", "ok")]), "a kube fix changed the cluster"
+    assert not rules.non_git_fix_ran([record("test", "kube test 1", "ok")]), "a dry run changed nothing"
+    drain = PlannedStep(
+        phase="fix", index=0, description="", action=KubeAction(verb="drain", node="n1", timeout_seconds=600)
+    )
+    wait = PlannedStep(
+        phase="deploy",
+        index=0,
+        description="",
+        action=KubeWaitAction(workload="Deployment", namespace="shop", name="cart", timeout_seconds=300),
+    )
+    assert rules.step_timeout_seconds(drain) == 600 + rules.STEP_TIMEOUT_MARGIN
+    assert rules.step_timeout_seconds(wait) == 300 + rules.STEP_TIMEOUT_MARGIN

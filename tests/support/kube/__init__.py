@@ -1,0 +1,29 @@
+"""An in-memory Kubernetes API server on a real socket, for tests that drive the real `kubernetes`
+client (never a mock of it): the endpoints the kube verbs use, answering as the API server does.
+
+It rejects what the API server rejects, with its `Status` bodies: 404 NotFound, 409 AlreadyExists on
+create, 409 Conflict on a write carrying a stale `metadata.resourceVersion` (or a delete whose
+precondition is stale), 422 Invalid (negative replicas, a shrinking PVC, a Job without a template,
+an unknown `dryRun` value: the real server validates CreateOptions/PatchOptions/DeleteOptions and
+answers 422, not 400), 403 when a PVC grows on a StorageClass without `allowVolumeExpansion` (the
+PersistentVolumeClaimResize admission plugin), 429 from the eviction subresource when a
+PodDisruptionBudget allows no disruption, 401 without the bearer token. `dryRun=All` runs every
+check and persists nothing. `resourceVersion` increments on every write (one counter, as etcd's
+revision), `generation` when the spec changes.
+
+Controllers are not simulated: `complete_rollout`, `stall_rollout` and `rollouts_complete_after`
+set a workload's status as its controller would, so `kube_wait` is testable without sleeping.
+`requests` logs every call as RBAC sees it (apiGroup, resource, verb).
+
+Usage::
+
+    with KubeFake() as fake:
+        fake.add(objects.deployment("shop", "cart"))
+        settings = KubeSettings(kubeconfig=fake.kubeconfig(tmp_path), namespaces=["shop"])
+"""
+
+from tests.support.kube import objects
+from tests.support.kube.cluster import actions_for, kube_settings
+from tests.support.kube.fake import KubeFake, RbacCall
+
+__all__ = ["KubeFake", "RbacCall", "actions_for", "kube_settings", "objects"]
