@@ -22,6 +22,7 @@ from tests.evals.harness import (
     naive,
     run,
 )
+from tests.support.library import needs_full_library
 
 #: The four failures issue 15 lists: the "closest change" heuristic blames the decoy in each.
 READS_THE_EVIDENCE = (
@@ -39,12 +40,14 @@ def test_there_are_enough_cases_with_decoys_and_novel_ones() -> None:
     assert sum(1 for c in cases if c.expected.get("playbook", "novel") == "novel") >= 8
 
 
+@needs_full_library  # the evals match with the real library
 def test_builtin_investigator_passes_every_case() -> None:
     results = run(load_cases(), builtin)
     failed = {r.case: [c.name for c in r.checks if not c.ok] for r in results if not r.passed}
     assert not failed, failed
 
 
+@needs_full_library  # the evals match with the real library
 def test_a_loudness_driven_investigator_falls_for_the_decoys() -> None:
     results = {r.case: r for r in run(load_cases(), naive, "naive")}
     fooled = [
@@ -107,6 +110,7 @@ def test_make_eval_prints_the_table() -> None:
     assert f"{n}/{n} cases" in out.stdout, out.stdout
 
 
+@needs_full_library  # the evals match with the real library
 def test_the_llm_investigator_is_scored_on_the_same_cases_when_configured() -> None:
     """`make eval` scores the LLM column over the real openai wire protocol (here the fake server)."""
     from tests.support.openai_fake import OUTPUT, FakeOpenAI

