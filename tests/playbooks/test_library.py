@@ -213,13 +213,44 @@ def test_sample_is_a_stock_shaped_webhook(path: Path) -> None:
             assert ":" not in labels["instance"]
 
 
+def kube_state_metrics(alert: WebhookAlert) -> Any:
+    """What kube-state-metrics answers an owner query with, for the sample's objects: a pod
+    `api-7d9c8b6f5d-x2kq9` belongs to Deployment `api` (through its ReplicaSet), a Job
+    `nightly-report-29541120` to CronJob `nightly-report`, a Service's pods to its namesake."""
+    labels = alert.labels
+    if "pod" in labels:
+        owner = "-".join(labels["pod"].split("-")[:-2])
+    elif "job_name" in labels:
+        owner = "-".join(labels["job_name"].split("-")[:-1])
+    else:
+        owner = labels.get("service", "")
+
+    def query(promql: str) -> list[dict[str, str]]:
+        assert "owner_name" in promql, promql
+        return [{"owner_name": owner}]
+
+    return query
+
+
 def candidates(library: PlaybookSet, alert: WebhookAlert) -> list[tuple[str, RemediationPlan]]:
-    """Every playbook that applies to the alert on its own, in precedence order, with its plan."""
+    """Every playbook that applies to the alert on its own, in precedence order, with its plan
+    (`from: query` params resolved as the worker would, against kube-state-metrics' answer)."""
     found = []
     for playbook in library.playbooks:  # sorted by precedence
-        result = PlaybookSet([playbook]).match(alert, incident_id="inc-42", settings_ctx=SETTINGS)
-        if result.plan is not None:
-            found.append((playbook.name, result.plan))
+        single = PlaybookSet([playbook])
+        result = single.match(alert, incident_id="inc-42", settings_ctx=SETTINGS)
+        plan = result.plan
+        if plan is None and result.playbook is not None and result.deferred:
+            plan, problems = single.resolve(
+                result.candidates()[0],
+                alert,
+                kube_state_metrics(alert),
+                incident_id="inc-42",
+                settings_ctx=SETTINGS,
+            )
+            assert plan is not None, problems
+        if plan is not None:
+            found.append((playbook.name, plan))
     return found
 
 
