@@ -69,6 +69,9 @@ TIMING_ONLY = "tied to the cause by timing only"
 #: line or trace ties the change to the incident itself (timing, an alert label or the lines
 #: around its hunk are all that tie it).
 OUTRANKED_BY_CAUSE = 0.5
+#: A new error line names the incident's cause only if it occurs at least this share as often as
+#: the loudest new error line.
+CAUSE_SHARE = 0.1
 
 
 def _aware(at: datetime) -> datetime:
@@ -266,7 +269,8 @@ def _causes(
     rose before every suspect change (`causes.load_cause`).
 
     Only changes that could alter behaviour count: not docs or tests, not selfheal's own fixes,
-    not after the onset.
+    not after the onset. A line says a cause only if it is CAUSE_SHARE of the loudest new error:
+    a handful of certificate errors beside thousands of others explain little of the incident.
     """
     window = [
         c
@@ -276,9 +280,14 @@ def _causes(
         and _within(onset - _aware(c.committed_at), NAMED_HORIZON)
     ]
     out: list[Cause] = []
+    loudest = max((line.count for _, line in fresh), default=0)
     for i, line in fresh:
-        cause = line_cause(i, line)
-        if cause is not None and touching(cause, line, i, clues.service, window) is None:
+        cause = line_cause(i, line, clues.service)
+        if (
+            cause is not None
+            and line.count >= CAUSE_SHARE * loudest
+            and touching(cause, line, i, clues.service, window) is None
+        ):
             out.append(cause)
     suspects = [
         _aware(c.committed_at)

@@ -63,19 +63,20 @@ _EXPIRED = re.compile(r"\bexpired\b|\bnot yet valid\b", re.IGNORECASE)
 _CERT_NAME = re.compile(r"\bCN=([^,)\s]{2,100})|['\"(]([A-Za-z0-9*][A-Za-z0-9*._-]{1,100})['\")]")
 #: A reply that says the other end is failing. Not a bare timeout, nor throttling: we may be
 #: slow or calling too often because of our own change.
+#: A 5xx counts as a status (`503 Service...`, `503 error`, `returned 503`), not as any number.
 _FAILING = re.compile(
-    r"\b5\d\d\b|unavailable|bad gateway|gateway time-?out|connection (?:refused|reset)|could not resolve"
-    r"|name resolution|\bdegraded\b|\boutage\b",
+    r"\b5\d\d(?=\s+(?-i:[A-Z])|\s*(?:error|from)\b)|\b(?:status|code|returned|http)[ :=]*5\d\d\b"
+    r"|unavailable|bad gateway|gateway time-?out|internal server error|connection (?:refused|reset)"
+    r"|could not resolve|name resolution|\bdegraded\b|\boutage\b",
     re.IGNORECASE,
 )
 #: A host the line blames: a URL's host, or a dotted lower-case name after from/host/to/upstream.
 _URL_HOST = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^@/\s]+@)?([a-z0-9-]+(?:\.[a-z0-9-]+)+)", re.IGNORECASE)
-_NAMED_HOST = re.compile(
-    r"\b(?:from|host|to|upstream|server|endpoint)[:=]?\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)", re.IGNORECASE
-)
+_NAMED_HOST = re.compile(r"\b(?i:from|host|to|upstream|server|endpoint)[:=]?\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)")
 _TLD = re.compile(r"\.[a-z]{2,}$")
 _FILE_SUFFIX = re.compile(
-    r"\.(?:py|rb|go|js|ts|java|php|rs|yaml|yml|json|toml|txt|log|md|conf|cfg|ini|sql|html)$"
+    r"\.(?:py|rb|go|js|ts|java|php|rs|yaml|yml|json|toml|txt|log|md|conf|cfg|ini|sql|html|xml|csv|sh|tf"
+    r"|img|tar|gz|zip|jpg|png|pem|crt|key|lock|jar|so)$"
 )
 #: Host labels that name no one (a change mentioning `api` or `com` does not touch the host).
 _GENERIC_LABELS = frozenset(
@@ -180,11 +181,12 @@ def _specific(index: int, line: LogLine) -> tuple[str, ...]:
     return tuple(c.text for c in clues if c.kind in ("identifier", "file", "route"))[:3]
 
 
-def line_cause(index: int, line: LogLine) -> Cause | None:
+def line_cause(index: int, line: LogLine, service: str = "") -> Cause | None:
     """The cause a new error line names outright, if any (one per line, the most specific first).
 
     A certificate expiry, a network fault and a limit reached by growth name themselves; a provider
-    outage needs both a failing reply and the host that gave it, so `timed out` alone blames no one.
+    outage needs both a failing reply and the host that gave it, so `timed out` alone blames no one,
+    and a host of the `service` itself (`orders.example.com` for orders) is the symptom, not a provider.
     """
     text = line.line[:2000]
     ref = f"logs:{index}"
@@ -194,7 +196,8 @@ def line_cause(index: int, line: LogLine) -> Cause | None:
         return Cause("network", ref, text[:300], _specific(index, line), line.count)
     if _EXHAUSTION.search(text):
         return Cause("exhaustion", ref, text[:300], _specific(index, line), line.count)
-    named = hosts(text)
+    own = service.lower()
+    named = [h for h in hosts(text) if not own or own not in h.split(".")]
     if named and _FAILING.search(text):
         return Cause("provider", ref, text[:300], tuple(named), line.count)
     return None

@@ -110,6 +110,16 @@ def test_lines_a_change_may_well_cause_name_no_cause() -> None:
         assert line_cause(0, line(text)) is None, text
 
 
+def test_a_host_of_the_service_itself_or_a_stray_number_blames_no_provider() -> None:
+    """`orders.example.com` failing is the orders symptom; `512` rows is not an HTTP 512."""
+    assert (
+        line_cause(0, line("ERROR GET https://orders.example.com/health: 503 Service Unavailable"), "orders")
+        is None
+    )
+    assert line_cause(0, line("ERROR sync to https://crm.vendor.example failed after 512 rows")) is None
+    assert line_cause(0, line("ERROR sync to https://crm.vendor.example: 512 error")) is not None
+
+
 def test_hosts_are_urls_and_named_dotted_names_not_files_or_classes() -> None:
     text = "ERROR psycopg2.OperationalError from db.eu.example.com reading app/models.py via https://x.vendor.io/a"
     assert hosts(text) == ["x.vendor.io", "db.eu.example.com"]
@@ -167,8 +177,8 @@ def test_two_lines_blaming_one_host_are_one_outage_not_a_close_call() -> None:
     inv = investigate_with(
         [CONFIG_TWEAK],
         [
-            line("ERROR GET https://geo.vendor.example/a: 503", count=300),
-            line("ERROR GET https://geo.vendor.example/b: 503", count=20),
+            line("ERROR GET https://geo.vendor.example/a: 503 Service Unavailable", count=300),
+            line("ERROR GET https://geo.vendor.example/b: returned 503", count=60),
         ],
     )
     outages = [h for h in inv.hypotheses if h.title.startswith("No change caused this")]
@@ -186,6 +196,17 @@ def test_an_id_column_at_its_limit_is_not_blamed_on_a_deploy() -> None:
         [CONFIG_TWEAK], [line("panic: runtime error: index out of range [3] with length 3")]
     )
     assert "ccccccc" in bug.hypotheses[0].title and fix_kind(bug) == "manual"
+
+
+def test_a_few_certificate_errors_beside_many_others_are_not_the_cause() -> None:
+    """A cause must account for a fair share of the new errors (CAUSE_SHARE of the loudest)."""
+    logs = [
+        line("ERROR KeyError: 'page_size' in orders/list.py", count=5000),
+        line("ERROR x509: certificate has expired (CN=old-batch.partner.example)", count=12),
+    ]
+    inv = investigate_with([CONFIG_TWEAK], logs)
+    assert not any(h.title.startswith("No change caused this") for h in inv.hypotheses)
+    assert "ccccccc" in inv.hypotheses[0].title
 
 
 def test_demand_that_rose_before_any_change_is_the_cause() -> None:
