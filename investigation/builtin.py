@@ -13,6 +13,11 @@ How it weighs things, and why:
   error line, an error trace or an alert label (`investigation.xref`) ranks above a closer change
   nothing names, and its hypothesis quotes both (the diff line, when one matches). A change that
   only touches docs, tests, comments or formatting is discounted.
+- Some causes are no change at all, and the evidence says so outright: an expired certificate, a
+  provider's host failing, packet loss, an id or a disk filled by growth, demand that rose before
+  anything else (`investigation.causes`). When no change touches what such a cause names, it
+  outranks changes tied to the incident only by timing, labels or nearby lines, and no revert is
+  proposed.
 - A log line is a symptom worth naming only if it is new: lines already frequent well before the
   onset are background noise, however loud.
 - A matched playbook is a known pattern; its diagnose checks confirm or contradict it.
@@ -28,6 +33,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from statistics import median
 
+from investigation.causes import Cause, line_cause, load_cause, merge, touching
 from investigation.xref import ChangeMatch, Clues, cosmetic, gather_clues, match_change
 from models.evidence import ChangeRef, EvidenceSection, LogLine, MetricSeries, SimilarIncident, TraceRef
 from models.incident import IncidentView
@@ -59,6 +65,13 @@ CLOSE_CALL = 0.1
 CLOSE_CALL_TIME = timedelta(minutes=15)
 #: How a hypothesis that only timing supports begins its detail.
 TIMING_ONLY = "tied to the cause by timing only"
+#: What a change keeps of its belief when the evidence names a cause no change made and no error
+#: line or trace ties the change to the incident itself (timing, an alert label or the lines
+#: around its hunk are all that tie it).
+OUTRANKED_BY_CAUSE = 0.5
+#: A new error line names the incident's cause only if it occurs at least this share as often as
+#: the loudest new error line.
+CAUSE_SHARE = 0.1
 
 
 def _aware(at: datetime) -> datetime:
@@ -124,14 +137,21 @@ def _change_ref(change: ChangeRef) -> str:
 
 
 def _change_hypotheses(
-    changes: Sequence[ChangeRef], onset: datetime, shifts: list[str], clues: Clues
+    changes: Sequence[ChangeRef],
+    onset: datetime,
+    shifts: list[str],
+    clues: Clues,
+    causes: Sequence[Cause] = (),
 ) -> list[Hypothesis]:
     """Changes the evidence names first, then changes touching the service (or a dependency) just
     before the onset, the closest first.
 
     Several unnamed suspects share the belief (each later one counts less); a change that only
     touches docs, tests, comments or formatting is discounted; selfheal's own fix commits and
-    changes elsewhere are listed as unlikely, so a reader sees they were considered.
+    changes elsewhere are listed as unlikely, so a reader sees they were considered. A change
+    named only by the lines around its hunk is believed less than one whose changed lines, paths
+    or summary are named. When the evidence names a cause no change made (`causes`), a change no
+    error line or trace ties to the incident keeps OUTRANKED_BY_CAUSE of its belief.
     """
     out: list[Hypothesis] = []
     suspects = 0
@@ -144,23 +164,26 @@ def _change_hypotheses(
     )
     for change in ordered:
         lead = onset - _aware(change.committed_at)
-        touches = change.touches_service
+        touches = change.touches_service or bool(change.service and change.service == clues.service)
         other = change.service if change.service and change.service != clues.service else ""
         dependency = clues.dependencies.get(other, "") if other and not touches else ""
         in_horizon = _within(lead, CHANGE_HORIZON)
         found = matches[change.sha]
-        idle = cosmetic(change)
+        idle = "" if _names_its_file(found) else cosmetic(change)
         refs = [_change_ref(change)]
         if change.selfheal_incident:
             confidence = 0.05
             why = f"selfheal's own fix for incident {change.selfheal_incident}"
         elif found and _within(lead, NAMED_HORIZON):
             closeness = 1.0 - max(lead.total_seconds(), 0.0) / NAMED_HORIZON.total_seconds()
-            confidence = 0.6 + 0.25 * closeness
+            confidence = (0.6 if found[0].strength >= 2 else 0.45) + 0.25 * closeness
             why = "tied to the cause by the evidence: " + _tied(found)
             if idle:
                 confidence *= 0.4
                 why += f"; but it {idle}"
+            if causes and not _tied_by_errors(found):
+                confidence *= OUTRANKED_BY_CAUSE
+                why += f"; while {causes[0].ref} names a cause no change made"
             refs += list(dict.fromkeys(m.clue.ref for m in found[:3]))
         elif (touches or dependency) and in_horizon:
             closeness = 1.0 - max(lead.total_seconds(), 0.0) / CHANGE_HORIZON.total_seconds()
@@ -173,6 +196,9 @@ def _change_hypotheses(
             if any_named:
                 confidence *= 0.6
                 why += "; nothing in the errors, traces or labels names it, while they name another change"
+            if causes:
+                confidence *= OUTRANKED_BY_CAUSE
+                why += f"; nothing names it, while {causes[0].ref} names a cause no change made"
             if idle:
                 confidence *= 0.25
                 why += f"; discounted: it {idle}"
@@ -204,6 +230,19 @@ def _within(lead: timedelta, horizon: timedelta) -> bool:
     return timedelta(minutes=-1) <= lead <= horizon
 
 
+def _names_its_file(found: Sequence[ChangeMatch]) -> bool:
+    """Whether the evidence names a file the change edits: a file the running service reports
+    reading (`malware_patterns.txt:10414`) is data, however much its name looks like docs."""
+    return any(m.where == "path" and m.clue.kind == "file" for m in found)
+
+
+def _tied_by_errors(found: Sequence[ChangeMatch]) -> bool:
+    """Whether an error line or trace names what the change edits (its lines, paths, summary or
+    service), not only an alert label (which says where the symptom shows, not why) or the
+    unchanged lines around its hunk."""
+    return any(m.strength >= 2 and not m.clue.ref.startswith("alert:") for m in found)
+
+
 def _tied(found: Sequence[ChangeMatch]) -> str:
     """The strongest matches, one per piece of evidence, quoted."""
     seen: set[str] = set()
@@ -216,6 +255,51 @@ def _tied(found: Sequence[ChangeMatch]) -> str:
         if len(parts) == 2:
             break
     return "; ".join(parts)
+
+
+def _causes(
+    fresh: Sequence[tuple[int, LogLine]],
+    onsets: Sequence[tuple[datetime, str, float, float]],
+    changes: Sequence[ChangeRef],
+    onset: datetime,
+    clues: Clues,
+) -> list[Cause]:
+    """The causes no change made that the evidence names, strongest first: one per new error line
+    that names one (`causes.line_cause`) and that no change in the window touches, and demand that
+    rose before every suspect change (`causes.load_cause`).
+
+    Only changes that could alter behaviour count: not docs or tests, not selfheal's own fixes,
+    not after the onset. A line says a cause only if it is CAUSE_SHARE of the loudest new error:
+    a handful of certificate errors beside thousands of others explain little of the incident.
+    """
+    window = [
+        c
+        for c in changes
+        if not c.selfheal_incident
+        and not cosmetic(c)
+        and _within(onset - _aware(c.committed_at), NAMED_HORIZON)
+    ]
+    out: list[Cause] = []
+    loudest = max((line.count for _, line in fresh), default=0)
+    for i, line in fresh:
+        cause = line_cause(i, line, clues.service)
+        if (
+            cause is not None
+            and line.count >= CAUSE_SHARE * loudest
+            and touching(cause, line, i, clues.service, window) is None
+        ):
+            out.append(cause)
+    suspects = [
+        _aware(c.committed_at)
+        for c in window
+        if c.touches_service or c.service in (clues.service, *clues.dependencies) or match_change(c, clues)
+    ]
+    load = load_cause(onsets, suspects, CHANGE_HORIZON)
+    if load is not None:
+        out.append(load)
+    out = merge(out)
+    out.sort(key=lambda c: (-c.confidence, -c.weight))
+    return out
 
 
 def _first_change(change: ChangeRef) -> str:
@@ -234,8 +318,11 @@ def _fresh_errors(logs: Sequence[LogLine], onset: datetime) -> list[tuple[int, L
     ]
 
 
-def _log_hypotheses(logs: Sequence[LogLine], onset: datetime) -> tuple[list[Hypothesis], list[str]]:
-    """New error lines become symptoms; old loud lines are reported as ignored noise."""
+def _log_hypotheses(
+    logs: Sequence[LogLine], onset: datetime, skip: set[str] | frozenset[str] = frozenset()
+) -> tuple[list[Hypothesis], list[str]]:
+    """New error lines become symptoms (but those in `skip`, already named as a cause); old loud
+    lines are reported as ignored noise."""
     fresh: list[tuple[int, LogLine]] = []
     noise: list[str] = []
     for i, line in enumerate(logs):
@@ -246,6 +333,7 @@ def _log_hypotheses(logs: Sequence[LogLine], onset: datetime) -> tuple[list[Hypo
             noise.append(f"{line.line[:100]} (x{line.count}, seen since before the onset)")
         else:
             fresh.append((i, line))
+    fresh = [(i, line) for i, line in fresh if f"logs:{i}" not in skip]
     fresh.sort(key=lambda item: -item[1].count)
     hyps = [
         Hypothesis(
@@ -390,16 +478,31 @@ def investigate(
     for alert in view.alerts:
         for key, value in alert.labels.items():
             labels.setdefault(key, value)
+    fresh = _fresh_errors(logs.logs if logs else [], onset)
     clues = gather_clues(
         view.service,
-        logs=_fresh_errors(logs.logs if logs else [], onset),
+        logs=fresh,
         traces=traces.traces if traces else [],
         labels=labels,
         alertname=view.alertname,
         depends_on=changes.depends_on if changes else [],
     )
-    hypotheses += _change_hypotheses(changes.changes if changes else [], onset, shifts, clues)
-    log_hyps, noise = _log_hypotheses(logs.logs if logs else [], onset)
+    change_list = changes.changes if changes else []
+    causes = _causes(fresh, onsets, change_list, onset, clues)
+    hypotheses += _change_hypotheses(change_list, onset, shifts, clues, causes)
+    cause_hyps = [
+        Hypothesis(
+            title=cause.title()[:300],
+            detail=cause.detail(len(change_list))[:4000],
+            confidence=cause.confidence,
+            evidence=[*cause.refs[:4], *[s for s in shifts[:2] if s != cause.ref]],
+        )
+        for cause in causes
+    ]
+    hypotheses += cause_hyps
+    log_hyps, noise = _log_hypotheses(
+        logs.logs if logs else [], onset, skip={r for c in causes for r in c.refs}
+    )
     hypotheses += log_hyps
     similar = sections.get("similar_incidents")
     similar_hyps = _similar_hypotheses(similar.similar if similar else [])
@@ -421,10 +524,14 @@ def investigate(
         past = next(
             (s for s in (similar.similar if similar else []) if s.fix and s.score >= RECURRENCE_SCORE), None
         )
+        # A change is worth reverting only if it outranks every cause no change made.
+        ranked_above_causes = hypotheses[
+            : next((i for i, h in enumerate(hypotheses) if any(h is c for c in cause_hyps)), len(hypotheses))
+        ]
         suspect = next(
             (
                 h
-                for h in hypotheses
+                for h in ranked_above_causes
                 if h.evidence and h.evidence[0].startswith("changes:") and h.confidence >= 0.5
             ),
             None,

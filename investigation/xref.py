@@ -4,8 +4,10 @@ An error line, an error trace or an alert label often names what broke: a column
 file, a config key, a service. A change whose summary, paths or diff holds that name is tied to
 the symptom by evidence, not merely by being close in time, so the builtin investigator ranks it
 above a closer change nothing names. This module extracts those names (`Clue`), matches them
-against a change (`ChangeMatch`), learns the service's dependencies from parent/child spans, and
-tells changes that cannot alter behaviour (docs, tests, comments, formatting) from the rest.
+against a change (`ChangeMatch`: a changed line, a path, the summary, the change's service, or,
+weakest, an unchanged line of a hunk it edits, such as the limit beside a raised setting), learns
+the service's dependencies from parent/child spans, and tells changes that cannot alter
+behaviour (docs, tests, comments, formatting) from the rest.
 
 Pure and deterministic. Every text read here (log lines, trace names, labels, commit messages,
 diffs) is untrusted data: it is only searched with escaped patterns and quoted back, bounded;
@@ -23,7 +25,7 @@ from typing import Literal
 from models.evidence import ChangeRef, LogLine, TraceRef
 
 ClueKind = Literal["identifier", "route", "file", "segment", "word"]
-Where = Literal["diff", "path", "summary", "service"]
+Where = Literal["diff", "path", "summary", "service", "context"]
 
 #: Clues kept per incident at most, and characters of one clue; the text they are read from is
 #: cut to this many characters first (a stack trace in one line must not make matching slow).
@@ -32,8 +34,9 @@ MAX_CLUE_CHARS = 80
 MAX_SOURCE_CHARS = 2000
 #: Diff lines searched per change at most.
 MAX_DIFF_LINES = 400
-#: Strength of a match: a changed line or a named file beats a summary or a file stem.
-_STRENGTH: dict[Where, int] = {"diff": 3, "path": 2, "summary": 2, "service": 2}
+#: Strength of a match: a changed line or a named file beats a summary or a file stem; an
+#: unchanged line around a hunk (`context`) is the weakest: the change edits next to the name.
+_STRENGTH: dict[Where, int] = {"diff": 3, "path": 2, "summary": 2, "service": 2, "context": 1}
 
 #: Alert labels that say where or how loud, not what broke.
 _SKIP_LABELS = frozenset(
@@ -85,7 +88,7 @@ _QUOTED = re.compile(r"[\"'`\u201c\u00ab]([^\"'`\u201d\u00bb\s]{2,64})[\"'`\u201
 _ROUTE = re.compile(r"(?<![\w.:/-])(/[A-Za-z0-9_.~{}:-]+(?:/[A-Za-z0-9_.~{}:-]+)*)")
 _FILE = re.compile(
     r"(?<![\w./-])((?:[\w-]+/)*[\w-]+\.(?:py|go|js|jsx|ts|tsx|java|kt|rb|php|rs|c|h|cc|cpp|cs|sql|yaml|yml"
-    r"|json|toml|ini|conf|cfg|properties|html|css|scss|sh|tf|proto|xml|env|pem|crt))\b"
+    r"|json|toml|ini|conf|cfg|properties|html|css|scss|sh|tf|proto|xml|env|pem|crt|txt|csv))\b"
 )
 _IDENT = re.compile(
     r"(?<![\w.-])[A-Za-z][A-Za-z0-9]*(?:[_.-][A-Za-z0-9]+)+(?![\w-])"  # snake, kebab, dotted
@@ -139,6 +142,9 @@ class ChangeMatch:
             return f"{said} names {self.clue.text!r}, and the change edits {self.quote[:160]}"
         if self.where == "summary":
             return f"{said} names {self.clue.text!r}, as does its summary"
+        if self.where == "context":
+            around = self.quote[:200]
+            return f"{said} names {self.clue.text!r}, and the diff edits the lines around it: {around!r}"
         return f"{said} names the service {self.clue.text!r}, which this change belongs to"
 
 
@@ -243,20 +249,31 @@ def gather_clues(
 
 
 def _bounded(text: str) -> re.Pattern[str]:
-    """`text` as a whole name: not part of a longer identifier (user_name is not username)."""
-    return re.compile(r"(?<![A-Za-z0-9_])" + re.escape(text) + r"(?![A-Za-z0-9_])", re.IGNORECASE)
+    """`text` as a whole name: not part of a longer identifier (user_name is not username), nor
+    one word of a hyphenated name (payments is not payments-api); `--text` as a flag still counts."""
+    return re.compile(
+        r"(?<![A-Za-z0-9_])(?<![A-Za-z0-9]-)" + re.escape(text) + r"(?![A-Za-z0-9_])(?!-[A-Za-z0-9])",
+        re.IGNORECASE,
+    )
 
 
-def changed_lines(diff: str) -> list[tuple[str, str]]:
-    """(path, line) for every added or removed line of a unified diff, the +/- kept."""
+def changed_lines(diff: str, *, context: bool = False) -> list[tuple[str, str]]:
+    """(path, line) for every added or removed line of a unified diff, the +/- kept; with
+    `context`, the unchanged lines of the hunks instead (their leading space kept)."""
     out: list[tuple[str, str]] = []
     path = ""
+    hunk = False
     for line in diff.splitlines()[:MAX_DIFF_LINES]:
         if line.startswith("+++ "):
             path = line[4:].removeprefix("b/")
-        elif line.startswith("--- ") or line.startswith("diff --git"):
-            continue
+        elif line.startswith(("--- ", "diff --git", "index ")):
+            hunk = False
+        elif line.startswith("@@"):
+            hunk = True
         elif line.startswith(("+", "-")):
+            if not context:
+                out.append((path, line))
+        elif context and hunk and line.startswith(" "):
             out.append((path, line))
     return out
 
@@ -264,6 +281,7 @@ def changed_lines(diff: str) -> list[tuple[str, str]]:
 def match_change(change: ChangeRef, clues: Clues) -> list[ChangeMatch]:
     """Every clue the change holds, strongest first (one match per clue, its strongest place)."""
     lines = [line for _, line in changed_lines(change.diff)]
+    around = [line for _, line in changed_lines(change.diff, context=True)]
     other_service = change.service and change.service.lower() != clues.service.lower()
     found: list[ChangeMatch] = []
     for clue in clues.clues:
@@ -274,14 +292,16 @@ def match_change(change: ChangeRef, clues: Clues) -> list[ChangeMatch]:
         elif clue.kind == "word":
             continue  # plain words only ever name a service
         else:
-            best = _match_clue(change, clue, lines)
+            best = _match_clue(change, clue, lines, around)
         if best is not None:
             found.append(best)
     found.sort(key=lambda m: -m.strength)
     return found
 
 
-def _match_clue(change: ChangeRef, clue: Clue, lines: Sequence[str]) -> ChangeMatch | None:
+def _match_clue(
+    change: ChangeRef, clue: Clue, lines: Sequence[str], around: Sequence[str] = ()
+) -> ChangeMatch | None:
     pattern = _bounded(clue.text)
     if clue.kind != "segment":  # a route segment is too short a word to trust inside code
         for line in lines:
@@ -295,6 +315,10 @@ def _match_clue(change: ChangeRef, clue: Clue, lines: Sequence[str]) -> ChangeMa
             return ChangeMatch(clue, "path", path)
     if clue.kind != "file" and pattern.search(change.summary):
         return ChangeMatch(clue, "summary", change.summary[:200])
+    if clue.kind == "identifier":  # a config key or name right beside the edit (the limit it raises)
+        for line in around:
+            if pattern.search(line):
+                return ChangeMatch(clue, "context", line.strip()[:300])
     return None
 
 

@@ -243,7 +243,7 @@ def test_close_top_two_say_what_would_tell_them_apart() -> None:
     # A change and a new error of nearly the same weight: does the diff touch what fails?
     mixed = run(
         [change("1", 110, "pool", ["services/shop/a.yaml"], "-a\n+b")],
-        [error("ERROR disk full on /var/lib/shop")],
+        [error("ERROR stock lookup failed for sku 42")],
     )
     assert mixed.hypotheses[0].confidence - mixed.hypotheses[1].confidence < 0.1
     assert any("'s diff touch what logs:0 shows failing" in q for q in mixed.open_questions)
@@ -274,3 +274,62 @@ def test_clues_are_bounded() -> None:
     line = " ".join(f"key_{i}=v" for i in range(5000))
     clues = gather_clues("shop", logs=[(0, error(f"ERROR {line}"))])
     assert 0 < len(clues.clues) <= 80
+
+
+LIMIT_HUNK = """\
+--- a/fleet/shop.yaml
++++ b/fleet/shop.yaml
+@@ -1,3 +1,3 @@
+ fleet: shop
+-workers: 8
++workers: 64
+ max_open_files: 4096
+"""
+
+
+def test_a_key_beside_the_edit_ties_the_change_weaker_than_an_edited_line() -> None:
+    """The error names a limit the diff shows beside its edit: the change edits that hunk."""
+    clues = gather_clues("shop", logs=[(0, error("ERROR accept: too many open files (max_open_files)"))])
+    beside = change("b", 40, "more workers", ["fleet/shop.yaml"], LIMIT_HUNK, touches=False, service="shop")
+    found = match_change(beside, clues)
+    assert found and found[0].where == "context" and found[0].quote == "max_open_files: 4096"
+    inv = run(
+        [change("d", 5, "runbook link", ["services/shop/RUNBOOK.md"], "-a\n+b"), beside],
+        [error("ERROR accept: too many open files (max_open_files)")],
+    )
+    assert "bbbbbbb" in inv.hypotheses[0].title and "edits the lines around it" in inv.hypotheses[0].detail
+    edited = change(
+        "e",
+        40,
+        "lower it",
+        ["fleet/shop.yaml"],
+        "+++ b/fleet/shop.yaml\n-max_open_files: 4096\n+max_open_files: 64",
+    )
+    both = run([beside, edited], [error("ERROR accept: too many open files (max_open_files)")])
+    assert "eeeeeee" in both.hypotheses[0].title, "a changed line outranks an unchanged one beside the edit"
+
+
+def test_a_change_belonging_to_the_service_counts_as_touching_it() -> None:
+    """A change attributed to the service (its fleet file, outside the service's paths) is a suspect."""
+    fleet = change(
+        "f", 20, "shop: 8 -> 64 workers", ["fleet/shop.yaml"], "-w: 8\n+w: 64", touches=False, service="shop"
+    )
+    assert "touches the service's paths" in run([fleet]).hypotheses[0].detail
+
+
+def test_a_name_is_not_one_word_of_a_hyphenated_name() -> None:
+    """`payments` in an error is not the `payments-api` prefix of a summary; `--payments` is a flag."""
+    clues = gather_clues("shop", logs=[(0, error('ERROR lock timeout on "payments"'))])
+    prefix = change("p", 2, "payments-api: copy edits", ["services/shop/en.yml"], "-a: x\n+a: y")
+    flag = change("g", 2, "flags", ["services/shop/run.sh"], "-exec app\n+exec app --payments=off")
+    suffix = change("s", 2, "legacy-payments: remove", ["services/shop/legacy.py"], "-x = 1\n+x = 2")
+    assert match_change(prefix, clues) == [] and match_change(suffix, clues) == []
+    assert [m.where for m in match_change(flag, clues)] == ["diff"]
+
+
+def test_a_file_the_errors_name_is_not_docs() -> None:
+    """A .txt the running service reports reading is data, however much it looks like docs."""
+    data = change("t", 20, "import patterns", ["services/shop/data/blocklist.txt"], "+/")
+    inv = run([data], [error("WARN blocked: matched pattern '/' (blocklist.txt:104)")])
+    assert "ttttttt" in inv.hypotheses[0].title and "only touches docs" not in inv.hypotheses[0].detail
+    assert cosmetic(data) == "only touches docs", "unnamed, the same change would be discounted"
