@@ -58,6 +58,7 @@ from models.incident import AlertmanagerWebhook, IncidentView, Stage, TrackedAle
 from models.investigation import DiagnoseResult, Investigation
 from models.plan import MatchResult
 from playbooks.loader import load_playbooks
+from workflows.incident_rules import Choice, chosen_match, unmatched
 
 CASES = Path(__file__).parent / "cases"
 HELDOUT = Path(__file__).parent / "heldout"
@@ -279,7 +280,49 @@ def match_case(case: Case) -> MatchResult | None:
     found: MatchResult | None = _PLAYBOOKS.match_first(
         case.webhook.alerts, incident_id=f"eval-{case.name}", settings_ctx=ctx
     )
-    return found
+    if found is None or found.playbook is None or not found.needs_choice():
+        return found
+    return _choose(case, found, ctx)
+
+
+def _choose(case: Case, match: MatchResult, ctx: dict[str, str]) -> MatchResult:
+    """What the incident workflow does when diagnose must choose: resolve each candidate's
+    `from: query` params (from the recorded `series` labels) and take the first whose recorded
+    diagnose values hold; none confirmed: the first one that rendered, as the proposal."""
+    series: dict[str, str] = {str(k): str(v) for k, v in (case.evidence.get("series") or {}).items()}
+    recorded: dict[str, float] = case.evidence.get("diagnose", {})
+    alert = next(a for a in case.webhook.alerts if a.fingerprint == match.fingerprint)
+    choice = Choice()
+    for candidate in match.candidates():
+        plan = candidate.plan
+        if plan is None:
+            plan, problems = _PLAYBOOKS.resolve(
+                candidate,
+                alert,
+                lambda _q: [series] if series else [],
+                incident_id=match_id(case),
+                settings_ctx=ctx,
+            )
+            if plan is None:
+                choice.ruled_out.append((candidate.playbook, "; ".join(problems)))
+                continue
+        choice.first = choice.first or plan
+        failed = [
+            c.name
+            for c in plan.diagnose
+            if c.name in recorded and not PrometheusClient.check(c.condition, [float(recorded[c.name])])
+        ]
+        if failed:
+            choice.ruled_out.append((candidate.playbook, ", ".join(failed)))
+            continue
+        choice.chosen = plan
+        break
+    plan = choice.chosen or choice.first
+    return unmatched(match, choice) if plan is None else chosen_match(match, plan, choice)
+
+
+def match_id(case: Case) -> str:
+    return f"eval-{case.name}"
 
 
 def diagnose_case(case: Case, match: MatchResult | None) -> list[DiagnoseResult]:

@@ -29,6 +29,7 @@ from selfheal.playbooks_cli import playbooks_app
 from tests.support.library import (
     LIBRARY_FILES,
     SAMPLES_DIR,
+    kube_state_metrics,
     loadable_library,
     needs_full_library,
     needs_syntax_of,
@@ -211,25 +212,6 @@ def test_sample_is_a_stock_shaped_webhook(path: Path) -> None:
         assert all(labels.get(k) == v for k, v in rule.get("fixed", {}).items()), labels
         if labels.get("job") == "node-exporter":  # kube-prometheus relabels instance to the node name
             assert ":" not in labels["instance"]
-
-
-def kube_state_metrics(alert: WebhookAlert) -> Any:
-    """What kube-state-metrics answers an owner query with, for the sample's objects: a pod
-    `api-7d9c8b6f5d-x2kq9` belongs to Deployment `api` (through its ReplicaSet), a Job
-    `nightly-report-29541120` to CronJob `nightly-report`, a Service's pods to its namesake."""
-    labels = alert.labels
-    if "pod" in labels:
-        owner = "-".join(labels["pod"].split("-")[:-2])
-    elif "job_name" in labels:
-        owner = "-".join(labels["job_name"].split("-")[:-1])
-    else:
-        owner = labels.get("service", "")
-
-    def query(promql: str) -> list[dict[str, str]]:
-        assert "owner_name" in promql, promql
-        return [{"owner_name": owner}]
-
-    return query
 
 
 def candidates(library: PlaybookSet, alert: WebhookAlert) -> list[tuple[str, RemediationPlan]]:

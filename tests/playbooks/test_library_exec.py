@@ -31,7 +31,7 @@ from playbooks.matcher import PlaybookSet
 from selfheal.clients import Clients
 from selfheal.settings import Settings, load_settings
 from selfheal.worker import remediation_activities as wire_remediation
-from tests.support.library import loadable_library, needs_syntax_of, sample_alert
+from tests.support.library import kube_state_metrics, loadable_library, needs_syntax_of, sample_alert
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,10 +52,17 @@ def library() -> PlaybookSet:
 def render(
     library: PlaybookSet, name: str, settings_ctx: dict[str, str] | None = None, **labels: str
 ) -> RemediationPlan:
-    result = library.match(
-        sample_alert(name, **labels), incident_id=INCIDENT, settings_ctx=settings_ctx or SETTINGS_CTX
-    )
-    assert result.playbook == name and result.plan is not None, result.reasons
+    alert = sample_alert(name, **labels)
+    ctx = settings_ctx or SETTINGS_CTX
+    result = library.match(alert, incident_id=INCIDENT, settings_ctx=ctx)
+    assert result.playbook == name, result.reasons
+    if result.plan is None and result.deferred:  # `from: query` params, as the worker resolves them
+        plan, problems = library.resolve(
+            result.candidates()[0], alert, kube_state_metrics(alert), incident_id=INCIDENT, settings_ctx=ctx
+        )
+        assert plan is not None, problems
+        return plan
+    assert result.plan is not None, result.reasons
     return result.plan
 
 

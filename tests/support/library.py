@@ -98,3 +98,22 @@ def sample_alert(name: str, **labels: str) -> WebhookAlert:
     """The first alert of the playbook's sample, with `labels` replacing or adding label values."""
     alert = AlertmanagerWebhook.model_validate(sample_body(name)).alerts[0]
     return alert.model_copy(update={"labels": {**alert.labels, **labels}}) if labels else alert
+
+
+def kube_state_metrics(alert: WebhookAlert) -> Any:
+    """What kube-state-metrics answers an owner query with, for the sample's objects: a pod
+    `api-7d9c8b6f5d-x2kq9` belongs to Deployment `api` (through its ReplicaSet), a Job
+    `nightly-report-29541120` to CronJob `nightly-report`, a Service's pods to its namesake."""
+    labels = alert.labels
+    if "pod" in labels:
+        owner = "-".join(labels["pod"].split("-")[:-2])
+    elif "job_name" in labels:
+        owner = "-".join(labels["job_name"].split("-")[:-1])
+    else:
+        owner = labels.get("service", "")
+
+    def query(promql: str) -> list[dict[str, str]]:
+        assert "owner_name" in promql, promql
+        return [{"owner_name": owner}]
+
+    return query
