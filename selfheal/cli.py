@@ -318,7 +318,8 @@ def mcp(
     decide). Configure it as an MCP server command in your agent; see docs/mcp.md."""
     from selfheal.mcp_server.stdio import serve_stdio
 
-    token = os.environ.get("SELFHEAL_TOKEN", "").strip()
+    # SELFHEAL_API_TOKEN is what the other API commands read: one variable serves both.
+    token = (os.environ.get("SELFHEAL_TOKEN") or os.environ.get("SELFHEAL_API_TOKEN") or "").strip()
     if not token:
         raise fail(
             "SELFHEAL_TOKEN: not set; give it your personal API token"

@@ -13,6 +13,7 @@ read text only. Alert-, log- and model-derived text stays inside the data.
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -50,7 +51,8 @@ IncidentId = Annotated[
     AfterValidator(_incident_id),
     Field(
         description="An incident id, e.g. 0123456789ab-a1b2c3",
-        json_schema_extra={"pattern": ids.INCIDENT_ID_RE.pattern},
+        # The same grammar for JSON Schema clients (ECMAScript has no `(?P<name>` groups).
+        json_schema_extra={"pattern": re.sub(r"\(\?P<\w+>", "(", ids.INCIDENT_ID_RE.pattern)},
     ),
 ]
 #: What a visibility filter accepts (the API's own rule: a search attribute value).
