@@ -116,7 +116,8 @@ async def test_stdio_tools_against_a_running_stack(stack: Stack) -> None:
     async with stdio_session(stack, "oncall") as approver:
         decided = await call(approver, "approve_incident", incident_id=first, comment="via MCP")
         assert decided["decision"]["by"] == "oncall" and decided["decision"]["comment"] == "via MCP"
-        await stack.wait_for(first, lambda v: v["stage"] == "closed")
+        closed = await stack.wait_for(first, lambda v: v["stage"] == "closed")
+        assert closed["decision"]["by"] == "oncall" and closed["outcome"] == "approved"
 
         similar = await call(approver, "similar_incidents", incident_id=second)
         assert similar["similar"][0]["incident_id"] == first
