@@ -1,7 +1,7 @@
 """The `selfheal` command line.
 
-`dev`, `api` and `worker` run the processes; `incidents`, `approve` and `reject` are clients of
-the HTTP API, so approver policy is enforced in one place. Bad configuration or usage exits 2
+`dev`, `api` and `worker` run the processes; `incidents`, `approve`, `reject` and the `mcp` server
+are clients of the HTTP API, so approver policy is enforced in one place. Bad configuration or usage exits 2
 with one line naming the field.
 """
 
@@ -304,6 +304,30 @@ def pause(as_user: AsOpt = None, reason: CommentOpt = "", url: UrlOpt = None) ->
 def resume(as_user: AsOpt = None, reason: CommentOpt = "", url: UrlOpt = None) -> None:
     """Restart autonomous remediation (approvers)."""
     _pause(False, as_user, reason, url)
+
+
+@app.command()
+def mcp(
+    url: Annotated[
+        str, typer.Option("--url", envvar="SELFHEAL_URL", help="selfheal API base URL.")
+    ] = "http://127.0.0.1:8080",
+) -> None:
+    """Serve MCP over stdio for a coding agent, acting through the API as the owner of SELFHEAL_TOKEN.
+
+    Every tool is an API call with that token, so the API's rules apply (viewers read, approvers
+    decide). Configure it as an MCP server command in your agent; see docs/mcp.md."""
+    from selfheal.mcp_server.stdio import serve_stdio
+
+    # SELFHEAL_API_TOKEN is what the other API commands read: one variable serves both.
+    token = (os.environ.get("SELFHEAL_TOKEN") or os.environ.get("SELFHEAL_API_TOKEN") or "").strip()
+    if not token:
+        raise fail(
+            "SELFHEAL_TOKEN: not set; give it your personal API token"
+            " (selfheal token create NAME prints one), never the webhook token"
+        )
+    if not url.startswith(("http://", "https://")):
+        raise fail(f"SELFHEAL_URL: {url!r} is not an http(s) URL")
+    asyncio.run(serve_stdio(url.rstrip("/"), token))
 
 
 @token_app.command("create")

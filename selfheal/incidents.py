@@ -251,6 +251,7 @@ class IncidentService:
         status: str | None = None,
         stage: str | None = None,
         service: str | None = None,
+        alertname: str | None = None,
         limit: int = 100,
     ) -> list[IncidentSummary]:
         clauses = ["WorkflowType = 'IncidentWorkflow'"]
@@ -258,6 +259,7 @@ class IncidentService:
             (ids.SA_STATUS, status),
             (ids.SA_STAGE, stage),
             (ids.SA_SERVICE, service),
+            (ids.SA_ALERTNAME, alertname),
         ):
             if value is not None:
                 if not _SAFE_VALUE.match(value):

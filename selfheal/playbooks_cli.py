@@ -31,10 +31,11 @@ from playbooks.coverage import (
     read_bodies,
     share,
 )
-from playbooks.loader import PlaybookError, check_paths, default_paths, load_playbooks
+from playbooks.loader import PlaybookError, check_paths, default_paths
 from playbooks.matcher import PlaybookSet
 from playbooks.schema import CONTROL, format_duration
 from selfheal.cli_common import fail, settings_or_exit
+from selfheal.playbook_match import load_configured
 from selfheal.settings import Settings
 
 playbooks_app = typer.Typer(
@@ -81,20 +82,12 @@ def _read_webhook(path: Path) -> AlertmanagerWebhook:
 
 def _load(dirs: list[Path] | None, no_library: bool) -> tuple[PlaybookSet, dict[str, str]]:
     """Load as the worker does: configured dirs, the library, and repo names checked."""
-    settings = _settings()
-    configured, include, repos = _configured(settings)
     try:
-        playbooks = load_playbooks(
-            [*configured, *(dirs or [])],
-            include_library=include and not no_library,
-            known_repos=repos,
-            kube_namespaces=settings.kube.namespaces if settings.kube else None,
-        )
+        return load_configured(_settings(), dirs or [], library=not no_library)
     except PlaybookError as exc:
         for error in exc.errors:
             typer.echo(error, err=True)
         raise typer.Exit(2) from exc
-    return playbooks, settings.remediation.template_settings(settings.public_url)
 
 
 def _match_all(alert_file: Path, dirs: list[Path] | None, no_library: bool) -> list[MatchResult]:

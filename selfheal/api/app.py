@@ -1,5 +1,5 @@
 """`create_app`: the state every route shares, built once; the error shape every route answers
-with; request timing; then one router per resource, in their OpenAPI order.
+with; request timing; then one router per resource, in their OpenAPI order, and the MCP endpoint.
 """
 
 from __future__ import annotations
@@ -11,15 +11,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.routing import Route
 from temporalio.client import Client
 
 from connectors.base import Tracker
 from connectors.temporal import connect
-from selfheal.api import alerts, health, incidents, jira_webhook, remediation, tickets, ui
+from selfheal.api import alerts, health, incidents, jira_webhook, playbooks, remediation, tickets, ui
+from selfheal.api.auth import require
 from selfheal.api.body import validation_errors
 from selfheal.api.counters import REQUEST_SECONDS
 from selfheal.api.state import Shared, app_tracker, close_tracker
 from selfheal.incidents import IncidentError, IncidentService
+from selfheal.mcp_server.http import McpHttp
 from selfheal.settings import Settings
 
 #: In this order in the OpenAPI document.
@@ -27,6 +30,7 @@ ROUTERS = (
     alerts.router,
     incidents.router,
     remediation.router,
+    playbooks.router,
     jira_webhook.router,
     tickets.router,
     health.router,
@@ -55,9 +59,11 @@ def create_app(
         app.state.client = await factory()
         app.state.service = IncidentService(app.state.client, settings, tracker=lambda: app_tracker(app))
         try:
-            yield
+            async with mcp.run():
+                yield
         finally:
             shared.loop_collector.close()
+            shared.incident_store.close()
             close_tracker(app)
 
     app = FastAPI(
@@ -75,6 +81,10 @@ def create_app(
     app.exception_handler(RequestValidationError)(_request_invalid)
     for router in ROUTERS:
         app.include_router(router)
+    # MCP over streamable HTTP (docs/mcp.md): people authenticate as for every other route, and
+    # its tools call this app back with the caller's own credentials.
+    mcp = McpHttp(app, require("viewer"))
+    app.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))
     return app
 
 

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
 from connectors.base import Tracker
+from connectors.incident_store import LazyIncidentStore
 from selfheal.clients import build_tracker
 from selfheal.incidents import IncidentService
 from selfheal.loop_metrics import LoopCollector, OpenIncidentsCollector
@@ -27,6 +28,8 @@ class Shared:
     loop_collector: LoopCollector
     open_incidents: OpenIncidentsCollector
     loop_registry: CollectorRegistry
+    #: Closed incidents, for "similar incidents" (opened on first use, like the worker's).
+    incident_store: LazyIncidentStore
 
     @classmethod
     def build(cls, settings: Settings) -> Shared:
@@ -35,7 +38,8 @@ class Shared:
         loop_registry = CollectorRegistry(auto_describe=False)
         loop_registry.register(loop_collector)
         loop_registry.register(open_incidents)
-        return cls(settings, loop_collector, open_incidents, loop_registry)
+        store = LazyIncidentStore(settings.store_url)
+        return cls(settings, loop_collector, open_incidents, loop_registry, store)
 
 
 def get_shared(request: Request) -> Shared:
