@@ -127,11 +127,11 @@ async def test_stdio_tools_against_a_running_stack(stack: Stack) -> None:
         (alert,) = matched["alerts"]
         assert alert["match"]["playbook"] is None and alert["match"]["alertname"] == "HighErrorRate"
 
-        sample = json.loads((LIBRARY_DIR / "samples" / "target-down-restart-unit.json").read_text())
+        sample = json.loads((LIBRARY_DIR / "samples" / "node-systemd-unit-restart.json").read_text())
         labels = sample["alerts"][0]["labels"]
         planned = await call(approver, "plan_playbooks", alert={"labels": labels})
         (alert,) = planned["alerts"]
-        assert alert["match"]["playbook"] == "target-down-restart-unit"
+        assert alert["match"]["playbook"] == "node-systemd-unit-restart"
         assert alert["match"]["plan"]["fix"], alert["match"]["plan"]
         matched = await call(approver, "match_playbooks", alert={"labels": labels})
         assert matched["alerts"][0]["match"]["plan"] is None
