@@ -171,7 +171,7 @@ async def test_first_ruled_out_by_diagnose_and_the_second_runs(
         await worker.__aexit__(None, None, None)
 
     assert view.outcome == "healed", [(e.kind, e.message) for e in view.timeline]
-    data = settings.data_dir
+    data = settings.data_dir / "scratch" / view.id  # a repo-less command's own directory
     assert (data / f"undone-{deployment}").exists(), "the second playbook ran, with the queried param"
     assert not (data / f"oom-{service}").exists(), "the first one never ran"
     assert [r.playbook for r in view.remediations] == ["crash-rollout"]
@@ -238,7 +238,7 @@ async def test_none_confirmed_escalates_with_every_reason(
     assert [(r.playbook, r.outcome) for r in view.remediations] == [("crash-oom", "skipped")]
     assert view.proposal is not None and view.proposal.playbook == "crash-oom"
     assert "escalated" in [e.kind for e in view.timeline]
-    assert not list(settings.data_dir.glob("oom-*")) and not list(settings.data_dir.glob("undone-*"))
+    assert not list(settings.data_dir.glob("**/oom-*")) and not list(settings.data_dir.glob("**/undone-*"))
 
 
 async def test_escaped_values_make_queries_prometheus_accepts(
