@@ -103,13 +103,22 @@ def report(results: list[Result], trials_s: float, restarts: dict[str, int], mac
         table.add_row(*(str(c) for c in row.cells()))
     console.print(table)
     console.print("restarts: " + (", ".join(f"{k} {v}" for k, v in sorted(restarts.items())) or "none"))
+    console.print(
+        "escalated: awaiting a decision, or closed otherwise than healed (an escalated incident whose"
+        " alert resolved closes after the quiet period)"
+    )
+    for r in results:
+        if r.why:
+            also = f"; also in flight: {', '.join(r.also_hit_by)}" if r.also_hit_by else ""
+            console.print(f"{r.plan.describe()}: not healed, {r.stage} {r.outcome}{also}\n    {r.why}")
     for r in results:
         problems = [*(f"duplicate: {d}" for d in r.duplicates), *(f"lost: {x}" for x in r.lost)]
         if r.stuck:
             problems.append(f"stuck: not finished within the bound (last seen at stage {r.stage or 'none'})")
         if problems:
             hit = f"hit at {r.fault_at:.1f}s" if r.fault_at is not None else "never hit"
-            console.print(f"[red]{r.plan.describe()} ({hit}):[/]")
+            also = f"; also in flight: {', '.join(r.also_hit_by)}" if r.also_hit_by else ""
+            console.print(f"[red]{r.plan.describe()} ({hit}{also}):[/]")
             for problem in problems:
                 console.print(f"    {problem}")
     console.print(machine_line(machine))

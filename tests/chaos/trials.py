@@ -92,6 +92,12 @@ class Result:
     stage: str = ""
     outcome: str = ""
     incidents: list[str] = field(default_factory=list)
+    #: Why a known pattern did not heal (escalated instead): legitimate under faults, but reported.
+    why: str = ""
+    #: Monotonic span of the trial and of its fault; other trials' faults inside the span hit it too.
+    span: tuple[float, float] = (0.0, 0.0)
+    fault_span: tuple[float, float] | None = None
+    also_hit_by: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
 
@@ -139,8 +145,12 @@ async def run_trial(
     async def hit() -> None:
         await asyncio.sleep(plan.moment)
         async with faults:
-            result.fault_at = round(time.monotonic() - t0, 2)
-            await fault(world, plan)()
+            began = time.monotonic()
+            result.fault_at = round(began - t0, 2)
+            try:
+                await fault(world, plan)()
+            finally:
+                result.fault_span = (began, time.monotonic())
 
     injected = asyncio.create_task(hit())
     try:
@@ -155,6 +165,7 @@ async def run_trial(
     finally:
         await injected
         world.target.end_trial(plan.service)
+        result.span = (t0, time.monotonic())
     return result
 
 
@@ -180,7 +191,13 @@ async def run_all(
     for plan in plans:
         tasks.append(asyncio.create_task(one(plan)))
         await asyncio.sleep(0)  # start in order
-    return list(await asyncio.gather(*tasks))
+    results = list(await asyncio.gather(*tasks))
+    for r in results:
+        for other in results:
+            fs = other.fault_span
+            if other is not r and fs is not None and fs[0] < r.span[1] and fs[1] > r.span[0]:
+                r.also_hit_by.append(f"{other.plan.kind} (trial {other.plan.index})")
+    return results
 
 
 async def check(world: World, http: httpx.AsyncClient, results: list[Result]) -> None:
@@ -204,6 +221,8 @@ async def check(world: World, http: httpx.AsyncClient, results: list[Result]) ->
         for incident in r.incidents:
             view = await _retrying(lambda i=incident: _view(http, i))
             r.stage, r.outcome = view["stage"], str(view.get("outcome") or "")
+            if r.plan.scenario == "heal" and r.outcome != "healed":
+                r.why = not_healed_because(view)
             n_tickets = tickets.get(incident, 0)
             if n_tickets == 0:
                 r.lost.append(f"{incident}: no ticket")
@@ -226,6 +245,17 @@ async def check(world: World, http: httpx.AsyncClient, results: list[Result]) ->
                     f"{incident}: {missing} of {accepted[incident]} accepted notifications missing"
                     f" (the incident counts {view['notifications']})"
                 )
+
+
+def not_healed_because(view: dict[str, Any]) -> str:
+    """The last remediation's outcome and reason, else the last escalation-like event."""
+    if view.get("remediations"):
+        last = view["remediations"][-1]
+        text = f"remediation {last['outcome']}: {last['reason']}"
+    else:
+        events = [e for e in view["timeline"] if e["kind"] not in ("alerts_changed", "resolved", "refired")]
+        text = f"{events[-1]['kind']}: {events[-1]['message']}" if events else "no event"
+    return " ".join(text.split())[:240]
 
 
 async def _view(http: httpx.AsyncClient, incident_id: str) -> dict[str, Any] | None:
@@ -262,7 +292,7 @@ class Row:
     def add(self, r: Result) -> None:
         self.trials += 1
         self.healed += r.outcome == "healed"
-        self.escalated += r.stage == "awaiting_decision"
+        self.escalated += r.outcome != "healed" and not r.stuck
         self.duplicates += len(r.duplicates)
         self.lost += len(r.lost)
         self.stuck += r.stuck
