@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.trials import KINDS, schedule
+from tests.chaos.world import Remote, git
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 3
@@ -50,3 +51,21 @@ def test_short_chaos_run_has_no_duplicate_loss_or_stuck_incident() -> None:
     assert proc.returncode == 0, out[-5000:]
     for kind in kinds:
         assert kind in proc.stdout, f"the table lacks {kind}"
+
+
+def test_the_checks_see_a_second_fix_commit_and_deploy(tmp_path: Path) -> None:
+    """What the run counts as duplicate side effects is what the remote really holds."""
+    remote = Remote(tmp_path, ["svc-000"])
+    for size in (20, 80):
+        cfg = remote.work / "services" / "svc-000" / "config.yaml"
+        cfg.write_text(f"pool:\n  size: {size}\n")
+        git(remote.work, "commit", "-qam", "raise pool\n\nSelfheal-Incident: inc-1")
+        git(remote.work, "push", "-q", "origin", "main")
+    remote.refuse_pushes(True)
+    cfg.write_text("pool:\n  size: 1\n")
+    git(remote.work, "commit", "-qam", "refused\n\nSelfheal-Incident: inc-2")
+    with pytest.raises(subprocess.CalledProcessError):
+        git(remote.work, "push", "-q", "origin", "main")
+    fixes, deploys, rollbacks = remote.side_effects()
+    assert fixes == {"inc-1": 2} and deploys == {"inc-1": 2} and rollbacks == {}
+    assert remote.pool_size("svc-000") == 80
