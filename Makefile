@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 STAMP  := $(VENV)/.synced
 
-.PHONY: bootstrap demo test lint typecheck imports unit eval bench clean
+.PHONY: bootstrap demo test lint typecheck imports unit eval bench chaos clean
 
 bootstrap: $(STAMP)
 
@@ -47,6 +47,12 @@ test: lint typecheck imports unit
 # Takes several minutes; BENCH_ARGS=--quick for tiny sizes.
 bench: bootstrap
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+# Randomized fault trials on the real loop (tests/chaos): a table per fault kind, and a last line
+# `chaos: N trials, D duplicate side effects, L lost, S stuck`; non-zero on any of those.
+# CHAOS_ARGS="--seed 7 --trials 100" for another run; the same seed runs the same trials.
+chaos: bootstrap
+	$(VENV)/bin/python -m tests.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .selfheal .pytest_cache .mypy_cache .ruff_cache

@@ -233,7 +233,7 @@ class Stack:
             self.root / "temporal.db", port=free_port(), ui_port=None, log_file=logs / "temporal.log"
         )
         self.temporal.start(attempts=3)
-        self.port = free_port()
+        self.port = self.port or free_port()  # a caller may fix it first, to point things at it
         env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
         env.update(
             SELFHEAL_ENV="dev",

@@ -170,6 +170,46 @@ class Server:
             self.proc.wait(5)
 
 
+class RestartableServer:
+    """A server that can crash and come back on the same port and data: outages in chaos runs.
+
+    Callers keep its URL across `kill` / `start_again`, as clients of a real one would.
+    """
+
+    def __init__(self, name: str, argv_for_port: Callable[[int], list[str]], workdir: Path) -> None:
+        self.name = name
+        self._argv_for_port = argv_for_port
+        self._workdir = workdir
+        self.server = _start(name, argv_for_port, workdir)
+        self.url = self.server.url
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self.restarts = 0
+
+    def alive(self) -> bool:
+        return self.server.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, no clean shutdown (what a crash or an OOM kill does)."""
+        if self.server.proc.poll() is None:
+            try:
+                os.killpg(self.server.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.server.proc.wait(10)
+
+    def start_again(self, timeout: float = 60.0) -> None:
+        """Start on the same port and data directory; raises when it does not get ready."""
+        self.kill()
+        self.restarts += 1
+        log = self._workdir / f"{self.name}-restart-{self.restarts}.log"
+        self.server = Server(self.name, self._argv_for_port(self.port), self.url, log)
+        if not self.server.wait_ready(timeout):
+            raise ServiceError(f"{self.name} did not come back on {self.url}; see {log}")
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 def _start(name: str, argv_for_port: Any, workdir: Path, attempts: int = 3) -> Server:
     """Start on a free port, retrying when the port was taken between our probe and the bind."""
     for attempt in range(attempts):
@@ -310,6 +350,24 @@ def prometheus_server(
 ) -> Iterator[str]:
     """A Prometheus scraping `scrape_targets` (job `targets`), optionally with rules and an Alertmanager;
     yields its URL."""
+    server = prometheus_process(
+        workdir, scrape_targets, rules_yaml, alertmanager_url, scrape_interval, evaluation_interval
+    )
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def prometheus_process(
+    workdir: Path,
+    scrape_targets: list[str],
+    rules_yaml: str | None = None,
+    alertmanager_url: str | None = None,
+    scrape_interval: str = "1s",
+    evaluation_interval: str = "1s",
+) -> RestartableServer:
+    """`prometheus_server` as a process the caller stops, and may kill and start again."""
     exe = _require(PROMETHEUS_BIN)
     workdir.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {
@@ -333,14 +391,12 @@ def prometheus_server(
             ]
         }
     argv = _prometheus_argv(exe, workdir, config, resend_delay="1s", external_url=False)
-    server = _start("prometheus", argv, workdir)
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    return RestartableServer("prometheus", argv, workdir)
 
 
-def _alertmanager_config(workdir: Path, webhook_url: str | None, token: str | None) -> Path:
+def _alertmanager_config(
+    workdir: Path, webhook_url: str | None, token: str | None, group_by: list[str] | None = None
+) -> Path:
     """Route everything to `webhook_url` (Bearer `token`), or to nowhere; group timings of a
     second or less, so a posted alert reaches the webhook promptly."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -353,7 +409,7 @@ def _alertmanager_config(workdir: Path, webhook_url: str | None, token: str | No
     config = {
         "route": {
             "receiver": "selfheal",
-            "group_by": ["alertname"],
+            "group_by": group_by or ["alertname"],
             "group_wait": "1s",
             "group_interval": "1s",
             "repeat_interval": "1h",
@@ -370,8 +426,23 @@ def alertmanager_server(
     workdir: Path, webhook_url: str | None = None, token: str | None = None
 ) -> Iterator[str]:
     """An Alertmanager routing everything to `webhook_url` (Bearer `token`), or to nowhere; yields its URL."""
+    server = alertmanager_process(workdir, webhook_url, token)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def alertmanager_process(
+    workdir: Path,
+    webhook_url: str | None = None,
+    token: str | None = None,
+    group_by: list[str] | None = None,
+) -> RestartableServer:
+    """`alertmanager_server` as a process the caller stops, and may kill and start again;
+    `group_by` defaults to `[alertname]`."""
     exe = _require(ALERTMANAGER_BIN)
-    config = _alertmanager_config(workdir, webhook_url, token)
+    config = _alertmanager_config(workdir, webhook_url, token, group_by)
 
     def argv(port: int) -> list[str]:
         return [
@@ -383,11 +454,7 @@ def alertmanager_server(
             "--log.level=warn",
         ]
 
-    server = _start("alertmanager", argv, workdir)
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    return RestartableServer("alertmanager", argv, workdir)
 
 
 @contextmanager

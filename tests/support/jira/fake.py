@@ -102,6 +102,8 @@ class JiraFake(
         self._fail_rules: list[_FailRule] = []
         self._holds: list[HeldCreate] = []
         self._active_holds: list[HeldCreate] = []
+        self._outage: tuple[float, int] | None = None
+        self._stall: tuple[float, float] | None = None
         self._webhook: _Webhook | None = None
         self._deliveries: list[WebhookDelivery] = []
         self._server: _Server | None = None
@@ -213,9 +215,10 @@ class JiraFake(
         if self._cloud_prefix is not None and path.startswith(self._cloud_prefix + "/"):
             path = path[len(self._cloud_prefix) :]  # the scoped-token gateway forwards to the site
         query = parse_qs(parts.query, keep_blank_values=True)
+        self._stall_if_stalling()
         with self._lock:
             self._requests.append((method, path))
-            rule = next(
+            rule = self._outage_rule() or next(
                 (
                     f
                     for f in self._fail_rules
@@ -225,7 +228,7 @@ class JiraFake(
                 ),
                 None,
             )
-            if rule is not None:
+            if rule is not None and rule.count > 0:
                 rule.count -= 1
         try:
             if rule is not None:

@@ -1,10 +1,12 @@
-"""Misbehaviour on demand: `fail_next` (5xx, 429 with Retry-After) and `hold_create`."""
+"""Misbehaviour on demand: `fail_next` (5xx, 429 with Retry-After), `hold_create`, and outages
+in time (`outage_for`: every call answered 5xx; `stall_for`: every answer late)."""
 
 from __future__ import annotations
 
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass
 
 from tests.support.jira.server import _Response
@@ -50,6 +52,10 @@ class HeldCreate:
 class FaultsMixin:
     """Part of `JiraFake`: injected error answers, and a create whose response stalls."""
 
+    _lock: threading.RLock
+    _outage: tuple[float, int] | None
+    _stall: tuple[float, float] | None
+
     def fail_next(
         self,
         status: int = 500,
@@ -71,6 +77,29 @@ class FaultsMixin:
                     re.compile(path) if path else None,
                 )
             )
+
+    def outage_for(self, seconds: float, status: int = 503) -> None:
+        """Answer every REST call with `status` for the next `seconds` (Jira down or failing)."""
+        with self._lock:
+            self._outage = (time.monotonic() + seconds, status)
+
+    def stall_for(self, seconds: float, delay: float) -> None:
+        """For the next `seconds`, hold each request `delay` seconds before handling it: a client
+        with a shorter timeout gives up, yet the request still takes effect (a create whose answer
+        is lost), as with an overloaded Jira."""
+        with self._lock:
+            self._stall = (time.monotonic() + seconds, delay)
+
+    def _outage_rule(self) -> _FailRule | None:
+        if self._outage is None or time.monotonic() >= self._outage[0]:
+            return None
+        return _FailRule(self._outage[1], 0, 1, None, None)
+
+    def _stall_if_stalling(self) -> None:
+        with self._lock:
+            stall = self._stall
+        if stall is not None and time.monotonic() < stall[0]:
+            time.sleep(stall[1])
 
     def hold_create(self) -> HeldCreate:
         """Arm a hold for the next `POST /issue`: the issue is created, the response stalls until
