@@ -17,11 +17,12 @@ Two kinds of tools:
 Every run has budgets (`investigation/telemetry.py`: requests, tokens and tool calls per run,
 cost per incident and per day) that stop it before the next model request or tool call, and
 ends with its telemetry (`Investigation.run`): requests, tool calls by name, tokens, estimated
-cost, wall time, outcome. Every tool result is secret-redacted and cut to `max_tool_output_chars`. The durable agent's
-model is a stand-in that, inside the model-request activity, forwards to the model built from the
-worker's settings: the API key never leaves the worker. This module imports no connector at
-import time, so the workflow sandbox can load it, and builds no agent at import time either: the
-durable agent is made on first use (`investigation_agent()`), when the worker is configured.
+cost, wall time, outcome. Every tool result is secret-redacted and cut to `max_tool_output_chars`.
+The durable agent's model is a stand-in that, inside the model-request activity, forwards to the
+model built from the worker's settings: the API key never leaves the worker. This module imports
+no connector at import time, so the workflow sandbox can load it, and builds no agent at import
+time either: the durable agent is made on first use (`investigation_agent()`), when the worker is
+configured.
 """
 
 from __future__ import annotations

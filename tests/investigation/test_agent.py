@@ -34,6 +34,7 @@ from temporalio.worker import Replayer
 from connectors.incident_store import IncidentStore
 from connectors.temporal import connect
 from demo.observability import prometheus_server
+from devstack.temporal_server import free_port
 from investigation.agent import investigate_offline
 from models.evidence import ChangeRef, Evidence, EvidenceSection, LogLine, MetricSeries
 from models.incident import IncidentView, Stage, TrackedAlert
@@ -368,6 +369,16 @@ async def test_per_day_budget_refuses_a_run_after_an_earlier_one_spent_it(
     )
     assert second.run is not None and (second.run.requests, second.run.stopped_by) == (0, "day_cost")
     assert len(script.seen) == 2
+
+
+async def test_a_cost_budget_that_cannot_be_read_is_not_guessed(agentic: Callable[..., Any]) -> None:
+    store = f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=2"
+    script = Script([answer(GOOD_ANSWER)])
+    ag = await agentic(script, {"store_url": store}, prices={"scripted-model": PRICE}, max_cost_per_day=1.0)
+    result = await ag.investigate(make_request())
+    assert result.status == "failed" and result.summary.startswith("builtin:")
+    assert result.message.startswith("The LLM investigator did not run: its cost budget could not be read")
+    assert script.seen == [], "no request without a readable budget"
 
 
 async def test_histories_from_before_budgets_replay() -> None:
