@@ -10,6 +10,10 @@ Each row also keeps what the loop's own metrics need (outcome, playbook category
 fix deployed and verified times, investigation duration; playbook runs in `playbook_runs`), so
 any API replica can aggregate them at scrape time (`selfheal.loop_metrics`). Columns added since
 a database was created are added to it on open.
+
+`llm_runs` holds one row per LLM agent run (investigator or coding agent), written when the run
+ends, open incident or not: what `/metrics` totals by model and outcome, and what the per-incident
+and per-day cost budgets are read from.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.schema import CreateColumn
 
+from models.agent import AgentRunRecord, LlmSpend
 from models.evidence import SimilarIncident
 from models.incident import IncidentView
 
@@ -105,6 +110,34 @@ class PlaybookRun(_Base):
     result: Mapped[str] = mapped_column(String(50), default="")
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     approved: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LlmRun(_Base):
+    """One LLM agent run's telemetry (`models.investigation.AgentRun`), by run id."""
+
+    __tablename__ = "llm_runs"
+
+    run_id: Mapped[str] = mapped_column(String(400), primary_key=True)
+    incident_id: Mapped[str] = mapped_column(String(200), index=True)
+    #: investigator | coding
+    agent: Mapped[str] = mapped_column(String(50), default="investigator")
+    model: Mapped[str] = mapped_column(String(200), default="")
+    #: ok | failed | budget_exhausted
+    outcome: Mapped[str] = mapped_column(String(50), default="")
+    #: Which budget stopped it ("" when none did).
+    stopped_by: Mapped[str] = mapped_column(String(50), default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    wall_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    tool_calls: Mapped[int] = mapped_column(Integer, default=0)
+    #: JSON object: tool name → calls.
+    tool_calls_by_name: Mapped[str] = mapped_column(Text, default="{}")
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    #: Estimated from the price table; NULL when the model had no price (unknown, not zero).
+    cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: JSON list of {path, read_before} (coding agent: the files read before each edit).
+    edits: Mapped[str] = mapped_column(Text, default="[]")
 
 
 #: Timeline event kinds (sent by RemediationWorkflow) that mark the loop's milestones.
@@ -343,6 +376,40 @@ class IncidentStore:
             session.merge(row)
             session.execute(delete(PlaybookRun).where(PlaybookRun.incident_id == view.id))
             session.add_all(runs)
+
+    def record_llm_run(self, record: AgentRunRecord) -> None:
+        """Insert or replace one agent run's telemetry by its run id; calling it twice changes nothing."""
+        run = record.run
+        row = LlmRun(
+            run_id=record.run_id,
+            incident_id=record.incident_id,
+            agent=run.agent,
+            model=run.model,
+            outcome=run.outcome,
+            stopped_by=run.stopped_by,
+            started_at=_utc(run.started_at) or datetime.now(UTC),
+            wall_seconds=run.wall_seconds,
+            requests=run.requests,
+            tool_calls=run.tool_call_total,
+            tool_calls_by_name=json.dumps(run.tool_calls, sort_keys=True),
+            input_tokens=run.input_tokens,
+            output_tokens=run.output_tokens,
+            cost_usd=run.cost_usd,
+            edits=json.dumps([e.model_dump(mode="json") for e in run.edits]),
+        )
+        with Session(self.engine) as session, session.begin():
+            session.merge(row)
+
+    def llm_spend(self, incident_id: str, day_start: datetime) -> LlmSpend:
+        """What recorded LLM runs cost: this incident's (all time) and every incident's since
+        `day_start`. Runs without a price add nothing: their cost is unknown."""
+        cost = func.coalesce(func.sum(LlmRun.cost_usd), 0.0)
+        with Session(self.engine) as session:
+            incident = session.scalar(select(cost).where(LlmRun.incident_id == incident_id))
+            day, runs = session.execute(
+                select(cost, func.count()).where(LlmRun.started_at >= _utc(day_start))
+            ).one()
+        return LlmSpend(incident_cost=float(incident or 0.0), day_cost=float(day or 0.0), day_runs=int(runs))
 
     def get(self, incident_id: str) -> ClosedIncident | None:
         with Session(self.engine, expire_on_commit=False) as session:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 
+from models.agent import LlmPrice
 from models.settings import Section
 
 
@@ -23,11 +24,19 @@ class LlmSettings(Section):
     #: OpenAI-compatible base URL (vLLM, Ollama, LiteLLM, Azure…); None for the provider's own.
     base_url: str | None = None
     api_key: SecretStr | None = None
-    #: Bounds per incident: model requests (steps), total tokens, and characters per tool result.
+    #: Bounds per run (one per incident): model requests (steps), total tokens, tool calls, and
+    #: characters per tool result.
     max_requests: int = Field(default=12, ge=1, le=100)
     max_total_tokens: int = Field(default=60_000, ge=1000)
+    max_tool_calls: int = Field(default=30, ge=1, le=1000)
     max_tool_output_chars: int = Field(default=8_000, ge=500)
     timeout_seconds: float = Field(default=120, gt=0)
+    #: USD per million input/output tokens, by model name; a model not listed has an unknown cost.
+    prices: dict[str, LlmPrice] = Field(default_factory=dict)
+    #: USD budgets (need the model's price): every LLM run of one incident, and of all incidents
+    #: in one UTC day (read from the incident store when a run starts). None: no such budget.
+    max_cost_per_incident: float | None = Field(default=None, gt=0)
+    max_cost_per_day: float | None = Field(default=None, gt=0)
 
 
 if TYPE_CHECKING:

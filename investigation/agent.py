@@ -14,11 +14,15 @@ Two kinds of tools:
   worker (`investigation/live_tools.py`), with the clients the worker registered for its task
   queue; only their arguments and results enter workflow history.
 
-Every tool result is secret-redacted and cut to `max_tool_output_chars`. The durable agent's
-model is a stand-in that, inside the model-request activity, forwards to the model built from the
-worker's settings: the API key never leaves the worker. This module imports no connector at
-import time, so the workflow sandbox can load it, and builds no agent at import time either: the
-durable agent is made on first use (`investigation_agent()`), when the worker is configured.
+Every run has budgets (`investigation/telemetry.py`: requests, tokens and tool calls per run,
+cost per incident and per day) that stop it before the next model request or tool call, and
+ends with its telemetry (`Investigation.run`): requests, tool calls by name, tokens, estimated
+cost, wall time, outcome. Every tool result is secret-redacted and cut to `max_tool_output_chars`.
+The durable agent's model is a stand-in that, inside the model-request activity, forwards to the
+model built from the worker's settings: the API key never leaves the worker. This module imports
+no connector at import time, so the workflow sandbox can load it, and builds no agent at import
+time either: the durable agent is made on first use (`investigation_agent()`), when the worker is
+configured.
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from pydantic_ai import Agent, ModelRetry, RunContext, Tool
+from pydantic_ai import Agent, ModelRetry, RunContext, Tool, capture_run_messages
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.durable_exec.temporal import TemporalDurability
 from pydantic_ai.exceptions import UnexpectedModelBehavior, UsageLimitExceeded
@@ -44,9 +48,10 @@ from temporalio.workflow import ActivityConfig
 
 from investigation import live_tools
 from investigation.live_tools import ToolInputError, current_runtime
-from models.agent import AgentDeps, InvestigationOutput, LlmRunConfig
+from investigation.telemetry import BudgetExceeded, after_requests, agent_run, run_budget
+from models.agent import AgentDeps, InvestigationOutput, LlmRunConfig, LlmSpend
 from models.evidence import Evidence, EvidenceSection
-from models.investigation import Investigation
+from models.investigation import AgentRun, BudgetKind, Investigation, RunOutcome
 from models.plan import MatchResult
 from models.remediation import InvestigationRequest
 from pages.redact import cap, redact
@@ -370,9 +375,25 @@ _TOOL_ACTIVITY = ActivityConfig(
 )
 
 
+EVIDENCE_TOOLS = (list_evidence, read_evidence)
+LIVE_TOOLS = (
+    prometheus_query,
+    prometheus_range,
+    loki_query,
+    search_traces,
+    recent_changes,
+    git_log,
+    git_show,
+    git_diff,
+    past_incident,
+)
+#: The investigator's tools by name: what its telemetry counts (its output tool is not one).
+TOOL_NAMES = tuple(f.__name__ for f in (*EVIDENCE_TOOLS, *LIVE_TOOLS))
+
+
 def evidence_toolset() -> FunctionToolset[AgentDeps]:
     return FunctionToolset(
-        [Tool(list_evidence, metadata=_PURE), Tool(read_evidence, metadata=_PURE)],
+        [Tool(tool, metadata=_PURE) for tool in EVIDENCE_TOOLS],
         id="evidence",
         max_retries=2,
     )
@@ -380,17 +401,7 @@ def evidence_toolset() -> FunctionToolset[AgentDeps]:
 
 def live_toolset() -> FunctionToolset[AgentDeps]:
     return FunctionToolset(
-        [
-            prometheus_query,
-            prometheus_range,
-            loki_query,
-            search_traces,
-            recent_changes,
-            git_log,
-            git_show,
-            git_diff,
-            past_incident,
-        ],
+        list(LIVE_TOOLS),
         id="live",
         max_retries=2,
     )
@@ -524,6 +535,7 @@ def finalize(
     started_at: datetime,
     duration_seconds: float,
     repos: list[str] | None = None,
+    run: AgentRun | None = None,
 ) -> Investigation:
     """The model's answer as an Investigation, with what it may not decide taken out."""
     repos = repos or []
@@ -564,6 +576,7 @@ def finalize(
         started_at=started_at,
         duration_seconds=duration_seconds,
         usage=usage_dict(usage),
+        run=run,
     )
 
 
@@ -576,6 +589,7 @@ def fallback(
     usage: RunUsage,
     started_at: datetime,
     duration_seconds: float,
+    run: AgentRun | None = None,
 ) -> Investigation:
     """The builtin investigation, kept, with why the LLM's did not replace it."""
     base = request.prior or Investigation(
@@ -589,7 +603,25 @@ def fallback(
             "usage": usage_dict(usage),
             "started_at": started_at,
             "duration_seconds": duration_seconds,
+            "run": run,
         }
+    )
+
+
+def fallback_before_run(
+    request: InvestigationRequest, config: LlmRunConfig, message: str, at: datetime
+) -> Investigation:
+    """The builtin investigation when the run could not start (no request was made, nothing spent)."""
+    run = AgentRun(model=config.model, outcome="failed", started_at=at)
+    return fallback(
+        request,
+        status="failed",
+        message=message,
+        model=config.model,
+        usage=RunUsage(),
+        started_at=at,
+        duration_seconds=0.0,
+        run=run,
     )
 
 
@@ -607,6 +639,7 @@ def make_deps(request: InvestigationRequest, config: LlmRunConfig) -> AgentDeps:
 
 
 def usage_limits(config: LlmRunConfig) -> UsageLimits:
+    """The limits of runs recorded before budgets and telemetry (kept so their histories replay)."""
     return UsageLimits(request_limit=config.max_requests, total_tokens_limit=config.max_total_tokens)
 
 
@@ -624,6 +657,10 @@ def config_from_settings(
         max_tool_output_chars=llm.max_tool_output_chars,
         redact_emails=evidence.redact_emails,
         repos=sorted(names),
+        max_tool_calls=llm.max_tool_calls,
+        price=llm.prices.get(llm.model),
+        max_cost_per_incident=llm.max_cost_per_incident,
+        max_cost_per_day=llm.max_cost_per_day,
     )
 
 
@@ -632,49 +669,99 @@ async def run_investigation(
     request: InvestigationRequest,
     config: LlmRunConfig,
     now: Callable[[], datetime],
+    *,
+    spend: LlmSpend | None = None,
+    limits: UsageLimits | None = None,
+    record: Callable[[AgentRun], Awaitable[None]] | None = None,
 ) -> Investigation:
-    """One investigation: the agent's answer post-validated, or the prior kept when it cannot answer.
+    """One investigation: the agent's answer post-validated, or the prior kept when it cannot answer
+    or a budget stops it. `record` gets the run's telemetry however the run ends (and then an
+    unexpected error is raised again).
 
+    `limits` defaults to the run's budget from `config` and `spend` (what earlier runs cost).
     Runs in workflow code under Temporal (`now` is then `workflow.now`), so it only awaits the agent.
     """
     started = now()
     usage = RunUsage()
-    try:
-        result = await agent.run(
-            build_prompt(request, emails=config.redact_emails),
-            deps=make_deps(request, config),
-            usage_limits=usage_limits(config),
-            usage=usage,
-        )
-    except UsageLimitExceeded as exc:
-        return fallback(
-            request,
-            status="budget_exhausted",
-            message=f"The LLM investigator ran out of its budget ({exc}).",
+    budget = limits if limits is not None else run_budget(config, spend)
+
+    def telemetry(
+        messages: list[ModelMessage],
+        outcome: RunOutcome,
+        stopped_by: BudgetKind = "",
+        spent: RunUsage = usage,
+    ) -> AgentRun:
+        return agent_run(
             model=config.model,
-            usage=usage,
+            outcome=outcome,
+            usage=spent,
+            messages=messages,
+            tools=TOOL_NAMES,
+            price=config.price,
             started_at=started,
-            duration_seconds=(now() - started).total_seconds(),
+            wall_seconds=(now() - started).total_seconds(),
+            stopped_by=stopped_by,
         )
-    except UnexpectedModelBehavior as exc:
-        return fallback(
-            request,
-            status="failed",
-            message=f"The LLM investigator gave no usable answer ({exc.message}).",
-            model=config.model,
-            usage=usage,
-            started_at=started,
-            duration_seconds=(now() - started).total_seconds(),
-        )
-    return finalize(
-        result.output,
-        request,
-        model=config.model,
-        usage=result.usage,
-        started_at=started,
-        duration_seconds=(now() - started).total_seconds(),
-        repos=config.repos,
-    )
+
+    with capture_run_messages() as messages:
+        try:
+            result = await agent.run(
+                build_prompt(request, emails=config.redact_emails),
+                deps=make_deps(request, config),
+                usage_limits=budget,
+                usage=usage,
+            )
+        except UsageLimitExceeded as exc:
+            if isinstance(exc, BudgetExceeded):
+                kind, reason = exc.kind, exc.reason
+            else:  # pydantic-ai's own check after a response: only the token budget is left to it
+                kind = "tokens"
+                reason = (
+                    f"token budget of {config.max_total_tokens:,} per run exceeded"
+                    f" {after_requests(usage.requests)} ({usage.total_tokens:,} tokens used)"
+                )
+            run = telemetry(messages, "budget_exhausted", kind)
+            investigation = fallback(
+                request,
+                status="budget_exhausted",
+                message=f"The LLM investigator stopped: {reason}.",
+                model=config.model,
+                usage=usage,
+                started_at=started,
+                duration_seconds=run.wall_seconds,
+                run=run,
+            )
+        except UnexpectedModelBehavior as exc:
+            run = telemetry(messages, "failed")
+            investigation = fallback(
+                request,
+                status="failed",
+                message=f"The LLM investigator gave no usable answer ({exc.message}).",
+                model=config.model,
+                usage=usage,
+                started_at=started,
+                duration_seconds=run.wall_seconds,
+                run=run,
+            )
+        except Exception:
+            if record is not None:
+                await record(telemetry(messages, "failed"))
+            raise
+        else:
+            run = telemetry(result.all_messages(), "ok", spent=result.usage)
+            investigation = finalize(
+                result.output,
+                request,
+                model=config.model,
+                usage=result.usage,
+                started_at=started,
+                duration_seconds=run.wall_seconds,
+                repos=config.repos,
+                run=run,
+            )
+    if record is not None:
+        await record(run)
+    return investigation
 
 
 async def investigate_offline(

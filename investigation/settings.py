@@ -74,4 +74,12 @@ class InvestigationSettings(Section):
                 "investigation.llm.api_key is required when investigation.investigator is 'llm'"
                 " (only an OpenAI-compatible base_url may go without one)"
             )
+        budgets = [
+            name for name in ("max_cost_per_incident", "max_cost_per_day") if getattr(llm, name) is not None
+        ]
+        if budgets and llm.model not in llm.prices:
+            raise ValueError(
+                f"investigation.llm.prices: no price for model {llm.model!r}, which"
+                f" investigation.llm.{budgets[0]} needs (add input_per_mtok and output_per_mtok for it)"
+            )
         return self

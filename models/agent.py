@@ -12,11 +12,24 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from models.evidence import Evidence
-from models.investigation import Hypothesis, ProposedFix
+from models.investigation import AgentRun, Hypothesis, ProposedFix
+from models.settings import Section
+
+
+class LlmPrice(Section):
+    """A model's list price in USD per million tokens (`investigation.llm.prices.<model>`)."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000
 
 
 class LlmRunConfig(BaseModel):
-    """The non-secret part of the LLM settings, fetched by the workflow from its worker."""
+    """The non-secret part of the LLM settings, fetched by the workflow from its worker.
+
+    Fields added later have defaults, so a config recorded in an older history still loads."""
 
     provider: str
     model: str
@@ -25,6 +38,40 @@ class LlmRunConfig(BaseModel):
     max_tool_output_chars: int
     redact_emails: bool = False
     repos: list[str] = Field(default_factory=list)
+    #: Tool calls per run; the cap on a runaway loop of cheap requests.
+    max_tool_calls: int | None = None
+    #: The configured model's price (None: not in the price table, so its cost is unknown).
+    price: LlmPrice | None = None
+    #: USD budgets: all LLM runs of one incident, and of all incidents in one UTC day.
+    max_cost_per_incident: float | None = None
+    max_cost_per_day: float | None = None
+
+    @property
+    def has_cost_budget(self) -> bool:
+        return self.max_cost_per_incident is not None or self.max_cost_per_day is not None
+
+
+class LlmSpendRequest(BaseModel):
+    """Whose spend to read: one incident's, and every incident's since `day_start` (UTC midnight)."""
+
+    incident_id: str
+    day_start: datetime
+
+
+class LlmSpend(BaseModel):
+    """What earlier LLM runs recorded in the incident store cost (priced runs only), in USD."""
+
+    incident_cost: float = 0.0
+    day_cost: float = 0.0
+    day_runs: int = 0
+
+
+class AgentRunRecord(BaseModel):
+    """One finished agent run for the incident store, keyed by `run_id` (recording it twice is one row)."""
+
+    run_id: str
+    incident_id: str
+    run: AgentRun
 
 
 class AgentDeps(BaseModel):

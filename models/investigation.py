@@ -57,9 +57,52 @@ class DiagnoseResult(BaseModel):
     error: str = ""
 
 
+#: How an agent run ended: answered, gave no usable answer, or was stopped by a budget.
+RunOutcome = Literal["ok", "failed", "budget_exhausted"]
+#: Which limit stopped a run ("" when none did).
+BudgetKind = Literal["", "requests", "tokens", "tool_calls", "incident_cost", "day_cost"]
+
+
+class EditReads(BaseModel):
+    """One file the coding agent edited, with the files it had read before that edit (in order).
+
+    How much an agent looked before it wrote is a quality signal: an edit to a file it never read
+    is a guess. The investigator edits nothing, so its runs have none."""
+
+    path: str
+    read_before: list[str] = Field(default_factory=list)
+
+
+class AgentRun(BaseModel):
+    """What one LLM agent run did and cost: the same record for the investigator and the coding agent.
+
+    Recorded on the incident (its ticket page) and in the incident store, where `/metrics` and the
+    per-day budget read it. `cost_usd` is None when the model has no price in the price table:
+    the cost is then unknown, not zero."""
+
+    agent: Literal["investigator", "coding"] = "investigator"
+    model: str
+    outcome: RunOutcome
+    requests: int = 0
+    #: Tool calls that ran, by tool name (the agent's output tool is not one).
+    tool_calls: dict[str, int] = Field(default_factory=dict)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    started_at: datetime | None = None
+    wall_seconds: float = 0.0
+    stopped_by: BudgetKind = ""
+    #: Coding agent only: each edit and the files read before it.
+    edits: list[EditReads] = Field(default_factory=list)
+
+    @property
+    def tool_call_total(self) -> int:
+        return sum(self.tool_calls.values())
+
+
 class Investigation(BaseModel):
     investigator: str
-    status: Literal["ok", "failed", "budget_exhausted"] = "ok"
+    status: RunOutcome = "ok"
     summary: str = Field(max_length=4000)
     #: Ranked, most likely first.
     hypotheses: list[Hypothesis] = Field(default_factory=list, max_length=10)
@@ -72,3 +115,5 @@ class Investigation(BaseModel):
     #: Model usage for LLM investigators (requests, input/output tokens); empty for builtin.
     usage: dict[str, int] = Field(default_factory=dict)
     message: str = ""
+    #: The LLM run behind this investigation (None for the builtin investigator).
+    run: AgentRun | None = None

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from models.evidence import EvidenceSection
 from models.incident import IncidentView
+from models.investigation import AgentRun
 from pages.document import Block, Bullets, Code, Document, Heading, Image, Paragraph, Runs, Table, Text
 from pages.redact import redact
 
@@ -230,6 +231,36 @@ def _similar(view: IncidentView) -> list[Block]:
     return blocks
 
 
+def _agent_run(run: AgentRun) -> Bullets:
+    """What the model run did and cost, so a reader can weigh the answer against its price."""
+    calls = ", ".join(f"{name} {n}" for name, n in sorted(run.tool_calls.items(), key=lambda kv: -kv[1]))
+    cost = (
+        f"estimated cost ${run.cost_usd:.4f}"
+        if run.cost_usd is not None
+        else f"cost unknown (no price for {run.model} in investigation.llm.prices)"
+    )
+    items: list[Runs] = [
+        [
+            _t("Model run: ", bold=True),
+            _t(run.model, code=True),
+            _t(f", {run.outcome}" + (f" (stopped by the {run.stopped_by} budget)" if run.stopped_by else "")),
+            _t(f", {run.wall_seconds:.1f} s wall time."),
+        ],
+        [
+            _t("Usage: ", bold=True),
+            _t(
+                f"{run.requests} model requests, {run.input_tokens:,} input and {run.output_tokens:,}"
+                f" output tokens, {cost}."
+            ),
+        ],
+        [_t("Tool calls: ", bold=True), _t(f"{run.tool_call_total}" + (f" ({calls})." if calls else "."))],
+    ]
+    for edit in run.edits[:MAX_ROWS]:
+        read = ", ".join(edit.read_before[:10]) or "nothing"
+        items.append([_t("Edited ", bold=True), _t(edit.path, code=True), _t(f" after reading {read}.")])
+    return Bullets(items=items)
+
+
 def _investigation(view: IncidentView) -> list[Block]:
     blocks: list[Block] = [Heading(level=2, text="Investigation")]
     inv = view.investigation
@@ -242,6 +273,8 @@ def _investigation(view: IncidentView) -> list[Block]:
             + ([_t(f" {inv.message[:300]}")] if inv.message else [])
         )
     )
+    if inv.run is not None:
+        blocks.append(_agent_run(inv.run))
     for para in [p for p in inv.summary.split("\n\n") if p.strip()][:10]:
         blocks.append(Paragraph(runs=[_t(para)]))
     if inv.hypotheses:

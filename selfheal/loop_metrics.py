@@ -25,6 +25,7 @@ from connectors.incident_store import (
     ClosedIncident,
     IncidentStore,
     LazyIncidentStore,
+    LlmRun,
     PlaybookRun,
 )
 from models import ids
@@ -189,7 +190,59 @@ class LoopCollector(Collector):
                     INVESTIGATION_BUCKETS,
                 )
             )
+            families.extend(_llm_families(session))
         return families
+
+
+def _llm_families(session: Session) -> list[Metric]:
+    """LLM agent runs (investigator, coding agent) by agent, model and outcome: runs, tokens, tool
+    calls, and the estimated cost of the runs whose model has a price (the others are counted apart)."""
+    labels = ["agent", "model", "outcome"]
+    runs = CounterMetricFamily(
+        "selfheal_llm_runs", "LLM agent runs by agent, model and outcome", labels=labels
+    )
+    tokens = CounterMetricFamily(
+        "selfheal_llm_tokens",
+        "Model tokens of LLM agent runs, input and output",
+        labels=[*labels, "direction"],
+    )
+    calls = CounterMetricFamily("selfheal_llm_tool_calls", "Tool calls of LLM agent runs", labels=labels)
+    requests = CounterMetricFamily("selfheal_llm_requests", "Model requests of LLM agent runs", labels=labels)
+    cost = CounterMetricFamily(
+        "selfheal_llm_cost_usd",
+        "Estimated cost in USD of LLM agent runs, from investigation.llm.prices (priced runs only)",
+        labels=labels,
+    )
+    unpriced = CounterMetricFamily(
+        "selfheal_llm_unpriced_runs",
+        "LLM agent runs whose model has no price, so their cost is unknown and not in selfheal_llm_cost_usd",
+        labels=labels,
+    )
+    lr = LlmRun
+    stmt = select(
+        lr.agent,
+        lr.model,
+        lr.outcome,
+        func.count(),
+        func.coalesce(func.sum(lr.input_tokens), 0),
+        func.coalesce(func.sum(lr.output_tokens), 0),
+        func.coalesce(func.sum(lr.tool_calls), 0),
+        func.coalesce(func.sum(lr.requests), 0),
+        func.coalesce(func.sum(lr.cost_usd), 0.0),
+        func.sum(case((lr.cost_usd.is_(None), 1), else_=0)),
+    ).group_by(lr.agent, lr.model, lr.outcome)
+    for agent, model, outcome, n, tin, tout, ncalls, nreq, usd, nunpriced in sorted(
+        session.execute(stmt).all()
+    ):
+        key = [agent, model, outcome]
+        runs.add_metric(key, float(n))
+        tokens.add_metric([*key, "input"], float(tin))
+        tokens.add_metric([*key, "output"], float(tout))
+        calls.add_metric(key, float(ncalls))
+        requests.add_metric(key, float(nreq))
+        cost.add_metric(key, float(usd))
+        unpriced.add_metric(key, float(nunpriced or 0))
+    return [runs, tokens, requests, calls, cost, unpriced]
 
 
 class OpenIncidentsCollector(Collector):

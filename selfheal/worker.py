@@ -109,7 +109,7 @@ def build_worker(
         remediation.playbook_category,
     )
     investigation = InvestigationActivities(clients.prometheus)
-    agent = AgentActivities(llm_run_config(settings))
+    agent = AgentActivities(llm_run_config(settings), clients.incident_store)
     register_runtime(settings.temporal.task_queue, clients.llm_runtime())
     return Worker(
         with_pydantic_ai(client),

@@ -12,6 +12,7 @@ import pytest
 from connectors.incident_store import IncidentStore, LazyIncidentStore, bm25_scores, default_url, tokenize
 from investigation.settings import EvidenceSettings
 from investigation.sources.similar import SimilarIncidentsSource
+from models.agent import AgentRunRecord, LlmSpend
 from models.incident import (
     Decision,
     DecisionKind,
@@ -23,6 +24,7 @@ from models.incident import (
     TimelineEvent,
     TrackedAlert,
 )
+from models.investigation import AgentRun
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -246,3 +248,20 @@ def test_survives_a_reopen(tmp_path: Path) -> None:
     again = IncidentStore(url)
     assert again.count() == 1
     again.close()
+
+
+def _llm_run(run_id: str, incident: str, at: datetime, cost: float | None) -> AgentRunRecord:
+    run = AgentRun(model="m", outcome="ok", started_at=at, input_tokens=100, output_tokens=10, cost_usd=cost)
+    return AgentRunRecord(run_id=run_id, incident_id=incident, run=run)
+
+
+def test_llm_spend_by_incident_and_by_day(store: IncidentStore) -> None:
+    midnight = T0.replace(hour=0)
+    store.record_llm_run(_llm_run("r1", "inc-a", T0, 0.25))
+    store.record_llm_run(_llm_run("r1", "inc-a", T0, 0.25))  # an activity retry: still one run
+    store.record_llm_run(_llm_run("r2", "inc-a", midnight - timedelta(seconds=1), 1.0))  # yesterday
+    store.record_llm_run(_llm_run("r3", "inc-b", T0, 0.5))
+    store.record_llm_run(_llm_run("r4", "inc-b", T0, None))  # no price: unknown, adds nothing
+    spend = store.llm_spend("inc-a", midnight)
+    assert (spend.incident_cost, spend.day_cost, spend.day_runs) == (1.25, 0.75, 3)
+    assert store.llm_spend("inc-c", midnight + timedelta(days=1)) == LlmSpend()

@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from connectors.local_tracker import LocalTracker
 from connectors.temporal import connect
 from selfheal.worker import build_worker
@@ -41,7 +43,13 @@ async def llm_stack(address: str, tmp_path: Path, fake: FakeOpenAI, api_key: str
         tmp_path / "data",
         investigation={
             "investigator": "llm",
-            "llm": {"provider": "openai", "base_url": fake.url, "api_key": api_key, "model": "fake-gpt"},
+            "llm": {
+                "provider": "openai",
+                "base_url": fake.url,
+                "api_key": api_key,
+                "model": "fake-gpt",
+                "prices": {"fake-gpt": {"input_per_mtok": 2.5, "output_per_mtok": 10}},
+            },
         },
     )
     client = await connect(settings.temporal)
@@ -79,6 +87,12 @@ async def test_llm_investigation_over_the_openai_wire_protocol(temporal_address:
     assert inv["open_questions"][1] == "{{ 7*7 }} $(id)"
     assert inv["usage"]["requests"] == 3
     assert inv["usage"]["input_tokens"] > 0
+    # The run's telemetry: the tokens the server reported, priced from the settings' table.
+    run = inv["run"]
+    assert run["tool_calls"] == {"list_evidence": 1, "read_evidence": 1}
+    assert (run["requests"], run["output_tokens"], run["outcome"]) == (3, 60, "ok")
+    assert run["input_tokens"] == inv["usage"]["input_tokens"]
+    assert run["cost_usd"] == pytest.approx((run["input_tokens"] * 2.5 + 60 * 10) / 1e6)
 
     # The real openai client sent the tool results back on the wire, with the tool definitions.
     assert len(fake.requests) == 3

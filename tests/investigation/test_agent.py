@@ -28,11 +28,13 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.worker import Replayer
 
+from connectors.incident_store import IncidentStore
 from connectors.temporal import connect
 from demo.observability import prometheus_server
+from devstack.temporal_server import free_port
 from investigation.agent import investigate_offline
 from models.evidence import ChangeRef, Evidence, EvidenceSection, LogLine, MetricSeries
 from models.incident import IncidentView, Stage, TrackedAlert
@@ -47,6 +49,8 @@ from tests.support.loki_fake import FakeLoki
 from workflows.investigation_agent import InvestigationAgentWorkflow
 
 START = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+#: $1000 per million tokens: the scripted requests (100 input, 10 output tokens) cost $0.11 each.
+PRICE = {"input_per_mtok": 1000, "output_per_mtok": 1000}
 HOSTILE = ["{{ 7*7 }}", "$(id)", "{noformat}", "]", "`rm -rf /`", "{% raw %}", "${jndi:ldap://x}"]
 
 
@@ -268,11 +272,21 @@ async def test_tool_calls_then_answer_become_an_llm_investigation(agentic: Calla
             answer(GOOD_ANSWER),
         ]
     )
-    ag = await agentic(script)
+    ag = await agentic(script, prices={"scripted-model": PRICE})
     result = await ag.investigate(make_request())
     assert result.investigator == "llm:scripted-model"
     assert result.status == "ok"
     assert result.summary == GOOD_ANSWER["summary"]
+    run = result.run
+    assert run is not None and run.outcome == "ok" and run.stopped_by == ""
+    assert run.tool_calls == {"git_log": 1, "list_evidence": 1, "read_evidence": 1}
+    assert (run.requests, run.input_tokens, run.output_tokens) == (4, 400, 50)
+    assert run.cost_usd == pytest.approx(0.45), "(400 + 50) tokens at $1000 per million"
+    # Recorded in the incident store, where the per-day budget and /metrics read it.
+    store = IncidentStore(ag.settings.store_url)
+    spend = store.llm_spend("inc-1", START - timedelta(days=365))
+    store.close()
+    assert (spend.incident_cost, spend.day_runs) == (pytest.approx(0.45), 1)
     assert result.hypotheses[0].evidence == ["changes:app@abcdef1", "logs:0", "metrics:error ratio"]
     assert result.proposed_fix is not None and result.proposed_fix.kind == "manual"
     assert result.usage["requests"] == 4
@@ -299,9 +313,79 @@ async def test_budget_exhaustion_keeps_the_builtin_investigation(agentic: Callab
     assert request.prior is not None
     assert result.summary == request.prior.summary
     assert result.hypotheses == request.prior.hypotheses
-    assert "budget" in result.message
+    assert "stopped: request budget of 3 per run reached after 3 requests" in result.message
     assert len(script.seen) == 3
     assert result.usage["requests"] == 3
+    assert result.run is not None and result.run.stopped_by == "requests"
+    assert result.run.tool_calls == {"list_evidence": 3}
+
+
+async def test_per_incident_budget_stops_a_model_that_keeps_calling_tools(
+    agentic: Callable[..., Any],
+) -> None:
+    # Each request costs $0.11 (110 tokens at $1000 per million); the next one is estimated at
+    # $0.12 (its input grows by the previous answer). After 4 requests $0.44 + $0.12 > $0.50.
+    script = Script([call("list_evidence")])
+    ag = await agentic(script, prices={"scripted-model": PRICE}, max_cost_per_incident=0.5)
+    result = await ag.investigate(make_request())
+    assert result.status == "budget_exhausted"
+    assert result.summary.startswith("builtin:"), "the builtin investigation stays"
+    assert result.message == (
+        "The LLM investigator stopped: per-incident budget of $0.50 reached after 4 requests"
+        " ($0.44 spent on this incident). The builtin investigation is shown instead."
+    )
+    assert len(script.seen) == 4, "no request past the budget was made"
+    run = result.run
+    assert run is not None and run.stopped_by == "incident_cost"
+    assert run.cost_usd == pytest.approx(0.44) and run.tool_calls == {"list_evidence": 4}
+
+
+async def test_tool_call_cap_stops_a_runaway_loop(agentic: Callable[..., Any]) -> None:
+    script = Script([call("list_evidence")])
+    ag = await agentic(script, max_tool_calls=2)
+    result = await ag.investigate(make_request())
+    assert result.status == "budget_exhausted"
+    assert "stopped: tool-call budget of 2 per run reached after 3 requests" in result.message
+    assert result.run is not None and result.run.tool_calls == {"list_evidence": 2}
+    assert result.run.cost_usd is None, "no price for the model: its cost is unknown, not zero"
+
+
+async def test_per_day_budget_refuses_a_run_after_an_earlier_one_spent_it(
+    agentic: Callable[..., Any],
+) -> None:
+    # The first run's answer is bigger than its estimate ($0.11 + $0.32 = $0.43 > $0.30): a run
+    # can overshoot by its last request, and the next run (another incident) then makes none.
+    script = Script([call("list_evidence"), answer(GOOD_ANSWER, usage=300)])
+    ag = await agentic(script, prices={"scripted-model": PRICE}, max_cost_per_day=0.3)
+    first = await ag.investigate(make_request())
+    assert first.status == "ok" and first.run is not None
+    assert first.run.cost_usd == pytest.approx(0.43)
+    request = make_request()
+    request = request.model_copy(update={"view": request.view.model_copy(update={"id": "inc-2"})})
+    second = await ag.investigate(request)
+    assert second.status == "budget_exhausted"
+    assert second.message.startswith(
+        "The LLM investigator stopped: per-day budget of $0.30 reached before any request ($0.43 spent today"
+    )
+    assert second.run is not None and (second.run.requests, second.run.stopped_by) == (0, "day_cost")
+    assert len(script.seen) == 2
+
+
+async def test_a_cost_budget_that_cannot_be_read_is_not_guessed(agentic: Callable[..., Any]) -> None:
+    store = f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=2"
+    script = Script([answer(GOOD_ANSWER)])
+    ag = await agentic(script, {"store_url": store}, prices={"scripted-model": PRICE}, max_cost_per_day=1.0)
+    result = await ag.investigate(make_request())
+    assert result.status == "failed" and result.summary.startswith("builtin:")
+    assert result.message.startswith("The LLM investigator did not run: its cost budget could not be read")
+    assert script.seen == [], "no request without a readable budget"
+
+
+async def test_histories_from_before_budgets_replay() -> None:
+    """A run recorded before budgets and telemetry (PATCH_TELEMETRY) replays on today's code."""
+    text = (Path(__file__).parent / "histories" / "investigation-agent-v1.json").read_text()
+    replayer = Replayer(workflows=[InvestigationAgentWorkflow], plugins=[PydanticAIPlugin()])
+    await replayer.replay_workflow(WorkflowHistory.from_json("investigation-agent-v1", text))
 
 
 async def test_token_budget_exhaustion(agentic: Callable[..., Any]) -> None:
@@ -311,6 +395,11 @@ async def test_token_budget_exhaustion(agentic: Callable[..., Any]) -> None:
     assert result.status == "budget_exhausted"
     assert result.summary.startswith("builtin:")
     assert result.usage["input_tokens"] == 5000
+    assert result.message == (
+        "The LLM investigator stopped: token budget of 1,000 per run exceeded after 1 request"
+        " (5,020 tokens used). The builtin investigation is shown instead."
+    )
+    assert result.run is not None and result.run.stopped_by == "tokens"
 
 
 async def test_playbook_that_did_not_match_is_rejected(agentic: Callable[..., Any]) -> None:
@@ -500,6 +589,11 @@ def test_llm_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     # A local OpenAI-compatible server may need no key.
     monkeypatch.setenv("SELFHEAL_INVESTIGATION__LLM__BASE_URL", "http://127.0.0.1:11434/v1")
     assert load_settings(None).investigation.llm.api_key is None
+
+    # A cost budget needs the model's price: without one it could not be enforced.
+    monkeypatch.setenv("SELFHEAL_INVESTIGATION__LLM__MAX_COST_PER_DAY", "5")
+    with pytest.raises(ConfigError, match=r"investigation\.llm\.prices: no price for model 'gpt-test'"):
+        load_settings(None)
 
 
 async def test_unusable_answers_keep_the_builtin_investigation(agentic: Callable[..., Any]) -> None:

@@ -15,6 +15,7 @@ from connectors.base import TicketContent, dedup_marker
 from connectors.jira.settings import JiraSettings
 from connectors.jira.tracker import JiraTracker
 from connectors.local_tracker import LocalTracker
+from models.investigation import AgentRun, EditReads
 from pages.document import JIRA_TEXT_LIMIT, TRIMMED_NOTE, Document, cut_utf16, utf16_len
 from pages.render import (
     adf_plain_text,
@@ -339,3 +340,31 @@ def test_untrusted_text_at_the_start_of_a_line_is_not_line_markup() -> None:
             continue
         body = line[2:] if line.startswith("- ") else line
         assert not re.match(r"#|[*+\-]\s|\d+[.)]|-{3}|>", body), line
+
+
+def test_llm_run_usage_and_cost_on_the_page() -> None:
+    run = AgentRun(
+        model="gpt-4o-mini",
+        outcome="budget_exhausted",
+        stopped_by="day_cost",
+        requests=4,
+        tool_calls={"read_evidence": 2, "git_log": 1},
+        input_tokens=12_345,
+        output_tokens=678,
+        cost_usd=0.0123,
+        wall_seconds=3.25,
+        edits=[EditReads(path="services/checkout/pool.yaml", read_before=["README.md"])],
+    )
+    v = view()
+    assert v.investigation is not None
+    investigation = v.investigation.model_copy(update={"run": run})
+    page = render_markdown(build_page(v.model_copy(update={"investigation": investigation}), ""))
+    page = page.replace("\\", "")  # Markdown escapes
+    assert "**Model run:** ` gpt-4o-mini `, budget_exhausted (stopped by the day_cost budget), 3.2 s" in page
+    assert "4 model requests, 12,345 input and 678 output tokens, estimated cost $0.0123." in page
+    assert "**Tool calls:** 3 (read_evidence 2, git_log 1)." in page
+    assert "**Edited** ` services/checkout/pool.yaml ` after reading README.md." in page
+
+    unpriced = investigation.model_copy(update={"run": run.model_copy(update={"cost_usd": None})})
+    page = render_markdown(build_page(v.model_copy(update={"investigation": unpriced}), ""))
+    assert "cost unknown (no price for gpt-4o-mini in investigation.llm.prices)" in page.replace("\\", "")

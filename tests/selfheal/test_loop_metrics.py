@@ -18,9 +18,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from connectors.incident_store import IncidentStore, default_url, fix_times
 from devstack.temporal_server import free_port
+from models.agent import AgentRunRecord
 from models.incident import (
     Outcome,
 )
+from models.investigation import AgentRun
 from selfheal.loop_metrics import LoopCollector
 from selfheal.settings import load_settings
 from tests.support import services
@@ -326,3 +328,66 @@ async def test_api_metrics_answer_while_temporal_is_down(tmp_path: Path) -> None
     s = await asyncio.to_thread(run)
     assert value(s, "selfheal_incidents_total", outcome="self_resolved", category="novel") == 1.0
     assert not [k for k in s if k[0] == "selfheal_open_incidents"]
+
+
+def test_llm_runs_totalled_by_agent_model_and_outcome(tmp_path: Path) -> None:
+    url = default_url(tmp_path / "data")
+    store = IncidentStore(url)
+    runs = [
+        (
+            "a",
+            AgentRun(
+                model="gpt",
+                outcome="ok",
+                requests=3,
+                tool_calls={"git_log": 2},
+                input_tokens=900,
+                output_tokens=90,
+                cost_usd=0.25,
+            ),
+        ),
+        (
+            "b",
+            AgentRun(
+                model="gpt",
+                outcome="ok",
+                requests=2,
+                tool_calls={"read_evidence": 1},
+                input_tokens=100,
+                output_tokens=10,
+                cost_usd=0.5,
+            ),
+        ),
+        (
+            "c",
+            AgentRun(
+                model="gpt",
+                outcome="budget_exhausted",
+                requests=12,
+                tool_calls={"git_log": 12},
+                input_tokens=5000,
+                output_tokens=500,
+                cost_usd=1.0,
+                stopped_by="day_cost",
+            ),
+        ),
+        ("d", AgentRun(model="local", outcome="ok", requests=1, input_tokens=50, output_tokens=5)),
+    ]
+    for run_id, run in runs:
+        store.record_llm_run(AgentRunRecord(run_id=run_id, incident_id=f"inc-{run_id}", run=run))
+    store.close()
+    s = scrape(url)
+    ok = {"agent": "investigator", "model": "gpt", "outcome": "ok"}
+    assert value(s, "selfheal_llm_runs_total", **ok) == 2.0
+    assert value(s, "selfheal_llm_tokens_total", **ok, direction="input") == 1000.0
+    assert value(s, "selfheal_llm_tokens_total", **ok, direction="output") == 100.0
+    assert value(s, "selfheal_llm_tool_calls_total", **ok) == 3.0
+    assert value(s, "selfheal_llm_requests_total", **ok) == 5.0
+    assert value(s, "selfheal_llm_cost_usd_total", **ok) == 0.75
+    stopped = {**ok, "outcome": "budget_exhausted"}
+    assert value(s, "selfheal_llm_runs_total", **stopped) == 1.0
+    assert value(s, "selfheal_llm_cost_usd_total", **stopped) == 1.0
+    local = {**ok, "model": "local"}
+    assert value(s, "selfheal_llm_unpriced_runs_total", **local) == 1.0
+    assert value(s, "selfheal_llm_cost_usd_total", **local) == 0.0, "unknown cost is counted apart"
+    assert value(s, "selfheal_llm_unpriced_runs_total", **ok) == 0.0
