@@ -244,15 +244,19 @@ class RemediationActivities:
 
     @activity.defn(name="check_firing")
     async def check_firing(self, req: FiringRequest) -> str:
-        """`firing`, `resolved`, or `unknown` when no Alertmanager is configured."""
+        """`firing`, `resolved`, or `unknown` when no Alertmanager is configured or the one we ask
+        has only just started (it has not heard from Prometheus yet)."""
         client = self.alertmanager
         if client is None:
             return "unknown"
+        warmup = self.settings.alertmanager_warmup_seconds
 
-        def run() -> bool:
-            return client.is_firing(req.fingerprint, req.labels)
+        def run() -> str:
+            state = client.firing_state(req.fingerprint, req.labels, warmup_seconds=warmup)
+            # Absent from a young Alertmanager, but its resolved notification reached us: resolved.
+            return "resolved" if state == "unknown" and req.status == "resolved" else state
 
-        return "firing" if await self._thread(run, "") else "resolved"
+        return await self._thread(run, "")
 
     @activity.defn(name="run_checks")
     async def run_checks(self, req: ChecksRequest) -> CheckReport:

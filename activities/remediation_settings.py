@@ -19,6 +19,9 @@ class RemediationSettings(Section):
     worktrees_dir: Path | None = None
     prometheus_url: str | None = None
     alertmanager_url: str | None = None
+    #: An alert absent from an Alertmanager younger than this is "unknown", not "resolved": after a
+    #: restart it knows nothing until Prometheus re-sends (resend_delay, 1m by default). 0 disables.
+    alertmanager_warmup_seconds: float = Field(default=120, ge=0)
     sandbox_memory_mb: int = Field(default=1024, ge=64)
     #: How often an incident retries when another remediation holds its target.
     lock_retry_seconds: float = Field(default=15, gt=0)

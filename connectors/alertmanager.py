@@ -8,7 +8,8 @@ answer; we also exclude silenced and inhibited ones, because a muted alert is no
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import httpx
 
@@ -84,6 +85,40 @@ class AlertmanagerClient:
                 f"alertmanager: expected a list of alerts, got {type(data).__name__}", retryable=False
             )
         return [a for a in data if isinstance(a, dict)]
+
+    def uptime_seconds(self) -> float | None:
+        """How long this Alertmanager has run (`GET /api/v2/status`, its `uptime` start time), or
+        None when it does not say."""
+        try:
+            response = self._client.get("/api/v2/status")
+        except httpx.TransportError as exc:
+            raise AlertmanagerError(
+                f"alertmanager {self.url}: {type(exc).__name__}: {exc}", retryable=True
+            ) from exc
+        if response.status_code != 200:
+            return None
+        try:
+            started = datetime.fromisoformat(str(response.json()["uptime"]).replace("Z", "+00:00"))
+        except (ValueError, KeyError, TypeError):
+            return None
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        return (datetime.now(UTC) - started).total_seconds()
+
+    def firing_state(
+        self, fingerprint: str | None, labels: Mapping[str, str], *, warmup_seconds: float = 0.0
+    ) -> Literal["firing", "resolved", "unknown"]:
+        """`firing`, `resolved`, or `unknown` when the alert is absent from an Alertmanager that
+        started less than `warmup_seconds` ago: a restarted Alertmanager knows no alert until
+        Prometheus sends them again (every `resend_delay`, 1m by default), so absence there is
+        not evidence of resolution."""
+        if self.is_firing(fingerprint, labels):
+            return "firing"
+        if warmup_seconds > 0:
+            uptime = self.uptime_seconds()
+            if uptime is not None and uptime < warmup_seconds:
+                return "unknown"
+        return "resolved"
 
     def is_firing(self, fingerprint: str | None, labels: Mapping[str, str]) -> bool:
         """Whether the alert is active, unsilenced and uninhibited.

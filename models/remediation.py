@@ -35,6 +35,9 @@ class Resolution(BaseModel):
 class FiringRequest(BaseModel):
     fingerprint: str
     labels: dict[str, str]
+    #: What the incident last heard from Alertmanager's webhook about this alert: a resolved
+    #: notification is proof of resolution even when Alertmanager has just restarted.
+    status: str = "firing"
 
 
 class ChecksRequest(BaseModel):

@@ -79,7 +79,9 @@ class RemediationWorkflow:
         if plan.policy.require_firing:
             firing: str = await self._act(
                 "check_firing",
-                FiringRequest(fingerprint=inp.alert.fingerprint, labels=inp.alert.labels),
+                FiringRequest(
+                    fingerprint=inp.alert.fingerprint, labels=inp.alert.labels, status=inp.alert.status
+                ),
                 str,
                 "check still firing",
                 phase="precheck",

@@ -356,6 +356,7 @@ class GitRepo:
         base_ref = self._base_ref()
         key = f"{self._common}\0{self.remote}\0{self.base_branch}"
         if self._has_remote() and time.monotonic() - _fetched_at.get(key, -math.inf) > FETCH_REUSE_SECONDS:
+            self._drop_broken_worktrees()
             self._git(
                 self.path,
                 "fetch",
@@ -472,15 +473,37 @@ class GitRepo:
         refs = {ln.partition("\t")[2] for ln in out.splitlines()}
         if f"refs/heads/{branch}" not in refs:  # ls-remote patterns match ref name tails, so check exactly
             return None
-        self._git(
-            cwd,
-            "fetch",
-            "--quiet",
-            remote,
-            f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
-            timeout=NETWORK_TIMEOUT,
-        )
+        # Under the repository lock: a `worktree add` in progress (another incident's) has an
+        # all-zero HEAD for a moment, and any fetch in the repository then fails on it.
+        with self._lock:
+            self._drop_broken_worktrees()
+            self._git(
+                cwd,
+                "fetch",
+                "--quiet",
+                remote,
+                f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
+                timeout=NETWORK_TIMEOUT,
+            )
         return self._git(cwd, "rev-parse", f"refs/remotes/{remote}/{branch}")
+
+    def _drop_broken_worktrees(self) -> None:
+        """Forget worktrees whose `git worktree add` was killed midway (the caller holds the lock).
+
+        Their admin directory keeps an all-zero HEAD, and while it exists every `git fetch` in the
+        repository fails ("bad object worktrees/<id>/HEAD"): one crash would stop every push. The
+        half-made worktree directory itself is left for `prepare_worktree`, which redoes it.
+        """
+        admin = Path(self._common) / "worktrees"
+        if not admin.is_dir():
+            return
+        for entry in admin.iterdir():
+            try:
+                head = (entry / "HEAD").read_text(encoding="utf-8").strip()
+            except OSError:
+                continue
+            if head and set(head) == {"0"}:
+                shutil.rmtree(entry, ignore_errors=True)
 
     def _rebase_ours_onto(self, wt: Worktree, onto: str, pending: list[str], ours: list[str]) -> None:
         """Replay only this incident's commits (the tip of `pending`) onto `onto`."""

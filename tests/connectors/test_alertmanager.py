@@ -113,6 +113,21 @@ def test_silenced_alert_is_not_firing(client: AlertmanagerClient, am_url: str) -
     assert client.alerts(labels, silenced=True)  # still there, just muted
 
 
+def test_an_absent_alert_on_a_fresh_alertmanager_is_unknown_not_resolved(
+    client: AlertmanagerClient, am_url: str
+) -> None:
+    """A restarted Alertmanager has no alerts until Prometheus re-sends them: within the warm-up,
+    absence proves nothing; after it (or with warm-up 0), absence means resolved."""
+    uptime = client.uptime_seconds()
+    assert uptime is not None and 0 <= uptime < 3600
+    labels = _labels()
+    assert client.firing_state(None, labels, warmup_seconds=uptime + 3600) == "unknown"
+    assert client.firing_state(None, labels, warmup_seconds=0) == "resolved"
+    _post(am_url, labels)
+    _eventually(lambda: client.is_firing(None, labels), "the alert to be active")
+    assert client.firing_state(None, labels, warmup_seconds=uptime + 3600) == "firing"
+
+
 def test_needs_a_fingerprint_or_labels(client: AlertmanagerClient) -> None:
     with pytest.raises(AlertmanagerError) as err:
         client.is_firing(None, {})

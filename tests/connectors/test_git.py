@@ -514,6 +514,26 @@ def test_push_fast_forwards_once_then_reports_already_deployed(repos: Repos) -> 
     assert repo.push(wt, "main") is False  # still deployed, even though main moved on
 
 
+def test_a_worktree_add_killed_midway_does_not_stop_pushes(repos: Repos) -> None:
+    """A worker killed during another incident's `git worktree add` leaves that worktree's admin
+    HEAD all zeros; every fetch in the repository then failed ("bad object worktrees/.../HEAD"),
+    so every later push failed too (found by `make chaos`)."""
+    repo = repos.repo()
+    wt = repo.prepare_worktree(INCIDENT, repos.worktrees)
+    fix = fix_memory(repo, wt)
+    admin = repos.clone / ".git" / "worktrees" / "inc-killed"
+    admin.mkdir(parents=True)
+    (admin / "HEAD").write_text("0" * 40 + "\n")
+    (admin / "gitdir").write_text(str(repos.worktrees / "inc-killed" / ".git") + "\n")
+    (admin / "commondir").write_text("../..\n")
+    code = subprocess.run(["git", "fetch", "-q", "origin"], cwd=repos.clone, capture_output=True).returncode
+    assert code != 0, "the leftover really breaks fetch"
+    repos.colleague_push({"NOTES": "later\n"}, "unrelated later work")  # the push must fetch and rebase
+    assert repo.push(wt, "main") is True
+    assert repos.remote_file("deploy/web.yaml") == git(repos.clone, "show", f"{fix}:deploy/web.yaml")
+    assert not admin.exists()
+
+
 def test_push_rebases_only_the_fix_when_the_remote_moved(repos: Repos) -> None:
     repo = repos.repo()
     wt = repo.prepare_worktree(INCIDENT, repos.worktrees)

@@ -224,6 +224,9 @@ def loop_settings(
             "prometheus_url": prom_url,
             "alertmanager_url": am_url,
             "verify_poll_seconds": 0.5,
+            # Alertmanager starts with each test: ask it as one that has long been running (an
+            # absent alert is resolved), which is what these tests are about.
+            "alertmanager_warmup_seconds": 0,
         },
         **extra,
     )
