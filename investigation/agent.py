@@ -573,6 +573,7 @@ def finalize(
         proposed_fix=fix,
         open_questions=questions[:10],
         diagnose=list(request.prior.diagnose) if request.prior else [],
+        diagnostics=list(request.prior.diagnostics) if request.prior else [],
         started_at=started_at,
         duration_seconds=duration_seconds,
         usage=usage_dict(usage),

@@ -57,6 +57,17 @@ class DiagnoseResult(BaseModel):
     error: str = ""
 
 
+class DiagnosticResult(BaseModel):
+    """A playbook `diagnostics` entry as read for the ticket: information, never a condition."""
+
+    playbook: str
+    name: str
+    #: The PromQL query, or `events of <Kind> <namespace>/<name>`.
+    source: str
+    lines: list[str] = Field(default_factory=list, max_length=20)
+    error: str = ""
+
+
 #: How an agent run ended: answered, gave no usable answer, or was stopped by a budget.
 RunOutcome = Literal["ok", "failed", "budget_exhausted"]
 #: Which limit stopped a run ("" when none did).
@@ -110,6 +121,8 @@ class Investigation(BaseModel):
     proposed_fix: ProposedFix | None = None
     open_questions: list[str] = Field(default_factory=list, max_length=10)
     diagnose: list[DiagnoseResult] = Field(default_factory=list)
+    #: The matched playbook's `diagnostics` (values, events) for humans; they decide nothing.
+    diagnostics: list[DiagnosticResult] = Field(default_factory=list)
     started_at: datetime | None = None
     duration_seconds: float = 0.0
     #: Model usage for LLM investigators (requests, input/output tokens); empty for builtin.

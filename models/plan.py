@@ -162,6 +162,15 @@ class PlannedPolicy(BaseModel):
     require_firing: bool = True
 
 
+class PlannedDiagnostic(BaseModel):
+    """What to show humans beside the plan: a PromQL query's values, or an object's recent events."""
+
+    name: str
+    query: str | None = None
+    #: `kind`, `namespace` ("" for a Node) and `name` of the object whose events to read.
+    kube_events: dict[str, str] | None = None
+
+
 class RemediationPlan(BaseModel):
     """One playbook applied to one alert: the whole fix → test → deploy → verify → rollback path."""
 
@@ -179,6 +188,8 @@ class RemediationPlan(BaseModel):
     params: dict[str, str] = Field(default_factory=dict)
     policy: PlannedPolicy
     diagnose: list[PlannedCheck] = Field(default_factory=list)
+    #: Informational: attached to the investigation, never a condition for acting.
+    diagnostics: list[PlannedDiagnostic] = Field(default_factory=list)
     fix: list[PlannedStep] = Field(default_factory=list)
     test: list[PlannedStep] = Field(default_factory=list)
     deploy: list[PlannedStep] = Field(default_factory=list)

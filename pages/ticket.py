@@ -313,6 +313,20 @@ def _investigation(view: IncidentView) -> list[Block]:
                 ]
             )
         )
+    if inv.diagnostics:
+        blocks.append(Heading(level=3, text="Diagnostics"))
+        items: list[Runs] = []
+        for diag in inv.diagnostics[:MAX_ROWS]:
+            said = diag.error or "; ".join(diag.lines[:10])
+            items.append(
+                [
+                    _t(f"{diag.name}: ", bold=True),
+                    _t(redact(said)[:1500]),
+                    _t(" — "),
+                    _t(diag.source[:300], code=True),
+                ]
+            )
+        blocks.append(Bullets(items=items))
     if inv.open_questions:
         blocks.append(Heading(level=3, text="Open questions"))
         blocks.append(Bullets(items=[[_t(q)] for q in inv.open_questions]))

@@ -32,6 +32,7 @@ from models.plan import (
     KubeAction,
     KubeWaitAction,
     PlannedCheck,
+    PlannedDiagnostic,
     PlannedPolicy,
     PlannedStep,
     PlannedVerify,
@@ -591,6 +592,22 @@ class _Builder:
             )
             for i, check in enumerate(spec.diagnose)
         ]
+        diagnostics = []
+        for i, diag in enumerate(spec.diagnostics):
+            at: Loc = ("diagnostics", i)
+            if diag.query is not None:
+                diagnostics.append(
+                    PlannedDiagnostic(name=diag.name, query=self.text((*at, "query"), diag.query, query=True))
+                )
+            elif diag.kube_events is not None:
+                obj = diag.kube_events
+                ref = {
+                    "kind": obj.kind,
+                    "namespace": self.kube_name((*at, "kube_events", "namespace"), obj.namespace, "namespace")
+                    or "",
+                    "name": self.kube_name((*at, "kube_events", "name"), obj.name, "name") or "",
+                }
+                diagnostics.append(PlannedDiagnostic(name=diag.name, kube_events=ref))
         verify = None
         if spec.verify is not None:
             verify = PlannedVerify(
@@ -621,6 +638,7 @@ class _Builder:
                 require_firing=spec.policy.require_firing,
             ),
             diagnose=diagnose,
+            diagnostics=diagnostics,
             fix=self.steps("fix", spec.fix),
             test=self.steps("test", spec.test),
             deploy=self.steps("deploy", spec.deploy),

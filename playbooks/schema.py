@@ -313,6 +313,47 @@ class VerifySpec(Spec):
         return timeout
 
 
+#: Kinds whose events a diagnostic may attach (the objects the stock alerts name).
+EVENT_KINDS = (
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "CronJob",
+    "Node",
+    "PersistentVolumeClaim",
+)
+
+
+class KubeObjectSpec(Spec):
+    kind: Literal[
+        "Pod", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Node", "PersistentVolumeClaim"
+    ]
+    namespace: str | None = Field(default=None, min_length=1)
+    name: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _namespaced(self) -> KubeObjectSpec:
+        if (self.kind == "Node") != (self.namespace is None):
+            raise invalid("namespace: required for every kind but Node, which has none")
+        return self
+
+
+class DiagnosticSpec(Spec):
+    """Information for the humans reading the ticket; never gates anything (that is `diagnose`)."""
+
+    name: str = Field(min_length=1)
+    query: str | None = Field(default=None, min_length=1)
+    kube_events: KubeObjectSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DiagnosticSpec:
+        if (self.query is None) == (self.kube_events is None):
+            raise invalid("set exactly one of query or kube_events")
+        return self
+
+
 class PolicySpec(Spec):
     mode: Literal["auto", "approve", "suggest"] = "approve"
     max_runs: int = Field(default=3, ge=1, le=100)
@@ -609,12 +650,20 @@ class PlaybookSpec(Spec):
     repo: str | None = Field(default=None, pattern=REPO_PATTERN)
     params: dict[ParamName, ParamSpec] = Field(default_factory=dict)
     diagnose: list[CheckSpec] = Field(default_factory=list)
+    diagnostics: list[DiagnosticSpec] = Field(default_factory=list, max_length=20)
     policy: PolicySpec = Field(default_factory=PolicySpec)
-    fix: list[FixStep] = Field(min_length=1)
+    #: Required, except for a `mode: suggest` playbook, which may only attach diagnostics.
+    fix: list[FixStep] = Field(default_factory=list)
     test: list[TestStep] = Field(default_factory=list)
     deploy: list[DeployStep] = Field(default_factory=list)
     verify: VerifySpec | None = None
     rollback: Rollback = "auto"
+
+    @model_validator(mode="after")
+    def _fix_unless_suggest(self) -> PlaybookSpec:
+        if not self.fix and self.policy.mode != "suggest":
+            raise invalid("fix: at least one step (only a `mode: suggest` playbook may have none)")
+        return self
 
     @model_validator(mode="after")
     def _repo_for_git(self) -> PlaybookSpec:

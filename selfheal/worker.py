@@ -108,7 +108,7 @@ def build_worker(
         clients.incident_store,
         remediation.playbook_category,
     )
-    investigation = InvestigationActivities(clients.prometheus)
+    investigation = InvestigationActivities(clients.prometheus, clients.kube())
     agent = AgentActivities(llm_run_config(settings), clients.incident_store)
     register_runtime(settings.temporal.task_queue, clients.llm_runtime())
     return Worker(

@@ -68,16 +68,18 @@ WAIT_RULES: frozenset[Rule] = frozenset({("apps", r, "get") for r in _WORKLOADS}
 BUDGET_RULES: frozenset[Rule] = frozenset(
     {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update", "delete")}
 )
+#: Diagnostics read the recent events of the object an alert names (Node events live in `default`).
+EVENT_RULES: frozenset[Rule] = frozenset({("", "events", "list")})
 #: Verbs that take pods away (held to the in-flight budget and the floors). `scale` only when down.
 DISRUPTIVE = frozenset({"rollout_restart", "scale", "delete_pod", "evict_pod", "drain"})
 #: Resources outside any namespace, or read across all of them (drain): a ClusterRole grants them.
 CLUSTER_WIDE: frozenset[Rule] = (
-    VERB_RULES["drain"] | VERB_RULES["cordon"] | {("storage.k8s.io", "storageclasses", "get")}
+    VERB_RULES["drain"] | VERB_RULES["cordon"] | {("storage.k8s.io", "storageclasses", "get")} | EVENT_RULES
 )
 
 
 def all_rules() -> frozenset[Rule]:
-    return frozenset().union(*VERB_RULES.values(), WAIT_RULES, BUDGET_RULES)
+    return frozenset().union(*VERB_RULES.values(), WAIT_RULES, BUDGET_RULES, EVENT_RULES)
 
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -167,6 +169,33 @@ class KubeActions:
         if action.dry_run:
             return KubeResult(f"(server-side dry run) {result.detail}", changed=False)
         return result
+
+    def events(self, kind: str, namespace: str, name: str, *, limit: int = 10) -> list[str]:
+        """The object's most recent events, newest first, one line each (`Warning BackOff (x12):
+        Back-off restarting failed container`): what `kubectl describe` shows at its end."""
+        if kind != "Node":
+            self._allowed(namespace)
+        where = namespace or "default"
+        listed = self.api.call(
+            f"list events of {kind} {where}/{name}",
+            self.api.core.list_namespaced_event,
+            where,
+            field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
+        )
+        items = [i for i in listed.get("items") or [] if isinstance(i, dict)]
+
+        def when(item: Obj) -> str:
+            return str(
+                item.get("lastTimestamp") or item.get("eventTime") or _meta(item).get("creationTimestamp")
+            )
+
+        lines = []
+        for item in sorted(items, key=when, reverse=True)[:limit]:
+            count = item.get("count") or 1
+            times = f" (x{count})" if count > 1 else ""
+            message = " ".join(str(item.get("message") or "").split())[:300]
+            lines.append(f"{item.get('type', '')} {item.get('reason', '')}{times}: {message}".strip())
+        return lines
 
     def wait(self, action: KubeWaitAction, *, incident_id: str) -> WaitResult:
         """Poll the workload until `kubectl rollout status` would say it is done, the rollout can no

@@ -35,6 +35,20 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("policy", "poddisruptionbudgets"): ("PodDisruptionBudget", True),
     ("storage.k8s.io", "storageclasses"): ("StorageClass", False),
     ("coordination.k8s.io", "leases"): ("Lease", True),
+    ("", "events"): ("Event", True),
+}
+#: Field selectors the API server supports: every resource has the metadata ones; some add more.
+_FIELDS = {"metadata.name", "metadata.namespace"}
+_RESOURCE_FIELDS = {
+    "pods": {"spec.nodeName", "status.phase"},
+    "events": {
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "reason",
+        "type",
+    },
 }
 _GROUP_OF = {kind: group for (group, _), (kind, _) in RESOURCES.items()}
 _RESOURCE_OF = {kind: resource for (_, resource), (kind, _) in RESOURCES.items()}
@@ -412,7 +426,8 @@ class KubeFake:
         return copy.deepcopy(obj)
 
     def _list(self, group: str, resource: str, namespace: str, query: dict[str, list[str]]) -> Obj:
-        fields = self._selector(query.get("fieldSelector", [""])[0], field=True)
+        allowed = _FIELDS | _RESOURCE_FIELDS.get(resource, set())
+        fields = self._selector(query.get("fieldSelector", [""])[0], field=True, allowed=allowed)
         labels = self._selector(query.get("labelSelector", [""])[0], field=False)
         items = []
         for (g, r, ns, _), obj in sorted(self.objects.items()):
@@ -431,14 +446,14 @@ class KubeFake:
         }
 
     @staticmethod
-    def _selector(text: str, *, field: bool) -> dict[str, str]:
+    def _selector(text: str, *, field: bool, allowed: set[str] | None = None) -> dict[str, str]:
         out = {}
         for term in filter(None, text.split(",")):
             key, sep, value = term.partition("=")
             if not sep or "!" in key:
                 raise ApiError(400, "BadRequest", f"unable to parse requirement: {term!r}")
             key = key.strip()
-            if field and key not in ("metadata.name", "metadata.namespace", "spec.nodeName", "status.phase"):
+            if field and key not in (allowed or _FIELDS):
                 raise ApiError(
                     400,
                     "BadRequest",

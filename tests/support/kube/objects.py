@@ -278,3 +278,30 @@ def pdb(namespace: str, name: str, app: str, *, allowed: int) -> Obj:
             "expectedPods": 2 + allowed,
         },
     }
+
+
+def event(
+    namespace: str,
+    kind: str,
+    name: str,
+    reason: str,
+    message: str,
+    *,
+    type_: str = "Warning",
+    count: int = 1,
+    last: str = "2025-01-01T00:10:00Z",
+) -> Obj:
+    """A core/v1 Event about an object, as the kubelet or a controller records it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": _meta(namespace, f"{name}.{abs(hash((reason, message, last))) % 10**12:x}"),
+        "involvedObject": {"kind": kind, "namespace": namespace, "name": name, "apiVersion": "v1"},
+        "reason": reason,
+        "message": message,
+        "type": type_,
+        "count": count,
+        "firstTimestamp": "2025-01-01T00:00:00Z",
+        "lastTimestamp": last,
+        "source": {"component": "kubelet"},
+    }
