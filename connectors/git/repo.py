@@ -250,6 +250,10 @@ class GitRepo:
         with self._lock:
             base_ref = self._refresh_base()
         code, full, _ = self._run(self.path, "rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}")
+        if code != 0:  # pushed since a fetch another incident shares: fetch now
+            with self._lock:
+                self._refresh_base(force=True)
+            code, full, _ = self._run(self.path, "rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}")
         if code != 0:
             raise GitError(f"commit {sha} does not exist in {self.path.name} (fetched {base_ref})")
         self._check_revertable(self.path, full.strip(), base_ref)
@@ -428,10 +432,11 @@ class GitRepo:
     def _base_ref(self) -> str:
         return f"{self.remote}/{self.base_branch}" if self._has_remote() else self.base_branch
 
-    def _refresh_base(self) -> str:
+    def _refresh_base(self, *, force: bool = False) -> str:
         base_ref = self._base_ref()
         key = f"{self._common}\0{self.remote}\0{self.base_branch}"
-        if self._has_remote() and time.monotonic() - _fetched_at.get(key, -math.inf) > FETCH_REUSE_SECONDS:
+        stale = time.monotonic() - _fetched_at.get(key, -math.inf) > FETCH_REUSE_SECONDS
+        if self._has_remote() and (stale or force):
             self._git(
                 self.path,
                 "fetch",
