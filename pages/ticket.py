@@ -316,6 +316,13 @@ def _proposed_fix(view: IncidentView) -> list[Block]:
                     ]
                 )
             )
+            if fix is not None and fix.rationale:
+                blocks.append(
+                    Paragraph(
+                        runs=[_t("Investigation: ", bold=True), _t(fix.rationale)]
+                        + ([_t(f" (from {fix.source})")] if fix.source else [])
+                    )
+                )
         if p.params:
             blocks.append(Paragraph(runs=[_t(", ".join(f"{k}={v}" for k, v in sorted(p.params.items())))]))
         if p.steps:
