@@ -277,6 +277,20 @@ AsOpt = Annotated[
 CommentOpt = Annotated[str, typer.Option("--comment", help="Why.")]
 
 
+def _proposal(url: str | None, incident_id: str) -> dict[str, Any]:
+    """The incident's current proposal ({} when there is none or it cannot be read: the decision
+    itself then says what is wrong, e.g. 403 or 404)."""
+    with _client(url) as client:
+        try:
+            resp = client.get(f"/api/v1/incidents/{incident_id}")
+        except httpx.HTTPError:
+            return {}
+    if resp.status_code != 200:
+        return {}
+    proposal: dict[str, Any] = resp.json().get("proposal") or {}
+    return proposal
+
+
 DigestOpt = Annotated[
     str | None,
     typer.Option(
@@ -299,7 +313,7 @@ def approve(
 
     The plan is shown first and its digest sent with the approval, so what runs is what you saw."""
     if digest is None:
-        proposal = _call(url, "GET", f"/api/v1/incidents/{incident_id}").get("proposal") or {}
+        proposal = _proposal(url, incident_id)
         digest = proposal.get("digest") or None
         if digest:
             out.print(f"plan {digest} on {proposal.get('target', '')}:", highlight=False)
