@@ -37,6 +37,7 @@ from models.ids import CONTROL_WORKFLOW, control_workflow_id
 from models.incident import WebhookAlert
 from models.plan import (
     CommandAction,
+    GitApplyAction,
     GitEditAction,
     GitPushAction,
     GitRevertAction,
@@ -299,6 +300,8 @@ class RemediationActivities:
             return await self._thread(lambda: self._git_revert(req, action), req.incident_id)
         if isinstance(action, GitEditAction):
             return await self._thread(lambda: self._git_edit(req, action), req.incident_id)
+        if isinstance(action, GitApplyAction):
+            return await self._thread(lambda: self._git_apply(req, action), req.incident_id)
         if isinstance(action, GitPushAction):
             return await self.deploy_step(req)
         return await self._run_plain(req)
@@ -307,10 +310,21 @@ class RemediationActivities:
         assert req.repo
         repo = self._repo(req.repo)
         wt = repo.prepare_worktree(req.incident_id, self.worktrees_dir)
+        if action.commit is not None:
+            subject = repo.revert_commit(wt, action.commit)
+            return StepOutcome(ok=True, detail=f"reverted {action.commit[:12]} ({subject[:120]})")
         until = req.alert_starts_at
         since = until - timedelta(seconds=action.since_seconds)
         shas = repo.revert_window(wt, since, until, action.paths, action.max_commits)
         return StepOutcome(ok=True, detail="reverted " + ", ".join(s[:12] for s in shas))
+
+    def _git_apply(self, req: StepRequest, action: GitApplyAction) -> StepOutcome:
+        assert req.repo
+        repo = self._repo(req.repo)
+        wt = repo.prepare_worktree(req.incident_id, self.worktrees_dir)
+        numstat = repo.apply_patch(wt, action.patch)
+        files = [line.split("\t")[-1] for line in numstat.splitlines() if line.strip()]
+        return StepOutcome(ok=True, detail=f"patch applied to {', '.join(files[:5]) or 'no file'}")
 
     def _git_edit(self, req: StepRequest, action: GitEditAction) -> StepOutcome:
         assert req.repo

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from connectors.git.settings import RepoSettings
 from models.settings import Section
+from playbooks.proposal import SERVICE_PATTERN, ServiceDefaults
+from playbooks.schema import invalid
 
 
 class RemediationSettings(Section):
@@ -29,6 +32,21 @@ class RemediationSettings(Section):
     verify_poll_seconds: float = Field(default=2, gt=0)
     #: Values playbook templates may read as `settings.<key>` (e.g. kube_api_url), besides public_url.
     playbook_settings: dict[str, str] = Field(default_factory=dict)
+    #: Per service: how an approved proposal (a revert or a patch from the investigation) is tested,
+    #: deployed and verified, in the playbook step syntax (`playbooks/proposal.py`, docs/playbooks.md).
+    services: dict[str, ServiceDefaults] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _service_repos(self) -> RemediationSettings:
+        for name, defaults in self.services.items():
+            if not re.fullmatch(SERVICE_PATTERN, name):
+                raise invalid(f"services: {name!r} is not a service name ({SERVICE_PATTERN})")
+            if defaults.repo not in self.repos:
+                known = ", ".join(sorted(self.repos)) or "none configured"
+                raise invalid(
+                    f"services.{name}.repo: {defaults.repo!r} is not in remediation.repos ({known})"
+                )
+        return self
 
     def template_settings(self, public_url: str) -> dict[str, str]:
         return {"public_url": public_url, **self.playbook_settings}

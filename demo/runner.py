@@ -4,8 +4,10 @@ Starts a small shop whose config is deployed from git, a load generator, Prometh
 SLO rules), Alertmanager (webhook → selfheal), Temporal, and selfheal's worker and API. Then it
 pushes four faults, one at a time: three that playbooks heal with no human (revert a bad config
 commit, raise a regressed pool size, switch off a broken feature flag) and one no playbook knows,
-which is escalated with its evidence, investigation and proposed fix. A live timeline shows each
-stage; a final table shows the loop's latencies. Exit 0 only if every scenario ended as expected.
+which is escalated with its evidence, investigation and proposed fix planned as a revert; the demo
+approves that plan (by its digest) and selfheal applies, tests, deploys and verifies it. A live
+timeline shows each stage; a final table shows the loop's latencies. Exit 0 only if every scenario
+ended as expected.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ _KIND_STYLE = {
     "investigated": "cyan",
     "playbook_matched": "magenta",
     "no_playbook": "magenta",
+    "proposal_planned": "magenta",
+    "proposal_refused": "bold red",
     "remediation_started": "magenta",
     "deploying": "magenta",
     "verifying": "magenta",
@@ -138,6 +142,11 @@ def show_escalation(view: dict[str, Any]) -> None:
             lines.append(f"proposed fix ({fix['kind']}): {fix.get('rationale', '')[:300]}")
     else:
         lines.append("(no investigation on this incident)")
+    proposal = view.get("proposal")
+    if proposal:
+        lines.append("")
+        lines.append(f"plan {proposal['digest'][:12]} on {proposal['target']} ({proposal['mode']}):")
+        lines += [f"  {i}. {step[:140]}" for i, step in enumerate(proposal.get("steps", []), 1)]
     console.print(Panel(Text("\n".join(lines)), title=f"escalated: {view['title'][:90]}", expand=False))
 
 
@@ -216,10 +225,12 @@ def run_demo(
                         _wait_for_human(stack, runner, view)
                         return
                     fix = ((view.get("investigation") or {}).get("proposed_fix") or {}).get("rationale", "")
+                    digest = (view.get("proposal") or {}).get("digest")
                     runner.decide(
                         view["id"],
                         "approve",
-                        f"Acknowledged by the demo; applying the proposed fix by hand: {fix or 'revert'}",
+                        f"Approved by the demo's on-call: {fix or 'the proposed fix'}",
+                        plan_digest=digest,
                     )
 
                 results.append(runner.run(scenario, decide, timeout=900 if interactive else 120))

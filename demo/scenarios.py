@@ -2,7 +2,8 @@
 
 Each fault is a commit a developer pushes and deploys. The runner never tells selfheal anything:
 Prometheus notices, Alertmanager calls the webhook, and the runner only watches the public API
-(and, for the novel fault, decides like the on-call would).
+(and, for the novel fault, decides like the on-call would: it approves the plan of the proposed
+revert, pinned by its digest, and selfheal runs it).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class Scenario:
     key: str
     title: str
     alertname: str
-    #: "healed" (a playbook fixes it with no human) or "escalated" (novel: a human decides).
+    #: "healed" (a playbook fixes it with no human) or "escalated" (novel: a human decides; the
+    #: approved proposal then heals it).
     expect: str
     playbook: str | None
     file: str  # "config" or "flags"
@@ -186,13 +188,14 @@ class Runner:
             ticket: dict[str, Any] = resp.json()
             return ticket
 
-    def decide(self, incident_id: str, decision: str, comment: str) -> None:
-        """Decide as the demo's approver (the decider is whoever the API token authenticates)."""
+    def decide(self, incident_id: str, decision: str, comment: str, plan_digest: str | None = None) -> None:
+        """Decide as the demo's approver (the decider is whoever the API token authenticates);
+        `plan_digest` pins the plan it was shown: a plan that changed since would be refused."""
+        body: dict[str, str] = {"decision": decision, "comment": comment}
+        if plan_digest:
+            body["plan_digest"] = plan_digest
         with self.stack.api() as api:
-            resp = api.post(
-                f"/api/v1/incidents/{incident_id}/decision",
-                json={"decision": decision, "comment": comment},
-            )
+            resp = api.post(f"/api/v1/incidents/{incident_id}/decision", json=body)
             if resp.status_code != 200:
                 raise ScenarioFailed(f"decision answered {resp.status_code}: {resp.text[:300]}")
 
@@ -257,13 +260,13 @@ class Runner:
             time.sleep(0.3)
         res.outcome = view["outcome"] or ""
         res.closed_at = _parse(view["closed_at"]) if view.get("closed_at") else _now()
-        # A novel fault ends with a human decision, whichever it is.
-        expected = ("healed",) if scenario.expect == "healed" else ("approved", "rejected")
+        # A novel fault heals once a human approves the proposed fix (selfheal runs it).
+        expected = ("healed",) if scenario.expect == "healed" else ("healed_after_approval",)
         marker = f"Selfheal-Incident: {incident_id}"
         res.fix_commits = [sha for sha, body in stack.repo.log() if marker in body]
         res.fix_deploys = sum(1 for d in stack.deploys() if d["sha"] in res.fix_commits)
-        if scenario.expect != "healed":
-            self._human_fix(scenario, res)
+        if res.outcome not in ("healed", "healed_after_approval"):
+            self._human_fix(scenario, res)  # rejected (--interactive): the on-call reverts by hand
         self._wait_recovered(scenario, res)
         others = [
             f"{i['alertname']} ({i['id']})"

@@ -57,6 +57,23 @@ def evidence_settings(prom_url: str, remote: Path, shop_log: Path, window: str) 
     }
 
 
+#: `remediation.services.shop`: the shop's test, deploy and verify, as its playbooks do them.
+SERVICE_DEFAULTS: dict[str, Any] = {
+    "repo": "config",
+    "test": [
+        {"command": {"argv": ["python3", "bin/check-config", "{{ params.service }}"], "timeout": "30s"}}
+    ],
+    "deploy": [
+        {"git_push": {"branch": "main"}},
+        {
+            "name": "reload {{ params.service }} with the pushed config",
+            "http": {"method": "POST", "url": "{{ settings.shop_url }}/-/reload", "expect_status": [200]},
+        },
+    ],
+    "verify": {"hold_for": "3s", "timeout": "60s"},
+}
+
+
 class DemoStack:
     def __init__(
         self,
@@ -190,6 +207,9 @@ class DemoStack:
                 "verify_poll_seconds": 0.5,
                 "lock_retry_seconds": 2,
                 "playbook_settings": {"shop_url": self.shop_url},
+                # How an approved proposal (the investigation's revert) is tested, deployed and
+                # verified for the shop; verify is the default: the alert resolves and stays so.
+                "services": {SERVICE: SERVICE_DEFAULTS},
             },
             "evidence": evidence_settings(
                 self.prom_url, self.repo.remote, self.shop_log, self.timings.rate_window

@@ -33,11 +33,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from statistics import median
 
+from pydantic import ValidationError
+
 from investigation.causes import Cause, line_cause, load_cause, merge, touching
 from investigation.xref import ChangeMatch, Clues, cosmetic, gather_clues, match_change
 from models.evidence import ChangeRef, EvidenceSection, LogLine, MetricSeries, SimilarIncident, TraceRef
 from models.incident import IncidentView
-from models.investigation import DiagnoseResult, Hypothesis, Investigation, ProposedFix
+from models.investigation import DiagnoseResult, Hypothesis, Investigation, ProposedFix, RevertRef
 from models.plan import MatchResult
 
 #: A log line that reads like a failure (others are not blamed, however loud).
@@ -130,6 +132,16 @@ def _ago(delta: timedelta) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def _revert_ref(change: ChangeRef | None) -> RevertRef | None:
+    """The change as a revert selfheal may plan; None when its repo name or sha is not one."""
+    if change is None:
+        return None
+    try:
+        return RevertRef(repo=change.repo, sha=change.sha.lower())
+    except ValidationError:
+        return None
 
 
 def _change_ref(change: ChangeRef) -> str:
@@ -538,10 +550,13 @@ def investigate(
         )
         if suspect is not None:
             ref = suspect.evidence[0].removeprefix("changes:")
+            # Which commit, exactly (repo as configured, full sha): selfheal can plan the revert.
+            change = next((c for c in change_list if _change_ref(c) == suspect.evidence[0]), None)
             fix = ProposedFix(
                 kind="manual",
                 rationale=f"revert {ref} and watch {view.alertname or 'the alert'} resolve",
                 source=suspect.evidence[0],
+                revert=_revert_ref(change),
             )
         elif past is not None:
             fix = ProposedFix(

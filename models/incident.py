@@ -97,6 +97,9 @@ class Decision(BaseModel):
     by: str = Field(min_length=1, max_length=200)
     comment: str = Field(default="", max_length=10_000)
     source: str = Field(default="api", max_length=40)
+    #: The digest (or a prefix of at least 8 hex digits) of the plan the approver saw; an approval
+    #: carrying one runs only if the incident's plan still has that digest.
+    plan_digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,64}$")
 
 
 class RefusedDecision(BaseModel):
@@ -159,13 +162,20 @@ class TrackedAlert(BaseModel):
 
 
 class Proposal(BaseModel):
-    """The fix a playbook proposes for this incident, as humans see it before deciding."""
+    """The fix a playbook (or an investigation's proposal) plans for this incident, as humans see it
+    before deciding."""
 
     playbook: str
     mode: str
     target: str
     params: dict[str, str] = Field(default_factory=dict)
     steps: list[str] = Field(default_factory=list)
+    #: sha256 of the plan's canonical JSON (`models.plan.plan_digest`): what an approval may pin.
+    digest: str = ""
+    #: `playbook`, or where a proposal's plan came from: `revert` or `patch` of the investigation.
+    kind: str = "playbook"
+    #: What the plan is for, in a line (a proposal: which change it reverts or patches).
+    description: str = ""
 
 
 class RemediationSummary(BaseModel):

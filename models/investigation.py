@@ -2,8 +2,9 @@
 
 An `Investigation` is data. It is rendered escaped on the ticket and shown to humans; nothing in
 it is ever executed or used as a template. A proposed fix is either a reference to a loaded
-playbook (validated by the caller against the playbooks that actually match) or a patch that
-only a human can approve.
+playbook (validated by the caller against the playbooks that actually match), a revert of a
+suspect change, or a patch; the last two become a remediation plan that runs only once an
+approver approves exactly that plan (`playbooks/proposal.py`).
 
 Evidence references (`Hypothesis.evidence`) name what supports a claim so a reader can check
 it: `metrics:<series name>`, `logs:<n>` (line index in the logs section), `traces:<trace id>`,
@@ -19,6 +20,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 InvestigatorKind = Literal["builtin", "llm"]
+#: A configured repository's name (as in `remediation.repos`), and a commit id in it.
+REPO_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+COMMIT_PATTERN = r"^[0-9a-f]{7,64}$"
 
 
 class Hypothesis(BaseModel):
@@ -28,6 +32,15 @@ class Hypothesis(BaseModel):
     detail: str = Field(default="", max_length=4000)
     confidence: float = Field(ge=0.0, le=1.0)
     evidence: list[str] = Field(default_factory=list, max_length=20)
+
+
+class RevertRef(BaseModel):
+    """Which change to undo: a commit of a repository by its configured name. Data only: selfheal
+    plans a revert of it only after checking the repository is configured and the commit is on its
+    base branch, and runs it only after an approver's decision."""
+
+    repo: str = Field(pattern=REPO_NAME_PATTERN)
+    sha: str = Field(pattern=COMMIT_PATTERN)
 
 
 class ProposedFix(BaseModel):
@@ -43,6 +56,18 @@ class ProposedFix(BaseModel):
     rationale: str = Field(default="", max_length=4000)
     #: Where the fix came from, e.g. `similar:<incident id>` when a past fix is reused.
     source: str = ""
+    #: For `manual` and `patch`: the suspect change to revert, when it is a commit of a repository
+    #: (full sha); selfheal then plans the revert with the service's test/deploy/verify defaults.
+    revert: RevertRef | None = None
+
+    def runnable_kind(self) -> Literal["revert", "patch"] | None:
+        """What of this proposal selfheal can plan and, once approved, run: a patch (with its repo
+        and diff), a revert of the suspect commit, or nothing (a playbook is run as such)."""
+        if self.kind == "patch" and self.patch and self.repo:
+            return "patch"
+        if self.kind in ("manual", "patch") and self.revert is not None:
+            return "revert"
+        return None
 
 
 class DiagnoseResult(BaseModel):

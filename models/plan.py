@@ -7,6 +7,8 @@ The playbook schema (`playbooks/schema.py`) and the renderer produce it; nothing
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -31,12 +33,23 @@ WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 
 
 class GitRevertAction(BaseModel):
-    """Revert the commits made in [alert start - since, alert start] that touch `paths` (globs)."""
+    """Revert the commits made in [alert start - since, alert start] that touch `paths` (globs),
+    or exactly one `commit` of the base branch (an approved proposal's suspect change)."""
 
     kind: Literal["git_revert"] = "git_revert"
-    since_seconds: float
-    paths: list[str]
+    since_seconds: float = 0
+    paths: list[str] = Field(default_factory=list)
     max_commits: int = 5
+    #: A full commit id: revert this one commit, which must be on the base branch and not a merge.
+    commit: str | None = None
+
+
+class GitApplyAction(BaseModel):
+    """Apply a unified diff to the worktree (`git apply --index`); its paths were checked to stay
+    inside the repository (relative, no `..`, not .git) when the plan was rendered."""
+
+    kind: Literal["git_apply"] = "git_apply"
+    patch: str
 
 
 class GitEditAction(BaseModel):
@@ -121,6 +134,7 @@ class KubeWaitAction(BaseModel):
 
 Action = Annotated[
     GitRevertAction
+    | GitApplyAction
     | GitEditAction
     | CommandAction
     | HttpAction
@@ -247,3 +261,10 @@ class MatchResult(BaseModel):
     def needs_choice(self) -> bool:
         """Whether diagnose must choose before acting: several candidates, or params to resolve."""
         return bool(self.alternatives or self.deferred)
+
+
+def plan_digest(plan: RemediationPlan) -> str:
+    """sha256 of the plan's canonical JSON (sorted keys, no spaces): what an approval pins, so what
+    runs is exactly the plan shown when the approver decided."""
+    canonical = json.dumps(plan.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

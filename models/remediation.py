@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from models.incident import IncidentView, TrackedAlert
-from models.investigation import Investigation
+from models.investigation import Investigation, ProposedFix
 from models.plan import Candidate, MatchResult, PlannedCheck, PlannedStep, PlannedVerify, RemediationPlan
 
 
@@ -143,3 +143,28 @@ class InvestigationRequest(BaseModel):
     match: MatchResult | None = None
     #: The builtin investigation, handed to the LLM investigator as a starting point.
     prior: Investigation | None = None
+
+
+class ProposalRequest(BaseModel):
+    """Plan an investigation's proposed fix (a revert or a patch) for the incident's service."""
+
+    incident_id: str
+    fix: ProposedFix
+    alert: TrackedAlert
+    service: str
+    #: The alert label naming the service (the first of `incident.service_labels` it carries).
+    service_label: str
+    #: Who proposed it (the investigator's name), for the plan's description.
+    investigator: str = ""
+
+
+class ProposalPlan(BaseModel):
+    """The proposal's plan (policy `approve`), or why it cannot run (`reasons`); neither when the
+    proposal has nothing selfheal can run (a manual step)."""
+
+    plan: RemediationPlan | None = None
+    #: `revert` or `patch`.
+    kind: str = ""
+    #: What the plan does, in a line (which commit it reverts, which files the patch touches).
+    description: str = ""
+    reasons: list[str] = Field(default_factory=list)

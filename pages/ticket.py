@@ -338,21 +338,52 @@ def _proposed_fix(view: IncidentView) -> list[Block]:
     fix = view.investigation.proposed_fix if view.investigation is not None else None
     if view.proposal is not None:
         p = view.proposal
-        blocks.append(
-            Paragraph(
-                runs=[
-                    _t("Playbook "),
-                    _t(p.playbook, code=True),
-                    _t(f" ({p.mode}) on "),
-                    _t(p.target, code=True),
-                    _t("."),
-                ]
+        if p.kind == "playbook":
+            blocks.append(
+                Paragraph(
+                    runs=[
+                        _t("Playbook "),
+                        _t(p.playbook, code=True),
+                        _t(f" ({p.mode}) on "),
+                        _t(p.target, code=True),
+                        _t("."),
+                    ]
+                )
             )
-        )
+        else:
+            # The investigation's proposal, planned with the service's defaults: runs once approved.
+            blocks.append(
+                Paragraph(
+                    runs=[
+                        _t(f"Proposed {p.kind}", bold=True),
+                        _t(" on "),
+                        _t(p.target, code=True),
+                        _t(f": {p.description}" if p.description else "."),
+                        _t(" It runs only if approved."),
+                    ]
+                )
+            )
+            if fix is not None and fix.rationale:
+                blocks.append(
+                    Paragraph(
+                        runs=[_t("Investigation: ", bold=True), _t(fix.rationale)]
+                        + ([_t(f" (from {fix.source})")] if fix.source else [])
+                    )
+                )
         if p.params:
             blocks.append(Paragraph(runs=[_t(", ".join(f"{k}={v}" for k, v in sorted(p.params.items())))]))
         if p.steps:
             blocks.append(Bullets(items=[[_t(step)] for step in p.steps[:30]]))
+        if p.digest:
+            blocks.append(
+                Paragraph(
+                    runs=[
+                        _t("Plan digest: "),
+                        _t(p.digest, code=True),
+                        _t(" (what an approval runs; a plan that changed needs a new approval)."),
+                    ]
+                )
+            )
     elif fix is not None and fix.kind != "none":
         target = fix.playbook if fix.kind == "playbook" else fix.repo
         blocks.append(
@@ -383,7 +414,11 @@ def _proposed_fix(view: IncidentView) -> list[Block]:
             Paragraph(
                 runs=[
                     _t("To decide, comment "),
-                    _t("/selfheal approve", code=True),
+                    _t(
+                        "/selfheal approve"
+                        + (f" {view.proposal.digest[:12]}" if view.proposal and view.proposal.digest else ""),
+                        code=True,
+                    ),
                     _t(" or "),
                     _t("/selfheal reject", code=True),
                     _t(" on this ticket (optionally followed by a reason), or run "),

@@ -25,6 +25,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from models.plan import (
     Action,
     CommandAction,
+    GitApplyAction,
     GitEditAction,
     GitPushAction,
     GitRevertAction,
@@ -38,10 +39,13 @@ from models.plan import (
     PlannedVerify,
     RemediationPlan,
 )
+from playbooks.patch import PatchError, patch_files
 from playbooks.schema import (
+    COMMIT,
     CONTROL,
     RESERVED_NAMES,
     CommandSpec,
+    GitApplySpec,
     GitEditSpec,
     GitPushSpec,
     GitRevertSpec,
@@ -250,6 +254,21 @@ def branch_problem(branch: str) -> str:
     return ""
 
 
+def commit_problem(commit: str) -> str:
+    if not COMMIT.fullmatch(commit):
+        return f"commit {show(commit)} is not a commit id (7-64 lowercase hex digits)"
+    return ""
+
+
+def patch_problems(patch: str) -> list[str]:
+    """Why a patch is refused ([] when it may be applied): unreadable, or a path leaving the repo."""
+    try:
+        paths = patch_files(patch)
+    except PatchError as exc:
+        return [f"patch: {exc}"]
+    return [f"patch: {problem}" for problem in map(path_problem, paths) if problem]
+
+
 def key_problem(key: str) -> str:
     if CONTROL.search(key) or re.search(r"\s", key):
         return f"key {show(key)} contains whitespace or a control character"
@@ -430,6 +449,11 @@ class _Builder:
                 self.fail(loc, issue)
         return value
 
+    def commit(self, loc: Loc, source: str) -> str:
+        if self.check and is_template(source):
+            return self.text(loc, source)  # the value is only known for an alert
+        return self._checked(loc, source, commit_problem)
+
     def path(self, loc: Loc, source: str, *, dot_ok: bool = False) -> str:
         return self._checked(loc, source, path_problem, dot_ok=dot_ok)
 
@@ -510,11 +534,17 @@ class _Builder:
         spec = step.action
         at = (*loc, step.kind)
         if isinstance(spec, GitRevertSpec):
+            if spec.commit is not None:
+                return GitRevertAction(commit=self.commit((*at, "commit"), spec.commit))
             return GitRevertAction(
-                since_seconds=self.duration((*at, "since"), spec.since),
+                since_seconds=self.duration((*at, "since"), spec.since or "0s"),
                 paths=[self.path((*at, "paths", i), p) for i, p in enumerate(spec.paths)],
                 max_commits=spec.max_commits,
             )
+        if isinstance(spec, GitApplySpec):
+            for problem in patch_problems(spec.patch):  # literal data, never rendered
+                self.fail((*at, "patch"), problem)
+            return GitApplyAction(patch=spec.patch)
         if isinstance(spec, GitEditSpec):
             return GitEditAction(
                 file=self.path((*at, "file"), spec.file),
@@ -649,6 +679,15 @@ class _Builder:
 
 def describe(action: Action) -> str:
     """A one-line, human description of a rendered action (for tickets and the `plan` command)."""
+    if isinstance(action, GitRevertAction) and action.commit is not None:
+        return f"revert commit {action.commit[:12]}"
+    if isinstance(action, GitApplyAction):
+        try:
+            files = patch_files(action.patch)
+        except PatchError:
+            files = []
+        shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        return f"apply a patch to {shown or 'the repository'}"
     if isinstance(action, GitRevertAction):
         paths = ", ".join(action.paths)
         since = format_duration(action.since_seconds)

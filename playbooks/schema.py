@@ -44,8 +44,10 @@ RESERVED_NAMES = frozenset({"get", "items", "keys", "values", "copy"})
 #: C0 controls and DEL: never allowed in a param value (NUL, newlines, escapes).
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-ACTION_KINDS = ("git_revert", "git_edit", "command", "http", "git_push", "kube", "kube_wait")
-GIT_KINDS = frozenset({"git_revert", "git_edit", "git_push"})
+ACTION_KINDS = ("git_revert", "git_edit", "command", "http", "git_push", "kube", "kube_wait", "git_apply")
+GIT_KINDS = frozenset({"git_revert", "git_edit", "git_push", "git_apply"})
+#: A commit id as `git_revert: {commit: …}` takes it (literal, or a template rendering to one).
+COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
 
 
 def invalid(message: str) -> PydanticCustomError:
@@ -363,9 +365,31 @@ class PolicySpec(Spec):
 
 
 class GitRevertSpec(Spec):
-    since: TemplatedDuration
-    paths: list[str] = Field(min_length=1)
+    """Either the commits of a window (`since` + `paths`), or one `commit` of the base branch."""
+
+    since: TemplatedDuration | None = None
+    paths: list[str] = Field(default_factory=list)
     max_commits: int = Field(default=5, ge=1, le=50)
+    commit: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _window_or_commit(self) -> GitRevertSpec:
+        if self.commit is not None:
+            if self.since is not None or self.paths:
+                raise invalid("set either commit, or since and paths, not both")
+            if not is_template(self.commit) and not COMMIT.fullmatch(self.commit):
+                raise invalid(f"commit {show(self.commit)} is not a commit id (7-64 lowercase hex digits)")
+            return self
+        if self.since is None or not self.paths:
+            raise invalid("needs since and paths (the commits of a window), or commit (one commit)")
+        return self
+
+
+class GitApplySpec(Spec):
+    """A unified diff applied with `git apply --index`; literal (never a template), and every path
+    it names must stay inside the repository."""
+
+    patch: str = Field(min_length=1, max_length=200_000)
 
 
 _MAX_QUANTITY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P|m)?$")
@@ -538,7 +562,16 @@ class KubeWaitSpec(Spec):
         return self
 
 
-ActionSpec = GitRevertSpec | GitEditSpec | CommandSpec | HttpSpec | GitPushSpec | KubeSpec | KubeWaitSpec
+ActionSpec = (
+    GitRevertSpec
+    | GitEditSpec
+    | CommandSpec
+    | HttpSpec
+    | GitPushSpec
+    | KubeSpec
+    | KubeWaitSpec
+    | GitApplySpec
+)
 
 
 class Step(Spec):
@@ -555,6 +588,7 @@ class Step(Spec):
     git_push: GitPushSpec | None = None
     kube: KubeSpec | None = None
     kube_wait: KubeWaitSpec | None = None
+    git_apply: GitApplySpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -586,7 +620,7 @@ class Step(Spec):
 
 class FixStep(Step):
     phase: ClassVar[str] = "fix"
-    allowed: ClassVar[tuple[str, ...]] = ("git_revert", "git_edit", "command", "http", "kube")
+    allowed: ClassVar[tuple[str, ...]] = ("git_revert", "git_edit", "command", "http", "kube", "git_apply")
 
 
 class TestStep(Step):

@@ -257,10 +257,14 @@ def print_incident(data: dict[str, Any], console: Console = out) -> None:
     console.print(timeline)
 
 
-def _decide(kind: str, incident_id: str, user: str | None, comment: str, url: str | None) -> None:
+def _decide(
+    kind: str, incident_id: str, user: str | None, comment: str, url: str | None, digest: str | None = None
+) -> None:
     body: dict[str, str] = {"decision": kind, "comment": comment}
     if user:
         body["by"] = user
+    if digest:
+        body["plan_digest"] = digest
     data = _call(url, "POST", f"/api/v1/incidents/{incident_id}/decision", json=body)
     by = (data.get("decision") or {}).get("by") or user or "you"
     out.print(f"{incident_id}: {kind} by {by} accepted by the incident", highlight=False)
@@ -273,10 +277,49 @@ AsOpt = Annotated[
 CommentOpt = Annotated[str, typer.Option("--comment", help="Why.")]
 
 
+def _proposal(url: str | None, incident_id: str) -> dict[str, Any]:
+    """The incident's current proposal ({} when there is none or it cannot be read: the decision
+    itself then says what is wrong, e.g. 403 or 404)."""
+    with _client(url) as client:
+        try:
+            resp = client.get(f"/api/v1/incidents/{incident_id}")
+        except httpx.HTTPError:
+            return {}
+    if resp.status_code != 200:
+        return {}
+    proposal: dict[str, Any] = resp.json().get("proposal") or {}
+    return proposal
+
+
+DigestOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--digest",
+        help="The plan you approve (its digest, or 8+ leading hex digits); default: the plan shown now."
+        " A plan that changed since is refused.",
+    ),
+]
+
+
 @app.command()
-def approve(incident_id: str, as_user: AsOpt = None, comment: CommentOpt = "", url: UrlOpt = None) -> None:
-    """Approve an escalated incident's proposal (acknowledge when nothing is proposed), as yourself."""
-    _decide("approve", incident_id, as_user, comment, url)
+def approve(
+    incident_id: str,
+    as_user: AsOpt = None,
+    comment: CommentOpt = "",
+    url: UrlOpt = None,
+    digest: DigestOpt = None,
+) -> None:
+    """Approve an escalated incident's proposal (acknowledge when nothing is proposed), as yourself.
+
+    The plan is shown first and its digest sent with the approval, so what runs is what you saw."""
+    if digest is None:
+        proposal = _proposal(url, incident_id)
+        digest = proposal.get("digest") or None
+        if digest:
+            out.print(f"plan {digest} on {proposal.get('target', '')}:", highlight=False)
+            for i, step in enumerate(proposal.get("steps", []), 1):
+                out.print(f"  {i}. {step}", highlight=False, markup=False)
+    _decide("approve", incident_id, as_user, comment, url, digest)
 
 
 @app.command()

@@ -53,7 +53,7 @@ from selfheal.audit import audit
 from selfheal.auth import Principal
 from selfheal.settings import Settings
 from workflows import incident_rules as rules
-from workflows.incident import NOT_AWAITING, IncidentWorkflow
+from workflows.incident import NOT_AWAITING, PLAN_CHANGED, IncidentWorkflow
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +109,12 @@ class NotAwaitingDecision(IncidentError):
 
 class ApproverNotAllowed(IncidentError):
     status_code = 403
+
+
+class PlanChanged(IncidentError):
+    """The approval pinned a plan digest that is not the incident's current plan."""
+
+    status_code = 409
 
 
 class TemporalUnavailable(IncidentError):
@@ -366,6 +372,20 @@ class IncidentService:
             raise
         try:
             view = await self._decide(incident_id, decision, update_id)
+        except PlanChanged as err:
+            # Said where humans look, like any refusal: a changed plan needs a new approval.
+            await self.record_refusal(
+                incident_id,
+                decision.decision,
+                by=principal.name,
+                via=decision.source,
+                reason=err.message,
+                dedup=update_id or uuid.uuid4().hex,
+                principal=principal,
+                origin=origin,
+                source=decision.source,
+            )
+            raise
         except IncidentError as err:
             audit(
                 "decision",
@@ -443,6 +463,8 @@ class IncidentService:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == NOT_AWAITING:
                 raise NotAwaitingDecision(cause.message) from err
+            if isinstance(cause, ApplicationError) and cause.type == PLAN_CHANGED:
+                raise PlanChanged(cause.message) from err
             raise
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 from activities.evidence import EvidenceActivities
 from activities.investigation import InvestigationActivities
+from activities.proposals import ProposalActivities
 from activities.remediation import RemediationActivities
 from activities.tickets import TicketActivities, TicketPolicy
 from connectors.base import Tracker
@@ -109,13 +110,23 @@ def build_worker(
         remediation.playbook_category,
     )
     investigation = InvestigationActivities(clients.prometheus, clients.kube())
+    proposals = ProposalActivities(
+        settings.remediation, open_repo=clients.open_repo, public_url=settings.public_url
+    )
     agent = AgentActivities(llm_run_config(settings), clients.incident_store)
     register_runtime(settings.temporal.task_queue, clients.llm_runtime())
     return Worker(
         with_pydantic_ai(client),
         task_queue=settings.temporal.task_queue,
         workflows=[IncidentWorkflow, RemediationWorkflow, ControlWorkflow, InvestigationAgentWorkflow],
-        activities=[*tickets.all(), *remediation.all(), *evidence.all(), *investigation.all(), *agent.all()],
+        activities=[
+            *tickets.all(),
+            *remediation.all(),
+            *evidence.all(),
+            *investigation.all(),
+            *agent.all(),
+            *proposals.all(),
+        ],
         max_cached_workflows=settings.temporal.max_cached_workflows,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.temporal.sticky_timeout_seconds),
     )

@@ -44,6 +44,8 @@ with workflow.unsafe.imports_passed_through():
         InvestigationRequest,
         MatchRequest,
         Progress,
+        ProposalPlan,
+        ProposalRequest,
         RemediationInput,
         RemediationResult,
         Resolution,
@@ -63,6 +65,8 @@ with workflow.unsafe.imports_passed_through():
 
 
 NOT_AWAITING = "NotAwaitingDecision"
+#: The error type of an approval whose `plan_digest` is not the current plan's (a refusal).
+PLAN_CHANGED = "PlanChanged"
 #: Marks histories made since playbook remediation joined the workflow (replay safety).
 PATCH_REMEDIATION = "remediation-v1"
 #: Marks histories made since evidence gathering and the incident store joined the workflow.
@@ -74,6 +78,9 @@ PATCH_SEARCH_ATTRIBUTES_ON_CHANGE = "search-attributes-on-change-v1"
 #: Marks histories where diagnose chooses among several matching playbooks (or resolves `from: query`
 #: params) in the incident, before proposing or running one.
 PATCH_DIAGNOSE_CHOICE = "diagnose-choice-v1"
+#: Marks histories where an investigation's proposed revert or patch, when no playbook plan exists,
+#: is planned (activity `plan_proposal`) so that an approval runs it like a playbook.
+PATCH_PROPOSAL_PLAN = "proposal-plan-v1"
 #: Child workflows (the LLM investigator, the fix) start by name from `models.ids`: importing their
 #: modules would re-run them in every incident's sandbox.
 
@@ -151,6 +158,10 @@ class IncidentWorkflow:
                 f"incident {self._view.id} is {self._view.stage.value}, not awaiting a decision",
                 type=NOT_AWAITING,
             )
+        # A rejected update leaves no event in history: this check is replay-safe as it stands.
+        problem = rules.digest_problem(decision, self._view.proposal, self._state.plan)
+        if problem:
+            raise ApplicationError(problem, type=PLAN_CHANGED)
 
     # --- main loop -----------------------------------------------------------------------------
 
@@ -170,6 +181,12 @@ class IncidentWorkflow:
                 await self._consider_playbooks()
                 if self._view.closed_at is not None:
                     return self._view
+                if (
+                    self._state.plan is None
+                    and rules.proposes_runnable(self._view.investigation)
+                    and workflow.patched(PATCH_PROPOSAL_PLAN)
+                ):
+                    await self._plan_proposal()
             await self._escalate(first=True)
         await self._flush_comments()
 
@@ -402,6 +419,50 @@ class IncidentWorkflow:
         await self._investigate(match)
         if plan.policy.mode == "auto":
             await self._remediate(plan, approved_by=None)
+
+    async def _plan_proposal(self) -> None:
+        """The investigation proposed a revert or a patch and no playbook applies: plan it with the
+        service's defaults, to run only when an approver approves it; a refusal goes on the ticket."""
+        ticket = self._view.ticket
+        investigation = self._view.investigation
+        assert ticket is not None and investigation is not None and investigation.proposed_fix is not None
+        alert = self._view.alerts[0]  # firing ones first
+        try:
+            result: ProposalPlan = await workflow.execute_activity(
+                "plan_proposal",
+                ProposalRequest(
+                    incident_id=self._view.id,
+                    fix=investigation.proposed_fix,
+                    alert=alert,
+                    service=self._view.service,
+                    service_label=rules.service_label(alert, self._policy.service_labels),
+                    investigator=investigation.investigator,
+                ),
+                result_type=ProposalPlan,
+                **self._activity_options(attempts=3),
+            )
+        except ActivityError as err:
+            self._event("proposal_failed", f"could not plan the proposed fix: {cause(err)}")
+            return
+        if result.plan is None:
+            if result.reasons:
+                text = rules.proposal_refused_text(result.kind, result.reasons)
+                self._event("proposal_refused", text)
+                await self._comment(
+                    CommentRequest(
+                        incident_id=self._view.id,
+                        key=ticket.key,
+                        body=text,
+                        dedup_key=f"{self._view.id}:proposal-refused",
+                    )
+                )
+            return
+        self._state.plan = result.plan
+        self._view.proposal = rules.proposal_for(
+            result.plan, kind=result.kind, description=result.description
+        )
+        self._event("proposal_planned", rules.proposal_planned_message(self._view.proposal))
+        await self._update_page()
 
     async def _consider_candidates(self, match: MatchResult) -> None:
         """Several playbooks match (or one needs run-time params): let diagnose choose, then go on

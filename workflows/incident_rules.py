@@ -28,7 +28,7 @@ from models.incident import (
     WebhookAlert,
 )
 from models.investigation import Investigation
-from models.plan import MatchResult, RemediationPlan
+from models.plan import MatchResult, RemediationPlan, plan_digest
 
 #: Highest wins when a group's alerts disagree; unknown severities rank with `none`.
 SEVERITY_RANK = {"critical": 4, "error": 3, "warning": 2, "info": 1, "none": 0}
@@ -144,8 +144,14 @@ def escalation_reason(proposal: Proposal | None, remediations: Sequence[Remediat
     last = remediations[-1] if remediations else None
     if proposal is None:
         return "No playbook applies: a human decision is needed."
-    text = f"Playbook {proposal.playbook} ({proposal.mode}) proposes, on {proposal.target}:\n"
+    if proposal.kind == "playbook":
+        text = f"Playbook {proposal.playbook} ({proposal.mode}) proposes, on {proposal.target}:\n"
+    else:
+        text = f"No playbook applies. {proposal.description} The plan, on {proposal.target}:\n"
     text += "\n".join(f"  {i + 1}. {s}" for i, s in enumerate(proposal.steps))
+    if proposal.digest:
+        pin = f"/selfheal approve {proposal.digest[:12]}"
+        text += f"\nPlan digest: {proposal.digest} (an approval may pin it: {pin})"
     if last is not None and last.outcome in ("rolled_back", "failed"):
         text = f"The fix did not hold ({last.outcome}): {last.reason}\n" + text
     elif last is not None:
@@ -176,16 +182,70 @@ def no_playbook_message(match: MatchResult) -> str:
     return f"no playbook applies: {reasons}"
 
 
-def proposal_for(plan: RemediationPlan) -> Proposal:
-    """The plan as humans read it on the ticket: one line per step, verification last."""
+def proposal_for(plan: RemediationPlan, *, kind: str = "playbook", description: str = "") -> Proposal:
+    """The plan as humans read it on the ticket: one line per step, verification last, and the
+    digest an approval may pin."""
     steps = [s.description for s in [*plan.fix, *plan.test, *plan.deploy]]
     if plan.verify is not None:
         steps.append(
             f"verify {plan.verify.query} {plan.verify.condition} for {plan.verify.hold_for_seconds:.0f}s"
+            + (" and the alert resolved in Alertmanager" if plan.verify.alert_resolved else "")
         )
     return Proposal(
-        playbook=plan.playbook, mode=plan.policy.mode, target=plan.target, params=plan.params, steps=steps
+        playbook=plan.playbook,
+        mode=plan.policy.mode,
+        target=plan.target,
+        params=plan.params,
+        steps=steps,
+        digest=plan_digest(plan),
+        kind=kind,
+        description=description or plan.description,
     )
+
+
+def proposes_runnable(investigation: Investigation | None) -> bool:
+    """Whether the investigation proposed a revert or a patch that selfheal could plan."""
+    fix = investigation.proposed_fix if investigation is not None else None
+    return fix is not None and fix.runnable_kind() is not None
+
+
+def service_label(alert: TrackedAlert, service_labels: Sequence[str]) -> str:
+    """The label naming the alert's service: the first of `service_labels` it carries."""
+    return next((k for k in service_labels if alert.labels.get(k)), "service")
+
+
+def proposal_planned_message(proposal: Proposal) -> str:
+    return (
+        f"proposed {proposal.kind} planned on {proposal.target} (plan {proposal.digest[:12]}):"
+        " it runs only if an approver approves it"
+    )
+
+
+def proposal_refused_text(kind: str, reasons: Sequence[str]) -> str:
+    """The ticket's words when a proposal cannot become a plan: it stays with humans."""
+    what = f"proposed {kind}" if kind else "proposed fix"
+    return (
+        f"The {what} cannot be run by selfheal, so it stays with humans: "
+        + "; ".join(reasons)[:1500]
+        + "\nApproving acknowledges it; nothing runs."
+    )
+
+
+def digest_problem(decision: Decision, proposal: Proposal | None, plan: RemediationPlan | None) -> str:
+    """Why an approval pinning `plan_digest` does not count ("" when it matches the current plan,
+    or pins nothing): a changed plan needs a new approval."""
+    wanted = decision.plan_digest
+    if wanted is None or decision.decision != DecisionKind.APPROVE:
+        return ""
+    current = (proposal.digest if proposal is not None else "") or (plan_digest(plan) if plan else "")
+    if not current:
+        return f"plan {wanted[:12]} was approved, but this incident has no plan to run"
+    if not current.startswith(wanted):
+        return (
+            f"plan {wanted[:12]} was approved, but the plan now is {current[:12]}: the plan changed"
+            " since it was shown, so it needs a new approval"
+        )
+    return ""
 
 
 def playbook_matched_message(plan: RemediationPlan) -> str:
@@ -286,7 +346,8 @@ def runs_fix(decision: Decision, plan: RemediationPlan | None) -> bool:
 
 
 def approved_fix_message(decision: Decision) -> str:
-    return f"Approved by {decision.by} via {decision.source}: running the fix"
+    pinned = f" (plan {decision.plan_digest[:12]})" if decision.plan_digest else ""
+    return f"Approved by {decision.by} via {decision.source}: running the fix{pinned}"
 
 
 def blocked_comment(playbook: str, reason: str) -> str:

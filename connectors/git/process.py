@@ -10,7 +10,7 @@ ones another attempt can cure (network, lock contention), everything else needs 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import git
@@ -68,17 +68,22 @@ class GitError(ConnectorError):
 
 
 def run(
-    cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT, config: Sequence[str] = ()
+    cwd: Path,
+    *args: str,
+    timeout: float = LOCAL_TIMEOUT,
+    config: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> tuple[int, str, str]:
-    """Run git in `cwd` with the fixed options (plus `config`, more `-c` pairs); (exit status,
-    stdout, stderr), each without its final newline. Only a git that cannot start raises."""
+    """Run git in `cwd` with the fixed options (plus `config`, more `-c` pairs, and `env`, e.g. a
+    scratch GIT_INDEX_FILE); (exit status, stdout, stderr), each without its final newline. Only a
+    git that cannot start raises."""
     try:
         code, out, err = git.Git(str(cwd)).execute(
             ["git", *GIT_CONFIG, *config, *args],
             with_extended_output=True,
             with_exceptions=False,
             kill_after_timeout=timeout,
-            env=GIT_ENV,
+            env={**GIT_ENV, **(env or {})},
         )
     except (git.GitCommandNotFound, OSError) as exc:
         raise GitError(f"git {args[0]}: cannot run git: {exc}") from exc

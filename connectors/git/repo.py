@@ -21,6 +21,7 @@ import math
 import random
 import re
 import shutil
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -33,6 +34,9 @@ from pydantic import BaseModel
 from connectors import config_files
 from connectors.config_files import EditFormat
 from connectors.git.process import LOCAL_TIMEOUT, NETWORK_TIMEOUT, GitError, git_error, run
+
+#: Where a patch being applied is written: the worktree's own git directory, out of the fix's diff.
+PATCH_FILE = "selfheal-fix.patch"
 
 FIX_TRAILER = "Selfheal-Incident"
 ROLLBACK_TRAILER = "Selfheal-Rollback"
@@ -236,6 +240,74 @@ class GitRepo:
         self._revert_no_commit(wt, matched)
         return matched
 
+    # ------------------------------------------------------------------ proposals: one commit, a patch
+
+    def base_commit(self, sha: str) -> tuple[str, str]:
+        """The full id and subject of `sha`, once it is a commit of the base branch that a revert
+        can undo on its own (not a merge, not the first commit); GitError saying why otherwise."""
+        if not re.fullmatch(r"[0-9a-f]{7,64}", sha):
+            raise GitError(f"{sha!r} is not a commit id")
+        with self._lock:
+            base_ref = self._refresh_base()
+        code, full, _ = self._run(self.path, "rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}")
+        if code != 0:  # pushed since a fetch another incident shares: fetch now
+            with self._lock:
+                self._refresh_base(force=True)
+            code, full, _ = self._run(self.path, "rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}")
+        if code != 0:
+            raise GitError(f"commit {sha} does not exist in {self.path.name} (fetched {base_ref})")
+        self._check_revertable(self.path, full.strip(), base_ref)
+        return full.strip(), self._git(self.path, "log", "-1", "--format=%s", full.strip())
+
+    def revert_commit(self, wt: Worktree, sha: str) -> str:
+        """Revert (without committing) one commit of the base branch the worktree started from;
+        returns its subject. A retry after success is a no-op merge, as for `revert_window`; a
+        commit not on the base, a merge commit or a conflict with later changes is a GitError."""
+        full = self._git(wt.path, "rev-parse", "--verify", f"{sha}^{{commit}}")
+        self._check_revertable(wt.path, full, wt.base_ref)
+        self._revert_no_commit(wt, [full])
+        return self._git(wt.path, "log", "-1", "--format=%s", full)
+
+    def _check_revertable(self, cwd: Path, full: str, base_ref: str) -> None:
+        if not self._is_ancestor(cwd, full, base_ref):
+            raise GitError(
+                f"commit {full[:12]} is not on {base_ref}: only a change of the base branch is reverted"
+            )
+        parents = self._git(cwd, "rev-list", "--parents", "-n", "1", full).split()[1:]
+        if len(parents) > 1:
+            raise GitError(
+                f"commit {full[:12]} is a merge commit: reverting it needs a human to choose the parent"
+            )
+        if not parents:
+            raise GitError(f"commit {full[:12]} is the repository's first commit: not reverted")
+
+    def check_patch(self, patch: str) -> None:
+        """GitError unless `patch` applies cleanly to the tip of the base branch. Checked against a
+        scratch index, so the clone and every worktree stay untouched."""
+        with self._lock:
+            base_ref = self._refresh_base()
+        with tempfile.TemporaryDirectory(prefix="selfheal-patch-") as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            patch_file = Path(tmp) / PATCH_FILE
+            patch_file.write_text(patch, encoding="utf-8")
+            self._git(self.path, "read-tree", base_ref, env=env)
+            code, _, err = self._run(self.path, "apply", "--cached", "--check", str(patch_file), env=env)
+        if code != 0:
+            raise GitError(f"the patch does not apply to {base_ref}: {err.strip()[-500:]}")
+
+    def apply_patch(self, wt: Worktree, patch: str) -> str:
+        """Apply `patch` to the worktree and its index (`git apply --index`; git itself refuses
+        paths outside the worktree). A retry finds it applied and does nothing. Returns its
+        numstat line per file."""
+        patch_file = self._git_dir(wt) / PATCH_FILE
+        patch_file.write_text(patch, encoding="utf-8")
+        code, _, err = self._run(wt.path, "apply", "--index", "--check", str(patch_file))
+        if code == 0:
+            self._git(wt.path, "apply", "--index", str(patch_file))
+        elif not self._ok(wt.path, "apply", "--index", "--reverse", "--check", str(patch_file)):
+            raise GitError(f"the patch does not apply to {wt.branch}: {err.strip()[-500:]}")
+        return self._git(wt.path, "apply", "--numstat", str(patch_file))
+
     # -------------------------------------------------------------------------------------- edit
 
     def edit_value(
@@ -328,16 +400,24 @@ class GitRepo:
 
     # ---------------------------------------------------------------------------------- plumbing
 
-    def _run(self, cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT) -> tuple[int, str, str]:
+    def _run(
+        self, cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT, env: dict[str, str] | None = None
+    ) -> tuple[int, str, str]:
         """Run git with the fixed options and our identity; (exit status, stdout, stderr)."""
         name, email = self.author
         return run(
-            cwd, *args, timeout=timeout, config=("-c", f"user.name={name}", "-c", f"user.email={email}")
+            cwd,
+            *args,
+            timeout=timeout,
+            config=("-c", f"user.name={name}", "-c", f"user.email={email}"),
+            env=env,
         )
 
-    def _git(self, cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT) -> str:
+    def _git(
+        self, cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT, env: dict[str, str] | None = None
+    ) -> str:
         """Run git and return its stripped stdout; a failure raises GitError."""
-        code, out, err = self._run(cwd, *args, timeout=timeout)
+        code, out, err = self._run(cwd, *args, timeout=timeout, env=env)
         if code != 0:
             raise git_error(args, code, err)
         return out.strip()
@@ -352,10 +432,11 @@ class GitRepo:
     def _base_ref(self) -> str:
         return f"{self.remote}/{self.base_branch}" if self._has_remote() else self.base_branch
 
-    def _refresh_base(self) -> str:
+    def _refresh_base(self, *, force: bool = False) -> str:
         base_ref = self._base_ref()
         key = f"{self._common}\0{self.remote}\0{self.base_branch}"
-        if self._has_remote() and time.monotonic() - _fetched_at.get(key, -math.inf) > FETCH_REUSE_SECONDS:
+        stale = time.monotonic() - _fetched_at.get(key, -math.inf) > FETCH_REUSE_SECONDS
+        if self._has_remote() and (stale or force):
             self._drop_broken_worktrees()
             self._git(
                 self.path,

@@ -51,6 +51,9 @@ class DecisionRequest(BaseModel):
     #: Optional: the decider is whoever authenticated; a different name here is refused (403).
     by: str | None = Field(default=None, min_length=1, max_length=200)
     comment: str = Field(default="", max_length=10_000)
+    #: The digest of the plan shown (`proposal.digest`, or a prefix of at least 8 hex digits): the
+    #: approval then runs only that plan; one that changed since is refused (409).
+    plan_digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,64}$")
 
 
 @router.get("/api/v1/incidents", response_model=IncidentList)
@@ -130,7 +133,13 @@ async def post_decision(
             source=via,
         )
         raise HTTPException(status_code=403, detail=f"by: {reason}")
-    decision = Decision(decision=body.decision, by=principal.name, comment=body.comment, source=via)
+    decision = Decision(
+        decision=body.decision,
+        by=principal.name,
+        comment=body.comment,
+        source=via,
+        plan_digest=body.plan_digest,
+    )
     try:
         view = await service.decide(
             incident_id,

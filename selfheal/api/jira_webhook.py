@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import structlog
 from fastapi import APIRouter, Request
@@ -28,6 +29,8 @@ from selfheal.incidents import IncidentError
 
 router = APIRouter()
 log = structlog.get_logger("selfheal.audit")
+#: `/selfheal approve 3f2a9c1b…`: a first word of hex digits pins the plan shown on the ticket.
+_DIGEST = re.compile(r"^([0-9a-f]{8,64})(?:\s+|$)")
 
 
 @router.post("/api/v1/jira/webhook")
@@ -125,7 +128,8 @@ async def jira_webhook(request: Request, token: str | None = None) -> JSONRespon
         return JSONResponse(
             status_code=200, content={"status": "refused", "incident_id": incident_id, "error": why}
         )
-    decision = Decision(decision=kind, by=principal.name, comment=event.reason, source="jira")
+    digest, comment = pinned_digest(event.reason)
+    decision = Decision(decision=kind, by=principal.name, comment=comment, source="jira", plan_digest=digest)
     log.info(
         "jira decision",
         incident_id=incident_id,
@@ -165,6 +169,14 @@ def _update_id(event: JiraEvent, delivery: str) -> str:
     """One decision per comment or changelog entry, across redeliveries and across the two events
     Data Center sends for one comment; the delivery id only when the event has neither."""
     return f"jira-{event.dedup or delivery}"
+
+
+def pinned_digest(reason: str) -> tuple[str | None, str]:
+    """The plan digest (prefix) a comment's first word pins, and the rest as the comment."""
+    m = _DIGEST.match(reason)
+    if m is None:
+        return None, reason
+    return m.group(1), reason[m.end() :]
 
 
 def _ignored() -> JSONResponse:

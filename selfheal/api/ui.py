@@ -79,6 +79,7 @@ _IMAGE_TYPES = {
 #: A form is small: a token, a CSRF token, a decision and a comment of at most 10,000 characters.
 _FORM_LIMIT = 64 * 1024
 _FORM_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_DIGEST = re.compile(r"^[0-9a-f]{8,64}$")
 _COMMENT_LIMIT = 10_000
 _STATUSES = ("firing", "resolved")
 
@@ -151,10 +152,11 @@ async def decide_as(
     comment: str,
     update_id: str | None,
     origin: str,
+    plan_digest: str | None = None,
 ) -> IncidentView:
     """The one place the page decides: credited to the signed-in user, never to a typed name; the
-    service checks the role and writes the audit line."""
-    decision = Decision(decision=kind, by=user.name, comment=comment, source="ui")
+    service checks the role and writes the audit line. `plan_digest` is the plan the page showed."""
+    decision = Decision(decision=kind, by=user.name, comment=comment, source="ui", plan_digest=plan_digest)
     return await service.decide(incident_id, decision, user, update_id=update_id, origin=origin)
 
 
@@ -354,8 +356,13 @@ async def decide(request: Request, incident_id: str) -> Response:
         return _problem(request, session, 403, f"{user.name} is not an approver")
     form_id = form.get("form_id", "")
     update_id = f"ui-{user.name}-{form_id}" if _FORM_ID.match(form_id) else None
+    digest = form.get("plan_digest", "")
+    if digest and not _DIGEST.fullmatch(digest):
+        return _problem(request, session, 400, "plan_digest: 8-64 lowercase hex digits")
     try:
-        await decide_as(get_service(request), incident_id, user, kind, comment, update_id, client)
+        await decide_as(
+            get_service(request), incident_id, user, kind, comment, update_id, client, digest or None
+        )
     except IncidentError as err:
         DECISIONS.labels(kind.value, "ui", str(err.status_code)).inc()
         _refused(incident_id, user, client, err.message)

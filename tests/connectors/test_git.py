@@ -645,3 +645,84 @@ def test_cleanup_keeps_an_unpushed_branch(repos: Repos) -> None:
     repo.cleanup(wt)
     assert not wt.path.exists()
     assert git(repos.clone, "rev-parse", wt.branch) == fix
+
+
+# ------------------------------------------------------------- proposals: one commit, a patch
+
+
+def test_revert_commit_undoes_exactly_that_commit_once_even_when_retried(repos: Repos) -> None:
+    repo = repos.repo()
+    sha = repos.history["in_window_config"]
+    full, subject = repo.base_commit(sha[:10])
+    assert (full, subject) == (sha, "aggressive timeout")
+    wt = repo.prepare_worktree(INCIDENT, repos.worktrees)
+    assert repo.revert_commit(wt, full) == "aggressive timeout"
+    assert repo.revert_commit(wt, full) == "aggressive timeout"  # a retried step: no-op
+    assert (wt.path / "config/app.yaml").read_text() == "timeout: 10\n"
+    assert (wt.path / "config/flags.yaml").read_text() == "new_checkout: true\n"  # later change kept
+    repo.commit_fix(wt, INCIDENT, "Revert aggressive timeout")
+    assert git(wt.path, "show", "--name-only", "--format=", "HEAD") == "config/app.yaml"
+
+
+def test_revert_commit_refuses_merges_the_first_commit_and_commits_off_the_base(repos: Repos) -> None:
+    git(repos.colleague, "checkout", "-q", "-b", "side", "origin/main")
+    side = commit(repos.colleague, {"side.txt": "x\n"}, "side work", datetime.now(UTC))
+    git(repos.colleague, "push", "-q", "origin", "side")
+    git(repos.clone, "fetch", "-q", "origin", "side")
+    repo = repos.repo()
+    with pytest.raises(GitError, match="is not on origin/main") as off:
+        repo.base_commit(side)  # in the clone, but never merged into the base
+    assert not off.value.retryable
+    git(repos.colleague, "checkout", "-q", "main")
+    git(repos.colleague, "merge", "-q", "--no-ff", "-m", "merge side", "side")
+    git(repos.colleague, "push", "-q", "origin", "main")
+    merge = git(repos.colleague, "rev-parse", "HEAD")
+    with pytest.raises(GitError, match="merge commit"):
+        repo.base_commit(merge)
+    with pytest.raises(GitError, match="first commit"):
+        repo.base_commit(repos.history["base"])
+    with pytest.raises(GitError, match="does not exist"):
+        repo.base_commit("0" * 40)
+    wt = repo.prepare_worktree(INCIDENT, repos.worktrees)
+    with pytest.raises(GitError, match="merge commit"):
+        repo.revert_commit(wt, merge)
+    assert git(wt.path, "status", "--porcelain") == ""
+
+
+def test_revert_commit_conflicting_with_later_changes_is_a_clear_error(repos: Repos) -> None:
+    repos.colleague_push({"config/app.yaml": "timeout: 3\n"}, "tune timeout again")
+    repo = repos.repo()
+    wt = repo.prepare_worktree(INCIDENT, repos.worktrees)
+    with pytest.raises(GitError, match=r"conflicts with later changes in config/app\.yaml") as err:
+        repo.revert_commit(wt, repos.history["in_window_config"])
+    assert not err.value.retryable
+    assert git(wt.path, "status", "--porcelain") == ""
+
+
+PATCH = """\
+diff --git a/config/app.yaml b/config/app.yaml
+--- a/config/app.yaml
++++ b/config/app.yaml
+@@ -1 +1 @@
+-timeout: 1
++timeout: 10
+"""
+
+
+def test_a_patch_is_checked_against_the_base_then_applied_once(repos: Repos) -> None:
+    repo = repos.repo()
+    repo.check_patch(PATCH)
+    with pytest.raises(GitError, match="does not apply to origin/main") as err:
+        repo.check_patch(PATCH.replace("-timeout: 1", "-timeout: 7"))
+    assert not err.value.retryable
+    assert git(repos.clone, "status", "--porcelain") == ""  # the clone's own index untouched
+    wt = repo.prepare_worktree(INCIDENT, repos.worktrees)
+    assert repo.apply_patch(wt, PATCH) == "1\t1\tconfig/app.yaml"
+    assert repo.apply_patch(wt, PATCH) == "1\t1\tconfig/app.yaml"  # a retried step: applied already
+    assert (wt.path / "config/app.yaml").read_text() == "timeout: 10\n"
+    assert git(wt.path, "diff", "--cached", "--name-only") == "config/app.yaml"  # --index
+    other = repo.prepare_worktree(INCIDENT + "2", repos.worktrees)
+    (other.path / "config/app.yaml").write_text("timeout: 2\n")  # an earlier step changed the file
+    git(other.path, "add", "config/app.yaml")
+    with pytest.raises(GitError, match="does not apply to selfheal/"):
+        repo.apply_patch(other, PATCH)

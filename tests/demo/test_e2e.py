@@ -2,9 +2,10 @@
 processes) and the demo shop under load, driven by the same scenario runner as `selfheal demo`.
 
 One known fault (a bad config commit, healed with no human) and then the novel one (escalated
-with evidence and an investigation; the earlier incident is found as a similar one). Each is
-checked through the public API, the config remote and the shop's deploy log: one incident, one
-ticket, and for the known fault exactly one fix commit and one deploy.
+with evidence and an investigation; the earlier incident is found as a similar one; the proposed
+revert is planned, approved by its digest and run by selfheal). Each is checked through the public
+API, the config remote and the shop's deploy log: one incident, one ticket, exactly one fix commit
+and one deploy.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def run(temporal_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
         def decide(view: dict[str, Any]) -> None:
             seen["view"] = view
-            runner.decide(view["id"], "approve", "reverting the suspect commit by hand")
+            digest = (view.get("proposal") or {}).get("digest")
+            runner.decide(view["id"], "approve", "run the proposed revert", plan_digest=digest)
 
         current["scenario"] = "bad-config"
         known = runner.run(SCENARIOS["bad-config"], decide)
@@ -95,16 +97,20 @@ def test_known_fault_heals_once_with_no_human(run: Run) -> None:
     assert f"reverted {res.fault_sha[:12]}" in bodies
 
 
-def test_novel_fault_escalates_with_investigation_and_similar_incident(run: Run) -> None:
+def test_novel_fault_escalates_then_its_approved_revert_heals(run: Run) -> None:
     res = run.novel
     assert res.ok, res.reason
-    assert res.outcome == "approved"
+    assert res.outcome == "healed_after_approval"
     view = run.runner.view(res.incident_id)
-    assert view["decision"]["by"] == DEMO_APPROVER and view["proposal"] is None
+    assert view["decision"]["by"] == DEMO_APPROVER
     assert [i["id"] for i in _incidents(run, "HighLatency")] == [res.incident_id]
-    # selfheal changed nothing: no commit of its own, no deploy of one.
-    assert res.fix_commits == [] and res.fix_deploys == 0
-    assert not any(f"Selfheal-Incident: {res.incident_id}" in body for _, body in run.stack.repo.log())
+    # selfheal reverted exactly the suspect commit, once, and deployed it once.
+    assert len(res.fix_commits) == 1 and res.fix_deploys == 1
+    assert view["remediations"][-1]["outcome"] == "healed"
+    assert 0 < res.seconds("alert_at", "deployed_at") < res.seconds("fault_at", "verified_at")  # type: ignore[operator]
+    run.stack.repo.sync()
+    config = yaml.safe_load((run.stack.repo.dev / run.stack.repo.config_path).read_text())
+    assert config["products"]["page_size"] != 2000, "the suspect commit is reverted on the remote"
 
     escalated = run.escalated_view
     assert escalated["stage"] == "awaiting_decision"
@@ -112,6 +118,10 @@ def test_novel_fault_escalates_with_investigation_and_similar_incident(run: Run)
     assert investigation["matched_playbook"] is None
     fix = investigation["proposed_fix"]
     assert fix["kind"] == "manual" and f"revert config@{res.fault_sha[:7]}" in fix["rationale"]
+    assert fix["revert"] == {"repo": "config", "sha": res.fault_sha}
+    proposal = escalated["proposal"]
+    assert proposal["kind"] == "revert" and proposal["steps"][0] == f"revert commit {res.fault_sha[:12]}"
+    assert escalated["remediations"] == [], "nothing ran before the approval"
     sections = {s["source"]: s for s in escalated["evidence"]["sections"]}
     assert sections["similar_incidents"]["similar"][0]["incident_id"] == run.known.incident_id
     assert sections["affected_users"]["figures"]["affected users"] >= 1
@@ -121,8 +131,12 @@ def test_novel_fault_escalates_with_investigation_and_similar_incident(run: Run)
     page = ticket["description"]
     assert "## Investigation" in page and f"revert config@{res.fault_sha[:7]}" in page
     assert run.known.incident_id in page, "the earlier incident shows as similar"
+    assert proposal["digest"] in page, "the plan's digest is on the ticket"
     bodies = "\n".join(c["body"] for c in ticket["comments"])
-    assert "No playbook applies" in bodies and f"Approved by {DEMO_APPROVER} via API token" in bodies
+    assert "No playbook applies" in bodies and f"(approved by {DEMO_APPROVER})" in bodies
+    for step in ("git_revert fix 1", "command test 1", "git_push deploy 1", "http deploy 2", "verify"):
+        assert step in bodies, f"ticket lacks step {step}"
+    assert ticket["status"] == "Done"
 
 
 def test_one_ticket_per_incident(run: Run) -> None:

@@ -34,3 +34,15 @@ def test_documents_every_library_playbook_and_command() -> None:
         assert f"`{path.stem}`" in TEXT, path.stem
     for command in playbooks_app.registered_commands:
         assert f"selfheal playbooks {command.name}" in TEXT
+
+
+def test_the_services_defaults_example_loads() -> None:
+    """The `remediation.services` example is valid settings, checked as the worker loads them."""
+    import yaml
+
+    from selfheal.settings import load_settings
+
+    block = TEXT.split("### Per-service defaults", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    settings = load_settings(None, env="dev", remediation=yaml.safe_load(block)["remediation"])
+    shop = settings.remediation.services["shop"]
+    assert shop.repo == "config" and shop.verify.query is None and shop.verify.hold_for == 60

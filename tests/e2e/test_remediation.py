@@ -212,7 +212,13 @@ class Loop:
 
 
 def loop_settings(
-    address: str, root: Path, prom_url: str, am_url: str | None, work: Path, **extra: Any
+    address: str,
+    root: Path,
+    prom_url: str,
+    am_url: str | None,
+    work: Path,
+    services: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> Settings:
     return make_settings(
         address,
@@ -227,6 +233,7 @@ def loop_settings(
             # Alertmanager starts with each test: ask it as one that has long been running (an
             # absent alert is resolved), which is what these tests are about.
             "alertmanager_warmup_seconds": 0,
+            "services": services or {},
         },
         **extra,
     )
@@ -245,10 +252,14 @@ async def loop_factory(
         in_process_worker: bool = True,
         worker_alertmanager_url: str | None = None,
         ha_pair: bool = False,
+        service_defaults: dict[str, Any] | None = None,
+        watch_changes: bool = False,
         **extra: Any,
     ) -> Loop:
         """`worker_alertmanager_url` points the worker at another Alertmanager than the one alerts
-        go to; `ha_pair` runs two clustered Alertmanagers instead of one."""
+        go to; `ha_pair` runs two clustered Alertmanagers instead of one; `service_defaults` are
+        the service's `remediation.services` entry; with them or `watch_changes` the remote's
+        commits are suspect changes (`evidence.change_repos`)."""
         service = "svc-" + uuid.uuid4().hex[:8]
         alertname = "PoolExhausted" + uuid.uuid4().hex[:6]
         root = tmp_path / service
@@ -258,7 +269,16 @@ async def loop_factory(
         for name, text in playbooks.items():
             (root / "playbooks" / f"{name}.yaml").write_text(text.replace("ALERTNAME", alertname))
         # The API's port must be known before Alertmanager starts: reserve the settings first.
-        settings = loop_settings(temporal_address, root, prom_url, None, work, **extra)
+        if service_defaults is not None or watch_changes:
+            extra.setdefault(
+                "evidence",
+                {
+                    "change_repos": {"config": str(remote)},
+                    "default_service": {"paths": ["services/{service}/**"]},
+                },
+            )
+        services = {service: service_defaults} if service_defaults is not None else None
+        settings = loop_settings(temporal_address, root, prom_url, None, work, services, **extra)
         api = ApiServer(settings)
         token = settings.webhook_token.get_secret_value()  # type: ignore[union-attr]
         hook = f"{api.url}/api/v1/alerts"
@@ -748,3 +768,106 @@ async def test_loop_metrics_count_healed_and_rolled_back_incidents(loop_factory:
     assert runs == 1.0
     assert value(s, "selfheal_self_healing_success_ratio") == 0.0
     assert value(s, "selfheal_alert_to_deployed_seconds_count", category="capacity") is None
+
+
+# --- an investigation's proposed revert, approved --------------------------------------------------
+
+SERVICE_DEFAULTS: dict[str, Any] = {
+    "repo": "config",
+    "test": [{"command": {"argv": ["grep", "-q", "size:", "services/{{ params.service }}/config.yaml"]}}],
+    "deploy": [{"git_push": {"branch": "main"}}],
+    "verify": {
+        "query": 'demo_pool_exhausted{service="{{ params.service }}"}',
+        "condition": "< 1",
+        "hold_for": "2s",
+        "timeout": "40s",
+        "alert_resolved": False,
+    },
+}
+
+
+def break_config(lp: Loop) -> str:
+    """A colleague's two pushes: a healthy pool long ago, then a shrunk one just now (the fault)."""
+    clone = lp.root / "colleague"
+    repo = git.Repo.clone_from(str(lp.remote), clone, branch="main")
+    path = clone / CONFIG.format(service=lp.service)
+    shas = []
+    for size, message, age in ((20, "pool: size the pool for peak", 7200), (2, "pool: save connections", 0)):
+        path.write_text(f"# pool settings\npool:\n  size: {size}\n  timeout: 30s\n")
+        repo.index.add([str(path)])
+        when = f"{int(datetime.now(UTC).timestamp()) - age} +0000"
+        shas.append(repo.index.commit(message, author_date=when, commit_date=when).hexsha)
+    repo.remote("origin").push("main:main")
+    return shas[-1]
+
+
+async def test_an_approved_proposed_revert_heals_end_to_end(loop_factory: Any) -> None:
+    """No playbook: the investigation names the bad commit, selfheal plans its revert with the
+    service's defaults, nothing runs until approved; a stale digest is refused, the right one runs
+    the revert through worktree, sandboxed test, push and verify."""
+    lp: Loop = await loop_factory({}, service_defaults=SERVICE_DEFAULTS)
+    bad = break_config(lp)
+    assert lp.pool_size() == 2
+    pushed = lp.deploys()  # the colleague's push deployed the fault
+    await lp.fire()
+    incident_id = await lp.incident_for()
+    view = await lp.wait(incident_id, lambda v: v["stage"] == "awaiting_decision")
+    fix = view["investigation"]["proposed_fix"]
+    assert fix["revert"] == {"repo": "config", "sha": bad}, view["investigation"]
+    proposal = view["proposal"]
+    assert proposal["kind"] == "revert" and proposal["mode"] == "approve" and len(proposal["digest"]) == 64
+    assert proposal["steps"][0] == f"revert commit {bad[:12]}"
+    assert "pool: save connections" in proposal["description"]
+    stages = kinds(view)
+    assert stages.index("investigated") < stages.index("proposal_planned") < stages.index("escalated")
+    assert lp.deploys() == pushed and not view["remediations"]  # nothing runs without a decision
+    ticket_key = view["ticket"]["key"]
+    page = (await lp.http.get(f"/api/v1/incidents/{incident_id}/page")).json()["page"]
+    assert proposal["digest"] in page and f"revert commit {bad[:12]}" in page
+
+    stale = await lp.http.post(
+        f"/api/v1/incidents/{incident_id}/decision", json={"decision": "approve", "plan_digest": "0123abcd"}
+    )
+    assert stale.status_code == 409 and "needs a new approval" in stale.json()["error"], stale.text
+    view = await lp.wait(incident_id, lambda v: "decision_refused" in kinds(v))
+    assert view["stage"] == "awaiting_decision" and view["decision"] is None and lp.deploys() == pushed
+    ticket = (await lp.http.get(f"/api/v1/tickets/{ticket_key}")).json()
+    assert any("plan 0123abcd was approved" in c["body"] for c in ticket["comments"])
+
+    resp = await lp.http.post(
+        f"/api/v1/incidents/{incident_id}/decision",
+        json={"decision": "approve", "plan_digest": proposal["digest"][:12]},
+    )
+    assert resp.status_code == 200, resp.text
+    view = await lp.wait(incident_id, lambda v: v["stage"] == "closed")
+    assert view["outcome"] == "healed_after_approval", view["remediations"]
+    assert view["remediations"][-1]["playbook"] == "proposed-revert"
+    assert lp.pool_size() == 20 and lp.deploys() == pushed + 1
+    fixes = [c for c in lp.remote_commits() if f"Selfheal-Incident: {incident_id}" in c.message]
+    assert len(fixes) == 1 and fixes[0].parents[0].hexsha == bad
+    ticket = (await lp.http.get(f"/api/v1/tickets/{ticket_key}")).json()
+    bodies = "\n".join(c["body"] for c in ticket["comments"])
+    for step in ("git_revert fix 1", "command test 1", "git_push deploy 1", "verify", "(approved by oncall)"):
+        assert step in bodies, f"ticket lacks {step}"
+    assert ticket["status"] == "Done"
+
+
+async def test_a_proposal_selfheal_may_not_run_is_refused_on_the_ticket(loop_factory: Any) -> None:
+    """The suspect commit is in a watched repository, but the service has no defaults: the reason
+    goes on the ticket and an approval only acknowledges (nothing runs)."""
+    lp: Loop = await loop_factory({}, watch_changes=True)
+    bad = break_config(lp)
+    pushed = lp.deploys()
+    await lp.fire()
+    incident_id = await lp.incident_for()
+    view = await lp.wait(incident_id, lambda v: v["stage"] == "awaiting_decision")
+    assert view["investigation"]["proposed_fix"]["revert"]["sha"] == bad
+    assert view["proposal"] is None
+    refused = next(e["message"] for e in view["timeline"] if e["kind"] == "proposal_refused")
+    assert f"no remediation.services.{lp.service} defaults" in refused
+    ticket = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
+    assert any("cannot be run by selfheal" in c["body"] for c in ticket["comments"])
+    resp = await lp.http.post(f"/api/v1/incidents/{incident_id}/decision", json={"decision": "approve"})
+    assert resp.status_code == 200, resp.text
+    view = await lp.wait(incident_id, lambda v: v["stage"] == "closed")
+    assert view["outcome"] == "approved" and lp.deploys() == pushed and lp.pool_size() == 2

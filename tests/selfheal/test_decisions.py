@@ -10,8 +10,10 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 import structlog
 
+from playbooks.loader import LIBRARY_DIR
 from tests.support.app import Stack, user_token
 from tests.support.payloads import simple
 
@@ -247,3 +249,41 @@ async def test_cli_without_an_api_token_says_how_to_get_one(stack: Stack, tmp_pa
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "SELFHEAL_API_TOKEN" in result.stderr
     assert "selfheal token create" in result.stderr
+
+
+@pytest.mark.settings(remediation={"include_library": True})
+async def test_cli_approve_pins_the_plan_it_shows_and_a_stale_digest_is_refused(stack: Stack) -> None:
+    """An approve-mode playbook's plan: `selfheal approve` prints it and sends its digest; a digest
+    that is not the current plan's is refused (409), on the timeline and the ticket, nothing runs."""
+    sample = json.loads((LIBRARY_DIR / "samples" / "node-systemd-unit-restart.json").read_text())
+    sample["groupKey"] = sample["groupKey"] + os.urandom(4).hex()
+    incident_id = (await stack.post_alerts(sample)).json()["incident_id"]
+    view = await stack.wait_for(incident_id, lambda v: v["stage"] == "awaiting_decision")
+    digest = view["proposal"]["digest"]
+    assert len(digest) == 64 and view["proposal"]["playbook"] == "node-systemd-unit-restart"
+
+    stale = await _cli(stack, "approve", incident_id, "--digest", "deadbeef")
+    assert stale.returncode == 1 and "409" in stale.stderr and "needs a new approval" in stale.stderr
+    view = await stack.wait_for(
+        incident_id, lambda v: any(e["kind"] == "decision_refused" for e in v["timeline"])
+    )
+    assert view["stage"] == "awaiting_decision" and not view["remediations"]
+    ticket = (await stack.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
+    assert any("plan deadbeef was approved" in c["body"] for c in ticket["comments"])
+
+    ok = await _cli(stack, "approve", incident_id)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith(f"plan {digest} on ") and "1. restart " in ok.stdout
+    view = await stack.wait_for(incident_id, lambda v: bool(v["remediations"]))
+    approved = next(e["message"] for e in view["timeline"] if e["kind"] == "decision")
+    assert approved == f"Approved by oncall via API token: running the fix (plan {digest[:12]})"
+
+
+def test_a_jira_approval_comment_may_pin_the_plan_by_its_leading_digits() -> None:
+    from selfheal.api.jira_webhook import pinned_digest
+
+    assert pinned_digest("3f2a9c1b0d4e the plan on the ticket") == ("3f2a9c1b0d4e", "the plan on the ticket")
+    assert pinned_digest("3f2a9c1b") == ("3f2a9c1b", "")
+    assert pinned_digest("known blip") == (None, "known blip")
+    assert pinned_digest("3f2a9c1") == (None, "3f2a9c1")  # too short to pin anything
+    assert pinned_digest("3F2A9C1B0D4E") == (None, "3F2A9C1B0D4E")

@@ -19,7 +19,7 @@ from models.incident import (
     TrackedAlert,
     WebhookAlert,
 )
-from models.investigation import Hypothesis, Investigation, ProposedFix
+from models.investigation import Hypothesis, Investigation, ProposedFix, RevertRef
 from models.plan import (
     CommandAction,
     GitPushAction,
@@ -28,6 +28,7 @@ from models.plan import (
     PlannedStep,
     PlannedVerify,
     RemediationPlan,
+    plan_digest,
 )
 from workflows import incident_rules as rules
 
@@ -167,9 +168,11 @@ def test_escalation_reason_without_a_playbook() -> None:
 def test_escalation_reason_lists_the_proposal_and_what_happened_to_the_last_fix() -> None:
     proposal = rules.proposal_for(plan())
     text = rules.escalation_reason(proposal, [])
+    assert proposal.digest == plan_digest(plan()) and len(proposal.digest) == 64
     assert text == (
         "Playbook db-pool-raise-size (approve) proposes, on orders:\n"
         "  1. raise pool.size\n  2. lint\n  3. push\n"
+        f"Plan digest: {proposal.digest} (an approval may pin it: /selfheal approve {proposal.digest[:12]})\n"
         "Approve to run it, reject to take over."
     )
     failed = RemediationSummary(playbook="p", outcome="rolled_back", reason="verify failed")
@@ -361,3 +364,46 @@ def test_cause_is_the_innermost_error_bounded() -> None:
     except RuntimeError as err:
         assert rules.root_cause(err).__class__ is ValueError
         assert rules.cause(err) == "x" * 500
+
+
+# --- approved proposals: the digest an approval pins ----------------------------------------------
+
+
+def test_an_approval_pinning_the_current_plan_counts_and_a_stale_one_does_not() -> None:
+    current = plan()
+    proposal = rules.proposal_for(current, kind="revert", description="Revert config@abc")
+    approve = Decision(decision=DecisionKind.APPROVE, by="alice")
+    assert rules.digest_problem(approve, proposal, current) == ""  # nothing pinned
+    pinned = approve.model_copy(update={"plan_digest": proposal.digest[:12]})
+    assert rules.digest_problem(pinned, proposal, current) == ""
+    changed = plan(mode="auto")
+    stale = rules.digest_problem(pinned, rules.proposal_for(changed), changed)
+    assert f"plan {proposal.digest[:12]} was approved" in stale and "needs a new approval" in stale
+    assert "no plan to run" in rules.digest_problem(pinned, None, None)
+    # A proposal recorded before digests were shown: the plan's own digest counts.
+    assert rules.digest_problem(pinned, proposal.model_copy(update={"digest": ""}), current) == ""
+    reject = pinned.model_copy(update={"decision": DecisionKind.REJECT})
+    assert rules.digest_problem(reject, None, None) == ""  # a rejection never needs a plan
+
+
+def test_a_proposal_plan_reads_as_the_investigation_proposal() -> None:
+    proposal = rules.proposal_for(plan(), kind="revert", description="Revert config@abc (bad).")
+    text = rules.escalation_reason(proposal, [])
+    assert text.startswith("No playbook applies. Revert config@abc (bad). The plan, on orders:\n")
+    assert f"/selfheal approve {proposal.digest[:12]}" in text
+    assert rules.proposal_planned_message(proposal).startswith("proposed revert planned on orders (plan ")
+    refused = rules.proposal_refused_text("revert", ["repository 'app' is not configured"])
+    assert "cannot be run by selfheal" in refused and "'app' is not configured" in refused
+
+
+def test_which_proposals_selfheal_can_plan() -> None:
+    def inv(fix: ProposedFix | None) -> Investigation:
+        return Investigation(investigator="builtin", summary="s", proposed_fix=fix)
+
+    revert = RevertRef(repo="config", sha="a" * 40)
+    assert rules.proposes_runnable(inv(ProposedFix(kind="manual", revert=revert)))
+    assert rules.proposes_runnable(inv(ProposedFix(kind="patch", repo="config", patch="diff")))
+    assert not rules.proposes_runnable(inv(ProposedFix(kind="manual", rationale="restart it")))
+    assert not rules.proposes_runnable(inv(ProposedFix(kind="patch", patch="diff")))  # no repo
+    assert not rules.proposes_runnable(inv(ProposedFix(kind="playbook", playbook="p", revert=revert)))
+    assert not rules.proposes_runnable(inv(None)) and not rules.proposes_runnable(None)

@@ -9,10 +9,13 @@ word picks the recording).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -22,7 +25,7 @@ from temporalio.worker import Replayer
 
 from connectors.local_tracker import LocalTracker
 from models import ids
-from models.incident import Decision, DecisionKind
+from models.incident import Decision, DecisionKind, IncidentView, Stage
 from models.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.settings import load_settings
 from selfheal.worker import build_worker
@@ -143,6 +146,103 @@ async def record_remediation_history(env: WorkflowEnvironment, tmp_path: Path) -
     return history.to_json()
 
 
+def _commit_at(repo: Path, files: dict[str, str], message: str, when: datetime) -> str:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    stamp = f"@{int(when.timestamp())} +0000"
+    env = {**os.environ, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp}
+    subprocess.run(["git", "add", "."], cwd=repo, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", message],
+        cwd=repo,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+async def _view_when(handle: Any, pred: Any) -> IncidentView:
+    """Query the incident until `pred(view)` holds (a condition with a deadline, not a sleep)."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        view: IncidentView = await handle.query(IncidentWorkflow.view)
+        if pred(view):
+            return view
+        assert asyncio.get_running_loop().time() < deadline, [(e.kind, e.message) for e in view.timeline]
+        await asyncio.sleep(0.2)
+
+
+async def record_proposal_history(env: WorkflowEnvironment, tmp_path: Path) -> str:
+    """A novel incident whose investigation names the commit just before it: the revert is planned
+    with the service's defaults, approved with the plan's digest and run (no Prometheus here, so
+    verify fails and the fix is rolled back), escalated again, then rejected."""
+    service = "svc-" + uuid.uuid4().hex[:8]
+    remote, seed, work = tmp_path / "remote.git", tmp_path / "seed", tmp_path / "work"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    _git(tmp_path, "init", "-q", "-b", "main", str(seed))
+    starts = datetime.now(UTC).replace(microsecond=0)
+    config = f"services/{service}/config.yaml"
+    _commit_at(seed, {config: "pool:\n  size: 20\n"}, "config", starts - timedelta(hours=3))
+    bad = _commit_at(
+        seed, {config: "pool:\n  size: 2\n"}, "pool: save connections", starts - timedelta(seconds=5)
+    )
+    _git(seed, "push", "-q", str(remote), "main:main")
+    _git(tmp_path, "clone", "-q", "-b", "main", str(remote), str(work))
+    defaults = {
+        "repo": "config",
+        "test": [{"command": {"argv": ["grep", "-q", "size:", "services/{{ params.service }}/config.yaml"]}}],
+        "deploy": [{"git_push": {"branch": "main"}}],
+        "verify": {"hold_for": "1s", "timeout": "10s"},
+    }
+    settings = load_settings(
+        None,
+        env="dev",
+        data_dir=str(tmp_path / "data"),
+        temporal={"task_queue": uuid.uuid4().hex},
+        remediation={
+            "include_library": False,
+            "repos": {"config": {"path": str(work)}},
+            "services": {service: defaults},
+        },
+        evidence={
+            "change_repos": {"config": str(remote)},
+            "default_service": {"paths": ["services/{service}/**"]},
+        },
+    )
+    tracker = LocalTracker(settings.local_db_path)
+    gid = uuid.uuid4().hex[:12]
+    payload = simple(group=unique_group(), alertname="ReplayNovelLatency", service=service)
+    payload["alerts"][0]["startsAt"] = starts.isoformat()
+    async with build_worker(env.client, settings, tracker):
+        handle = await env.client.start_workflow(
+            IncidentWorkflow.run,
+            IncidentInput(incident_id=f"{gid}-replay", group_id=gid, policy=IncidentPolicySnapshot()),
+            id=f"incident-{gid}",
+            task_queue=settings.temporal.task_queue,
+            start_signal="notify",
+            start_signal_args=[note(payload)],
+        )
+        view = await _view_when(handle, lambda v: v.stage == Stage.AWAITING_DECISION)
+        assert view.proposal is not None and view.proposal.kind == "revert", view.timeline
+        assert view.proposal.steps[0] == f"revert commit {bad[:12]}"
+        await handle.execute_update(
+            IncidentWorkflow.decide,
+            Decision(decision=DecisionKind.APPROVE, by="alice", plan_digest=view.proposal.digest),
+        )
+        view = await _view_when(handle, lambda v: v.stage == Stage.AWAITING_DECISION and bool(v.remediations))
+        assert view.remediations[-1].outcome == "rolled_back", view.remediations
+        await handle.execute_update(
+            IncidentWorkflow.decide, Decision(decision=DecisionKind.REJECT, by="alice")
+        )
+        await handle.result()
+        history = await handle.fetch_history()
+    return history.to_json()
+
+
 async def test_committed_histories_replay() -> None:
     files = sorted(HISTORIES.glob("*.json"))
     assert files, "no committed histories"
@@ -178,3 +278,11 @@ async def test_fresh_remediation_history_replays(time_env: WorkflowEnvironment, 
     replayer = Replayer(workflows=[RemediationWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(WorkflowHistory.from_json("fresh-remediation", text))
     _keep("remediation", text)
+
+
+async def test_fresh_proposal_history_replays(time_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """Record with `SELFHEAL_RECORD_HISTORY=incident-v7-… pytest … -k fresh_proposal`."""
+    text = await record_proposal_history(time_env, tmp_path)
+    replayer = Replayer(workflows=[IncidentWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(WorkflowHistory.from_json("fresh-proposal", text))
+    _keep("incident", text)
