@@ -19,6 +19,9 @@ from pages.redact import redact
 MAX_TIMELINE = 50
 MAX_LOG_LINES = 20
 MAX_ROWS = 10
+#: Suspect changes whose changed lines the page quotes, and how many lines of each.
+DIFFS_SHOWN = 3
+DIFF_LINES = 40
 
 
 def _t(text: str, *, bold: bool = False, code: bool = False, link: str | None = None) -> Text:
@@ -208,6 +211,14 @@ def _changes(view: IncidentView) -> list[Block]:
     blocks.append(
         Table(header=["commit", "author", "alert start", "summary", "paths", "diff", "score"], rows=rows)
     )
+    # The changed lines of the most suspect changes, so a reader (and the LLM) can check the cause.
+    for ch in [c for c in section.changes if c.diff][:DIFFS_SHOWN]:
+        lines = ch.diff.splitlines()
+        shown = "\n".join(lines[:DIFF_LINES]) + (
+            f"\n… {len(lines) - DIFF_LINES} more lines" if len(lines) > DIFF_LINES else ""
+        )
+        blocks.append(Paragraph(runs=[_t(f"{ch.repo}@{ch.sha[:10]}", code=True), _t(f" {ch.summary[:120]}")]))
+        blocks.append(Code(text=redact(shown), trim=2))
     return blocks
 
 

@@ -75,6 +75,8 @@ def test_markdown_page_has_every_section_in_order_with_its_content() -> None:
         "| Dev Eloper | 12m 3s before | lower the pool size | services/checkout/pool.yaml | +3 -1 |" in page
     )
     assert "(<https://git.example/config/commit/0123456789abcdef0123>)" in page
+    assert "-  size: 50\n+  size: 5\n" in page, "the suspect change's changed lines are quoted"
+    assert "hunter2" not in page.split("Suspect changes", 1)[1].split("Similar", 1)[0], "and redacted"
     assert "| healed | raise the pool size to 50 |" in page
     assert "| 1 | 80% | **Pool size lowered**" in page and "changes:config@0123456789, logs:0" in page
     assert "none — novel incident" in page and "Was the change deployed everywhere?" in page

@@ -132,6 +132,10 @@ def view(*, hostile: bool = False, timeline: int = 80, log_lines: int = 20) -> I
                         score=1.8,
                         touches_service=True,
                         url="https://git.example/config/commit/0123456789abcdef0123",
+                        diff=t(
+                            "diff --git a/services/checkout/pool.yaml b/services/checkout/pool.yaml\n"
+                            "@@ -1,2 +1,2 @@\n-  size: 50\n+  size: 5\n+  password: hunter2\n"
+                        ),
                     )
                 ],
             ),
