@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
 from activities.evidence import EvidenceActivities
+from activities.gitops import GitopsActivities
 from activities.investigation import InvestigationActivities
 from activities.remediation import RemediationActivities
 from activities.tickets import TicketActivities, TicketPolicy
@@ -108,6 +109,15 @@ def build_worker(
         clients.incident_store,
         remediation.playbook_category,
     )
+    gitops = GitopsActivities(
+        settings.gitops,
+        open_repo=clients.open_repo,
+        worktrees_dir=settings.worktrees_dir,
+        forge=clients.forge,
+        argocd=clients.argocd(),
+        flux=clients.flux,
+        secret_values=settings.secret_values(),
+    )
     investigation = InvestigationActivities(clients.prometheus)
     agent = AgentActivities(llm_run_config(settings))
     register_runtime(settings.temporal.task_queue, clients.llm_runtime())
@@ -115,7 +125,14 @@ def build_worker(
         with_pydantic_ai(client),
         task_queue=settings.temporal.task_queue,
         workflows=[IncidentWorkflow, RemediationWorkflow, ControlWorkflow, InvestigationAgentWorkflow],
-        activities=[*tickets.all(), *remediation.all(), *evidence.all(), *investigation.all(), *agent.all()],
+        activities=[
+            *tickets.all(),
+            *remediation.all(),
+            *gitops.all(),
+            *evidence.all(),
+            *investigation.all(),
+            *agent.all(),
+        ],
         max_cached_workflows=settings.temporal.max_cached_workflows,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.temporal.sticky_timeout_seconds),
     )
