@@ -350,7 +350,6 @@ class RemediationWorkflow:
                 )
                 await self._record(step.phase, f"{what} not merged", "failed", started, reason)
                 raise self._unmerged(step, reason, revert_of)
-            self._pr_wake = False
             try:
                 await workflow.wait_condition(
                     lambda: self._pr_wake,
@@ -359,6 +358,9 @@ class RemediationWorkflow:
                 )
             except TimeoutError:
                 pass
+            # Consumed only now: an event that came while the request was being opened (or during
+            # the previous look) still wakes this wait at once.
+            self._pr_wake = False
             polled = await self._quiet(
                 "poll_pull_request",
                 PollRequest(

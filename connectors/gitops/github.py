@@ -8,11 +8,13 @@ if the branch moved.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from github import Auth, Github, GithubException
 from github.PullRequest import PullRequest
+from github.Repository import Repository
 
 from connectors.gitops.forge import Forge, ForgeError, ForgeRequest, Status, http_error, prefer
 from connectors.gitops.settings import ForgeSettings
@@ -42,7 +44,14 @@ class GithubForge(Forge):
             timeout=int(settings.request_timeout_seconds),
             retry=None,
         )
-        self._repo = self._gh.get_repo(settings.project, lazy=True)
+        self._repo_obj: Repository | None = None
+
+    @property
+    def _repo(self) -> Repository:
+        """The repository, read once (its first use checks the token and the project)."""
+        if self._repo_obj is None:
+            self._repo_obj = self._gh.get_repo(self.settings.project)
+        return self._repo_obj
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -130,7 +139,7 @@ class GithubForge(Forge):
 
     def comments(self, number: int) -> list[tuple[str, str]]:
         def run() -> list[tuple[str, str]]:
-            found: list[Any] = list(self._repo.get_pull(number).get_issue_comments()[:100])
+            found: list[Any] = list(itertools.islice(self._repo.get_pull(number).get_issue_comments(), 100))
             return [(c.user.login if c.user else "", c.body or "") for c in found]
 
         return self._call(f"read comments of #{number}", run)
