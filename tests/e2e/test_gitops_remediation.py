@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from connectors.temporal import connect
 from demo.observability import prometheus_server
@@ -38,6 +40,9 @@ from tests.support.forges.repos import github_pull_event, gitlab_mr_event
 from tests.support.kube import KubeFake, objects
 from tests.support.metric_target import MetricTarget
 from tests.support.payloads import simple
+from workflows.control import ControlWorkflow
+from workflows.incident import IncidentWorkflow
+from workflows.remediation import RemediationWorkflow
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -300,6 +305,15 @@ async def test_human_merges_later_then_argocd_syncs_before_verify(world_factory:
     assert world.repo.pool_size() == 20
     assert len(world.github.repos["acme/config"].pulls) == 1
     assert world.github.requests.count(("POST", "/api/v3/repos/acme/config/pulls")) == 1
+
+    # The waits (timers, the webhook's signal, the polls) replay deterministically.
+    client = await connect(world.settings.temporal)
+    replayer = Replayer(
+        workflows=[IncidentWorkflow, RemediationWorkflow, ControlWorkflow],
+        data_converter=pydantic_data_converter,
+    )
+    for wid in (f"incident-{incident_id.rsplit('-', 1)[0]}", f"remediation-{world.service}"):
+        await replayer.replay_workflow(await client.get_workflow_handle(wid).fetch_history())
 
 
 async def test_pull_request_closed_unmerged_escalates_with_the_reason(world_factory: Any) -> None:
