@@ -50,17 +50,18 @@ class GitopsActivities:
         open_repo: Callable[[str], GitRepo],
         worktrees_dir: Path,
         forge: Callable[[str], Forge | None],
-        argocd: ArgoCd | None = None,
+        argocd: Callable[[], ArgoCd | None] = lambda: None,
         flux: Callable[[], Flux | None] = lambda: None,
         secret_values: Sequence[str] = (),
     ) -> None:
-        """`forge(repo)` is that repository's forge (None when `gitops.forges` has none); `argocd`
-        None without `gitops.argocd`; `flux()` None without the `kube:` section."""
+        """`forge(repo)` is that repository's forge (None when `gitops.forges` has none); `argocd()`
+        None without `gitops.argocd`; `flux()` None without the `kube:` section. Clients are built
+        on first use, so a missing token fails the step that needs it, not the worker."""
         self.settings = settings
         self.open_repo = open_repo
         self.worktrees_dir = worktrees_dir
         self._forge = forge
-        self.argocd = argocd
+        self._argocd_client = argocd
         self._flux = flux
         self.secret_values = list(secret_values)
 
@@ -206,9 +207,10 @@ class GitopsActivities:
         return await in_thread(run, req.incident_id)
 
     def _argocd(self) -> ArgoCd:
-        if self.argocd is None:
+        argocd = self._argocd_client()
+        if argocd is None:
             raise rejected("gitops.argocd is not configured but the playbook syncs an Argo CD application")
-        return self.argocd
+        return argocd
 
     def _flux_client(self) -> Flux:
         flux = self._flux()

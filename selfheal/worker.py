@@ -114,7 +114,7 @@ def build_worker(
         open_repo=clients.open_repo,
         worktrees_dir=settings.worktrees_dir,
         forge=clients.forge,
-        argocd=clients.argocd(),
+        argocd=clients.argocd,
         flux=clients.flux,
         secret_values=settings.secret_values(),
     )

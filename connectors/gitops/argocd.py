@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from connectors.gitops.forge import ForgeError, http_error
-from connectors.gitops.settings import ArgoCdSettings
+from connectors.gitops.settings import ArgoCdSettings, secret
 
 
 class ArgoError(ForgeError):
@@ -53,7 +53,7 @@ class ArgoCd:
         self.settings = settings
         self._http = httpx.Client(
             base_url=settings.url,
-            headers={"Authorization": f"Bearer {settings.token.get_secret_value()}"},
+            headers={"Authorization": f"Bearer {secret(settings.token, 'gitops.argocd.token')}"},
             timeout=settings.request_timeout_seconds,
             verify=settings.verify_tls,
             transport=transport,

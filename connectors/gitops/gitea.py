@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from connectors.gitops.forge import Forge, ForgeError, ForgeRequest, Status, http_error, prefer
-from connectors.gitops.settings import ForgeSettings
+from connectors.gitops.settings import ForgeSettings, secret
 
 #: Pages of 50 looked through to find a branch's pull requests (newest first).
 MAX_PAGES = 4
@@ -31,7 +31,7 @@ class GiteaForge(Forge):
         self._http = httpx.Client(
             base_url=settings.url,
             headers={
-                "Authorization": f"token {settings.token.get_secret_value()}",
+                "Authorization": f"token {secret(settings.token, 'gitops.forges.<repo>.token')}",
                 "Accept": "application/json",
             },
             timeout=settings.request_timeout_seconds,

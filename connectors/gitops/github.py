@@ -17,7 +17,7 @@ from github.PullRequest import PullRequest
 from github.Repository import Repository
 
 from connectors.gitops.forge import Forge, ForgeError, ForgeRequest, Status, http_error, prefer
-from connectors.gitops.settings import ForgeSettings
+from connectors.gitops.settings import ForgeSettings, secret
 
 T = TypeVar("T")
 _METHODS = {"merge": "MERGE", "squash": "SQUASH", "rebase": "REBASE"}
@@ -40,7 +40,7 @@ class GithubForge(Forge):
         self.owner = settings.project.split("/", 1)[0]
         self._gh = Github(
             base_url=settings.url,
-            auth=Auth.Token(settings.token.get_secret_value()),
+            auth=Auth.Token(secret(settings.token, "gitops.forges.<repo>.token")),
             timeout=int(settings.request_timeout_seconds),
             retry=None,
         )

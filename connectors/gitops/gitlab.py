@@ -15,7 +15,7 @@ from gitlab.exceptions import GitlabError
 from gitlab.v4.objects import ProjectMergeRequest
 
 from connectors.gitops.forge import Forge, ForgeError, ForgeRequest, Status, http_error, prefer
-from connectors.gitops.settings import ForgeSettings
+from connectors.gitops.settings import ForgeSettings, secret
 
 T = TypeVar("T")
 
@@ -31,7 +31,7 @@ class GitlabForge(Forge):
         self.settings = settings
         self._gl = gitlab.Gitlab(
             settings.url,
-            private_token=settings.token.get_secret_value(),
+            private_token=secret(settings.token, "gitops.forges.<repo>.token"),
             timeout=settings.request_timeout_seconds,
             retry_transient_errors=False,
         )

@@ -13,6 +13,17 @@ from models.settings import Section
 _PROJECT = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
 
 
+def secret(value: SecretStr | None, where: str) -> str:
+    """A configured token, or a non-retryable error naming the setting (checked on first use, so
+    an example config loads and a worker without GitOps playbooks never needs one)."""
+    if value is None or not value.get_secret_value():
+        from connectors.gitops.forge import ForgeError
+
+        env = "SELFHEAL_" + where.upper().replace(".", "__")
+        raise ForgeError(f"{where} is not set (e.g. {env})", retryable=False)
+    return value.get_secret_value()
+
+
 class ForgeSettings(Section):
     """The forge of one remediation repository (`gitops.forges.<repo name>`)."""
 
@@ -22,7 +33,8 @@ class ForgeSettings(Section):
     url: str
     #: `owner/name` (GitLab: the project's full path, groups included).
     project: str
-    token: SecretStr
+    #: Set it from the environment: `SELFHEAL_GITOPS__FORGES__<REPO>__TOKEN`.
+    token: SecretStr | None = None
     #: GitHub and Gitea: how a merge is made when selfheal merges (`merge`, `squash`, `rebase`).
     merge_method: Literal["merge", "squash", "rebase"] = "merge"
     request_timeout_seconds: float = Field(default=30, gt=0)
@@ -45,8 +57,9 @@ class ForgeSettings(Section):
 class ArgoCdSettings(Section):
     #: Argo CD's server, e.g. `https://argocd.example.com`.
     url: str
-    #: A project-scoped token (`argocd proj role create-token`), sent as a bearer token.
-    token: SecretStr
+    #: A project-scoped token (`argocd proj role create-token`), sent as a bearer token; set it
+    #: from the environment: `SELFHEAL_GITOPS__ARGOCD__TOKEN`.
+    token: SecretStr | None = None
     #: Verify the server's TLS certificate (off only for a lab).
     verify_tls: bool = True
     request_timeout_seconds: float = Field(default=30, gt=0)
