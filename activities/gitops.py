@@ -146,7 +146,8 @@ class GitopsActivities:
             forge = self._forge_of(req.repo)
             pr = forge.get(req.number)
             detail = ""
-            if pr.status == "open" and pr.head_sha != req.expected_head and pr.auto_merge:
+            if pr.status == "open" and pr.head_sha != req.expected_head:
+                # Whether or not the forge reports it (Gitea does not), no merge may stay scheduled.
                 forge.cancel_auto_merge(req.number)
                 detail = "head moved: auto-merge turned off"
                 pr = forge.get(req.number)

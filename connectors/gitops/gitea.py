@@ -109,16 +109,21 @@ class GiteaForge(Forge):
             return "not open: nothing to merge"
         if state.head_sha != head:
             return f"head moved to {state.head_sha[:12]}: not merging"
-        self._send(
-            f"merge #{number}",
-            "POST",
-            f"/pulls/{number}/merge",
-            json={
-                "Do": self.settings.merge_method,
-                "head_commit_id": head,
-                "merge_when_checks_succeed": True,
-            },
-        )
+        try:
+            self._send(
+                f"merge #{number}",
+                "POST",
+                f"/pulls/{number}/merge",
+                json={
+                    "Do": self.settings.merge_method,
+                    "head_commit_id": head,
+                    "merge_when_checks_succeed": True,
+                },
+            )
+        except ForgeError as err:
+            if err.status == 409 and "already scheduled" in str(err).lower():
+                return "merge already scheduled for when checks succeed"
+            raise
         after = self.get(number)
         return "merged" if after.status == "merged" else "merge scheduled for when checks succeed"
 

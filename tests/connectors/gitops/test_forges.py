@@ -11,10 +11,11 @@ import pytest
 from pydantic import SecretStr
 
 from connectors.gitops.forge import Forge, ForgeError
+from connectors.gitops.gitea import GiteaForge
 from connectors.gitops.github import GithubForge
 from connectors.gitops.gitlab import GitlabForge
 from connectors.gitops.settings import ForgeSettings
-from tests.support.forges import ConfigRepo, GithubFake, GitlabFake, make_config_repo
+from tests.support.forges import ConfigRepo, GiteaFake, GithubFake, GitlabFake, make_config_repo
 from tests.support.forges.repos import git
 
 BRANCH = "selfheal/0123456789ab-abc123"
@@ -185,3 +186,66 @@ def test_refusals_are_mapped(which: str, github: GithubFake, gitlab: GitlabFake)
     with pytest.raises(ForgeError) as no_branch:
         make("bot", project).create("selfheal/missing", "main", "fix", "body", [])
     assert no_branch.value.status in (422,) and not no_branch.value.retryable
+
+
+@pytest.fixture
+def gitea(repo: ConfigRepo) -> Iterator[GiteaFake]:
+    with GiteaFake() as fake:
+        fake.add_token("bot", "selfheal-bot")
+        fake.add_token("reader", "auditor", write=False)
+        fake.add_repo("acme/config", repo.remote, required_check=True)
+        yield fake
+
+
+def gt(fake: GiteaFake, token: str = "bot", project: str = "acme/config") -> GiteaForge:
+    return GiteaForge(ForgeSettings(kind="gitea", url=fake.url, project=project, token=SecretStr(token)))
+
+
+def test_gitea_request_once_scheduled_merge_and_refusals(gitea: GiteaFake, repo: ConfigRepo) -> None:
+    forge = gt(gitea)
+    pr, opened = forge.open_or_find(BRANCH, "main", "fix", "body", ["selfheal"])
+    again, opened_again = forge.open_or_find(BRANCH, "main", "fix", "body", ["selfheal"])
+    assert opened and not opened_again and again.number == pr.number
+    with pytest.raises(ForgeError) as dup:
+        forge.create(BRANCH, "main", "fix", "body", [])
+    assert dup.value.status == 409 and "already exists" in str(dup.value)
+    assert forge.auto_merge(pr.number, pr.head_sha) == "merge scheduled for when checks succeed"
+    assert forge.auto_merge(pr.number, pr.head_sha) == "merge already scheduled for when checks succeed"
+    forge.cancel_auto_merge(pr.number)
+    forge.cancel_auto_merge(pr.number)  # nothing scheduled: a no-op
+    forge.auto_merge(pr.number, pr.head_sha)
+    gitea.checks_pass("acme/config", pr.number)
+    merged = forge.get(pr.number)
+    assert (
+        merged.status == "merged"
+        and merged.merge_commit == repo.head()
+        and merged.merged_by == "selfheal-bot"
+    )
+    assert gitea.repos["acme/config"].pulls[pr.number].labels == ["selfheal"]
+    with pytest.raises(ForgeError) as unknown_label:
+        forge.add_labels(pr.number, ["no-such-label"])
+    assert unknown_label.value.status == 422
+    with pytest.raises(ForgeError) as bad:
+        gt(gitea, "wrong").find(BRANCH)
+    assert bad.value.status == 401 and not bad.value.retryable
+
+
+def test_gitea_never_merges_a_moved_head(gitea: GiteaFake, repo: ConfigRepo) -> None:
+    gitea.repos["acme/config"].required_check = False
+    forge = gt(gitea)
+    pr, _ = forge.open_or_find(BRANCH, "main", "fix", "body", [])
+    moved = repo.push_to(BRANCH, "teammate\n")
+    assert forge.auto_merge(pr.number, pr.head_sha) == f"head moved to {moved[:12]}: not merging"
+    with pytest.raises(ForgeError) as err:
+        forge._send(
+            "merge", "POST", f"/pulls/{pr.number}/merge", json={"Do": "merge", "head_commit_id": pr.head_sha}
+        )
+    assert err.value.status == 409 and "head out of date" in str(err.value)
+    forge.close(pr.number)
+    assert forge.get(pr.number).status == "closed" and repo.pool_size() == 5
+
+
+def test_a_missing_token_names_the_setting(github: GithubFake) -> None:
+    with pytest.raises(ForgeError) as err:
+        GithubForge(ForgeSettings(kind="github", url=github.url, project="acme/config"))
+    assert not err.value.retryable and "SELFHEAL_GITOPS__FORGES__<REPO>__TOKEN" in str(err.value)

@@ -2,6 +2,7 @@
 storing branches in a real bare git remote, plus the repository layout the GitOps tests share."""
 
 from tests.support.forges.argocd import ArgoCdFake
+from tests.support.forges.gitea import GiteaFake
 from tests.support.forges.github import GithubFake
 from tests.support.forges.gitlab import GitlabFake
 from tests.support.forges.remote import GitRemote
@@ -12,6 +13,7 @@ __all__ = [
     "ArgoCdFake",
     "ConfigRepo",
     "GitRemote",
+    "GiteaFake",
     "GithubFake",
     "GitlabFake",
     "github_signature",
