@@ -193,7 +193,7 @@ class Clients:
             return None
         from connectors.gitops.flux import Flux
 
-        return Flux(kube.api)
+        return Flux(kube.api, kube.settings.namespaces)
 
     def llm_model(self) -> Model:
         """The investigator's model, built from `investigation.llm` on first use."""

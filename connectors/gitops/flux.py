@@ -15,7 +15,7 @@ from typing import Any
 
 from kubernetes import client
 
-from connectors.kube.api import KubeApi
+from connectors.kube.api import KubeApi, refused
 
 REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
 #: Custom resources take JSON merge patches (no strategic merge: their schema has no patch keys).
@@ -57,12 +57,18 @@ class FluxStatus:
 
 
 class Flux:
-    def __init__(self, api: KubeApi) -> None:
+    """Flux resources in the namespaces `kube.namespaces` allows, as for every kube step."""
+
+    def __init__(self, api: KubeApi, namespaces: list[str]) -> None:
         self.api = api
+        self.namespaces = namespaces
         self.custom = client.CustomObjectsApi(api.api_client)
 
     def request_reconcile(self, kind: str, namespace: str, name: str, stamp: str) -> None:
         """Annotate with `stamp` (the same stamp again is a no-op, so a retry asks once)."""
+        if namespace not in self.namespaces:
+            allowed = ", ".join(self.namespaces) or "none"
+            raise refused(f"namespace {namespace!r} is not in kube.namespaces (allowed: {allowed})")
         group, version, plural = KINDS[kind]
         body = {"metadata": {"annotations": {REQUESTED_AT: stamp}}}
         self.api.call(

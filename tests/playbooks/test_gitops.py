@@ -177,3 +177,15 @@ def test_gitops_steps_need_the_repo(tmp_path: Path) -> None:
     assert any(
         "repo: required because the playbook has git steps (gitops_sync, pull_request)" in e for e in errors
     ), errors
+
+
+def test_a_literal_flux_namespace_outside_kube_namespaces_is_a_lint_error(tmp_path: Path) -> None:
+    flux = FORM.replace(
+        '{argocd: {app: "{{ params.service }}"}}', "{flux: {namespace: flux-system, name: apps}}"
+    )
+    path = write(tmp_path, flux)
+    assert lint_paths([path], kube_namespaces=["flux-system"]) == []
+    errors = lint_paths([path], kube_namespaces=["shop"])
+    assert any("namespace 'flux-system' is not in kube.namespaces (allowed: shop)" in e for e in errors), (
+        errors
+    )

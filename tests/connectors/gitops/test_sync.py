@@ -89,7 +89,7 @@ def kube(tmp_path: Path) -> Iterator[tuple[KubeFake, Flux]]:
         fake.add(objects.kustomization("flux-system", "apps", applied="main@sha1:" + "1" * 40))
         fake.add(objects.helm_release("flux-system", "cart", applied="main@sha1:" + "1" * 40))
         api = KubeApi(build_api_client(kube_settings(fake, tmp_path)))
-        yield fake, Flux(api)
+        yield fake, Flux(api, ["flux-system"])
         api.close()
 
 
@@ -140,3 +140,12 @@ def test_flux_unknown_resource_is_a_404(kube: tuple[KubeFake, Flux]) -> None:
 )
 def test_revision_sha(text: str, sha: str) -> None:
     assert revision_sha(text) == sha
+
+
+def test_flux_namespace_outside_the_allow_list_is_refused(kube: tuple[KubeFake, Flux]) -> None:
+    fake, flux = kube
+    fake.add(objects.kustomization("other", "apps"))
+    with pytest.raises(KubeError) as err:
+        flux.request_reconcile("Kustomization", "other", "apps", "selfheal-x")
+    assert "not in kube.namespaces (allowed: flux-system)" in str(err.value) and not err.value.retryable
+    assert not [c for c in fake.calls("patch") if c.namespace == "other"]
