@@ -40,11 +40,11 @@ def why_not_merged(state: PullRequestState, what: str) -> str:
     """The escalation's reason: who closed it and what they said, or whose push moved the head."""
     v = verdict(state)
     if v == "moved":
-        done = "was merged" if state.status == "merged" else "is left open"
+        done = "a person merged it anyway" if state.status == "merged" else "it is left open for humans"
         return (
             f"{what} {state.url}: its head moved from {state.expected_head[:12]} to {state.head_sha[:12]}"
             f" (someone pushed to {state.branch}); selfheal does not merge or deploy commits it did not"
-            f" test, and the request {done} for humans"
+            f" test, and {done}"
         )
     by = f" by {state.closed_by}" if state.closed_by else ""
     said = f"; last comment: {state.closed_reason}" if state.closed_reason else ""

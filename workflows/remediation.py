@@ -63,6 +63,11 @@ class NotDeployed(StepFailed):
     """The first deploy step, a pull request, ended unmerged: nothing reached the base branch."""
 
 
+class HandedOver(StepFailed):
+    """A person merged the request after someone else pushed to it: what was deployed is not
+    what selfheal made and tested, so it neither verifies nor reverts it."""
+
+
 @workflow.defn
 class RemediationWorkflow:
     @workflow.init
@@ -199,6 +204,8 @@ class RemediationWorkflow:
             nothing = not deployed or isinstance(err, NotDeployed)
             if nothing and not rules.non_git_fix_ran(self._steps):
                 return await self._finish("failed", f"{reason} (nothing was deployed)")
+            if isinstance(err, HandedOver):
+                return await self._finish("failed", f"{reason}; not verified, not rolled back")
             rolled_back = await self._rollback(reason)
             if not rolled_back and plan.uses_gitops():
                 return await self._finish("failed", f"{reason}; ROLLBACK FAILED: humans must restore it")
@@ -275,6 +282,18 @@ class RemediationWorkflow:
     async def _pull_request(
         self, step: PlannedStep, *, revert_of: str | None = None, why: str = ""
     ) -> PullRequestState:
+        """The merged request. Whatever stops it short of a merge (closed, moved, timed out, the
+        forge refusing) is NotDeployed when it is the deploy's first step: nothing reached the
+        base branch, so there is nothing to roll back."""
+        try:
+            return await self._open_and_wait(step, revert_of=revert_of, why=why)
+        except (NotDeployed, HandedOver):
+            raise
+        except StepFailed as err:
+            first = revert_of is None and step.phase == "deploy" and step.index == 0
+            raise (NotDeployed(str(err)) if first else err) from err
+
+    async def _open_and_wait(self, step: PlannedStep, *, revert_of: str | None, why: str) -> PullRequestState:
         """Open the request (or find it), then wait durably for its merge: short polls between
         durable timers, woken early by a forge webhook; never an activity held for hours."""
         inp = self._inp
@@ -333,7 +352,9 @@ class RemediationWorkflow:
                         bool,
                     )
                 await self._record(step.phase, f"{what} not merged", "failed", started, reason)
-                raise self._unmerged(step, reason, revert_of)
+                if state.status == "merged":
+                    raise HandedOver(reason)
+                raise StepFailed(reason)
             remaining = (deadline - workflow.now()).total_seconds()
             if remaining <= 0:
                 reason = gitops_rules.timed_out(state, what, action.timeout_seconds)
@@ -349,7 +370,7 @@ class RemediationWorkflow:
                     bool,
                 )
                 await self._record(step.phase, f"{what} not merged", "failed", started, reason)
-                raise self._unmerged(step, reason, revert_of)
+                raise StepFailed(reason)
             try:
                 await workflow.wait_condition(
                     lambda: self._pr_wake,
@@ -373,10 +394,6 @@ class RemediationWorkflow:
                 PullRequestState,
             )
             state = polled or state
-
-    def _unmerged(self, step: PlannedStep, reason: str, revert_of: str | None) -> StepFailed:
-        first = revert_of is None and step.phase == "deploy" and step.index == 0
-        return NotDeployed(reason) if first else StepFailed(reason)
 
     async def _gitops_sync(self, step: PlannedStep, revision: str | None) -> None:
         """Sync, then wait until the tool runs `revision` (or later) and is healthy; a timeout fails
@@ -413,7 +430,9 @@ class RemediationWorkflow:
         pr_step = gitops_rules.pull_request_step(plan)
         if pr_step is not None:
             if self._merged is None or not self._merged.merge_commit:
-                await self._progress("rolled_back", "the pull request was never merged: nothing to revert")
+                await self._progress(
+                    "rollback_not_needed", "the pull request was never merged: nothing to revert"
+                )
                 return
             revert = await self._pull_request(
                 gitops_rules.revert_step(pr_step), revert_of=self._merged.merge_commit, why=reason

@@ -425,3 +425,30 @@ async def test_gitlab_merge_is_the_approval_then_flux_reconciles(world_factory: 
     status = world.kube.get("Kustomization", "flux-system", world.service)["status"]  # type: ignore[index]
     assert status["lastAppliedRevision"] == f"main@sha1:{mr.merge_commit_sha}"
     assert world.repo.pool_size() == 20
+
+
+async def test_a_person_merging_a_moved_head_takes_it_over(world_factory: Any) -> None:
+    """A teammate pushes to selfheal's branch and alice merges it: deployed, but not what selfheal
+    made and tested, so it neither verifies nor reverts it; it says so and escalates."""
+    world: World = await world_factory(
+        [
+            {"pull_request": {"repo": "config", "merge": "human"}},
+            {"gitops_sync": {"argocd": {"app": "{{ params.service }}"}}},
+        ]
+    )
+    incident_id = await world.fire()
+    pull = await first_pull(world)
+    await world.wait(incident_id, lambda v: "pull_request" in [e["kind"] for e in v["timeline"]])
+    moved = await asyncio.to_thread(world.repo.push_to, pull.head, "teammate was here\n")
+    async with httpx.AsyncClient(
+        base_url=world.github.url, headers={"Authorization": "token ghp_alice"}
+    ) as gh:
+        resp = await gh.put(f"/repos/acme/config/pulls/{pull.number}/merge", json={})
+        assert resp.status_code == 200, resp.text
+    await world.github_hook(github_pull_event("closed", pull.number, pull.head, merged=True))
+    view = await world.wait(incident_id, lambda v: v["stage"] == "awaiting_decision", timeout=60)
+    reason = view["remediations"][0]["reason"]
+    assert f"to {moved[:12]}" in reason and "a person merged it anyway" in reason, reason
+    assert reason.endswith("not verified, not rolled back")
+    assert len(world.github.repos["acme/config"].pulls) == 1  # no revert request
+    assert world.argo.apps[world.service].syncs == 0 and world.repo.pool_size() == 20
