@@ -37,7 +37,7 @@ from tests.support.forges import (
     github_signature,
     make_config_repo,
 )
-from tests.support.forges.repos import github_pull_event, gitlab_mr_event
+from tests.support.forges.repos import git, github_pull_event, gitlab_mr_event
 from tests.support.kube import KubeFake, objects
 from tests.support.metric_target import MetricTarget
 from tests.support.payloads import simple
@@ -462,3 +462,22 @@ async def test_a_person_merging_a_moved_head_takes_it_over(world_factory: Any) -
     assert reason.endswith("not verified, not rolled back")
     assert len(world.github.repos["acme/config"].pulls) == 1  # no revert request
     assert world.argo.apps[world.service].syncs == 0 and world.repo.pool_size() == 20
+
+
+async def test_git_push_then_argocd_sync_rolls_back_with_a_synced_revert_commit(world_factory: Any) -> None:
+    """Without review: the fix is pushed to main and synced; it does not hold, so the revert commit
+    is pushed and synced too before the incident says rolled back."""
+    world: World = await world_factory(
+        [{"git_push": {"branch": "main"}}, {"gitops_sync": {"argocd": {"app": "{{ params.service }}"}}}],
+        scale=2,
+    )
+    incident_id = await world.fire()
+    view = await world.wait(incident_id, lambda v: v["stage"] == "awaiting_decision", timeout=120)
+    assert view["remediations"][0]["outcome"] == "rolled_back", view["timeline"]
+    app = world.argo.apps[world.service]
+    assert app.syncs == 2 and app.revision == world.repo.head()
+    head_message = git(world.repo.remote, "log", "-1", "--format=%B", "main")
+    assert f"Selfheal-Rollback: {incident_id}" in head_message and world.repo.pool_size() == 5
+    rolled = next(e["message"] for e in view["timeline"] if e["kind"] == "rolled_back")
+    assert rolled == f"revert {app.revision[:12]} pushed to origin/main and synced: rolled back"
+    assert not world.github.repos["acme/config"].pulls
