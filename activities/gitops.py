@@ -9,6 +9,7 @@ with the incident and revision, so asking twice is asking once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,7 +104,7 @@ class GitopsActivities:
         closed_by = pr.closed_by or forge.closed_by(pr.number)
         said = [body for _, body in forge.comments(pr.number) if "<!-- selfheal:" not in body]
         last = redact(said[-1], known=self.secret_values).replace("\n", " ").strip()[:500] if said else ""
-        return ForgeRequest(**{**pr.__dict__, "closed_by": closed_by}), last
+        return dataclasses.replace(pr, closed_by=closed_by), last
 
     # --- pull requests ---------------------------------------------------------------------------
 
@@ -124,7 +125,7 @@ class GitopsActivities:
             local, _ = repo.publish_branch(wt, repo.remote)
             base = req.action.base or repo.base_branch
             body = redact(
-                f"{req.body}\n\n### Diff\n\n```diff\n{repo_diff(repo, wt.path)}\n```",
+                f"{req.body}\n\n### Diff\n\n```diff\n{repo.head_patch(wt, MAX_DIFF_CHARS)}\n```",
                 known=self.secret_values,
             )
             pr, opened = forge.open_or_find(wt.branch, base, req.title, body, req.action.labels)
@@ -270,12 +271,3 @@ class GitopsActivities:
             self.gitops_sync_status,
             self.pushed_revision,
         ]
-
-
-def repo_diff(repo: GitRepo, worktree: Path) -> str:
-    """The branch's last commit as a patch, bounded (the fix or its revert)."""
-    from connectors.git.process import run
-
-    code, out, _ = run(worktree, "show", "--stat", "--patch", "--format=%H%n%s", "HEAD")
-    text = out if code == 0 else "(diff unavailable)"
-    return text if len(text) <= MAX_DIFF_CHARS else text[:MAX_DIFF_CHARS] + "\n… (truncated)"

@@ -375,6 +375,12 @@ class GitRepo:
         message = f'Revert "{subject}"\n\nThis reverts commit {commit}: verification of the fix failed.'
         return wt, self._commit_all(wt, message, ROLLBACK_TRAILER, incident_id)
 
+    def head_patch(self, wt: Worktree, max_chars: int) -> str:
+        """The worktree's last commit (the fix, or its revert) as a stat and patch, bounded."""
+        code, out, _ = self._run(wt.path, "show", "--stat", "--patch", "--format=%H%n%s", "HEAD")
+        text = out if code == 0 else "(diff unavailable)"
+        return text if len(text) <= max_chars else text[:max_chars] + "\n… (truncated)"
+
     def contains(self, revision: str, commit: str) -> bool:
         """Whether `revision` (what a GitOps tool runs) is `commit` or a later commit containing it,
         after fetching the base branch (where merges land)."""
