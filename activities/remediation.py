@@ -80,6 +80,23 @@ def rejected(message: str) -> ApplicationError:
     return ApplicationError(message, type="RemediationRejected", non_retryable=True)
 
 
+async def in_thread(fn: Callable[[], T], incident_id: str) -> T:
+    """Run a blocking connector call, heartbeating so a dead worker is noticed in seconds; a
+    connector error that is not `retryable` becomes a non-retryable `RemediationRejected`."""
+    structlog.contextvars.bind_contextvars(incident_id=incident_id or None)
+    task = asyncio.create_task(asyncio.to_thread(fn))
+    try:
+        while not task.done():
+            if activity.in_activity():
+                activity.heartbeat()
+            await asyncio.wait({task}, timeout=2)
+        return task.result()
+    except Exception as err:
+        if getattr(err, "retryable", True) is False:
+            raise rejected(str(err)) from err
+        raise
+
+
 class RemediationActivities:
     def __init__(
         self,
@@ -118,19 +135,7 @@ class RemediationActivities:
     # --- helpers ----------------------------------------------------------------------------------
 
     async def _thread(self, fn: Callable[[], T], incident_id: str) -> T:
-        """Run a blocking connector call, heartbeating so a dead worker is noticed in seconds."""
-        structlog.contextvars.bind_contextvars(incident_id=incident_id or None)
-        task = asyncio.create_task(asyncio.to_thread(fn))
-        try:
-            while not task.done():
-                if activity.in_activity():
-                    activity.heartbeat()
-                await asyncio.wait({task}, timeout=2)
-            return task.result()
-        except Exception as err:
-            if getattr(err, "retryable", True) is False:
-                raise rejected(str(err)) from err
-            raise
+        return await in_thread(fn, incident_id)
 
     def _repo(self, name: str) -> GitRepo:
         if name not in self.settings.repos:
@@ -354,7 +359,9 @@ class RemediationActivities:
             return await self._kube_verb(req, action)
         if isinstance(action, KubeWaitAction):
             return await self._kube_wait(req, action)
-        raise rejected(f"step kind {action.kind} is not valid here")
+        raise rejected(
+            f"step kind {action.kind} is not valid here (pull_request and gitops_sync are deploy steps)"
+        )
 
     def _kube_actions(self) -> KubeActions:
         if self.kube is None:
@@ -442,7 +449,21 @@ class RemediationActivities:
                 wt = repo.prepare_worktree(req.incident_id, self.worktrees_dir)
                 pushed = repo.push(wt, action.branch, action.remote)
                 what = "pushed" if pushed else "already on the remote (not pushed again)"
-                return StepOutcome(ok=True, detail=f"{action.remote}/{action.branch}: {what}", changed=pushed)
+                # The commit now on the branch, for a later gitops_sync: the (rebased) fix we pushed,
+                # or the equivalent one the remote already had.
+                revision = (
+                    repo.find_fix_commit(wt, req.incident_id)
+                    if pushed
+                    else repo.trailer_commit_on(
+                        action.branch, req.incident_id, rollback=False, remote=action.remote
+                    )
+                )
+                return StepOutcome(
+                    ok=True,
+                    detail=f"{action.remote}/{action.branch}: {what}",
+                    changed=pushed,
+                    revision=revision,
+                )
 
             return await self._thread(run, req.incident_id)
         return await self._run_plain(req)

@@ -132,6 +132,44 @@ class KubeWaitAction(BaseModel):
     timeout_seconds: float = 600
 
 
+class PullRequestAction(BaseModel):
+    """GitOps deploy through review: push the fix branch (`selfheal/<incident id>`), open (or find)
+    its pull/merge request against `base`, and wait durably until it is merged or closed."""
+
+    kind: Literal["pull_request"] = "pull_request"
+    #: The remediation repository (`remediation.repos.<name>`) whose forge is in `gitops.forges`.
+    repo: str
+    #: `auto`: selfheal enables auto-merge (or merges once mergeable); `human`: a person merges.
+    merge: Literal["auto", "human"] = "human"
+    #: The target branch; None: the repository's `base_branch`.
+    base: str | None = None
+    labels: list[str] = Field(default_factory=lambda: ["selfheal"])
+    #: How long to wait for the merge before escalating (and closing the request).
+    timeout_seconds: float = 86400
+    #: For `policy.mode: approve`: the human's merge is the approval (no separate decision).
+    merge_approves: bool = False
+
+
+class ArgoTarget(BaseModel):
+    app: str
+
+
+class FluxTarget(BaseModel):
+    kind: Literal["Kustomization", "HelmRelease"] = "Kustomization"
+    namespace: str
+    name: str
+
+
+class GitopsSyncAction(BaseModel):
+    """Have Argo CD or Flux apply the deployed commit, then wait until it runs that commit (or a
+    later one containing it) and reports healthy."""
+
+    kind: Literal["gitops_sync"] = "gitops_sync"
+    argocd: ArgoTarget | None = None
+    flux: FluxTarget | None = None
+    timeout_seconds: float = 600
+
+
 Action = Annotated[
     GitRevertAction
     | GitApplyAction
@@ -140,7 +178,9 @@ Action = Annotated[
     | HttpAction
     | GitPushAction
     | KubeAction
-    | KubeWaitAction,
+    | KubeWaitAction
+    | PullRequestAction
+    | GitopsSyncAction,
     Field(discriminator="kind"),
 ]
 
@@ -210,6 +250,17 @@ class RemediationPlan(BaseModel):
     verify: PlannedVerify | None = None
     #: "auto": revert the fix commit and redeploy; otherwise explicit steps.
     rollback: Literal["auto"] | list[PlannedStep] = "auto"
+
+    def merge_approves(self) -> bool:
+        """An `approve` playbook whose pull request's merge is the approval: it runs at once, up to
+        the open pull request, and a person's merge stands for the decision."""
+        return self.policy.mode == "approve" and any(
+            isinstance(s.action, PullRequestAction) and s.action.merge_approves for s in self.deploy
+        )
+
+    def uses_gitops(self) -> bool:
+        """Whether its deploy goes through a pull request or a GitOps sync (the durable-wait path)."""
+        return any(s.action.kind in ("pull_request", "gitops_sync") for s in self.deploy)
 
 
 class Candidate(BaseModel):

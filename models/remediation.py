@@ -67,12 +67,16 @@ class StepRequest(BaseModel):
     worktree: str | None
     step: PlannedStep
     alert_starts_at: datetime
+    #: What the deploy put on the branch before this step (for `gitops_sync`); None otherwise.
+    revision: str | None = None
 
 
 class StepOutcome(BaseModel):
     ok: bool
     detail: str = ""
     changed: bool = True
+    #: A deploy step's commit on the deployed branch (a `git_push`), for a later `gitops_sync`.
+    revision: str | None = None
 
 
 class CommitRequest(BaseModel):
@@ -126,6 +130,8 @@ class RemediationResult(BaseModel):
     fix_commit: str | None = None
     rollback_commit: str | None = None
     steps: list[StepRecord] = Field(default_factory=list)
+    #: Who approved by merging the pull request (`merge_approves`), when that was the approval.
+    approved_by: str | None = None
 
 
 class Progress(BaseModel):

@@ -138,7 +138,8 @@ def _where(path: Path, line: int, loc: tuple[str | int, ...], message: str) -> s
 
 
 def _kube_namespaces(spec: PlaybookSpec, root: Any) -> tuple[tuple[str, int], ...]:
-    """The literal namespaces of kube steps, with their lines (templated ones are checked at run time)."""
+    """The literal namespaces of kube steps and Flux syncs, with their lines (templated ones are
+    checked at run time)."""
     found = []
     rollback = [] if isinstance(spec.rollback, str) else spec.rollback
     for phase, steps in (
@@ -148,7 +149,7 @@ def _kube_namespaces(spec: PlaybookSpec, root: Any) -> tuple[tuple[str, int], ..
         ("rollback", rollback),
     ):
         for i, step in enumerate(steps):
-            action = step.kube or step.kube_wait
+            action = step.kube or step.kube_wait or (step.gitops_sync.flux if step.gitops_sync else None)
             if action is not None and action.namespace is not None and not is_template(action.namespace):
                 kind = "kube" if step.kube is not None else "kube_wait"
                 found.append((action.namespace, _line(root, (phase, i, kind, "namespace"))))

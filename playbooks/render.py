@@ -24,9 +24,12 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from models.plan import (
     Action,
+    ArgoTarget,
     CommandAction,
+    FluxTarget,
     GitApplyAction,
     GitEditAction,
+    GitopsSyncAction,
     GitPushAction,
     GitRevertAction,
     HttpAction,
@@ -37,6 +40,7 @@ from models.plan import (
     PlannedPolicy,
     PlannedStep,
     PlannedVerify,
+    PullRequestAction,
     RemediationPlan,
 )
 from playbooks.patch import PatchError, patch_files
@@ -47,6 +51,7 @@ from playbooks.schema import (
     CommandSpec,
     GitApplySpec,
     GitEditSpec,
+    GitopsSyncSpec,
     GitPushSpec,
     GitRevertSpec,
     HttpSpec,
@@ -54,6 +59,7 @@ from playbooks.schema import (
     KubeWaitSpec,
     Playbook,
     PlaybookSpec,
+    PullRequestSpec,
     Step,
     dns_label_problem,
     dns_subdomain_problem,
@@ -267,6 +273,17 @@ def patch_problems(patch: str) -> list[str]:
     except PatchError as exc:
         return [f"patch: {exc}"]
     return [f"patch: {problem}" for problem in map(path_problem, paths) if problem]
+
+
+_ARGO_APP = re.compile(r"^(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def argo_app_problem(app: str) -> str:
+    """An Argo CD application name (`name`, or `namespace/name` for apps in any namespace): a
+    DNS-1123 name, so a param can never change the API path it lands in."""
+    if len(app) > 253 or not _ARGO_APP.fullmatch(app):
+        return f"app {show(app)} is not a valid Argo CD application name (DNS-1123, optionally ns/name)"
+    return ""
 
 
 def key_problem(key: str) -> str:
@@ -597,6 +614,29 @@ class _Builder:
                 name=self.kube_name((*at, "name"), spec.name, "name") or "",
                 timeout_seconds=spec.timeout,
             )
+        if isinstance(spec, PullRequestSpec):
+            base = self._checked((*at, "base"), spec.base, branch_problem) if spec.base else None
+            return PullRequestAction(
+                repo=spec.repo,
+                merge=spec.merge,
+                base=base,
+                labels=list(spec.labels),
+                timeout_seconds=spec.timeout,
+                merge_approves=spec.merge_approves,
+            )
+        if isinstance(spec, GitopsSyncSpec):
+            argocd = flux = None
+            if spec.argocd is not None:
+                app = self._checked((*at, "argocd", "app"), spec.argocd.app, argo_app_problem)
+                argocd = ArgoTarget(app=app)
+            if spec.flux is not None:
+                flux = FluxTarget(
+                    kind=spec.flux.kind,
+                    namespace=self.kube_name((*at, "flux", "namespace"), spec.flux.namespace, "namespace")
+                    or "",
+                    name=self.kube_name((*at, "flux", "name"), spec.flux.name, "name") or "",
+                )
+            return GitopsSyncAction(argocd=argocd, flux=flux, timeout_seconds=spec.timeout)
         raise AssertionError(f"unknown action {step.kind}")  # pragma: no cover
 
     def steps(self, phase: str, steps: list[Any]) -> list[PlannedStep]:
@@ -707,6 +747,23 @@ def describe(action: Action) -> str:
     if isinstance(action, KubeWaitAction):
         within = format_duration(action.timeout_seconds)
         return f"wait for {action.workload} {action.namespace}/{action.name} to roll out (within {within})"
+    if isinstance(action, PullRequestAction):
+        onto = action.base or "the base branch"
+        who = "auto-merge" if action.merge == "auto" else "a person"
+        approval = "; the merge is the approval" if action.merge_approves else ""
+        within = format_duration(action.timeout_seconds)
+        return (
+            f"open a pull request of the fix into {onto} of {action.repo} (labels {', '.join(action.labels)})"
+            f" and wait up to {within} for {who} to merge it{approval}"
+        )
+    if isinstance(action, GitopsSyncAction):
+        within = format_duration(action.timeout_seconds)
+        if action.argocd is not None:
+            what = f"Argo CD application {action.argocd.app}"
+        else:
+            assert action.flux is not None
+            what = f"Flux {action.flux.kind} {action.flux.namespace}/{action.flux.name}"
+        return f"sync {what} and wait up to {within} until it runs the fix and is healthy"
     return f"push to {action.remote}/{action.branch}"
 
 

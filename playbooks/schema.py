@@ -44,8 +44,19 @@ RESERVED_NAMES = frozenset({"get", "items", "keys", "values", "copy"})
 #: C0 controls and DEL: never allowed in a param value (NUL, newlines, escapes).
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-ACTION_KINDS = ("git_revert", "git_edit", "command", "http", "git_push", "kube", "kube_wait", "git_apply")
-GIT_KINDS = frozenset({"git_revert", "git_edit", "git_push", "git_apply"})
+ACTION_KINDS = (
+    "git_revert",
+    "git_edit",
+    "command",
+    "http",
+    "git_push",
+    "kube",
+    "kube_wait",
+    "git_apply",
+    "pull_request",
+    "gitops_sync",
+)
+GIT_KINDS = frozenset({"git_revert", "git_edit", "git_push", "git_apply", "pull_request", "gitops_sync"})
 #: A commit id as `git_revert: {commit: …}` takes it (literal, or a template rendering to one).
 COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
 
@@ -562,6 +573,70 @@ class KubeWaitSpec(Spec):
         return self
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,49}$")
+
+
+class PullRequestSpec(Spec):
+    """Deploy through review: the fix goes to a pull (merge) request that a person or the forge's
+    auto-merge merges; the wait is durable (hours if need be), woken early by the forge's webhook."""
+
+    repo: str = Field(pattern=REPO_PATTERN)
+    merge: Literal["auto", "human"] = "human"
+    base: str | None = Field(default=None, min_length=1)
+    labels: list[str] = Field(default_factory=lambda: ["selfheal"], max_length=10)
+    timeout: Duration = 86400.0
+    #: For `policy.mode: approve` only: the merge is the approval, so the request opens at once.
+    merge_approves: bool = False
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: list[str]) -> list[str]:
+        for label in labels:
+            if not _LABEL.fullmatch(label):
+                raise invalid(f"labels: {label!r} is not a label (letters, digits, ' ._:/-', at most 50)")
+        return labels
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PullRequestSpec:
+        if not 60 <= self.timeout <= 30 * 86400:
+            raise invalid("timeout: between 1m and 30d")
+        if self.merge_approves and self.merge != "human":
+            raise invalid("merge_approves: only with merge: human (a person's merge is the approval)")
+        return self
+
+
+class ArgoSyncSpec(Spec):
+    app: str = Field(min_length=1)
+
+
+class FluxSyncSpec(Spec):
+    kind: Literal["Kustomization", "HelmRelease"] = "Kustomization"
+    namespace: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names(self) -> FluxSyncSpec:
+        _kube_names(self)
+        return self
+
+
+class GitopsSyncSpec(Spec):
+    """Have Argo CD (`argocd: {app}`) or Flux (`flux: {kind, namespace, name}`) apply the deployed
+    commit, then wait until it runs it (or a later commit containing it) and is healthy."""
+
+    argocd: ArgoSyncSpec | None = None
+    flux: FluxSyncSpec | None = None
+    timeout: Duration = 600.0
+
+    @model_validator(mode="after")
+    def _one_tool(self) -> GitopsSyncSpec:
+        if (self.argocd is None) == (self.flux is None):
+            raise invalid("set exactly one of argocd or flux")
+        if not 1 <= self.timeout <= 86400:
+            raise invalid("timeout: between 1s and 1d")
+        return self
+
+
 ActionSpec = (
     GitRevertSpec
     | GitEditSpec
@@ -571,6 +646,8 @@ ActionSpec = (
     | KubeSpec
     | KubeWaitSpec
     | GitApplySpec
+    | PullRequestSpec
+    | GitopsSyncSpec
 )
 
 
@@ -589,6 +666,8 @@ class Step(Spec):
     kube: KubeSpec | None = None
     kube_wait: KubeWaitSpec | None = None
     git_apply: GitApplySpec | None = None
+    pull_request: PullRequestSpec | None = None
+    gitops_sync: GitopsSyncSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -643,12 +722,22 @@ class TestStep(Step):
 
 class DeployStep(Step):
     phase: ClassVar[str] = "deploy"
-    allowed: ClassVar[tuple[str, ...]] = ("git_push", "command", "http", "kube", "kube_wait")
+    allowed: ClassVar[tuple[str, ...]] = (
+        "git_push",
+        "command",
+        "http",
+        "kube",
+        "kube_wait",
+        "pull_request",
+        "gitops_sync",
+    )
 
 
 class RollbackStep(Step):
+    """A revert pull request is `rollback: auto`'s job (it knows what was merged), not a step's."""
+
     phase: ClassVar[str] = "rollback"
-    allowed: ClassVar[tuple[str, ...]] = ACTION_KINDS
+    allowed: ClassVar[tuple[str, ...]] = tuple(k for k in ACTION_KINDS if k != "pull_request")
 
 
 def _param_name(name: str) -> str:
@@ -705,7 +794,31 @@ class PlaybookSpec(Spec):
         if kinds & GIT_KINDS and self.repo is None:
             used = ", ".join(sorted(kinds & GIT_KINDS))
             raise invalid(f"repo: required because the playbook has git steps ({used})")
+        self._gitops_rules()
         return self
+
+    def _gitops_rules(self) -> None:
+        """A pull request deploys the playbook's own repository, once; `merge_approves` only where
+        nothing but a worktree changes before the request opens."""
+        requests = [s.pull_request for s in self.deploy if s.pull_request is not None]
+        if len(requests) > 1:
+            raise invalid("deploy: at most one pull_request step")
+        if any(s.git_push is not None for s in self.deploy) and requests:
+            raise invalid("deploy: pull_request and git_push both deploy the fix; use one of them")
+        for pr in requests:
+            if pr.repo != self.repo:
+                raise invalid(f"pull_request.repo: {pr.repo!r} is not the playbook's repo {self.repo!r}")
+            if not pr.merge_approves:
+                continue
+            if self.policy.mode != "approve":
+                raise invalid("pull_request.merge_approves: only for policy.mode: approve")
+            if any(s.kind not in ("git_revert", "git_edit") for s in self.fix):
+                raise invalid(
+                    "pull_request.merge_approves: fix steps must be git_revert or git_edit only"
+                    " (anything else would change the world before the approval)"
+                )
+            if self.deploy[0].pull_request is None:
+                raise invalid("pull_request.merge_approves: the pull_request must be the first deploy step")
 
     def steps(self) -> list[Step]:
         rollback = [] if isinstance(self.rollback, str) else self.rollback

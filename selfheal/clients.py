@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
     from connectors.git.repo import GitRepo
+    from connectors.gitops.argocd import ArgoCd
+    from connectors.gitops.flux import Flux
+    from connectors.gitops.forge import Forge
     from connectors.kube.verbs import KubeActions
 
 log = structlog.get_logger(__name__)
@@ -125,6 +128,9 @@ class Clients:
         #: One incident store (engine and connection pool) per worker, opened on first call.
         self.incident_store = LazyIncidentStore(settings.store_url)
         self._lock = threading.Lock()
+        #: GitOps: one forge client per configured repository and one Argo CD client, on first use.
+        self._forges: dict[str, Forge] = {}
+        self._argocd: ArgoCd | None = None
 
     def open_repo(self, name: str) -> GitRepo:
         """A fresh handle on the remediation repository `name` (KeyError when not configured)."""
@@ -152,6 +158,42 @@ class Clients:
                     KubeApi(api_client, timeout=section.request_timeout_seconds), section
                 )
             return self._kube
+
+    def forge(self, repo: str) -> Forge | None:
+        """The forge hosting remediation repository `repo` (`gitops.forges.<repo>`), or None."""
+        section = self._settings.gitops.forges.get(repo)
+        if section is None:
+            return None
+        with self._lock:
+            if repo not in self._forges:
+                from connectors.gitops.gitea import GiteaForge
+                from connectors.gitops.github import GithubForge
+                from connectors.gitops.gitlab import GitlabForge
+
+                kinds = {"github": GithubForge, "gitlab": GitlabForge, "gitea": GiteaForge}
+                self._forges[repo] = kinds[section.kind](section)
+            return self._forges[repo]
+
+    def argocd(self) -> ArgoCd | None:
+        """Argo CD (`gitops.argocd`), or None."""
+        section = self._settings.gitops.argocd
+        if section is None:
+            return None
+        with self._lock:
+            if self._argocd is None:
+                from connectors.gitops.argocd import ArgoCd
+
+                self._argocd = ArgoCd(section)
+            return self._argocd
+
+    def flux(self) -> Flux | None:
+        """Flux through the `kube:` connection (None without it)."""
+        kube = self.kube()
+        if kube is None:
+            return None
+        from connectors.gitops.flux import Flux
+
+        return Flux(kube.api, kube.settings.namespaces)
 
     def llm_model(self) -> Model:
         """The investigator's model, built from `investigation.llm` on first use."""
@@ -181,3 +223,5 @@ class Clients:
         self.incident_store.close()
         if self._kube is not None:
             self._kube.api.close()
+        if self._argocd is not None:
+            self._argocd.close()

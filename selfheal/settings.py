@@ -3,9 +3,9 @@
 Nested values override with a double underscore, e.g. `SELFHEAL_TEMPORAL__ADDRESS=host:7233`.
 Invalid input raises `ConfigError` whose message names the field, so the CLI can exit 2 with it.
 Each integration's section lives beside its code (`connectors/temporal.py`, `connectors/jira/settings.py`,
-`connectors/git/settings.py`, `connectors/kube/settings.py`, `investigation/settings.py`,
-`activities/remediation_settings.py`, the `incident:` policy in `models/incident_state.py`); this model
-only composes them with the app's own keys.
+`connectors/git/settings.py`, `connectors/kube/settings.py`, `connectors/gitops/settings.py`,
+`investigation/settings.py`, `activities/remediation_settings.py`, the `incident:` policy in
+`models/incident_state.py`); this model only composes them with the app's own keys.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from pydantic_settings.exceptions import SettingsError
 
 from activities.remediation_settings import RemediationSettings
+from connectors.gitops.settings import GitopsSettings
 from connectors.jira.settings import JiraSettings
 from connectors.kube.settings import KubeSettings
 from connectors.temporal import TemporalSettings
@@ -91,6 +92,8 @@ class Settings(BaseSettings):
     remediation: RemediationSettings = Field(default_factory=RemediationSettings)
     #: The cluster `kube` steps act on; unset: playbooks with kube steps are refused at run time.
     kube: KubeSettings | None = None
+    #: Forges (pull requests), Argo CD and the forges' webhooks, for `pull_request` and `gitops_sync`.
+    gitops: GitopsSettings = Field(default_factory=GitopsSettings)
     evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
     investigation: InvestigationSettings = Field(default_factory=InvestigationSettings)
 

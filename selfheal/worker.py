@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
 from activities.evidence import EvidenceActivities
+from activities.gitops import GitopsActivities
 from activities.investigation import InvestigationActivities
 from activities.proposals import ProposalActivities
 from activities.remediation import RemediationActivities
@@ -109,6 +110,15 @@ def build_worker(
         clients.incident_store,
         remediation.playbook_category,
     )
+    gitops = GitopsActivities(
+        settings.gitops,
+        open_repo=clients.open_repo,
+        worktrees_dir=settings.worktrees_dir,
+        forge=clients.forge,
+        argocd=clients.argocd,
+        flux=clients.flux,
+        secret_values=settings.secret_values(),
+    )
     investigation = InvestigationActivities(clients.prometheus, clients.kube())
     proposals = ProposalActivities(
         settings.remediation, open_repo=clients.open_repo, public_url=settings.public_url
@@ -122,6 +132,7 @@ def build_worker(
         activities=[
             *tickets.all(),
             *remediation.all(),
+            *gitops.all(),
             *evidence.all(),
             *investigation.all(),
             *agent.all(),

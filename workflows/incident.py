@@ -417,7 +417,7 @@ class IncidentWorkflow:
         self._view.proposal = rules.proposal_for(plan)
         self._event("playbook_matched", rules.playbook_matched_message(plan))
         await self._investigate(match)
-        if plan.policy.mode == "auto":
+        if plan.policy.mode == "auto" or plan.merge_approves():  # a merge approves: open it now
             await self._remediate(plan, approved_by=None)
 
     async def _plan_proposal(self) -> None:
@@ -498,7 +498,7 @@ class IncidentWorkflow:
             return
         self._event("playbook_matched", rules.chosen_message(plan, choice))
         await self._investigate(rules.chosen_match(match, plan, choice))
-        if plan.policy.mode == "auto":
+        if plan.policy.mode == "auto" or plan.merge_approves():  # a merge approves: open it now
             await self._remediate(plan, approved_by=None)
 
     async def _choose(self, match: MatchResult) -> rules.Choice:
@@ -638,6 +638,7 @@ class IncidentWorkflow:
             result = RemediationResult(
                 outcome="failed", reason=f"the remediation workflow failed: {cause(err)}"
             )
+        approved_by = approved_by or result.approved_by  # a merged pull request that was the approval
         seconds = (workflow.now() - started).total_seconds()
         self._view.remediations.append(
             RemediationSummary(

@@ -398,6 +398,93 @@ class GitRepo:
         remote_sha = self._remote_head_at(self.path, remote, branch)
         return remote_sha is not None and self._remote_has_equivalent(self.path, remote_sha, commit)
 
+    # ------------------------------------------------------------------------- review branches
+
+    def publish_branch(self, wt: Worktree, remote: str = "origin") -> tuple[str, str]:
+        """Put the worktree's branch (the fix, as committed) on `remote` under its own name, for a
+        pull request; (local head, remote head). Never forces and never rebases: when the remote
+        branch exists with other commits (someone pushed to it), it is left as it is and the two
+        heads differ, which the caller treats as "the head moved". Idempotent."""
+        head = self._git(wt.path, "rev-parse", "HEAD")
+        remote_sha = self._remote_head_at(wt.path, remote, wt.branch)
+        if remote_sha is None:
+            code, _, err = self._run(
+                wt.path,
+                "push",
+                "--porcelain",
+                remote,
+                f"{head}:refs/heads/{wt.branch}",
+                timeout=NETWORK_TIMEOUT,
+            )
+            if code != 0:
+                raise git_error(("push", remote), code, err)
+            remote_sha = head
+        return head, remote_sha
+
+    def prepare_revert(self, incident_id: str, commit: str, worktrees_dir: Path) -> tuple[Worktree, str]:
+        """A `selfheal/<id>-revert` branch from the freshly fetched base, holding one commit that
+        reverts `commit` (a merge commit against its first parent) with `Selfheal-Rollback: <id>`;
+        (worktree, revert commit). Made once: a retry finds the commit by its trailer."""
+        validate_incident_id(incident_id)
+        _fetched_at.pop(f"{self._common}\0{self.remote}\0{self.base_branch}", None)
+        wt = self.prepare_worktree(f"{incident_id}-revert", worktrees_dir)
+        existing = self._find_trailer_commit(wt.path, "HEAD", ROLLBACK_TRAILER, incident_id)
+        if existing is not None:
+            return wt, existing
+        if not self._is_ancestor(wt.path, commit, "HEAD"):
+            # Branched before the merge reached this clone: start over from the base as it is now.
+            self._reset_worktree(wt)
+            self._git(wt.path, "reset", "--hard", "--quiet", wt.base_ref)
+            if not self._is_ancestor(wt.path, commit, "HEAD"):
+                raise GitError(f"{commit[:12]} is not on {wt.base_ref}: nothing to revert there")
+        parents = self._git(wt.path, "rev-list", "--parents", "-n", "1", commit).split()[1:]
+        mainline = ("-m", "1") if len(parents) > 1 else ()
+        subject = self._git(wt.path, "log", "-1", "--format=%s", commit)
+        if not self._ok(wt.path, "revert", "--no-commit", "--no-edit", *mainline, commit):
+            self._abort_in_progress(wt)
+            raise GitError(f"reverting {commit[:12]} conflicts with later changes on {wt.base_ref}")
+        self._ok(wt.path, "revert", "--quit")
+        message = f'Revert "{subject}"\n\nThis reverts commit {commit}: verification of the fix failed.'
+        return wt, self._commit_all(wt, message, ROLLBACK_TRAILER, incident_id)
+
+    def head_patch(self, wt: Worktree, max_chars: int) -> str:
+        """The worktree's last commit (the fix, or its revert) as a stat and patch, bounded."""
+        code, out, _ = self._run(wt.path, "show", "--stat", "--patch", "--format=%H%n%s", "HEAD")
+        text = out if code == 0 else "(diff unavailable)"
+        return text if len(text) <= max_chars else text[:max_chars] + "\n… (truncated)"
+
+    def contains(self, revision: str, commit: str) -> bool:
+        """Whether `revision` (what a GitOps tool runs) is `commit` or a later commit containing it,
+        after fetching the base branch (where merges land)."""
+        if revision == commit:
+            return True
+        if self._has_remote():
+            self._ok(
+                self.path,
+                "fetch",
+                "--quiet",
+                self.remote,
+                f"+refs/heads/{self.base_branch}:refs/remotes/{self.remote}/{self.base_branch}",
+                timeout=NETWORK_TIMEOUT,
+            )
+        known = self._ok(self.path, "cat-file", "-e", f"{revision}^{{commit}}")
+        return known and self._is_ancestor(self.path, commit, revision)
+
+    def branch_head(self, branch: str, remote: str | None = None) -> str | None:
+        """The commit `remote/branch` is at now (fetched), or None when it does not exist."""
+        return self._remote_head_at(self.path, remote or self.remote, branch)
+
+    def trailer_commit_on(
+        self, branch: str, incident_id: str, *, rollback: bool, remote: str | None = None
+    ) -> str | None:
+        """The commit on `remote/branch` carrying this incident's fix (or rollback) trailer: what a
+        push put there, whatever SHA a rebase gave it."""
+        head = self.branch_head(branch, remote)
+        if head is None:
+            return None
+        trailer = ROLLBACK_TRAILER if rollback else FIX_TRAILER
+        return self._find_trailer_commit(self.path, head, trailer, incident_id)
+
     # ---------------------------------------------------------------------------------- plumbing
 
     def _run(

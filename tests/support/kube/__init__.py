@@ -15,6 +15,11 @@ Controllers are not simulated: `complete_rollout`, `stall_rollout` and `rollouts
 set a workload's status as its controller would, so `kube_wait` is testable without sleeping.
 `requests` logs every call as RBAC sees it (apiGroup, resource, verb).
 
+Flux's Kustomization (`kustomize.toolkit.fluxcd.io/v1`) and HelmRelease (`helm.toolkit.fluxcd.io/v2`)
+are served as custom resources (merge and JSON patches only: 415 for a strategic merge patch, as
+for any CRD); with `flux_source` set, a resource read after its `reconcile.fluxcd.io/requestedAt`
+changed has been reconciled by its controller to that revision (or failed with `flux_failure`).
+
 Usage::
 
     with KubeFake() as fake:

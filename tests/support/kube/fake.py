@@ -8,6 +8,7 @@ import itertools
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +36,9 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("policy", "poddisruptionbudgets"): ("PodDisruptionBudget", True),
     ("storage.k8s.io", "storageclasses"): ("StorageClass", False),
     ("coordination.k8s.io", "leases"): ("Lease", True),
+    # Flux's custom resources (the CRDs a Flux install adds), for `gitops_sync`.
+    ("kustomize.toolkit.fluxcd.io", "kustomizations"): ("Kustomization", True),
+    ("helm.toolkit.fluxcd.io", "helmreleases"): ("HelmRelease", True),
     ("", "events"): ("Event", True),
 }
 #: Field selectors the API server supports: every resource has the metadata ones; some add more.
@@ -50,6 +54,11 @@ _RESOURCE_FIELDS = {
         "type",
     },
 }
+#: The served version of each group (v1 unless named here).
+VERSIONS = {"helm.toolkit.fluxcd.io": "v2"}
+#: Custom resources: no strategic merge patch (their schemas have no patch strategy).
+CUSTOM_GROUPS = frozenset({"kustomize.toolkit.fluxcd.io", "helm.toolkit.fluxcd.io"})
+FLUX_REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
 _GROUP_OF = {kind: group for (group, _), (kind, _) in RESOURCES.items()}
 _RESOURCE_OF = {kind: resource for (_, resource), (kind, _) in RESOURCES.items()}
 _PATCH_TYPES = (
@@ -170,6 +179,11 @@ class KubeFake:
         self.rollouts_complete_after = 0
         self.rollouts_stall = False
         self._reads_since_change: dict[tuple[str, str, str, str], int] = {}
+        #: The Flux controllers: when set, a Kustomization or HelmRelease read after its
+        #: `reconcile.fluxcd.io/requestedAt` changed has been reconciled to this revision
+        #: (`main@sha1:<sha>`, called at that moment), Ready; `flux_failure` makes it fail instead.
+        self.flux_source: Callable[[], str] | None = None
+        self.flux_failure = ""
         self._server: ThreadingHTTPServer | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -317,7 +331,7 @@ class KubeFake:
         parts = [p for p in path.split("/") if p]
         if parts[:2] == ["api", "v1"]:
             group, rest = "", parts[2:]
-        elif len(parts) >= 3 and parts[0] == "apis" and parts[2] == "v1":
+        elif len(parts) >= 3 and parts[0] == "apis" and parts[2] == VERSIONS.get(parts[1], "v1"):
             group, rest = parts[1], parts[3:]
         else:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -415,6 +429,8 @@ class KubeFake:
     def _read(self, group: str, resource: str, namespace: str, name: str) -> Obj:
         key = (group, resource, namespace, name)
         obj = self._stored(*key)
+        if group in CUSTOM_GROUPS and self.flux_source is not None:
+            self._flux_reconcile(obj)
         if self.rollouts_complete_after and key in self._reads_since_change:
             self._reads_since_change[key] += 1
             if self._reads_since_change[key] >= self.rollouts_complete_after:
@@ -424,6 +440,36 @@ class KubeFake:
                 else:
                     self._complete(obj)
         return copy.deepcopy(obj)
+
+    def _flux_reconcile(self, obj: Obj) -> None:
+        """What kustomize-/helm-controller do with a reconcile request: handle it, apply the
+        source's revision, report Ready (or the failure)."""
+        assert self.flux_source is not None
+        requested = (obj["metadata"].get("annotations") or {}).get(FLUX_REQUESTED_AT)
+        status = obj.setdefault("status", {})
+        if not requested or status.get("lastHandledReconcileAt") == requested:
+            return
+        revision = self.flux_source()
+        status["lastHandledReconcileAt"] = requested
+        status["lastAttemptedRevision"] = revision
+        status["observedGeneration"] = obj["metadata"].get("generation", 1)
+        if self.flux_failure:
+            ready = {
+                "type": "Ready",
+                "status": "False",
+                "reason": "ReconciliationFailed",
+                "message": self.flux_failure,
+            }
+        else:
+            status["lastAppliedRevision"] = revision
+            ready = {
+                "type": "Ready",
+                "status": "True",
+                "reason": "ReconciliationSucceeded",
+                "message": f"Applied revision: {revision}",
+            }
+        status["conditions"] = [ready]
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
 
     def _list(self, group: str, resource: str, namespace: str, query: dict[str, list[str]]) -> Obj:
         allowed = _FIELDS | _RESOURCE_FIELDS.get(resource, set())
@@ -582,6 +628,14 @@ class KubeFake:
     ) -> Obj:
         key = (group, resource, namespace, name)
         old = self._stored(*key)
+        ctype = headers.get("content-type", "").split(";")[0].strip()
+        if group in CUSTOM_GROUPS and ctype == "application/strategic-merge-patch+json":
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include:"
+                " application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+            )
         new = self._patched(old, headers, payload)
         if isinstance(payload, dict):
             self._check_version(

@@ -305,3 +305,34 @@ def event(
         "lastTimestamp": last,
         "source": {"component": "kubelet"},
     }
+
+
+def kustomization(namespace: str, name: str, *, applied: str = "") -> Obj:
+    """A Flux Kustomization (`kustomize.toolkit.fluxcd.io/v1`) that last applied `applied`."""
+    return {
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+        "kind": "Kustomization",
+        "metadata": _meta(namespace, name, generation=1),
+        "spec": {
+            "interval": "10m",
+            "path": "./",
+            "prune": True,
+            "sourceRef": {"kind": "GitRepository", "name": name},
+        },
+        "status": {
+            "observedGeneration": 1,
+            "lastAppliedRevision": applied,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded"}],
+        },
+    }
+
+
+def helm_release(namespace: str, name: str, *, applied: str = "") -> Obj:
+    """A Flux HelmRelease (`helm.toolkit.fluxcd.io/v2`)."""
+    obj = kustomization(namespace, name, applied=applied)
+    obj["apiVersion"], obj["kind"] = "helm.toolkit.fluxcd.io/v2", "HelmRelease"
+    obj["spec"] = {
+        "interval": "10m",
+        "chart": {"spec": {"chart": name, "sourceRef": {"kind": "GitRepository", "name": name}}},
+    }
+    return obj
