@@ -10,6 +10,7 @@ proposal, on the ticket, with nothing run before an approval.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -31,15 +32,17 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage, RunUsage
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from connectors.incident_store import IncidentStore
 from connectors.local_tracker import LocalTracker
 from connectors.temporal import connect
-from investigation.coding_agent import CodingBudget
+from investigation.coding_agent import CodingBudget, coding_agent
 from investigation.coding_tools import CodingToolError, confined
 from investigation.telemetry import BudgetExceeded
+from models import ids
 from models.coding import CodingResult
 from models.incident import TrackedAlert
 from models.investigation import EditReads
@@ -49,7 +52,10 @@ from selfheal.worker import build_worker
 from tests.support.app import ApiServer, make_settings, wait_for_incident
 from tests.support.payloads import simple
 from workflows.coding_agent import CodingAgentWorkflow
+from workflows.incident import IncidentWorkflow
 
+INCIDENT_HISTORIES = Path(__file__).parents[1] / "workflows" / "histories"
+CODING_HISTORY = Path(__file__).parent / "histories" / "coding-agent-v1.json"
 PRICE = {"input_per_mtok": 1000, "output_per_mtok": 1000}
 #: A secret the failing test prints, in a shape the redactor knows.
 PRINTED_SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c"
@@ -397,6 +403,22 @@ async def test_an_incident_gets_the_patch_as_its_proposal_and_nothing_runs(
                 )
                 ticket = (await http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
                 page = (await http.get(f"/api/v1/incidents/{incident_id}/page")).json()["page"]
+                decided = await http.post(
+                    f"/api/v1/incidents/{incident_id}/decision", json={"decision": "reject"}
+                )
+                assert decided.status_code == 200, decided.text
+                await wait_for_incident(http, incident_id, lambda v: v["stage"] == "closed")
+    incident_history = await client.get_workflow_handle(
+        ids.workflow_id_for_group(view["group_id"])
+    ).fetch_history()
+    coding_history = await client.get_workflow_handle(f"coding-{incident_id}").fetch_history()
+    await Replayer(workflows=[IncidentWorkflow], data_converter=pydantic_data_converter).replay_workflow(
+        incident_history
+    )
+    await Replayer(workflows=[CodingAgentWorkflow], plugins=[PydanticAIPlugin()]).replay_workflow(
+        coding_history
+    )
+    keep(incident_history.to_json(), coding_history.to_json())
 
     kinds = [e["kind"] for e in view["timeline"]]
     assert kinds.index("investigated") < kinds.index("coding_drafted") < kinds.index("proposal_planned")
@@ -411,6 +433,24 @@ async def test_an_incident_gets_the_patch_as_its_proposal_and_nothing_runs(
     assert "+    return a + b" in comment and "test_add_adds" in comment and "add() subtracted" in comment
     assert PRINTED_SECRET not in comment and "Model run: scripted-model, ok" in comment
     assert "Coding agent" in page and proposal["digest"] in page and "+    return a + b" in page
+
+
+def keep(incident: str, coding: str) -> None:
+    """With `SELFHEAL_RECORD_HISTORY=incident-v8-…` commit both histories (never overwriting)."""
+    name = os.environ.get("SELFHEAL_RECORD_HISTORY", "")
+    if not name.startswith("incident-"):
+        return
+    for target, text in ((INCIDENT_HISTORIES / f"{name}.json", incident), (CODING_HISTORY, coding)):
+        assert not target.exists(), f"{target} exists: committed histories are never overwritten"
+        target.write_text(text)
+
+
+async def test_committed_coding_agent_history_replays() -> None:
+    """A coding run recorded when the agent joined (PATCH_CODING_AGENT) replays on today's code;
+    the incident history around it replays with the other incident histories."""
+    coding_agent()  # a fresh process builds the durable agent before replaying, as a worker does
+    replayer = Replayer(workflows=[CodingAgentWorkflow], plugins=[PydanticAIPlugin()])
+    await replayer.replay_workflow(WorkflowHistory.from_json("coding-agent-v1", CODING_HISTORY.read_text()))
 
 
 async def test_a_budget_stop_is_said_on_the_ticket(temporal_address: str, tmp_path: Path) -> None:
