@@ -81,7 +81,11 @@ class ProposalActivities:
     def _checked(self, fix: Runnable, investigator: str) -> tuple[Runnable, str]:
         """Ask git: the commit (made full) is revertable on its own, or the patch applies and stays
         inside the repository. Returns the fix and its description."""
-        by = f"proposed by the {investigator} investigation"
+        by = (
+            f"drafted by the {investigator}"
+            if investigator == "coding agent"
+            else f"proposed by the {investigator} investigation"
+        )
         if fix.kind == "patch":
             try:
                 files = patch_files(fix.patch)

@@ -56,11 +56,55 @@ class EvidenceSettings(Section):
     redact_emails: bool = False
 
 
+class CodingAgentSettings(Section):
+    """`investigation.coding_agent`: when no revert applies, an agent drafts a minimal patch with a
+    test in a fresh worktree of the service's repository (`remediation.services.<name>.repo`). It
+    talks to the model provider of `investigation.llm` (its key, URL and price table); the patch
+    runs only as an approved plan."""
+
+    enabled: bool = False
+    #: The model's name at `investigation.llm`'s provider; default: `investigation.llm.model`.
+    model: str | None = None
+    #: Bounds per run: model requests (steps), total tokens, wall time, tool calls, characters per
+    #: tool result, and bytes per file the agent writes.
+    max_steps: int = Field(default=20, ge=1, le=200)
+    max_tokens: int = Field(default=200_000, ge=1000)
+    max_seconds: float = Field(default=600, gt=0, le=6 * 3600)
+    max_tool_calls: int = Field(default=60, ge=1, le=1000)
+    max_tool_output_chars: int = Field(default=12_000, ge=500)
+    max_file_bytes: int = Field(default=200_000, ge=1000)
+
+
 class InvestigationSettings(Section):
     """Which investigator writes the incident's investigation: `builtin` (no network) or `llm`."""
 
     investigator: Literal["builtin", "llm"] = "builtin"
     llm: LlmSettings = Field(default_factory=LlmSettings)
+    coding_agent: CodingAgentSettings = Field(default_factory=CodingAgentSettings)
+
+    def coding_llm(self) -> LlmSettings:
+        """The coding agent's model settings: `investigation.llm` with the coding agent's model."""
+        return self.llm.model_copy(update={"model": self.coding_agent.model or self.llm.model})
+
+    @model_validator(mode="after")
+    def _coding_agent_needs_a_model(self) -> InvestigationSettings:
+        if not self.coding_agent.enabled:
+            return self
+        llm = self.coding_llm()
+        if llm.api_key is None and (llm.provider == "anthropic" or not llm.base_url):
+            raise ValueError(
+                "investigation.llm.api_key is required when investigation.coding_agent.enabled is true"
+                " (only an OpenAI-compatible base_url may go without one)"
+            )
+        budgets = [
+            name for name in ("max_cost_per_incident", "max_cost_per_day") if getattr(llm, name) is not None
+        ]
+        if budgets and llm.model not in llm.prices:
+            raise ValueError(
+                f"investigation.llm.prices: no price for the coding agent's model {llm.model!r}, which"
+                f" investigation.llm.{budgets[0]} needs (add input_per_mtok and output_per_mtok for it)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _llm_needs_a_key(self) -> InvestigationSettings:

@@ -23,6 +23,7 @@ INCIDENT_WORKFLOW = "IncidentWorkflow"
 REMEDIATION_WORKFLOW = "RemediationWorkflow"
 CONTROL_WORKFLOW = "ControlWorkflow"
 INVESTIGATION_AGENT_WORKFLOW = "InvestigationAgentWorkflow"
+CODING_AGENT_WORKFLOW = "CodingAgentWorkflow"
 
 GROUP_ID_LEN = 12
 INCIDENT_ID_RE = re.compile(r"^(?P<group>[0-9a-f]{12})-(?P<suffix>[0-9a-z]{6})$")

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from models.coding import CodingResult
 from models.evidence import Evidence
 from models.investigation import Investigation
 
@@ -209,6 +210,8 @@ class IncidentView(BaseModel):
     proposal: Proposal | None = None
     evidence: Evidence | None = None
     investigation: Investigation | None = None
+    #: The coding agent's draft patch (when it ran: no revert applied and it is enabled).
+    coding: CodingResult | None = None
     remediations: list[RemediationSummary] = Field(default_factory=list)
     escalations: int = 0
     notifications: int = 0

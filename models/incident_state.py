@@ -45,6 +45,8 @@ class IncidentPolicySnapshot(IncidentPolicy):
     #: investigation.investigator: `builtin` always runs; `llm` then runs the agent with the builtin
     #: result as its start.
     investigator: str = "builtin"
+    #: investigation.coding_agent.enabled: when no revert applies, the coding agent drafts a patch.
+    coding_agent: bool = False
 
 
 class IncidentInput(BaseModel):

@@ -96,7 +96,7 @@ class DiagnosticResult(BaseModel):
 #: How an agent run ended: answered, gave no usable answer, or was stopped by a budget.
 RunOutcome = Literal["ok", "failed", "budget_exhausted"]
 #: Which limit stopped a run ("" when none did).
-BudgetKind = Literal["", "requests", "tokens", "tool_calls", "incident_cost", "day_cost"]
+BudgetKind = Literal["", "requests", "tokens", "tool_calls", "incident_cost", "day_cost", "wall_time"]
 
 
 class EditReads(BaseModel):

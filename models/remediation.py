@@ -174,3 +174,15 @@ class ProposalPlan(BaseModel):
     #: What the plan does, in a line (which commit it reverts, which files the patch touches).
     description: str = ""
     reasons: list[str] = Field(default_factory=list)
+
+
+class CodingRequest(BaseModel):
+    """Ask the coding agent for a patch: the incident's service (and the label naming it), the alert
+    its plan would be for, and what the investigation found (the agent's starting point)."""
+
+    incident_id: str
+    service: str
+    service_label: str
+    title: str = ""
+    alert: TrackedAlert
+    investigation: Investigation | None = None

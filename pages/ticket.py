@@ -344,6 +344,33 @@ def _investigation(view: IncidentView) -> list[Block]:
     return blocks
 
 
+def _coding(view: IncidentView) -> list[Block]:
+    """The coding agent's draft: why, the patch and its tests' output (shown only when it ran)."""
+    result = view.coding
+    if result is None:
+        return []
+    blocks: list[Block] = [
+        Heading(level=2, text="Coding agent"),
+        Paragraph(runs=[_t(f"Status {result.status}. ", bold=True), _t(result.message[:500])]),
+    ]
+    if result.run is not None:
+        blocks.append(_agent_run(result.run))
+    for para in [p for p in result.summary.split("\n\n") if p.strip()][:10]:
+        blocks.append(Paragraph(runs=[_t(para)]))
+    if result.patch:
+        blocks.append(
+            Paragraph(
+                runs=[_t("Patch to "), _t(result.repo, code=True), _t(f" ({', '.join(result.files)}):")]
+            )
+        )
+        blocks.append(Code(text=redact(result.patch)))
+    if result.test_output:
+        verdict = {True: "passed", False: "failed", None: "not run"}[result.tests_passed]
+        blocks.append(Paragraph(runs=[_t(f"Tests on a clean checkout with the patch: {verdict}.")]))
+        blocks.append(Code(text=redact(result.test_output)))
+    return blocks
+
+
 def _proposed_fix(view: IncidentView) -> list[Block]:
     blocks: list[Block] = [Heading(level=2, text="Proposed fix")]
     fix = view.investigation.proposed_fix if view.investigation is not None else None
@@ -476,7 +503,7 @@ def _timeline(view: IncidentView) -> list[Block]:
 
 def build_page(view: IncidentView, workflow_url: str) -> Document:
     """The ticket's page, in order: summary, impact, evidence, suspect changes, similar incidents,
-    investigation, proposed fix (and how to decide), remediation, timeline."""
+    investigation, the coding agent's draft, proposed fix (and how to decide), remediation, timeline."""
     blocks: list[Block] = [
         *_summary(view, workflow_url),
         *_impact(view),
@@ -484,6 +511,7 @@ def build_page(view: IncidentView, workflow_url: str) -> Document:
         *_changes(view),
         *_similar(view),
         *_investigation(view),
+        *_coding(view),
         *_proposed_fix(view),
         *_remediations(view),
         *_timeline(view),

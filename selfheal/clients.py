@@ -31,8 +31,10 @@ from connectors.loki import LokiClient
 from connectors.prometheus import PrometheusClient
 from connectors.traces import JaegerClient, TempoClient
 from investigation.agent import config_from_settings
+from investigation.coding_tools import CodingRuntime
 from investigation.live_tools import LlmRuntime
 from models.agent import LlmRunConfig
+from models.coding import CodingRunConfig
 from selfheal.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -83,6 +85,25 @@ def llm_run_config(settings: Settings) -> LlmRunConfig:
     return config_from_settings(settings.investigation.llm, settings.evidence, settings.remediation.repos)
 
 
+def coding_run_config(settings: Settings) -> CodingRunConfig:
+    """The coding agent's non-secret run configuration (what `coding_agent_config` returns)."""
+    section = settings.investigation.coding_agent
+    llm = settings.investigation.coding_llm()
+    return CodingRunConfig(
+        enabled=section.enabled,
+        model=llm.model,
+        max_steps=section.max_steps,
+        max_tokens=section.max_tokens,
+        max_seconds=section.max_seconds,
+        max_tool_calls=section.max_tool_calls,
+        max_tool_output_chars=section.max_tool_output_chars,
+        redact_emails=settings.evidence.redact_emails,
+        price=llm.prices.get(llm.model),
+        max_cost_per_incident=llm.max_cost_per_incident,
+        max_cost_per_day=llm.max_cost_per_day,
+    )
+
+
 class Clients:
     """The worker's clients. HTTP clients exist only for configured URLs (None otherwise); the
     incident store and the LLM model are built on first use, so a worker that never needs them
@@ -90,10 +111,15 @@ class Clients:
     tracker is left to whoever made it)."""
 
     def __init__(
-        self, settings: Settings, *, tracker: Tracker | None = None, llm_model: Model | None = None
+        self,
+        settings: Settings,
+        *,
+        tracker: Tracker | None = None,
+        llm_model: Model | None = None,
+        coding_model: Model | None = None,
     ) -> None:
-        """`tracker` and `llm_model` replace the configured ones (tests: a tracker they inspect, a
-        scripted model)."""
+        """`tracker`, `llm_model` and `coding_model` replace the configured ones (tests: a tracker
+        they inspect, scripted models)."""
         self._settings = settings
         ev = settings.evidence
         rem = settings.remediation
@@ -125,6 +151,7 @@ class Clients:
         self.repo_paths: dict[str, Path] = {name: r.path for name, r in rem.repos.items()}
         self.repo_paths.update(ev.change_repos)
         self._llm_model = llm_model
+        self._coding_model = coding_model
         #: One incident store (engine and connection pool) per worker, opened on first call.
         self.incident_store = LazyIncidentStore(settings.store_url)
         self._lock = threading.Lock()
@@ -214,6 +241,29 @@ class Clients:
             traces=self.traces,
             repos=self.repo_paths,
             redact_emails=self._settings.evidence.redact_emails,
+        )
+
+    def coding_model(self) -> Model:
+        """The coding agent's model, built from `investigation.llm` and its own model name on first use."""
+        with self._lock:
+            if self._coding_model is None:
+                from connectors.llm import build_model
+
+                self._coding_model = build_model(self._settings.investigation.coding_llm())
+            return self._coding_model
+
+    def coding_runtime(self) -> CodingRuntime:
+        """What the coding agent's tools and model activity use on this worker."""
+        settings = self._settings
+        rem = settings.remediation
+        return CodingRuntime(
+            model=self.coding_model,
+            worktrees_dir=settings.worktrees_dir,
+            sandbox_paths={name: list(repo.sandbox_paths) for name, repo in rem.repos.items()},
+            sandbox_hidden=settings.sandbox_hidden(),
+            secret_values=settings.secret_values(),
+            memory_mb=rem.sandbox_memory_mb,
+            max_file_bytes=settings.investigation.coding_agent.max_file_bytes,
         )
 
     def close(self) -> None:

@@ -157,6 +157,7 @@ def policy_snapshot(settings: Settings) -> IncidentPolicySnapshot:
         namespace=settings.temporal.namespace,
         lock_retry_seconds=settings.remediation.lock_retry_seconds,
         investigator=settings.investigation.investigator,
+        coding_agent=settings.investigation.coding_agent.enabled,
     )
 
 

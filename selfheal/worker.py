@@ -35,7 +35,7 @@ from activities.tickets import TicketActivities, TicketPolicy
 from connectors.base import Tracker
 from connectors.temporal import connect, ensure_search_attributes
 from investigation.sources import build_evidence_sources
-from selfheal.clients import Clients, llm_run_config
+from selfheal.clients import Clients, coding_run_config, llm_run_config
 from selfheal.settings import Settings
 from workflows.control import ControlWorkflow
 from workflows.incident import IncidentWorkflow
@@ -80,18 +80,24 @@ def build_worker(
     tracker: Tracker | None = None,
     *,
     llm_model: Model | None = None,
+    coding_model: Model | None = None,
     clients: Clients | None = None,
 ) -> Worker:
     """The worker for every workflow and activity, with `clients` (built from `settings` when not
-    given; `tracker` and `llm_model` then replace the configured ones, for tests)."""
+    given; `tracker`, `llm_model` and `coding_model` then replace the configured ones, for tests)."""
     from activities.agent_tools import AgentActivities
+    from activities.coding import CodingActivities
     from investigation.agent import investigation_agent
+    from investigation.coding_agent import coding_agent
+    from investigation.coding_tools import register_coding_runtime
     from investigation.live_tools import register_runtime
+    from workflows.coding_agent import CodingAgentWorkflow
     from workflows.investigation_agent import InvestigationAgentWorkflow
 
     investigation_agent()  # built here, in worker setup: pydantic-ai forbids building it in a workflow
+    coding_agent()
 
-    clients = clients or Clients(settings, tracker=tracker, llm_model=llm_model)
+    clients = clients or Clients(settings, tracker=tracker, llm_model=llm_model, coding_model=coding_model)
     tracker = clients.tracker
     policy = TicketPolicy(settings.tracker.jira)
     tickets = TicketActivities(tracker, policy)
@@ -125,10 +131,23 @@ def build_worker(
     )
     agent = AgentActivities(llm_run_config(settings), clients.incident_store)
     register_runtime(settings.temporal.task_queue, clients.llm_runtime())
+    coding = CodingActivities(
+        coding_run_config(settings),
+        settings.remediation,
+        register_coding_runtime(settings.temporal.task_queue, clients.coding_runtime()),
+        open_repo=clients.open_repo,
+        public_url=settings.public_url,
+    )
     return Worker(
         with_pydantic_ai(client),
         task_queue=settings.temporal.task_queue,
-        workflows=[IncidentWorkflow, RemediationWorkflow, ControlWorkflow, InvestigationAgentWorkflow],
+        workflows=[
+            IncidentWorkflow,
+            RemediationWorkflow,
+            ControlWorkflow,
+            InvestigationAgentWorkflow,
+            CodingAgentWorkflow,
+        ],
         activities=[
             *tickets.all(),
             *remediation.all(),
@@ -137,6 +156,7 @@ def build_worker(
             *investigation.all(),
             *agent.all(),
             *proposals.all(),
+            *coding.all(),
         ],
         max_cached_workflows=settings.temporal.max_cached_workflows,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.temporal.sticky_timeout_seconds),

@@ -22,6 +22,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from models import ids
+    from models.coding import CodingResult
     from models.control import RunGrant, RunRequest
     from models.evidence import Evidence
     from models.incident import (
@@ -36,11 +37,12 @@ with workflow.unsafe.imports_passed_through():
         TimelineEvent,
     )
     from models.incident_state import IncidentInput, IncidentState
-    from models.investigation import Investigation
+    from models.investigation import Investigation, ProposedFix
     from models.plan import MatchResult, RemediationPlan
     from models.remediation import (
         CheckReport,
         ChecksRequest,
+        CodingRequest,
         InvestigationRequest,
         MatchRequest,
         Progress,
@@ -81,6 +83,10 @@ PATCH_DIAGNOSE_CHOICE = "diagnose-choice-v1"
 #: Marks histories where an investigation's proposed revert or patch, when no playbook plan exists,
 #: is planned (activity `plan_proposal`) so that an approval runs it like a playbook.
 PATCH_PROPOSAL_PLAN = "proposal-plan-v1"
+#: Marks histories where, with no plan after the investigation and `investigation.coding_agent`
+#: enabled, the coding agent (child workflow `CodingAgentWorkflow`) drafts a patch that is planned
+#: as the incident's proposal when its tests pass.
+PATCH_CODING_AGENT = "coding-agent-v1"
 #: Child workflows (the LLM investigator, the fix) start by name from `models.ids`: importing their
 #: modules would re-run them in every incident's sandbox.
 
@@ -187,6 +193,12 @@ class IncidentWorkflow:
                     and workflow.patched(PATCH_PROPOSAL_PLAN)
                 ):
                     await self._plan_proposal()
+                if (
+                    self._state.plan is None
+                    and self._policy.coding_agent
+                    and workflow.patched(PATCH_CODING_AGENT)
+                ):
+                    await self._draft_patch()
             await self._escalate(first=True)
         await self._flush_comments()
 
@@ -420,23 +432,27 @@ class IncidentWorkflow:
         if plan.policy.mode == "auto" or plan.merge_approves():  # a merge approves: open it now
             await self._remediate(plan, approved_by=None)
 
-    async def _plan_proposal(self) -> None:
-        """The investigation proposed a revert or a patch and no playbook applies: plan it with the
-        service's defaults, to run only when an approver approves it; a refusal goes on the ticket."""
+    async def _plan_proposal(self, fix: ProposedFix | None = None, by: str = "") -> None:
+        """The investigation proposed a revert or a patch (or the coding agent drafted `fix`) and no
+        playbook applies: plan it with the service's defaults, to run only when an approver approves
+        it; a refusal goes on the ticket."""
         ticket = self._view.ticket
         investigation = self._view.investigation
-        assert ticket is not None and investigation is not None and investigation.proposed_fix is not None
+        if fix is None:
+            assert investigation is not None and investigation.proposed_fix is not None
+            fix, by = investigation.proposed_fix, investigation.investigator
+        assert ticket is not None
         alert = self._view.alerts[0]  # firing ones first
         try:
             result: ProposalPlan = await workflow.execute_activity(
                 "plan_proposal",
                 ProposalRequest(
                     incident_id=self._view.id,
-                    fix=investigation.proposed_fix,
+                    fix=fix,
                     alert=alert,
                     service=self._view.service,
                     service_label=rules.service_label(alert, self._policy.service_labels),
-                    investigator=investigation.investigator,
+                    investigator=by,
                 ),
                 result_type=ProposalPlan,
                 **self._activity_options(attempts=3),
@@ -453,7 +469,8 @@ class IncidentWorkflow:
                         incident_id=self._view.id,
                         key=ticket.key,
                         body=text,
-                        dedup_key=f"{self._view.id}:proposal-refused",
+                        dedup_key=f"{self._view.id}:proposal-refused"
+                        + (":coding" if by == rules.CODING_AGENT else ""),
                     )
                 )
             return
@@ -463,6 +480,49 @@ class IncidentWorkflow:
         )
         self._event("proposal_planned", rules.proposal_planned_message(self._view.proposal))
         await self._update_page()
+
+    async def _draft_patch(self) -> None:
+        """No revert applies: the coding agent drafts a patch with a test in a fresh worktree (a child
+        workflow). Its patch, test output and summary go on the ticket; a patch whose tests pass
+        becomes the proposal, planned like the investigation's and run only once approved."""
+        ticket = self._view.ticket
+        assert ticket is not None
+        alert = self._view.alerts[0]  # firing ones first
+        self._set_stage(Stage.INVESTIGATING)
+        self._event("coding_started", "no revert applies: the coding agent drafts a patch")
+        try:
+            result: CodingResult = await workflow.execute_child_workflow(
+                ids.CODING_AGENT_WORKFLOW,
+                CodingRequest(
+                    incident_id=self._view.id,
+                    service=self._view.service,
+                    service_label=rules.service_label(alert, self._policy.service_labels),
+                    title=self._view.title,
+                    alert=alert,
+                    investigation=self._view.investigation,
+                ),
+                id=f"coding-{self._view.id}",
+                result_type=CodingResult,
+                execution_timeout=timedelta(hours=3),
+                parent_close_policy=ParentClosePolicy.TERMINATE,
+            )
+        except (ChildWorkflowError, WorkflowAlreadyStartedError) as err:
+            self._event("coding_failed", f"the coding agent failed: {cause(err)}")
+            return
+        self._view.coding = result
+        self._event(f"coding_{result.status}", rules.coding_message(result))
+        await self._comment(
+            CommentRequest(
+                incident_id=self._view.id,
+                key=ticket.key,
+                body=rules.coding_comment(result),
+                dedup_key=f"{self._view.id}:coding",
+            )
+        )
+        if result.proposable:
+            await self._plan_proposal(rules.coding_fix(result), rules.CODING_AGENT)
+        if self._state.plan is None:
+            await self._update_page()
 
     async def _consider_candidates(self, match: MatchResult) -> None:
         """Several playbooks match (or one needs run-time params): let diagnose choose, then go on

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from models.coding import CodingResult
 from models.evidence import Evidence
 from models.incident import (
     Decision,
@@ -27,7 +28,7 @@ from models.incident import (
     TrackedAlert,
     WebhookAlert,
 )
-from models.investigation import Investigation
+from models.investigation import Investigation, ProposedFix
 from models.plan import MatchResult, RemediationPlan, plan_digest
 
 #: Highest wins when a group's alerts disagree; unknown severities rank with `none`.
@@ -229,6 +230,66 @@ def proposal_refused_text(kind: str, reasons: Sequence[str]) -> str:
         + "; ".join(reasons)[:1500]
         + "\nApproving acknowledges it; nothing runs."
     )
+
+
+#: Who drafted a coding-agent patch, as its proposal names it (`ProposalRequest.investigator`).
+CODING_AGENT = "coding agent"
+#: What of the coding agent's draft a ticket comment shows (the page has all of it).
+COMMENT_PATCH_CHARS = 12_000
+COMMENT_OUTPUT_CHARS = 3_000
+
+
+def coding_message(result: CodingResult) -> str:
+    """The timeline's line for the coding agent's run."""
+    files = f" ({', '.join(result.files[:5])})" if result.files else ""
+    return f"coding agent: {result.status}{files}: {result.message}"[:500]
+
+
+def coding_fix(result: CodingResult) -> ProposedFix:
+    """The coding agent's patch as a proposed fix: planned like the investigation's, run once approved."""
+    return ProposedFix(
+        kind="patch",
+        repo=result.repo,
+        patch=result.patch,
+        rationale=result.summary[:4000],
+        source="coding-agent",
+    )
+
+
+def coding_comment(result: CodingResult) -> str:
+    """The ticket's comment on the coding agent's run: what it found and did, its patch and the
+    tests' output (both already redacted where they were made), and what it cost. Plain text: the
+    tracker shows it as data."""
+    lines = [result.message]
+    if result.proposable:
+        lines.append(
+            "It runs only if an approver approves its plan (shown on the ticket page with its digest)."
+        )
+    if result.summary:
+        lines += ["", "Summary (the agent's reasoning):", result.summary]
+    if result.patch:
+        patch = result.patch
+        if len(patch) > COMMENT_PATCH_CHARS:
+            patch = patch[:COMMENT_PATCH_CHARS] + "\n[… the rest is on the ticket page]"
+        lines += ["", f"Patch to {result.repo} ({', '.join(result.files) or 'no files'}):", patch.rstrip()]
+    if result.test_output:
+        verdict = {True: "passed", False: "failed", None: "not run"}[result.tests_passed]
+        output = result.test_output
+        if len(output) > COMMENT_OUTPUT_CHARS:
+            output = "[…]\n" + output[-COMMENT_OUTPUT_CHARS:]
+        lines += ["", f"Tests on a clean checkout with the patch ({verdict}):", output.rstrip()]
+    run = result.run
+    if run is not None:
+        cost = f"${run.cost_usd:.4f}" if run.cost_usd is not None else "cost unknown"
+        stop = f", stopped by the {run.stopped_by} budget" if run.stopped_by else ""
+        lines += [
+            "",
+            f"Model run: {run.model}, {run.outcome}{stop}; {run.requests} requests,"
+            f" {run.tool_call_total} tool calls, {run.input_tokens:,} input and"
+            f" {run.output_tokens:,} output tokens, {cost},"
+            f" {run.wall_seconds:.1f} s.",
+        ]
+    return "\n".join(lines)
 
 
 def digest_problem(decision: Decision, proposal: Proposal | None, plan: RemediationPlan | None) -> str:

@@ -308,6 +308,34 @@ class GitRepo:
             raise GitError(f"the patch does not apply to {wt.branch}: {err.strip()[-500:]}")
         return self._git(wt.path, "apply", "--numstat", str(patch_file))
 
+    def draft_diff(self, wt: Worktree, paths: list[str]) -> str:
+        """The worktree's changes to `paths` (new files included) as a unified diff against its
+        branch tip: what the coding agent drafted. Stages exactly those paths (nothing else a test
+        run left behind) and commits nothing; asking again gives the same diff."""
+        if not paths:
+            return ""
+        specs = []
+        for path in paths:
+            if not path or path.startswith("/") or ".." in Path(path).parts:
+                raise GitError(f"path {path!r} must be relative to the repository and stay inside it")
+            specs.append(f":(literal){path}")
+        self._git(wt.path, "add", "--all", "--", *specs)
+        code, out, err = self._run(
+            wt.path,
+            "-c",
+            "core.quotePath=false",
+            "diff",
+            "--cached",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-renames",
+            "--",
+            *specs,
+        )
+        if code != 0:
+            raise git_error(["diff", "--cached"], code, err)
+        return out + "\n" if out else ""
+
     # -------------------------------------------------------------------------------------- edit
 
     def edit_value(

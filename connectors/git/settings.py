@@ -23,3 +23,7 @@ class RepoSettings(Section):
     sandbox_paths: list[Path] = Field(default_factory=list)
     remote: str = "origin"
     base_branch: str = "main"
+    #: The repository's own test command (an argv list, no shell), run sandboxed with no network by
+    #: the coding agent when the service's `remediation.services.<name>.test` has no command step.
+    test_command: list[str] = Field(default_factory=list)
+    test_timeout_seconds: float = Field(default=300, gt=0)

@@ -39,6 +39,7 @@ SETTINGS: dict[str, tuple[str, Any, str] | None] = {
     "namespace": ("temporal.namespace", "selfheal-prod", "yaml"),
     "lock_retry_seconds": ("remediation.lock_retry_seconds", 3.25, "env"),
     "investigator": ("investigation.investigator", "llm", "env"),
+    "coding_agent": ("investigation.coding_agent.enabled", True, "yaml"),
 }
 
 
