@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
+from activities.drafts import DraftActivities
 from activities.evidence import EvidenceActivities
 from activities.investigation import InvestigationActivities
 from activities.proposals import ProposalActivities
@@ -114,6 +115,15 @@ def build_worker(
         settings.remediation, open_repo=clients.open_repo, public_url=settings.public_url
     )
     agent = AgentActivities(llm_run_config(settings), clients.incident_store)
+    drafts = DraftActivities(
+        settings.remediation,
+        tracker=tracker,
+        store=clients.incident_store,
+        open_repo=clients.open_repo,
+        playbook_names=lambda: list(remediation.playbook_set().by_name),
+        kube_namespaces=settings.kube.namespaces if settings.kube is not None else None,
+        public_url=settings.public_url,
+    )
     register_runtime(settings.temporal.task_queue, clients.llm_runtime())
     return Worker(
         with_pydantic_ai(client),
@@ -126,6 +136,7 @@ def build_worker(
             *investigation.all(),
             *agent.all(),
             *proposals.all(),
+            *drafts.all(),
         ],
         max_cached_workflows=settings.temporal.max_cached_workflows,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.temporal.sticky_timeout_seconds),
