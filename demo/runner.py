@@ -46,6 +46,8 @@ _KIND_STYLE = {
     "deploying": "magenta",
     "verifying": "magenta",
     "remediation_healed": "bold green",
+    "playbook_drafted": "bold green",
+    "playbook_draft_refused": "bold red",
     "closed": "bold green",
     "escalated": "bold yellow",
     "decision": "bold yellow",
