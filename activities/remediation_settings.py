@@ -35,6 +35,11 @@ class RemediationSettings(Section):
     #: Per service: how an approved proposal (a revert or a patch from the investigation) is tested,
     #: deployed and verified, in the playbook step syntax (`playbooks/proposal.py`, docs/playbooks.md).
     services: dict[str, ServiceDefaults] = Field(default_factory=dict)
+    #: The repository (in `repos`) where playbooks drafted from healed incidents are proposed, as a
+    #: branch `selfheal/draft-<incident>`; unset: drafts are only attached to the ticket.
+    playbooks_repo: str | None = None
+    #: The directory inside `playbooks_repo` drafts are written to (one of `playbook_dirs` once merged).
+    playbooks_repo_dir: str = Field(default=".", pattern=r"^(\.|[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)$")
 
     @model_validator(mode="after")
     def _service_repos(self) -> RemediationSettings:
@@ -46,6 +51,11 @@ class RemediationSettings(Section):
                 raise invalid(
                     f"services.{name}.repo: {defaults.repo!r} is not in remediation.repos ({known})"
                 )
+        if self.playbooks_repo is not None and self.playbooks_repo not in self.repos:
+            known = ", ".join(sorted(self.repos)) or "none configured"
+            raise invalid(f"playbooks_repo: {self.playbooks_repo!r} is not in remediation.repos ({known})")
+        if ".." in self.playbooks_repo_dir.split("/"):
+            raise invalid("playbooks_repo_dir: must stay inside the repository (no '..')")
         return self
 
     def template_settings(self, public_url: str) -> dict[str, str]:

@@ -11,6 +11,9 @@ fix deployed and verified times, investigation duration; playbook runs in `playb
 any API replica can aggregate them at scrape time (`selfheal.loop_metrics`). Columns added since
 a database was created are added to it on open.
 
+`playbook_drafts` keeps the playbook drafted from each incident an approved fix healed (or why
+none was), so `/metrics` can count drafts proposed and accepted (a later incident matched one).
+
 `llm_runs` holds one row per LLM agent run (investigator or coding agent), written when the run
 ends, open incident or not: what `/metrics` totals by model and outcome, and what the per-incident
 and per-day cost budgets are read from.
@@ -96,6 +99,29 @@ class ClosedIncident(_Base):
     alert_to_deployed_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     alert_to_verified_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     investigation_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: 1 when the incident was escalated to humans (its timeline has an `escalated` event).
+    escalated: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class PlaybookDraft(_Base):
+    """The playbook drafted from an incident an approved fix healed (`playbooks/draft.py`), or why
+    none was: its name is what `/metrics` counts as accepted once a later incident matches it."""
+
+    __tablename__ = "playbook_drafts"
+
+    incident_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    #: The drafted playbook's name ("" when refused).
+    name: Mapped[str] = mapped_column(String(200), default="", index=True)
+    #: proposed (lints clean: attached, and pushed when a playbooks repository is configured) | refused
+    status: Mapped[str] = mapped_column(String(50), default="")
+    #: revert | patch
+    kind: Mapped[str] = mapped_column(String(50), default="")
+    yaml: Mapped[str] = mapped_column(Text, default="")
+    #: Why no draft was proposed (refused), one reason per line.
+    reasons: Mapped[str] = mapped_column(Text, default="")
+    #: The branch pushed to the playbooks repository ("" when none is configured).
+    branch: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class PlaybookRun(_Base):
@@ -146,6 +172,8 @@ EVENT_REMEDIATION_STARTED = "remediation_started"
 EVENT_VERIFYING = "verifying"
 #: Sent when the fix was deployed and verification passed (or there was nothing to verify).
 EVENT_HEALED = "remediation_healed"
+#: Sent when the incident was escalated to humans.
+EVENT_ESCALATED = "escalated"
 #: Category of an incident no playbook matched; of a matched playbook that names none.
 NOVEL = "novel"
 UNCATEGORIZED = "uncategorized"
@@ -360,6 +388,7 @@ class IncidentStore:
             alert_to_deployed_seconds=_since(started, deployed),
             alert_to_verified_seconds=_since(started, verified),
             investigation_seconds=investigation,
+            escalated=1 if any(e.kind == EVENT_ESCALATED for e in view.timeline) else 0,
         )
         runs = [
             PlaybookRun(
@@ -410,6 +439,40 @@ class IncidentStore:
                 select(cost, func.count()).where(LlmRun.started_at >= _utc(day_start))
             ).one()
         return LlmSpend(incident_cost=float(incident or 0.0), day_cost=float(day or 0.0), day_runs=int(runs))
+
+    def record_draft(
+        self,
+        incident_id: str,
+        *,
+        name: str = "",
+        status: str,
+        kind: str = "",
+        yaml: str = "",
+        reasons: Sequence[str] = (),
+        branch: str = "",
+        now: datetime,
+    ) -> None:
+        """Insert or replace the incident's draft (by incident id); a retry changes nothing but
+        what it says. The first `created_at` is kept: it is when the draft was proposed."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            existing = session.get(PlaybookDraft, incident_id)
+            created = existing.created_at if existing is not None else _utc(now)
+            session.merge(
+                PlaybookDraft(
+                    incident_id=incident_id,
+                    name=name,
+                    status=status,
+                    kind=kind,
+                    yaml=yaml,
+                    reasons="\n".join(reasons),
+                    branch=branch,
+                    created_at=created,
+                )
+            )
+
+    def get_draft(self, incident_id: str) -> PlaybookDraft | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(PlaybookDraft, incident_id)
 
     def get(self, incident_id: str) -> ClosedIncident | None:
         with Session(self.engine, expire_on_commit=False) as session:

@@ -46,6 +46,8 @@ _KIND_STYLE = {
     "deploying": "magenta",
     "verifying": "magenta",
     "remediation_healed": "bold green",
+    "playbook_drafted": "bold green",
+    "playbook_draft_refused": "bold red",
     "closed": "bold green",
     "escalated": "bold yellow",
     "decision": "bold yellow",
@@ -151,7 +153,8 @@ def show_escalation(view: dict[str, Any]) -> None:
 
 
 def save_ticket(stack: Any, runner: Any, key: str, out_dir: Path) -> Path:
-    """The ticket's final page, comments and graphs, as files the README can show."""
+    """The ticket's final page, comments and attachments (graphs, a drafted playbook), as files the
+    README can show."""
     ticket = runner.ticket(key)
     out_dir.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(stack.data_dir / "tickets.db") as db:
@@ -172,10 +175,24 @@ def save_ticket(stack: Any, runner: Any, key: str, out_dir: Path) -> Path:
     for c in ticket["comments"]:
         parts += ["", f"**{c['author']}** ({c['created']}):", "", c["body"]]
     if rows:
-        parts += ["", "## Attachments", ""] + [f"![{name}]({Path(name).name})" for name, _ in rows]
+        parts += ["", "## Attachments", ""] + [
+            f"[{name}]({Path(name).name})" if name.endswith(".yaml") else f"![{name}]({Path(name).name})"
+            for name, _ in rows
+        ]
     path = out_dir / f"{key}.md"
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path
+
+
+def drafted_playbooks(stack: Any, key: str) -> list[tuple[str, bytes]]:
+    """The playbooks selfheal drafted onto the ticket (`<name>.yaml` attachments)."""
+    with sqlite3.connect(stack.data_dir / "tickets.db") as db:
+        rows = db.execute(
+            "SELECT filename, data FROM attachments"
+            " WHERE ticket_n = ? AND filename LIKE '%.yaml' ORDER BY id",
+            (int(key.rsplit("-", 1)[1]),),
+        ).fetchall()
+    return [(str(name), bytes(data)) for name, data in rows]
 
 
 def run_demo(
@@ -256,6 +273,31 @@ def run_demo(
                 path = save_ticket(stack, runner, shown.ticket_key, ticket_dir.resolve())
                 console.print(f"ticket page of {shown.ticket_key} ({shown.title}) saved: {path}")
             failed = [r for r in results if not r.ok]
+            learned = [
+                r
+                for r in results
+                if r.expect == "escalated" and r.ok and r.outcome == "healed_after_approval"
+            ]
+            for r in learned:
+                drafts = drafted_playbooks(stack, r.ticket_key)
+                if not drafts:
+                    r.ok, r.reason = (
+                        False,
+                        "healed by the approved revert, but no playbook was drafted from it",
+                    )
+                    failed.append(r)
+                    continue
+                out_dir = ticket_dir.resolve()
+                out_dir.mkdir(parents=True, exist_ok=True)
+                for name, data in drafts:
+                    saved = out_dir / Path(name).name
+                    saved.write_bytes(data)
+                    console.print(
+                        f"the loop learned: playbook drafted from {r.ticket_key}'s approved revert"
+                        f" saved: {saved} (mode approve; merged into a playbook dir, the next incident"
+                        " of this shape matches it)",
+                        soft_wrap=True,
+                    )
             for r in failed:
                 console.print(f"[red]{r.scenario}:[/] {r.reason}", soft_wrap=True)
             elapsed = time.monotonic() - t0

@@ -246,15 +246,6 @@ def _spec(
     service_label: str,
     description: str,
 ) -> PlaybookSpec:
-    verify = defaults.verify
-    if verify.query is None:
-        query = (
-            f'count(ALERTS{{alertname="{{{{ alert.alertname }}}}",alertstate="firing",'
-            f'{service_label}="{{{{ params.service }}}}"}}) or vector(0)'
-        )
-        condition = "== 0"
-    else:
-        query, condition = verify.query, verify.condition or ""
     data: dict[str, Any] = {
         "apiVersion": "selfheal/v1",
         "kind": "Playbook",
@@ -275,13 +266,27 @@ def _spec(
         "fix": [fix],
         "test": list(defaults.test),
         "deploy": list(defaults.deploy),
-        "verify": {
-            "query": query,
-            "condition": condition,
-            "hold_for": _ms(verify.hold_for),
-            "timeout": _ms(verify.timeout),
-            "alert_resolved": verify.alert_resolved,
-        },
+        "verify": verify_data(defaults.verify, service_label),
         "rollback": "auto",
     }
     return PlaybookSpec.model_validate(data)
+
+
+def verify_data(verify: ServiceVerify, service_label: str) -> dict[str, Any]:
+    """The service's verify as a playbook's `verify:` (data): its query, or by default "the alert
+    is no longer firing" for this service (`ALERTS`, then Alertmanager asked)."""
+    if verify.query is None:
+        query = (
+            f'count(ALERTS{{alertname="{{{{ alert.alertname }}}}",alertstate="firing",'
+            f'{service_label}="{{{{ params.service }}}}"}}) or vector(0)'
+        )
+        condition = "== 0"
+    else:
+        query, condition = verify.query, verify.condition or ""
+    return {
+        "query": query,
+        "condition": condition,
+        "hold_for": _ms(verify.hold_for),
+        "timeout": _ms(verify.timeout),
+        "alert_resolved": verify.alert_resolved,
+    }

@@ -26,6 +26,7 @@ from connectors.incident_store import (
     IncidentStore,
     LazyIncidentStore,
     LlmRun,
+    PlaybookDraft,
     PlaybookRun,
 )
 from models import ids
@@ -191,7 +192,44 @@ class LoopCollector(Collector):
                 )
             )
             families.extend(_llm_families(session))
+            families.extend(_learning_families(session))
         return families
+
+
+def _learning_families(session: Session) -> list[Metric]:
+    """How the loop learns: escalated incidents by how they ended, and the playbooks drafted from
+    approved fixes, proposed (or refused) and accepted (a later incident matched one)."""
+    ci = ClosedIncident
+    escalations = CounterMetricFamily(
+        "selfheal_escalations",
+        "Closed incidents that were escalated to humans, by outcome (healed_after_approval,"
+        " approved, rejected, resolved, …)",
+        labels=["outcome"],
+    )
+    stmt = select(ci.outcome, func.count()).where(ci.escalated == 1).group_by(ci.outcome)
+    for outcome, n in sorted(session.execute(stmt).all(), key=lambda row: str(row[0])):
+        escalations.add_metric([outcome or "unknown"], float(n))
+    drafts = CounterMetricFamily(
+        "selfheal_playbook_drafts",
+        "Playbooks drafted from incidents an approved fix healed, by status (proposed: lints clean,"
+        " attached and pushed when a playbooks repository is configured; refused: not proposed)",
+        labels=["status"],
+    )
+    pd = PlaybookDraft
+    counts = dict(session.execute(select(pd.status, func.count()).group_by(pd.status)).all())
+    for status in ("proposed", "refused"):
+        drafts.add_metric([status], float(counts.get(status, 0)))
+    accepted = CounterMetricFamily(
+        "selfheal_playbook_drafts_accepted",
+        "Drafted playbooks a later incident matched (so an SRE merged them): distinct draft names",
+    )
+    later = (
+        select(func.count(distinct(pd.name)))
+        .join(ci, ci.playbook == pd.name)
+        .where(pd.status == "proposed", ci.id != pd.incident_id, ci.opened_at >= pd.created_at)
+    )
+    accepted.add_metric([], float(session.scalar(later) or 0))
+    return [escalations, drafts, accepted]
 
 
 def _llm_families(session: Session) -> list[Metric]:

@@ -33,7 +33,7 @@ from playbooks.coverage import (
 )
 from playbooks.loader import PlaybookError, check_paths, default_paths
 from playbooks.matcher import PlaybookSet
-from playbooks.schema import CONTROL, format_duration
+from playbooks.schema import CONTROL, format_duration, show
 from selfheal.cli_common import fail, settings_or_exit
 from selfheal.playbook_match import load_configured
 from selfheal.settings import Settings
@@ -526,3 +526,54 @@ def _print_coverage(found: Episodes, result: Coverage, diagnose: _Diagnose | Non
         return
     parts = [f"{share(result.total(key), total)}% {label} ({result.total(key)})" for key, label in _SHARES]
     typer.echo(f"coverage: {total} episodes, {', '.join(parts)}")
+
+
+# --- draft ---------------------------------------------------------------------------------------
+
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write the playbook to this file instead of stdout.")
+]
+
+
+@playbooks_app.command("draft")
+def draft(incident_id: str, output: OutputOpt = None) -> None:
+    """The playbook drafted from an incident an approved fix healed (made as it closed), from the
+    incident store. An unknown incident, or one not healed by an approved proposal, exits 2."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from connectors.incident_store import IncidentStore
+    from models.incident import Outcome
+    from playbooks.draft import PROPOSAL_PLAYBOOKS
+
+    settings = _settings()
+    shown = show(incident_id)
+    try:
+        store = IncidentStore(settings.store_url)
+        try:
+            row = store.get(incident_id)
+            drafted = store.get_draft(incident_id)
+        finally:
+            store.close()
+    except SQLAlchemyError as exc:
+        raise fail(f"incident store: {redact(str(exc)).splitlines()[0][:300]}") from exc
+    if row is None:
+        raise fail(f"unknown incident {shown}: not in the incident store (still open, or never recorded)")
+    healed = row.outcome == Outcome.HEALED_AFTER_APPROVAL.value and row.playbook in PROPOSAL_PLAYBOOKS
+    if not healed:
+        raise fail(
+            f"incident {shown} was not healed by an approved proposed fix"
+            f" (outcome {row.outcome or 'unknown'}, playbook {row.playbook or 'none'}): nothing to draft"
+        )
+    if drafted is None:
+        raise fail(f"incident {shown}: no draft was recorded as it closed (see its timeline)", 1)
+    if drafted.status != "proposed":
+        raise fail(f"incident {shown}: no playbook drafted: {drafted.reasons.replace(chr(10), '; ')}", 1)
+    if output is None:
+        sys.stdout.write(drafted.yaml)
+        return
+    try:
+        output.write_text(drafted.yaml, encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"{output}: cannot write: {exc.strerror or exc}") from exc
+    where = f", proposed as branch {drafted.branch}" if drafted.branch else ""
+    typer.echo(f"{drafted.name} written to {output}{where}")

@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
+from activities.drafts import DraftActivities
 from activities.evidence import EvidenceActivities
 from activities.gitops import GitopsActivities
 from activities.investigation import InvestigationActivities
@@ -130,6 +131,15 @@ def build_worker(
         settings.remediation, open_repo=clients.open_repo, public_url=settings.public_url
     )
     agent = AgentActivities(llm_run_config(settings), clients.incident_store)
+    drafts = DraftActivities(
+        settings.remediation,
+        tracker=tracker,
+        store=clients.incident_store,
+        open_repo=clients.open_repo,
+        playbook_names=lambda: list(remediation.playbook_set().by_name),
+        kube_namespaces=settings.kube.namespaces if settings.kube is not None else None,
+        public_url=settings.public_url,
+    )
     register_runtime(settings.temporal.task_queue, clients.llm_runtime())
     coding = CodingActivities(
         coding_run_config(settings),
@@ -157,6 +167,7 @@ def build_worker(
             *agent.all(),
             *proposals.all(),
             *coding.all(),
+            *drafts.all(),
         ],
         max_cached_workflows=settings.temporal.max_cached_workflows,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.temporal.sticky_timeout_seconds),

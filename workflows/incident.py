@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from models import ids
     from models.coding import CodingResult
     from models.control import RunGrant, RunRequest
+    from models.draft import DraftRequest, DraftResult
     from models.evidence import Evidence
     from models.incident import (
         Decision,
@@ -87,6 +88,10 @@ PATCH_PROPOSAL_PLAN = "proposal-plan-v1"
 #: enabled, the coding agent (child workflow `CodingAgentWorkflow`) drafts a patch that is planned
 #: as the incident's proposal when its tests pass.
 PATCH_CODING_AGENT = "coding-agent-v1"
+
+#: Marks histories where an incident healed by an approved proposal drafts a playbook as it closes
+#: (activity `draft_playbook`): the loop learns the fix an approver chose.
+PATCH_PLAYBOOK_DRAFT = "playbook-draft-v1"
 #: Child workflows (the LLM investigator, the fix) start by name from `models.ids`: importing their
 #: modules would re-run them in every incident's sandbox.
 
@@ -714,12 +719,43 @@ class IncidentWorkflow:
         await self._flush_comments()
         if result.outcome != "healed":
             return False
+        if approved_by is not None and self._drafts_playbook() and workflow.patched(PATCH_PLAYBOOK_DRAFT):
+            await self._draft_playbook(rules.healed_outcome(approved_by))
         await self._close_ticket_done(
             rules.healed_comment(plan.playbook, seconds, approved_by),
             "healed",
             rules.healed_outcome(approved_by),
         )
         return True
+
+    def _drafts_playbook(self) -> bool:
+        """Whether the fix that just healed was an investigation's proposal (a playbook's own run
+        teaches nothing new)."""
+        proposal = self._view.proposal
+        return proposal is not None and proposal.kind in ("revert", "patch")
+
+    async def _draft_playbook(self, outcome: Outcome) -> None:
+        """Draft a playbook from the approved fix as the incident closes; best effort, on the
+        ticket and the timeline, never in the way of closing."""
+        alert = self._view.alerts[0] if self._view.alerts else None
+        try:
+            result: DraftResult = await workflow.execute_activity(
+                "draft_playbook",
+                DraftRequest(
+                    view=self._closing_view(outcome),
+                    service_label=rules.service_label(alert, self._policy.service_labels)
+                    if alert is not None
+                    else "service",
+                ),
+                result_type=DraftResult,
+                start_to_close_timeout=timedelta(seconds=max(120.0, self._policy.activity_timeout_seconds)),
+                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["DraftFailed"]),
+            )
+        except ActivityError as err:
+            self._event("draft_failed", f"could not draft a playbook from this fix: {cause(err)}")
+            return
+        kind = "playbook_drafted" if result.status == "proposed" else "playbook_draft_refused"
+        self._event(kind, result.message, {"name": result.name, "branch": result.branch})
 
     async def _reescalate(self) -> None:
         if self._view.escalations >= self._policy.max_reescalations:

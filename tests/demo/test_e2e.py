@@ -139,6 +139,26 @@ def test_novel_fault_escalates_then_its_approved_revert_heals(run: Run) -> None:
     assert ticket["status"] == "Done"
 
 
+def test_the_novel_fix_is_drafted_as_a_playbook_on_its_ticket(run: Run, tmp_path: Path) -> None:
+    """What the demo saves under .selfheal-demo/: the playbook drafted from the approved revert,
+    which the real loader accepts and which matches the novel alert's shape."""
+    from demo.runner import drafted_playbooks
+    from playbooks.loader import load_file
+
+    ((name, data),) = drafted_playbooks(run.stack, run.novel.ticket_key)
+    assert name == "shop-high-latency-revert.yaml"
+    (tmp_path / name).write_bytes(data)
+    playbook, errors = load_file(tmp_path / name)
+    assert playbook is not None, errors
+    spec = playbook.spec
+    assert spec.match.alertname == "HighLatency" and spec.policy.mode == "approve"
+    assert {str(m) for m in spec.match.matchers} >= {'service="shop"', 'route="/api/products"'}
+    revert = spec.fix[0].git_revert
+    assert revert is not None and revert.paths == ["services/{{ params.service }}/config/app.yaml"]
+    view = run.runner.view(run.novel.incident_id)
+    assert any(e["kind"] == "playbook_drafted" for e in view["timeline"]), view["timeline"]
+
+
 def test_one_ticket_per_incident(run: Run) -> None:
     keys = {run.known.ticket_key, run.novel.ticket_key}
     assert len(keys) == 2

@@ -871,3 +871,157 @@ async def test_a_proposal_selfheal_may_not_run_is_refused_on_the_ticket(loop_fac
     assert resp.status_code == 200, resp.text
     view = await lp.wait(incident_id, lambda v: v["stage"] == "closed")
     assert view["outcome"] == "approved" and lp.deploys() == pushed and lp.pool_size() == 2
+
+
+# --- the loop learns: the approved revert drafted as a playbook, merged, matched next time ----------
+
+
+async def post_alert(
+    lp: Loop, labels: dict[str, str], starts: datetime, ends: datetime | None = None
+) -> None:
+    alert: dict[str, Any] = {"labels": labels, "annotations": {}, "startsAt": starts.isoformat()}
+    if ends is not None:
+        alert["endsAt"] = ends.isoformat()
+    async with httpx.AsyncClient() as client:
+        resp = await client.post(f"{lp.am_url}/api/v2/alerts", json=[alert])
+        assert resp.status_code == 200, resp.text
+
+
+def playbooks_repo(root: Path) -> tuple[Path, Path, Path]:
+    """The playbooks repository: a bare remote, selfheal's clone (where drafts are pushed from) and
+    the checkout the worker loads playbooks from (what a merge lands in)."""
+    remote = root / "playbooks.git"
+    git.Repo.init(remote, bare=True, initial_branch="main")
+    seed = git.Repo.init(root / "playbooks-seed", initial_branch="main")
+    keep = root / "playbooks-seed" / "playbooks" / "README.md"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("Playbooks reviewed by the SRE team.\n")
+    seed.index.add([str(keep)])
+    seed.index.commit("playbooks")
+    seed.create_remote("origin", str(remote)).push("main:main")
+    work = root / "playbooks-selfheal"
+    checkout = root / "playbooks-checkout"
+    git.Repo.clone_from(str(remote), work, branch="main")
+    git.Repo.clone_from(str(remote), checkout, branch="main")
+    return remote, work, checkout
+
+
+async def test_an_approved_revert_becomes_a_playbook_that_the_next_incident_matches(
+    loop_factory: Any,
+) -> None:
+    """Round 1: a novel incident healed by the approved revert drafts a playbook (lints clean,
+    attached, pushed once as a branch). An SRE merges it; a new worker loads it. Round 2: the same
+    fault on another pod matches the draft, which reverts the new bad commit once approved."""
+    from connectors.git.settings import RepoSettings
+    from playbooks.draft import draft_name
+    from tests.support.loop_metrics import scrape_api, value
+
+    lp: Loop = await loop_factory({}, service_defaults=SERVICE_DEFAULTS, in_process_worker=False)
+    pb_remote, pb_work, checkout = playbooks_repo(lp.root)
+    section = lp.settings.remediation
+    section.repos["playbooks"] = RepoSettings(path=pb_work)
+    section.playbooks_repo = "playbooks"
+    section.playbooks_repo_dir = "playbooks"
+    section.playbook_dirs = [*section.playbook_dirs, checkout / "playbooks"]
+    client = await connect(lp.settings.temporal)
+    labels = {"alertname": lp.alertname, "service": lp.service, "severity": "warning"}
+    pod1 = {**labels, "pod": f"{lp.service}-5d4c3b2a1f-abcde"}
+
+    async with build_worker(client, lp.settings):
+        bad = break_config(lp)
+        now = datetime.now(UTC)
+        await post_alert(lp, pod1, now)
+        first = await lp.incident_for()
+        view = await lp.wait(first, lambda v: v["stage"] == "awaiting_decision")
+        assert view["proposal"]["kind"] == "revert", view["timeline"]
+        resp = await lp.http.post(
+            f"/api/v1/incidents/{first}/decision",
+            json={"decision": "approve", "plan_digest": view["proposal"]["digest"]},
+        )
+        assert resp.status_code == 200, resp.text
+        view = await lp.wait(first, lambda v: v["stage"] == "closed")
+    assert view["outcome"] == "healed_after_approval" and lp.pool_size() == 20, view["remediations"]
+    drafted = next(e for e in view["timeline"] if e["kind"] == "playbook_drafted")
+    name, branch = drafted["data"]["name"], drafted["data"]["branch"]
+    assert name == draft_name(lp.service, lp.alertname, "revert")
+    assert branch == f"selfheal/draft-{first}"
+    ticket = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
+    assert [a["filename"] for a in ticket["attachments"] if a["filename"].endswith(".yaml")] == [
+        f"{name}.yaml"
+    ]
+    assert any(f"drafted playbook {name}" in c["body"] and branch in c["body"] for c in ticket["comments"])
+    remote = git.Repo(pb_remote)
+    assert [h.name for h in remote.heads] == ["main", branch] or sorted(
+        h.name for h in remote.heads
+    ) == sorted(["main", branch])
+    assert len(list(remote.iter_commits(f"main..{branch}"))) == 1
+    text = remote.git.show(f"{branch}:playbooks/{name}.yaml")
+    assert "mode: approve" in text and "since: 10m" in text and "pod:" in text and bad[:12] in text
+
+    # The SRE merges the branch; the configured playbook dir is a checkout of main.
+    sre = git.Repo.clone_from(str(pb_remote), lp.root / "sre", branch="main")
+    sre.git.fetch("origin", branch)
+    sre.git.merge("--ff-only", "FETCH_HEAD")
+    sre.remote("origin").push("main:main")
+    git.Repo(checkout).git.pull("--ff-only", "origin", "main")
+    assert (checkout / "playbooks" / f"{name}.yaml").read_text().strip() == text.strip()
+
+    # Round 2: a new worker loads the merged draft; the same fault comes back on another pod.
+    async with build_worker(client, lp.settings):
+        await post_alert(lp, pod1, now, ends=datetime.now(UTC))  # round 1's alert resolves
+        colleague = git.Repo(lp.root / "colleague")
+        colleague.git.pull("--ff-only", "origin", "main")
+        path = lp.root / "colleague" / CONFIG.format(service=lp.service)
+        path.write_text("# pool settings\npool:\n  size: 3\n  timeout: 30s\n")
+        colleague.index.add([str(path)])
+        # Dated an hour ago with the alert 3 s later: round 1's commits are outside its window.
+        when = datetime.now(UTC) - timedelta(hours=1)
+        stamp = f"{int(when.timestamp())} +0000"
+        second_bad = colleague.index.commit("pool: 3 is plenty", author_date=stamp, commit_date=stamp).hexsha
+        colleague.remote("origin").push("main:main")
+        assert lp.pool_size() == 3
+        await post_alert(lp, {**labels, "pod": f"{lp.service}-6e5d4c3b2a-fghij"}, when + timedelta(seconds=3))
+        deadline = asyncio.get_running_loop().time() + 60
+        second = None
+        while second is None:
+            assert asyncio.get_running_loop().time() < deadline, "no second incident"
+            listed = (await lp.http.get("/api/v1/incidents")).json()["incidents"]
+            second = next(
+                (i["id"] for i in listed if i["alertname"] == lp.alertname and i["id"] != first), None
+            )
+            await asyncio.sleep(0.2)
+        view = await lp.wait(second, lambda v: v["stage"] == "awaiting_decision")
+        proposal = view["proposal"]
+        assert proposal["playbook"] == name and proposal["kind"] == "playbook", view["timeline"]
+        assert "playbook_matched" in kinds(view)
+        resp = await lp.http.post(
+            f"/api/v1/incidents/{second}/decision",
+            json={"decision": "approve", "plan_digest": proposal["digest"]},
+        )
+        assert resp.status_code == 200, resp.text
+        view = await lp.wait(second, lambda v: v["stage"] == "closed")
+    assert view["outcome"] == "healed_after_approval", view["remediations"]
+    assert view["remediations"][-1]["playbook"] == name and lp.pool_size() == 20
+    fix = next(c for c in lp.remote_commits() if f"Selfheal-Incident: {second}" in c.message)
+    assert fix.parents[0].hexsha == second_bad
+    assert "playbook_drafted" not in kinds(view)  # a playbook's own run teaches nothing new
+
+    s = await scrape_api(lp.http)
+    assert value(s, "selfheal_playbook_drafts_total", status="proposed") == 1.0
+    assert value(s, "selfheal_playbook_drafts_accepted_total") == 1.0
+    assert value(s, "selfheal_escalations_total", outcome="healed_after_approval") == 2.0
+
+    # Both incidents (runs of the alert group's workflow) replay against today's code; round 1's
+    # history is the one to commit for playbook-draft-v1 (SELFHEAL_RECORD_HISTORY=incident-v8-…).
+    replayer = Replayer(workflows=[IncidentWorkflow], data_converter=pydantic_data_converter)
+    group = first.rsplit("-", 1)[0]
+    runs = [r async for r in client.list_workflows(f"WorkflowId = 'incident-{group}'")]
+    assert len(runs) == 2
+    for run in sorted(runs, key=lambda r: r.start_time):
+        history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+        await replayer.replay_workflow(history)
+        record = os.environ.get("SELFHEAL_RECORD_HISTORY", "")
+        if record.startswith("incident-") and "draft_playbook" in history.to_json():
+            target = Path(__file__).parents[1] / "workflows" / "histories" / f"{record}.json"
+            assert not target.exists(), f"{target} exists: committed histories are never overwritten"
+            target.write_text(history.to_json())
