@@ -114,16 +114,7 @@ class CodingActivities:
 
     def _tests(self, req: CodingRequest, repo: str) -> list[CommandAction]:
         """The service's `test` command steps as its proposal plan would render them."""
-        alert = req.alert
-        target = ProposalTarget(
-            incident_id=req.incident_id,
-            service=req.service,
-            service_label=req.service_label,
-            alertname=alert.labels.get("alertname", ""),
-            fingerprint=alert.fingerprint,
-            status=alert.status,
-            starts_at=alert.startsAt,
-        )
+        target = ProposalTarget.of(req.incident_id, req.service, req.service_label, req.alert)
         try:
             plan = plan_proposal(
                 Runnable(kind="revert", repo=repo, sha=_STAND_IN),

@@ -52,16 +52,7 @@ class ProposalActivities:
             return ProposalPlan()
         if not self.settings.enabled:
             return ProposalPlan(kind=fix.kind, reasons=["remediation is disabled (remediation.enabled)"])
-        alert = req.alert
-        target = ProposalTarget(
-            incident_id=req.incident_id,
-            service=req.service,
-            service_label=req.service_label,
-            alertname=alert.labels.get("alertname", ""),
-            fingerprint=alert.fingerprint,
-            status=alert.status,
-            starts_at=alert.startsAt,
-        )
+        target = ProposalTarget.of(req.incident_id, req.service, req.service_label, req.alert)
         try:
             defaults = check_repo(
                 fix, target, services=self.settings.services, repos=list(self.settings.repos)

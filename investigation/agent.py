@@ -48,7 +48,7 @@ from temporalio.workflow import ActivityConfig
 
 from investigation import live_tools
 from investigation.live_tools import ToolInputError, current_runtime
-from investigation.telemetry import BudgetExceeded, after_requests, agent_run, run_budget
+from investigation.telemetry import MODEL_ACTIVITY, BudgetExceeded, after_requests, agent_run, run_budget
 from models.agent import AgentDeps, InvestigationOutput, LlmRunConfig, LlmSpend
 from models.evidence import Evidence, EvidenceSection
 from models.investigation import AgentRun, BudgetKind, Investigation, ProposedFix, RunOutcome
@@ -422,9 +422,7 @@ def build_agent(model: Model, *, live: bool, durable: bool) -> Agent[AgentDeps, 
         capabilities.append(
             TemporalDurability(
                 activity_config=_TOOL_ACTIVITY,
-                model_activity_config=ActivityConfig(
-                    start_to_close_timeout=timedelta(minutes=5), retry_policy=RetryPolicy(maximum_attempts=3)
-                ),
+                model_activity_config=MODEL_ACTIVITY,
             )
         )
     return Agent(

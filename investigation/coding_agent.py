@@ -39,7 +39,7 @@ from temporalio.workflow import ActivityConfig
 
 from investigation import coding_tools
 from investigation.coding_tools import CodingToolError, current_coding_runtime, workspace_root
-from investigation.telemetry import BudgetExceeded, RunBudget, after_requests, agent_run
+from investigation.telemetry import MODEL_ACTIVITY, BudgetExceeded, RunBudget, after_requests, agent_run
 from models.agent import LlmSpend
 from models.coding import (
     CodingDeps,
@@ -197,9 +197,7 @@ def build_coding_agent(model: Model, *, durable: bool) -> Agent[CodingDeps, Codi
             TemporalDurability(
                 activity_config=_FILE_ACTIVITY,
                 toolset_activity_config={"files": _FILE_ACTIVITY, "tests": _TEST_ACTIVITY},
-                model_activity_config=ActivityConfig(
-                    start_to_close_timeout=timedelta(minutes=5), retry_policy=RetryPolicy(maximum_attempts=3)
-                ),
+                model_activity_config=MODEL_ACTIVITY,
             )
         )
     return Agent(

@@ -20,14 +20,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic_ai.exceptions import UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
 from pydantic_ai.usage import RunUsage, UsageLimits
+from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityConfig
 
 from models.agent import LlmPrice, LlmRunConfig, LlmSpend
 from models.investigation import AgentRun, BudgetKind, RunOutcome
+
+#: One model request as a Temporal activity, for both agents (the investigator, the coding agent):
+#: minutes at most, retried a few times (a provider's 5xx), its usage counted once it answers.
+MODEL_ACTIVITY = ActivityConfig(
+    start_to_close_timeout=timedelta(minutes=5), retry_policy=RetryPolicy(maximum_attempts=3)
+)
 
 
 class BudgetExceeded(UsageLimitExceeded):

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from models.incident import TrackedAlert
 from models.investigation import ProposedFix
 from models.plan import RemediationPlan
 from playbooks.render import RenderError, check_playbook, loc_str, render_plan
@@ -115,6 +116,19 @@ class ProposalTarget:
     fingerprint: str
     status: str
     starts_at: datetime
+
+    @classmethod
+    def of(cls, incident_id: str, service: str, service_label: str, alert: TrackedAlert) -> ProposalTarget:
+        """The target of an incident's proposal for its `alert` (as the workflow tracks it)."""
+        return cls(
+            incident_id=incident_id,
+            service=service,
+            service_label=service_label,
+            alertname=alert.labels.get("alertname", ""),
+            fingerprint=alert.fingerprint,
+            status=alert.status,
+            starts_at=alert.startsAt,
+        )
 
 
 @dataclass(frozen=True)
