@@ -356,36 +356,30 @@ class IncidentService:
         is overwritten with its name. Audited whatever the outcome (a refusal included)."""
         decision = decision.model_copy(update={"by": principal.name})
         fields = {"incident_id": incident_id, "decision": decision.decision.value, "source": decision.source}
-        try:
-            check_approver(principal)
-        except ApproverNotAllowed as err:
+
+        async def refuse(reason: str) -> None:
             await self.record_refusal(
                 incident_id,
                 decision.decision,
                 by=principal.name,
                 via=decision.source,
-                reason=err.message,
+                reason=reason,
                 dedup=update_id or uuid.uuid4().hex,
                 principal=principal,
                 origin=origin,
                 source=decision.source,
             )
+
+        try:
+            check_approver(principal)
+        except ApproverNotAllowed as err:
+            await refuse(err.message)
             raise
         try:
             view = await self._decide(incident_id, decision, update_id)
         except PlanChanged as err:
             # Said where humans look, like any refusal: a changed plan needs a new approval.
-            await self.record_refusal(
-                incident_id,
-                decision.decision,
-                by=principal.name,
-                via=decision.source,
-                reason=err.message,
-                dedup=update_id or uuid.uuid4().hex,
-                principal=principal,
-                origin=origin,
-                source=decision.source,
-            )
+            await refuse(err.message)
             raise
         except IncidentError as err:
             audit(
