@@ -58,6 +58,15 @@ IncidentId = Annotated[
 #: What a visibility filter accepts (the API's own rule: a search attribute value).
 FilterValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/@-]{1,200}$")]
 LabelValue = Annotated[str, Field(max_length=4096)]
+#: A plan digest as the API takes it (`DecisionRequest.plan_digest`): the plan's sha256, or 8+ of
+#: its leading hex digits.
+PlanDigest = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9a-f]{8,64}$",
+        description="The plan's digest as shown (proposal.digest), or its first 8+ lowercase hex digits",
+    ),
+]
 
 
 class AlertInput(BaseModel):
@@ -303,13 +312,14 @@ def build_server(api_for: ApiFor) -> MCPServer[Any]:
         found = await _matches(ctx, incident_id, alert)
         return _result(found, "\n".join([f"{len(found.alerts)} alerts planned", *_match_lines(found)]))
 
-    async def _decide(ctx: Ctx, incident_id: str, kind: str, comment: str) -> CallToolResult:
+    async def _decide(
+        ctx: Ctx, incident_id: str, kind: str, comment: str, plan_digest: str | None = None
+    ) -> CallToolResult:
+        body: dict[str, Any] = {"decision": kind, "comment": comment}
+        if plan_digest is not None:
+            body["plan_digest"] = plan_digest
         async with api_for(ctx) as api:
-            data = await api.call(
-                "POST",
-                f"/api/v1/incidents/{incident_id}/decision",
-                json={"decision": kind, "comment": comment},
-            )
+            data = await api.call("POST", f"/api/v1/incidents/{incident_id}/decision", json=body)
         view: IncidentView = _parse(IncidentView, data, "the decision")
         out = DecisionResult(
             incident_id=view.id, decision=view.decision, stage=view.stage, outcome=view.outcome
@@ -322,11 +332,13 @@ def build_server(api_for: ApiFor) -> MCPServer[Any]:
 
     @server.tool(annotations=decision_hints)
     async def approve_incident(
-        ctx: Ctx, incident_id: IncidentId, comment: Comment = ""
+        ctx: Ctx, incident_id: IncidentId, comment: Comment = "", plan_digest: PlanDigest | None = None
     ) -> Annotated[CallToolResult, DecisionResult]:
         """Approve an escalated incident's proposal (its fix then runs), as the person whose token
-        this server holds; needs the approver role."""
-        return await _decide(ctx, incident_id, "approve", comment)
+        this server holds; needs the approver role. Pass the `proposal.digest` you read (or its
+        first 8+ hex digits) as `plan_digest` to approve exactly that plan: one that changed since
+        is refused (HTTP 409) and nothing runs."""
+        return await _decide(ctx, incident_id, "approve", comment, plan_digest)
 
     @server.tool(annotations=decision_hints)
     async def reject_incident(

@@ -177,3 +177,39 @@ async def test_streamable_http_under_the_api_acts_as_the_caller(stack: Stack) ->
     view = await stack.wait_for(incident_id, lambda v: v["stage"] == "closed")
     assert view["outcome"] == "rejected"
     assert any(e["kind"] == "decision_refused" and "by victor" in e["message"] for e in view["timeline"])
+
+
+@LIBRARY
+async def test_approve_pins_the_plan_it_read_and_a_stale_digest_is_refused(stack: Stack) -> None:
+    """An agent approves with the digest of the plan it read: a digest that is not the current
+    plan's is refused by the API (409) and nothing runs; a malformed one never leaves the tool;
+    the right one runs that plan."""
+    sample = json.loads((LIBRARY_DIR / "samples" / "node-systemd-unit-restart.json").read_text())
+    sample["groupKey"] = sample["groupKey"] + unique_group()
+    incident_id = (await stack.post_alerts(sample)).json()["incident_id"]
+    await stack.wait_for(incident_id, lambda v: v["stage"] == "awaiting_decision")
+    async with http_session(stack, "oncall") as approver:
+        shown = await call(approver, "show_incident", incident_id=incident_id)
+        digest = shown["incident"]["proposal"]["digest"]
+        assert len(digest) == 64
+
+        stale = await approver.call_tool(
+            "approve_incident", {"incident_id": incident_id, "plan_digest": "deadbeef"}
+        )
+        assert stale.is_error and "conflict (HTTP 409)" in text(stale), text(stale)
+        assert "needs a new approval" in text(stale)
+        malformed = await approver.call_tool(
+            "approve_incident", {"incident_id": incident_id, "plan_digest": "DEADBEEF; drop"}
+        )
+        assert malformed.is_error and "plan_digest" in text(malformed), text(malformed)
+        assert "HTTP" not in text(malformed)  # refused by the tool, never sent
+        view = await stack.incident(incident_id)
+        assert view["stage"] == "awaiting_decision" and view["decision"] is None
+        assert not view["remediations"]
+        assert [e for e in view["timeline"] if e["kind"] == "decision_refused"]
+
+        decided = await call(approver, "approve_incident", incident_id=incident_id, plan_digest=digest[:12])
+        assert decided["decision"]["plan_digest"] == digest[:12]
+    view = await stack.wait_for(incident_id, lambda v: bool(v["remediations"]))
+    approved = next(e["message"] for e in view["timeline"] if e["kind"] == "decision")
+    assert approved.endswith(f"(plan {digest[:12]})"), approved
