@@ -4,10 +4,12 @@ Runs as the incident closes. It drafts the playbook (`playbooks/draft.py`), runs
 and lint on it and checks it matches the incident's own alert, and only then proposes it: the
 draft is recorded in the incident store (its name is what `/metrics` counts as accepted once a
 later incident matches it), attached to the ticket as `<name>.yaml`, and pushed as branch
-`selfheal/draft-<incident>` to the playbooks repository when one is configured. A draft that
-cannot be made or does not lint is refused with the reason on the ticket, never proposed.
-Every effect is idempotent: the store row is keyed by incident, the attachment by name and size,
-the comment by a dedup key, and the branch is found again instead of pushed twice.
+`selfheal/draft-<incident>` to the playbooks repository when one is configured; when that
+repository has a forge (`gitops.forges.<repo>`), a pull request is opened from the branch and its
+URL said on the ticket. A draft that cannot be made or does not lint is refused with the reason on
+the ticket, never proposed. Every effect is idempotent: the store row is keyed by incident, the
+attachment by name and size, the comment by a dedup key, the branch is found again instead of
+pushed twice, and the pull request is found by its branch before one is ever opened.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from playbooks.draft import (
 if TYPE_CHECKING:
     from connectors.git.publish import Published
     from connectors.git.repo import GitRepo
+    from connectors.gitops.forge import Forge, ForgeRequest
     from connectors.incident_store import IncidentStore
 
 log = structlog.get_logger(__name__)
@@ -54,9 +57,13 @@ class DraftActivities:
         playbook_names: Callable[[], Collection[str]] = lambda: (),
         kube_namespaces: Collection[str] | None = None,
         public_url: str = "",
+        forge: Callable[[str], Forge | None] = lambda _repo: None,
     ) -> None:
-        """`playbook_names` are the loaded playbooks' names (a draft takes a free one)."""
+        """`playbook_names` are the loaded playbooks' names (a draft takes a free one); `forge(repo)`
+        is the repository's forge, None when `gitops.forges` has none (the branch is then only
+        pushed, and the ticket asks for a pull request)."""
         self.settings = settings
+        self.forge = forge
         self.tracker = tracker
         self.store = store
         self.open_repo = open_repo
@@ -93,6 +100,7 @@ class DraftActivities:
             return self._refused(view, ["the draft does not lint: " + "; ".join(problems[:5])], now)
         published, push_problem = self._publish(view, draft, now)
         branch = published.branch if published is not None and not published.already_merged else ""
+        pr, pr_problem = self._pull_request(view, draft, published) if branch else (None, "")
         self.store().record_draft(
             view.id,
             name=draft.name,
@@ -105,14 +113,16 @@ class DraftActivities:
         ticket = view.ticket
         if ticket is not None:
             self.tracker.attach(ticket.key, draft.filename, draft.text.encode("utf-8"))
-            body = self._proposed_comment(draft, published, push_problem)
+            body = self._proposed_comment(draft, published, push_problem, pr, pr_problem)
             self.tracker.comment(ticket.key, body, f"{view.id}:playbook-draft")
         where = f", branch {branch}" if branch else ""
-        log.info("playbook drafted", name=draft.name, branch=branch)
+        where += f", pull request {pr.url}" if pr is not None else ""
+        log.info("playbook drafted", name=draft.name, branch=branch, pull_request=pr.url if pr else "")
         return DraftResult(
             status="proposed",
             name=draft.name,
             branch=branch,
+            pull_request=pr.url if pr is not None else "",
             message=f"drafted playbook {draft.name} ({draft.filename} on the ticket{where})",
         )
 
@@ -171,7 +181,64 @@ class DraftActivities:
                 raise
             return None, str(err)
 
-    def _proposed_comment(self, draft: Draft, published: Published | None, push_problem: str) -> str:
+    def _pull_request(
+        self, view: IncidentView, draft: Draft, published: Published | None
+    ) -> tuple[ForgeRequest | None, str]:
+        """The draft branch's pull request on the playbooks repository's forge, opened or found by
+        its branch (never a second one); (None, "") without a forge or a pushed branch, and a refusal
+        retrying cannot cure (a bad token, a missing permission) as (None, why) for the ticket."""
+        name = self.settings.playbooks_repo
+        if name is None or published is None or published.already_merged or not published.remote:
+            return None, ""
+        try:
+            forge = self.forge(name)
+            if forge is None:
+                return None, ""
+            base = self.settings.repos[name].base_branch
+            title = f"playbooks: add {draft.name}, drafted from incident {view.id}"
+            pr, opened = forge.open_or_find(published.branch, base, title, self._pr_body(view, draft), [])
+        except ConnectorError as err:
+            if err.retryable:
+                raise
+            return None, str(err)
+        log.info("draft pull request", url=pr.url, opened=opened, status=pr.status)
+        return pr, ""
+
+    def _pr_body(self, view: IncidentView, draft: Draft) -> str:
+        """Why the draft was made, for the reviewer: the incident, its ticket and the approved fix."""
+        last = view.remediations[-1] if view.remediations else None
+        approved_by = last.approved_by if last is not None and last.approved_by else "an approver"
+        ticket = view.ticket.key if view.ticket is not None else "none"
+        fix = "revert" if draft.kind == "revert" else "patch"
+        lines = [
+            f"selfheal drafted playbook `{draft.name}` from incident `{view.id}` (ticket {ticket}).",
+            "",
+            f"Why: the incident closed healed by an approved proposed {fix} (approved by"
+            f" {approved_by}), and no playbook captured that fix yet. The draft lints clean with the"
+            " real loader and matches the incident's own alert.",
+            "",
+            f"- Incident: `{view.id}`",
+            f"- Ticket: {ticket}",
+            f"- Alert: `{view.alertname}` on service `{view.service}`",
+            f"- Mode: {'approve, at most 2 runs a day, 1h apart' if draft.kind == 'revert' else 'suggest'}",
+        ]
+        if draft.notes:
+            lines += ["", "Review notes:", *(f"- {note}" for note in draft.notes)]
+        lines += [
+            "",
+            "Review the matchers, params and fix before merging; once merged into a configured"
+            " playbook directory, the next incident of this shape matches it.",
+        ]
+        return "\n".join(lines)
+
+    def _proposed_comment(
+        self,
+        draft: Draft,
+        published: Published | None,
+        push_problem: str,
+        pr: ForgeRequest | None = None,
+        pr_problem: str = "",
+    ) -> str:
         mode = (
             "mode approve, at most 2 runs a day, 1h apart"
             if draft.kind == "revert"
@@ -192,9 +259,19 @@ class DraftActivities:
             lines.append(f"Could not propose it to the playbooks repository {repo}: {push_problem}")
         elif published is not None and published.already_merged:
             lines.append(f"The playbooks repository {repo} already holds this playbook on its base branch.")
+        elif pr is not None:
+            base = self.settings.repos[repo].base_branch
+            state = "" if pr.status == "open" else f" (now {pr.status})"
+            lines.append(
+                f"Proposed as pull request {pr.url}{state} from branch {pr.branch}"
+                f" into {base} of {repo}. Once merged into a configured playbook directory, the next"
+                " incident of this shape matches it."
+            )
         elif published is not None:
             where = f"{published.remote} of {repo}" if published.remote else f"the local repository {repo}"
             base = self.settings.repos[repo].base_branch
+            if pr_problem:
+                lines.append(f"Could not open a pull request on the forge of {repo}: {pr_problem}")
             lines.append(
                 f"Proposed as branch {published.branch} (commit {published.commit[:12]}) on {where}:"
                 f" open a pull request from it into {base}. Once merged into a configured playbook"

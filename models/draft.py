@@ -25,4 +25,6 @@ class DraftResult(BaseModel):
     name: str = ""
     #: The branch pushed to the playbooks repository ("" when none is configured).
     branch: str = ""
+    #: The draft branch's pull request URL ("" without a forge for the playbooks repository).
+    pull_request: str = ""
     message: str

@@ -139,6 +139,7 @@ def build_worker(
         playbook_names=lambda: list(remediation.playbook_set().by_name),
         kube_namespaces=settings.kube.namespaces if settings.kube is not None else None,
         public_url=settings.public_url,
+        forge=clients.forge,
     )
     register_runtime(settings.temporal.task_queue, clients.llm_runtime())
     coding = CodingActivities(

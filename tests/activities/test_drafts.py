@@ -1,7 +1,7 @@
 """The draft activity on real git repositories, the local tracker and the incident store: a healed
-proposal is drafted, attached, recorded and pushed as one branch; a retry repeats nothing; a
-draft that does not lint, or an incident that was not healed by an approved fix, is refused with
-the reason on the ticket."""
+proposal is drafted, attached, recorded and pushed as one branch, and with a forge proposed as one
+pull request (on the GitHub test server); a retry repeats nothing; a draft that does not lint, or
+an incident that was not healed by an approved fix, is refused with the reason on the ticket."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from activities.drafts import DraftActivities
 from activities.remediation_settings import RemediationSettings
-from connectors.base import TicketContent
+from connectors.base import ConnectorError, TicketContent
 from connectors.git.process import GitError
 from connectors.git.publish import DRAFT_TRAILER, publish_file
 from connectors.git.repo import GitRepo
+from connectors.gitops.github import GithubForge
+from connectors.gitops.settings import ForgeSettings
 from connectors.incident_store import IncidentStore
 from connectors.local_tracker import LocalTracker
 from models.incident import (
@@ -35,6 +38,7 @@ from models.investigation import Investigation, ProposedFix, RevertRef
 from pages.document import Document
 from playbooks.loader import load_file
 from playbooks.proposal import ServiceDefaults
+from tests.support.forges import GithubFake
 
 STARTS = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
 SERVICE = "shop"
@@ -269,3 +273,92 @@ def test_publish_without_a_remote_makes_a_local_branch_once(tmp_path: Path) -> N
     assert not publish_file(repo, incident_id="inc-1", **kw).pushed
     assert git(local, "show", "selfheal/draft-inc-1:p.yaml") == "name: p"
     assert git(local, "status", "--porcelain") == ""  # the checkout is untouched
+
+
+def with_forge(setup: dict[str, Any], forge: GithubForge) -> DraftActivities:
+    """The setup's activity with `forge` for the playbooks repository (as `gitops.forges.playbooks`)."""
+    base: DraftActivities = setup["acts"]
+    return DraftActivities(
+        base.settings,
+        tracker=base.tracker,
+        store=base.store,
+        open_repo=base.open_repo,
+        forge=lambda repo: forge if repo == "playbooks" else None,
+    )
+
+
+def github_forge(fake: GithubFake, token: str) -> GithubForge:
+    return GithubForge(
+        ForgeSettings(kind="github", url=fake.url, project="acme/playbooks", token=SecretStr(token))
+    )
+
+
+def test_with_a_forge_the_draft_branch_is_proposed_as_one_pull_request(setup: dict[str, Any]) -> None:
+    """The branch is pushed to the real bare remote and a pull request opened from it, with the
+    incident, the ticket and why in its body and its URL on the ticket; a retried activity finds
+    the request by its branch and opens no second one."""
+    with GithubFake() as fake:
+        fake.add_token("bot", "selfheal-bot")
+        fake.add_repo("acme/playbooks", setup["remote"])
+        acts = with_forge(setup, github_forge(fake, "bot"))
+        view = healed_view(setup["ticket"], setup["sha"])
+        first = acts.draft(view, "service")
+        assert first.status == "proposed" and first.branch == "selfheal/draft-d1a2b3c4-1", first.message
+        (pull,) = fake.repos["acme/playbooks"].pulls.values()
+        assert pull.head == first.branch and pull.base == "main" and pull.state == "open"
+        assert pull.title == f"playbooks: add shop-high-latency-revert, drafted from incident {view.id}"
+        assert f"incident `{view.id}`" in pull.body and f"ticket {setup['ticket'].key}" in pull.body
+        assert "healed by an approved proposed revert (approved by alice)" in pull.body
+        assert first.pull_request == "https://github.example/acme/playbooks/pull/1"
+        assert first.pull_request in first.message
+        assert len(branch_commits(setup["remote"], first.branch)) == 1
+        (comment,) = [c["body"] for c in setup["tracker"].get(setup["ticket"].key)["comments"]]
+        assert (
+            f"Proposed as pull request {first.pull_request} from branch {first.branch} into main" in comment
+        )
+        assert "open a pull request from it" not in comment
+
+        again = acts.draft(view, "service")  # a retried activity
+        assert again == first
+        assert len(fake.repos["acme/playbooks"].pulls) == 1
+        assert [r for r in fake.requests if r == ("POST", "/api/v3/repos/acme/playbooks/pulls")] == [
+            ("POST", "/api/v3/repos/acme/playbooks/pulls")
+        ]
+        assert len(setup["tracker"].get(setup["ticket"].key)["comments"]) == 1
+
+
+def test_a_forge_refusal_leaves_the_pushed_branch_and_says_why_on_the_ticket(setup: dict[str, Any]) -> None:
+    """A read-only token (403, which retrying cannot cure): the branch is still proposed, the ticket
+    says the pull request could not be opened and asks for one; nothing is raised."""
+    with GithubFake() as fake:
+        fake.add_token("reader", "viewer", write=False)
+        fake.add_repo("acme/playbooks", setup["remote"])
+        acts = with_forge(setup, github_forge(fake, "reader"))
+        result = acts.draft(healed_view(setup["ticket"], setup["sha"]), "service")
+        assert result.status == "proposed" and result.pull_request == "" and result.branch
+        assert not fake.repos["acme/playbooks"].pulls
+        assert len(branch_commits(setup["remote"], result.branch)) == 1
+        (comment,) = [c["body"] for c in setup["tracker"].get(setup["ticket"].key)["comments"]]
+        assert "Could not open a pull request on the forge of playbooks: github" in comment
+        assert "403" in comment and "open a pull request from it into main" in comment
+
+
+def test_a_forge_down_fails_the_attempt_and_the_retry_opens_the_request(setup: dict[str, Any]) -> None:
+    """The branch is pushed but the forge cannot be reached: the attempt fails retryably before the
+    ticket is told anything; the retry finds the branch pushed and opens the one request."""
+    with GithubFake() as gone:
+        down = github_forge(gone, "bot")
+    view = healed_view(setup["ticket"], setup["sha"])
+    with pytest.raises(ConnectorError) as failed:
+        with_forge(setup, down).draft(view, "service")
+    assert failed.value.retryable and "cannot reach" in str(failed.value)
+    assert len(branch_commits(setup["remote"], "selfheal/draft-d1a2b3c4-1")) == 1
+    assert setup["tracker"].get(setup["ticket"].key)["comments"] == []
+    with GithubFake() as fake:
+        fake.add_token("bot", "selfheal-bot")
+        fake.add_repo("acme/playbooks", setup["remote"])
+        result = with_forge(setup, github_forge(fake, "bot")).draft(view, "service")
+        assert result.pull_request and len(fake.repos["acme/playbooks"].pulls) == 1
+        assert len(branch_commits(setup["remote"], result.branch)) == 1
+        (comment,) = [c["body"] for c in setup["tracker"].get(setup["ticket"].key)["comments"]]
+        assert result.pull_request in comment
