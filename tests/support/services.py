@@ -12,7 +12,9 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from devstack.temporal_server import TemporalDevServer, free_port
 
@@ -130,3 +132,14 @@ def postgres_server() -> Iterator[str]:
             timeout=60,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def skip_time(env: Any, seconds: float) -> None:
+    """`env.sleep(seconds)` on the time-skipping server, with room to wait: the server skips only
+    once the worker's pending activities are done, which on a loaded machine can take longer than
+    the client's default RPC deadline ("Timeout expired" from a test that did nothing wrong)."""
+    from temporalio.api.testservice.v1 import SleepRequest
+
+    req = SleepRequest()
+    req.duration.FromTimedelta(timedelta(seconds=seconds))
+    await env.client.test_service.unlock_time_skipping_with_sleep(req, timeout=timedelta(minutes=5))

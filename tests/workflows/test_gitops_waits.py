@@ -23,6 +23,7 @@ from selfheal.settings import load_settings
 from selfheal.worker import build_worker
 from tests.support.forges import ArgoCdFake, ConfigRepo, GithubFake, make_config_repo
 from tests.support.payloads import note, simple, unique_group
+from tests.support.services import skip_time
 from workflows import gitops_rules
 from workflows.incident import IncidentWorkflow
 
@@ -123,7 +124,7 @@ async def skip_until(
         view: IncidentView = await handle.query(IncidentWorkflow.view)
         if pred(view):
             return view
-        await env.sleep(step)
+        await skip_time(env, step)
     raise AssertionError([(e.kind, e.message) for e in view.timeline])
 
 
@@ -138,9 +139,12 @@ async def test_a_pull_request_nobody_merges_is_closed_and_escalated(
     repo, handle, worker = await start(time_env, tmp_path, fakes, deploy)
     try:
         await view_when(handle, lambda v: "pull_request" in kinds(v))
-        await time_env.sleep(3 * 3600 + 600)  # three hours of nobody merging, in a moment
+        await skip_time(time_env, 3 * 3600 + 600)  # three hours of nobody merging, in a moment
         view = await view_when(handle, lambda v: v.stage == Stage.AWAITING_DECISION)
     finally:
+        # The incident still waits for a decision: end it, or its next re-escalation (an activity no
+        # worker will poll) holds the shared time-skipping server's clock for every later test.
+        await handle.terminate(reason="test over")
         await worker.__aexit__(None, None, None)
     (summary,) = view.remediations
     assert summary.outcome == "failed"
@@ -172,6 +176,9 @@ async def test_a_sync_that_never_completes_fails_with_what_was_seen_and_rollback
     try:
         view = await skip_until(time_env, handle, lambda v: v.stage == Stage.AWAITING_DECISION)
     finally:
+        # The incident still waits for a decision: end it, or its next re-escalation (an activity no
+        # worker will poll) holds the shared time-skipping server's clock for every later test.
+        await handle.terminate(reason="test over")
         await worker.__aexit__(None, None, None)
     (summary,) = view.remediations
     assert summary.outcome == "failed", summary

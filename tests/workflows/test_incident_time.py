@@ -15,6 +15,7 @@ from models.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.settings import load_settings
 from selfheal.worker import build_worker
 from tests.support.payloads import note, simple
+from tests.support.services import skip_time
 from workflows.incident import IncidentWorkflow
 
 
@@ -52,18 +53,18 @@ async def test_decision_timeout_reescalates_with_rising_priority(
         handle: WorkflowHandle[Any, Any] = await start(
             time_env, settings.temporal.task_queue, policy, simple(severity="warning")
         )
-        await time_env.sleep(60)
+        await skip_time(time_env, 60)
         view = await handle.query(IncidentWorkflow.view)
         assert view.stage == "awaiting_decision" and view.escalations == 0
         key = view.ticket.key
         assert tracker.get(key)["priority"] == "High"
 
-        await time_env.sleep(1800)
+        await skip_time(time_env, 1800)
         view = await handle.query(IncidentWorkflow.view)
         assert view.escalations == 1
         assert tracker.get(key)["priority"] == "Highest"
 
-        await time_env.sleep(3 * 1800)
+        await skip_time(time_env, 3 * 1800)
         view = await handle.query(IncidentWorkflow.view)
         kinds = [e.kind for e in view.timeline]
         assert kinds.count("reescalated") == 2
@@ -86,14 +87,14 @@ async def test_resolution_waits_for_quiet_period(time_env: WorkflowEnvironment, 
     payload = simple()
     async with build_worker(time_env.client, settings, tracker):
         handle = await start(time_env, settings.temporal.task_queue, policy, payload)
-        await time_env.sleep(5)
+        await skip_time(time_env, 5)
         resolved = simple("resolved", group=None)
         resolved["groupKey"] = payload["groupKey"]
         await handle.signal(IncidentWorkflow.notify, note(resolved))
-        await time_env.sleep(300)
+        await skip_time(time_env, 300)
         view = await handle.query(IncidentWorkflow.view)
         assert view.status == "resolved" and view.stage == "awaiting_decision"
-        await time_env.sleep(400)
+        await skip_time(time_env, 400)
         final = await handle.result()
         assert final.outcome == "resolved"
         assert tracker.get(final.ticket.key)["status"] == "Done"
@@ -112,7 +113,7 @@ async def test_long_incident_continues_as_new_keeping_state(
             flap = simple("resolved" if i % 2 == 0 else "firing")
             flap["groupKey"] = payload["groupKey"]
             await handle.signal(IncidentWorkflow.notify, note(flap))
-            await time_env.sleep(1)
+            await skip_time(time_env, 1)
         latest = time_env.client.get_workflow_handle(handle.id)
         view = await latest.query(IncidentWorkflow.view)
         desc = await latest.describe()

@@ -30,6 +30,7 @@ from models.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.settings import load_settings
 from selfheal.worker import build_worker
 from tests.support.payloads import am025, note, simple, unique_group
+from tests.support.services import skip_time
 from workflows.control import ControlWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.remediation import RemediationWorkflow
@@ -62,9 +63,9 @@ async def record_history(env: WorkflowEnvironment, tmp_path: Path) -> str:
             start_signal="notify",
             start_signal_args=[note(am025("firing", group))],
         )
-        await env.sleep(30)
+        await skip_time(env, 30)
         await handle.signal(IncidentWorkflow.notify, note(am025("partial", group)))
-        await env.sleep(700)
+        await skip_time(env, 700)
         await handle.execute_update(
             IncidentWorkflow.decide, Decision(decision=DecisionKind.APPROVE, by="alice", source="jira")
         )
