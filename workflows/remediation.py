@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         CommitRequest,
         FiringRequest,
         Progress,
+        ProgressBatch,
         RemediationInput,
         RemediationResult,
         RollbackRequest,
@@ -42,6 +43,10 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T", bound=BaseModel)
 
+#: Marks histories where steps are reported in batches, one signal and one ticket comment per
+#: milestone (see `_progress`), instead of one signal and one comment per step.
+PATCH_BATCHED_PROGRESS = "batched-progress-v1"
+
 
 class StepFailed(Exception):
     pass
@@ -55,6 +60,8 @@ class RemediationWorkflow:
         self._steps: list[StepRecord] = []
         self._fix_commit: str | None = None
         self._worktree: WorktreeInfo | None = None
+        #: Steps not yet reported (batched progress): sent with the next milestone.
+        self._unsent: list[Progress] = []
 
     @workflow.query
     def steps(self) -> list[StepRecord]:
@@ -269,26 +276,46 @@ class RemediationWorkflow:
         await self._progress("step", rules.step_line(phase, name, status, seconds, detail))
 
     async def _progress(self, kind: str, message: str, stage: str | None = None) -> None:
-        """Tell the incident (timeline, stage) and write the step on the ticket."""
+        """Tell the incident (timeline, stage) and write the step on the ticket.
+
+        Steps are held back until the next milestone (`rules.BATCHED_KINDS`), then sent together:
+        one signal and one comment per milestone rather than per step, which was most of a heal's
+        history events and of the incident's wake-ups."""
+        if not workflow.patched(PATCH_BATCHED_PROGRESS):
+            await self._report([Progress(kind=kind, message=message, stage=stage)], "remediation_progress")
+            return
+        self._unsent.append(Progress(kind=kind, message=message, stage=stage, at=workflow.now()))
+        if kind in rules.BATCHED_KINDS:
+            return
+        batch, self._unsent = self._unsent, []
+        await self._report(batch, "remediation_progress_batch")
+
+    async def _report(self, batch: list[Progress], signal: str) -> None:
         inp = self._inp
         info = workflow.info()
         parent = workflow.get_external_workflow_handle(inp.parent_workflow_id)
-        await parent.signal("remediation_progress", Progress(kind=kind, message=message, stage=stage))
+        comment = CommentRequest(
+            incident_id=inp.incident_id,
+            key=inp.ticket_key,
+            body=rules.progress_batch_comment(inp.plan.playbook, [p.message for p in batch]),
+            dedup_key=rules.progress_dedup_key(
+                inp.incident_id, info.workflow_id, info.run_id, len(self._steps), batch[-1].kind
+            ),
+        )
+        options: dict[str, Any] = {
+            "result_type": bool,
+            "start_to_close_timeout": timedelta(seconds=30),
+            "retry_policy": RetryPolicy(maximum_attempts=5),
+        }
         try:
-            await workflow.execute_activity(
-                "comment_ticket",
-                CommentRequest(
-                    incident_id=inp.incident_id,
-                    key=inp.ticket_key,
-                    body=rules.progress_comment(inp.plan.playbook, message),
-                    dedup_key=rules.progress_dedup_key(
-                        inp.incident_id, info.workflow_id, info.run_id, len(self._steps), kind
-                    ),
-                ),
-                result_type=bool,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=5),
-            )
+            if signal == "remediation_progress":
+                await parent.signal(signal, batch[0])
+                await workflow.execute_activity("comment_ticket", comment, **options)
+            else:
+                await parent.signal(signal, ProgressBatch(items=batch))
+                # A local activity: one marker instead of an activity's three events and the
+                # workflow task its completion wakes.
+                await workflow.execute_local_activity("comment_ticket", comment, **options)
         except ActivityError:
             workflow.logger.warning("could not comment remediation progress on %s", inp.ticket_key)
 
