@@ -400,3 +400,7 @@ def workflow_url(ui_url: str, namespace: str, workflow_id: str) -> str:
     if not ui_url:
         return ""
     return f"{ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{workflow_id}"
+
+
+def turn_message(waited_seconds: float, max_concurrent: int) -> str:
+    return f"waited {waited_seconds:.0f}s for its turn ({max_concurrent} incidents are worked on at once)"
