@@ -117,14 +117,17 @@ class RemediationActivities:
     # --- helpers ----------------------------------------------------------------------------------
 
     async def _thread(self, fn: Callable[[], T], incident_id: str) -> T:
-        """Run a blocking connector call, heartbeating so a dead worker is noticed in seconds."""
+        """Run a blocking connector call, heartbeating so a dead worker is noticed in seconds.
+
+        The first heartbeat goes out after 2 s, not at once: most calls finish sooner, and each
+        heartbeat is a write on the Temporal server."""
         structlog.contextvars.bind_contextvars(incident_id=incident_id or None)
         task = asyncio.create_task(asyncio.to_thread(fn))
         try:
             while not task.done():
-                if activity.in_activity():
-                    activity.heartbeat()
                 await asyncio.wait({task}, timeout=2)
+                if not task.done() and activity.in_activity():
+                    activity.heartbeat()
             return task.result()
         except Exception as err:
             if getattr(err, "retryable", True) is False:
