@@ -94,6 +94,7 @@ class GitRepo:
         self.base_branch = base_branch
         self.author = author
         self._common = str(Path(self.repo.common_dir).resolve())
+        self._remote_known: bool | None = None
         with _repo_locks_guard:
             self._lock = _repo_locks.setdefault(self._common, threading.Lock())
 
@@ -374,7 +375,10 @@ class GitRepo:
         return self._run(cwd, *args, timeout=timeout)[0] == 0
 
     def _has_remote(self) -> bool:
-        return self.remote in self._git(self.path, "remote").split()
+        """Asked several times per operation; a handle lives for one activity, so once is enough."""
+        if self._remote_known is None:
+            self._remote_known = self.remote in self._git(self.path, "remote").split()
+        return self._remote_known
 
     def _base_ref(self) -> str:
         return f"{self.remote}/{self.base_branch}" if self._has_remote() else self.base_branch
@@ -413,7 +417,16 @@ class GitRepo:
         return found
 
     def _git_dir(self, wt: Worktree) -> Path:
-        """The worktree's own git directory (`.git/worktrees/<id>`): state outside the checkout."""
+        """The worktree's own git directory (`.git/worktrees/<id>`): state outside the checkout.
+        Read from the worktree's `.git` pointer file when there is one (no git process)."""
+        try:
+            pointer = (wt.path / ".git").read_text(encoding="utf-8").strip()
+        except OSError:
+            pointer = ""
+        if pointer.startswith("gitdir: "):
+            admin = (wt.path / pointer.removeprefix("gitdir: ")).resolve()
+            if admin.is_dir():
+                return admin
         return Path(self._git(wt.path, "rev-parse", "--absolute-git-dir"))
 
     def _journal_path(self, wt: Worktree) -> Path:
