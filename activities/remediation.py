@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import Priority, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -208,6 +208,8 @@ class RemediationActivities:
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                     start_signal="request_run",
                     start_signal_args=[ticket],
+                    # Its tasks go ahead of the incidents' (every incident in line waits on it).
+                    priority=Priority(priority_key=1),
                     rpc_timeout=timedelta(seconds=self.temporal.rpc_timeout_seconds),
                 )
                 break

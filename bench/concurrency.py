@@ -181,6 +181,8 @@ async def bench(args: Any) -> int:
                 },
                 "evidence": {"prometheus_url": prom_url},
             }
+            if args.max_concurrent is not None:
+                config["incident"] = {"max_concurrent": args.max_concurrent}
             with common.running_stack(config, root=root / "stack") as stack:
                 worker_pid = stack.pid("worker")
                 rss_idle = common.proc_status_kib(worker_pid, "VmRSS")
@@ -362,6 +364,10 @@ async def bench(args: Any) -> int:
         "fix_commits": len(fix_ids),
         "unfinished": len(unfinished),
         "sample_timeline": sample_timeline(healed[-1] if healed else None),
+        # The incident that opened first: with turns it should heal among the first.
+        "first_opened_timeline": sample_timeline(
+            min(healed, key=lambda v: str(v["opened_at"])) if healed else None
+        ),
     }
     per_heal_cpu = round(sum(figures["cpu_seconds_per_heal"].get(k, 0.0) for k in ("worker", "temporal")), 3)
     figures["cpu_seconds_per_heal_worker_temporal"] = per_heal_cpu
@@ -434,6 +440,7 @@ async def bench(args: Any) -> int:
             "per_playbook": PER_PLAYBOOK,
             "hold_for": args.hold_for,
             "repos": n_repos,
+            "max_concurrent": args.max_concurrent,
         },
         figures=figures,
         headline={
@@ -461,6 +468,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--repos", type=int, default=1, help="config repositories the fixes are pushed to (default 1)"
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="incident.max_concurrent: incidents worked on at once (default 10; 0: no bound)",
     )
     p.add_argument("--timeout", type=float, default=1800, help="give up waiting after this many seconds")
     return common.run_async(bench(p.parse_args(argv)))

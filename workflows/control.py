@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -82,6 +82,8 @@ class ControlWorkflow:
             await workflow.execute_activity(
                 "deliver_grants",
                 GrantBatch(deliveries=deliveries),
+                # Ahead of other queued activities: every incident in line is waiting for it.
+                priority=Priority(priority_key=1),
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )

@@ -256,7 +256,7 @@ class IncidentWorkflow:
 
     async def _open_ticket(self) -> None:
         try:
-            ref: TicketRef = await workflow.execute_activity(
+            ref: TicketRef = await self._short_activity(
                 "open_ticket",
                 OpenTicketRequest(view=self._view, workflow_url=self._workflow_url()),
                 result_type=TicketRef,
@@ -614,8 +614,11 @@ class IncidentWorkflow:
             result = RemediationResult(
                 outcome="failed", reason=f"the remediation workflow failed: {cause(err)}"
             )
+        # The fix is over: free the slot (and this incident's turn) now, before any close-out, so
+        # that a closed stage is only ever seen in the final workflow task.
         if grant.slot:
             await self._release_run()
+        await self._end_turn()
         seconds = (workflow.now() - started).total_seconds()
         self._view.remediations.append(
             RemediationSummary(
