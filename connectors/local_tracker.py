@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS comments (
     author TEXT NOT NULL,
     created TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS comments_ticket ON comments(ticket_n);
+CREATE INDEX IF NOT EXISTS attachments_ticket ON attachments(ticket_n);
 """
 
 

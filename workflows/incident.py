@@ -256,7 +256,7 @@ class IncidentWorkflow:
 
     async def _open_ticket(self) -> None:
         try:
-            ref: TicketRef = await self._short_activity(
+            ref: TicketRef = await self._local_activity(
                 "open_ticket",
                 OpenTicketRequest(view=self._view, workflow_url=self._workflow_url()),
                 result_type=TicketRef,
@@ -306,7 +306,7 @@ class IncidentWorkflow:
         """Investigate before deciding: evidence goes on the ticket and into the view."""
         self._set_stage(Stage.INVESTIGATING)
         try:
-            evidence: Evidence = await workflow.execute_activity(
+            evidence: Evidence = await self._local_activity(
                 "gather_evidence",
                 EvidenceRequest(view=self._view, workflow_url=self._workflow_url()),
                 result_type=Evidence,
@@ -331,7 +331,7 @@ class IncidentWorkflow:
         request = InvestigationRequest(view=self._view, match=match)
         investigation: Investigation | None = None
         try:
-            investigation = await self._short_activity(
+            investigation = await self._local_activity(
                 "investigate",
                 request,
                 result_type=Investigation,
@@ -370,7 +370,7 @@ class IncidentWorkflow:
         if self._view.ticket is None or not workflow.patched(PATCH_INVESTIGATION):
             return
         try:
-            await self._short_activity(
+            await self._local_activity(
                 "update_ticket_page",
                 EvidenceRequest(view=view or self._view, workflow_url=self._workflow_url()),
                 **self._activity_options(attempts=5),
@@ -402,7 +402,7 @@ class IncidentWorkflow:
     async def _consider_playbooks(self) -> None:
         """Match playbooks; run the fix now in `auto` mode, otherwise keep it as the proposal."""
         try:
-            match: MatchResult | None = await self._short_activity(
+            match: MatchResult | None = await self._local_activity(
                 "match_playbook",
                 MatchRequest(incident_id=self._view.id, alerts=self._view.alerts),
                 result_type=MatchResult,
@@ -795,7 +795,7 @@ class IncidentWorkflow:
         if workflow.patched(PATCH_LEAN_HEAL):
             # One activity instead of four (comment, page, transition, record): the same effects.
             try:
-                result: CloseResult = await self._short_activity(
+                result: CloseResult = await self._local_activity(
                     "close_incident",
                     CloseRequest(
                         comment=comment,
@@ -917,10 +917,11 @@ class IncidentWorkflow:
         info = workflow.info()
         return rules.workflow_url(self._policy.ui_url, info.namespace, info.workflow_id)
 
-    async def _short_activity(self, name: str, arg: Any, **options: Any) -> Any:
-        """A short, in-process activity (matching, the builtin investigation, a page rewrite, the
-        close-out): a local activity in new histories, recorded as one marker instead of an
-        activity's three events and the workflow task its completion wakes."""
+    async def _local_activity(self, name: str, arg: Any, **options: Any) -> Any:
+        """Bounded work the worker does itself (the ticket, evidence from sources that each have
+        their own timeout, matching, the builtin investigation, a page rewrite, the close-out): a
+        local activity in new histories, recorded as one marker instead of an activity's three
+        events and the workflow task its completion wakes."""
         if workflow.patched(PATCH_LEAN_HEAL):
             return await workflow.execute_local_activity(name, arg, **options)
         return await workflow.execute_activity(name, arg, **options)

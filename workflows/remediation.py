@@ -44,8 +44,9 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T", bound=BaseModel)
 
 #: Marks histories where steps are reported in batches, one signal and one ticket comment per
-#: milestone (see `_progress`), instead of one signal and one comment per step.
-PATCH_BATCHED_PROGRESS = "batched-progress-v1"
+#: milestone (see `_progress`), instead of one signal and one comment per step, and where the
+#: short steps (`rules.LOCAL_ACTIVITIES`) and those comments run as local activities.
+PATCH_LEAN_REMEDIATION = "lean-remediation-v1"
 
 
 class StepFailed(Exception):
@@ -243,22 +244,27 @@ class RemediationWorkflow:
         timeout_seconds: float | None = None,
     ) -> Any:
         started = workflow.now()
+        options: dict[str, Any] = {
+            "result_type": result_type,
+            "start_to_close_timeout": timedelta(
+                seconds=timeout_seconds or self._inp.activity_timeout_seconds
+            ),
+            "retry_policy": RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                maximum_interval=timedelta(seconds=30),
+                maximum_attempts=5,
+                non_retryable_error_types=["RemediationRejected"],
+            ),
+        }
         try:
-            result = await workflow.execute_activity(
-                activity,
-                arg,
-                result_type=result_type,
-                start_to_close_timeout=timedelta(
-                    seconds=timeout_seconds or self._inp.activity_timeout_seconds
-                ),
-                heartbeat_timeout=timedelta(seconds=15),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=1),
-                    maximum_interval=timedelta(seconds=30),
-                    maximum_attempts=5,
-                    non_retryable_error_types=["RemediationRejected"],
-                ),
-            )
+            if activity in rules.LOCAL_ACTIVITIES and workflow.patched(PATCH_LEAN_REMEDIATION):
+                # Short and in-process: one marker instead of an activity's three events and the
+                # workflow task its completion wakes.
+                result = await workflow.execute_local_activity(activity, arg, **options)
+            else:
+                result = await workflow.execute_activity(
+                    activity, arg, heartbeat_timeout=timedelta(seconds=15), **options
+                )
         except ActivityError as err:
             cause = root_cause(err)
             await self._record(phase, name, "failed", started, str(cause)[:500])
@@ -281,7 +287,7 @@ class RemediationWorkflow:
         Steps are held back until the next milestone (`rules.BATCHED_KINDS`), then sent together:
         one signal and one comment per milestone rather than per step, which was most of a heal's
         history events and of the incident's wake-ups."""
-        if not workflow.patched(PATCH_BATCHED_PROGRESS):
+        if not workflow.patched(PATCH_LEAN_REMEDIATION):
             await self._report([Progress(kind=kind, message=message, stage=stage)], "remediation_progress")
             return
         self._unsent.append(Progress(kind=kind, message=message, stage=stage, at=workflow.now()))

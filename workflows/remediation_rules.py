@@ -77,6 +77,10 @@ def progress_comment(playbook: str, message: str) -> str:
     return f"Remediation ({playbook}): {message}"
 
 
+#: Steps short and local enough to run as local activities (one HTTP call to Alertmanager, one
+#: local commit): never a command, a push or a wait, whose length the playbook decides.
+LOCAL_ACTIVITIES = frozenset({"check_firing", "commit_fix"})
+
 #: Progress kinds held back and sent with the next report: the steps between milestones. A
 #: milestone (started, deploying, verifying, rolling back, the outcome) reaches the incident and the
 #: ticket at once, with the steps before it, so a heal wakes its incident four times, not a dozen.
