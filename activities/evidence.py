@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from activities.tickets import TicketPolicy
-from connectors.base import TicketContent, Tracker
+from activities.tickets import TicketPolicy, page_content
+from connectors.base import TicketContent, Tracker, TrackerError
 from investigation.sources import EvidenceSource
 from models.evidence import Evidence
 from models.incident import IncidentView
-from models.tickets import EvidenceRequest
+from models.tickets import CloseRequest, CloseResult, EvidenceRequest
 from pages.ticket import build_page
 
 if TYPE_CHECKING:
@@ -93,14 +94,49 @@ class EvidenceActivities:
     @activity.defn(name="record_incident")
     async def record_incident(self, view: IncidentView) -> None:
         """Remember a closed incident (its fix, how the loop did) for similar-incident search and metrics."""
-        from connectors.incident_store import matched_playbook
+        await asyncio.to_thread(self._record, view)
+
+    @activity.defn(name="close_incident")
+    async def close_incident(self, req: CloseRequest) -> CloseResult:
+        """Close out in one activity what took four: comment why, rewrite the page, move the ticket
+        to done, record the incident. Every part is idempotent (dedup marker, same page, same
+        status, insert-or-replace), so a retry repeats them harmlessly. A tracker error that
+        retrying cannot fix is returned for the timeline while the other parts still run; any
+        other failure raises after the rest ran, and the activity is retried."""
+        view = req.page.view
+        structlog.contextvars.bind_contextvars(incident_id=view.id)
+        comment = req.comment
+        failed: list[str] = []
+        retry: list[str] = []
+
+        def part(name: str, fn: Callable[[], object]) -> None:
+            try:
+                fn()
+            except TrackerError as err:
+                (retry if err.retryable else failed).append(f"{name}: {err}")
+            except Exception as err:  # the store, or a tracker bug: retried like a transient failure
+                retry.append(f"{name}: {type(err).__name__}: {err}")
 
         def run() -> None:
-            playbook = matched_playbook(view)
-            category = self.playbook_category(playbook) if playbook else ""
-            self.store().record(view, category=category)
+            key = comment.key
+            part("comment", lambda: self.tracker.comment(key, comment.body, comment.dedup_key))
+            content = page_content(view, req.page.workflow_url, self.policy)
+            part("page", lambda: self.tracker.update_page(key, content))
+            part("transition", lambda: self.tracker.transition(key, self.policy.done_status))
+            part("record", lambda: self._record(view))
 
         await asyncio.to_thread(run)
+        if retry:
+            log.warning("close-out incomplete, retrying", failed=retry)
+            raise ApplicationError("close-out incomplete: " + "; ".join(retry), type="TrackerError")
+        return CloseResult(failed=failed)
+
+    def _record(self, view: IncidentView) -> None:
+        from connectors.incident_store import matched_playbook
+
+        playbook = matched_playbook(view)
+        category = self.playbook_category(playbook) if playbook else ""
+        self.store().record(view, category=category)
 
     def all(self) -> list[Callable[..., object]]:
-        return [self.gather_evidence, self.record_incident]
+        return [self.gather_evidence, self.record_incident, self.close_incident]

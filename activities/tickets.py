@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from connectors.base import TicketContent, Tracker, TrackerError
 from connectors.jira.settings import JiraSettings
-from models.incident import TicketRef
+from models.incident import IncidentView, TicketRef
 from models.tickets import (
     CommentRequest,
     EscalationRequest,
@@ -48,6 +48,17 @@ class TicketPolicy:
         if base not in self.order:
             return base
         return self.order[min(self.order.index(base) + level, len(self.order) - 1)]
+
+
+def page_content(view: IncidentView, workflow_url: str, policy: TicketPolicy) -> TicketContent:
+    """The ticket's summary and page as the view stands (what a page rewrite sends)."""
+    return TicketContent(
+        incident_id=view.id,
+        summary=(view.title or f"selfheal incident {view.id}").replace("\n", " ")[:250],
+        page=build_page(view, workflow_url),
+        priority=policy.priority(view.severity, view.escalations),
+        labels=list(policy.labels),
+    )
 
 
 class TicketActivities:
@@ -124,13 +135,7 @@ class TicketActivities:
         view = req.view
         if view.ticket is None:
             return
-        content = TicketContent(
-            incident_id=view.id,
-            summary=(view.title or f"selfheal incident {view.id}").replace("\n", " ")[:250],
-            page=build_page(view, req.workflow_url),
-            priority=self.policy.priority(view.severity, view.escalations),
-            labels=list(self.policy.labels),
-        )
+        content = page_content(view, req.workflow_url, self.policy)
         key = view.ticket.key
         await self._call(lambda: self.tracker.update_page(key, content), "update_ticket_page", view.id)
 

@@ -281,7 +281,11 @@ class Stack:
         if self.temporal is not None and self.temporal.proc is not None:
             pids["temporal"] = self.temporal.proc.pid
         pids["bench"] = os.getpid()
-        return {name: cpu_seconds(pid) for name, pid in pids.items()}
+        out = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        if "worker" in pids:
+            # Of the worker's figure, what its finished child processes used (git, sandboxed tests).
+            out["worker_children"] = cpu_seconds(pids["worker"], children_only=True)
+        return out
 
     def stop(self) -> None:
         for c in reversed(self.children):
@@ -320,14 +324,15 @@ def proc_status_kib(pid: int, key: str) -> int | None:
     return None
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its reaped children, from /proc/<pid>/stat."""
+def cpu_seconds(pid: int, *, children_only: bool = False) -> float:
+    """User + system CPU seconds of a process and its reaped children, from /proc/<pid>/stat
+    (`children_only`: just the children's part)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return float("nan")
     ticks = os.sysconf("SC_CLK_TCK")
-    return round(sum(int(f) for f in fields[11:15]) / ticks, 1)
+    return round(sum(int(f) for f in fields[13 if children_only else 11 : 15]) / ticks, 1)
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench import common
+from bench import _histories, common
 from demo.observability import prometheus_server
 
 NAME = "concurrency"
@@ -181,6 +181,8 @@ async def bench(args: Any) -> int:
                 },
                 "evidence": {"prometheus_url": prom_url},
             }
+            if args.max_concurrent is not None:
+                config["incident"] = {"max_concurrent": args.max_concurrent}
             with common.running_stack(config, root=root / "stack") as stack:
                 worker_pid = stack.pid("worker")
                 rss_idle = common.proc_status_kib(worker_pid, "VmRSS")
@@ -272,6 +274,13 @@ async def bench(args: Any) -> int:
                             views[incident_id] = resp.json()
 
                     await common.gather_limited([view(i) for i in ids], 10)
+                    healed_ids = [i for i in ids if views.get(i, {}).get("outcome") == "healed"]
+                    history = await _histories.heal_costs(
+                        stack.temporal_address,
+                        healed_ids,
+                        [views[i]["service"] for i in healed_ids],
+                        stack.task_queue,
+                    )
         messages = [
             m
             for remote, _ in repos.values()
@@ -293,6 +302,12 @@ async def bench(args: Any) -> int:
         if opened and closed_at:
             heal_s.append((closed_at - opened).total_seconds())
             last_close = closed_at if last_close is None or closed_at > last_close else last_close
+    fix_started = [
+        (parse_time(e["at"]) - parse_time(v["opened_at"])).total_seconds()  # type: ignore[operator]
+        for v in healed
+        for e in v["timeline"]
+        if e["kind"] == "remediation_started"
+    ]
     outcomes: dict[str, int] = {}
     not_healed: dict[str, int] = {}
     for v in views.values():
@@ -323,21 +338,39 @@ async def bench(args: Any) -> int:
         else None,
         "incidents_per_minute": round(n / completion_s * 60, 1) if completion_s else None,
         "time_to_heal_seconds": {
+            "min": round(min(heal_s), 1) if heal_s else None,
+            "p10": round(common.percentile(heal_s, 10), 1),
             "p50": round(common.percentile(heal_s, 50), 1),
+            "p90": round(common.percentile(heal_s, 90), 1),
             "p99": round(common.percentile(heal_s, 99), 1),
             "max": round(max(heal_s), 1) if heal_s else None,
+        },
+        "p50_over_max": round(common.percentile(heal_s, 50) / max(heal_s), 2) if heal_s else None,
+        # Where the wait is: until the fix starts (ticket, evidence, match, waiting in line), and the fix.
+        "fix_started_after_seconds": {
+            "p10": round(common.percentile(fix_started, 10), 1),
+            "p50": round(common.percentile(fix_started, 50), 1),
+            "p90": round(common.percentile(fix_started, 90), 1),
         },
         "worker_rss_idle_mib": round((rss_idle or 0) / 1024, 1),
         "worker_peak_rss_mib": round((peak_kib or 0) / 1024, 1),
         "worker_rss_max_sampled_mib": round(max(rss_samples) / 1024, 1) if rss_samples else None,
         "cpu_seconds": cpu,
+        "cpu_seconds_per_heal": {k: round(v / max(len(healed), 1), 3) for k, v in cpu.items()},
+        "history_per_heal": history,
         "incident_list_errors": {"count": len(list_errors), "first": list_errors[:3]},
         "outcomes": outcomes,
         "why_not_healed": not_healed,
         "fix_commits": len(fix_ids),
         "unfinished": len(unfinished),
         "sample_timeline": sample_timeline(healed[-1] if healed else None),
+        # The incident that opened first: with turns it should heal among the first.
+        "first_opened_timeline": sample_timeline(
+            min(healed, key=lambda v: str(v["opened_at"])) if healed else None
+        ),
     }
+    per_heal_cpu = round(sum(figures["cpu_seconds_per_heal"].get(k, 0.0) for k in ("worker", "temporal")), 3)
+    figures["cpu_seconds_per_heal_worker_temporal"] = per_heal_cpu
     checks = {
         "every webhook answered 2xx (after retries)": len(statuses) == n
         and all(200 <= s < 300 for s in statuses),
@@ -357,14 +390,38 @@ async def bench(args: Any) -> int:
             ["all settled after first webhook", f"{completion_s} s (closed, or awaiting a human)"],
             ["throughput", f"{figures['incidents_per_minute']} incidents/min"],
             [
-                "time to heal p50 / p99 / max",
-                " / ".join(f"{figures['time_to_heal_seconds'][k]} s" for k in ("p50", "p99", "max")),
+                "time to heal min / p10 / p50 / p90 / max",
+                " / ".join(
+                    f"{figures['time_to_heal_seconds'][k]} s" for k in ("min", "p10", "p50", "p90", "max")
+                )
+                + f" (p50 / max {figures['p50_over_max']})",
+            ],
+            [
+                "fix started after p10 / p50 / p90",
+                " / ".join(f"{figures['fix_started_after_seconds'][k]} s" for k in ("p10", "p50", "p90")),
             ],
             [
                 "worker RSS idle → peak",
                 f"{figures['worker_rss_idle_mib']} → {figures['worker_peak_rss_mib']} MiB",
             ],
             ["CPU seconds used", ", ".join(f"{k} {v}" for k, v in cpu.items())],
+            [
+                "CPU seconds per healed incident",
+                ", ".join(f"{k} {v}" for k, v in figures["cpu_seconds_per_heal"].items())
+                + f"; worker + temporal {per_heal_cpu}",
+            ],
+            [
+                "history per heal (incident + remediation + control share)",
+                f"{history['events_per_heal']} events, {history['kib_per_heal']} KiB",
+            ],
+            [
+                "activities per heal",
+                ", ".join(
+                    f"{k} {v}"
+                    for part in ("incident_workflow", "remediation_workflow")
+                    for k, v in history[part]["activities"].items()
+                ),
+            ],
             ["outcomes", ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items()))],
             *[[f"not healed ({n})", why] for why, n in sorted(not_healed.items(), key=lambda kv: -kv[1])[:4]],
             ["fix commits on the remote", len(fix_ids)],
@@ -383,6 +440,7 @@ async def bench(args: Any) -> int:
             "per_playbook": PER_PLAYBOOK,
             "hold_for": args.hold_for,
             "repos": n_repos,
+            "max_concurrent": args.max_concurrent,
         },
         figures=figures,
         headline={
@@ -410,6 +468,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--repos", type=int, default=1, help="config repositories the fixes are pushed to (default 1)"
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="incident.max_concurrent: incidents worked on at once (default 10; 0: no bound)",
     )
     p.add_argument("--timeout", type=float, default=1800, help="give up waiting after this many seconds")
     return common.run_async(bench(p.parse_args(argv)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -51,6 +52,8 @@ CREATE TABLE IF NOT EXISTS comments (
     author TEXT NOT NULL,
     created TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS comments_ticket ON comments(ticket_n);
+CREATE INDEX IF NOT EXISTS attachments_ticket ON attachments(ticket_n);
 """
 
 
@@ -66,19 +69,24 @@ class LocalTracker(Tracker):
     def __init__(self, db_path: Path, base_url: str = "") -> None:
         self.db_path = db_path
         self.base_url = base_url.rstrip("/")
+        self._local = threading.local()
         db_path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.executescript(_SCHEMA)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
+        """This thread's connection, opened (and switched to WAL) once, not once per call: a worker
+        in a storm makes a dozen ticket calls per incident."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            yield conn
-        finally:
-            conn.close()
+            self._local.conn = conn
+        if conn.in_transaction:  # a call that failed between BEGIN and ROLLBACK: start clean
+            conn.execute("ROLLBACK")
+        yield conn
 
     def _ref(self, n: int) -> TicketRef:
         key = f"LOCAL-{n}"

@@ -17,14 +17,6 @@ class RunRecord(BaseModel):
     incident_id: str
 
 
-class ControlState(BaseModel):
-    paused: bool = False
-    paused_by: str = ""
-    paused_reason: str = ""
-    changed_at: datetime | None = None
-    runs: dict[str, list[RunRecord]] = Field(default_factory=dict)
-
-
 class RunRequest(BaseModel):
     playbook: str
     target: str
@@ -34,11 +26,23 @@ class RunRequest(BaseModel):
     cooldown_seconds: float
     #: A human approved this run: the global pause (which stops autonomous runs) does not apply.
     approved: bool = False
+    #: At most this many granted runs at once per deployment (task queue), each until its incident
+    #: releases it; more wait, oldest incident first. 0: no bound (and no release expected).
+    max_concurrent: int = Field(default=0, ge=0)
+    #: Not a playbook run but the incident's turn to be worked on (evidence, matching, the fix):
+    #: only the bound applies, no pause, breaker or cooldown, and nothing is recorded as a run.
+    turn: bool = False
+    #: When the incident opened: the waiting order.
+    opened_at: datetime | None = None
+    #: How long a slot is held at most when its release never comes.
+    lease_seconds: float = Field(default=3600, gt=0)
 
 
 class RunGrant(BaseModel):
     allowed: bool
     reason: str = ""
+    #: The run holds a slot: its incident signals `release_run` when the run is over.
+    slot: bool = False
 
 
 class RunTicket(BaseModel):
@@ -46,6 +50,26 @@ class RunTicket(BaseModel):
 
     request: RunRequest
     task_token: str = Field(min_length=1)
+
+
+class RunSlot(BaseModel):
+    """A granted run holding one of the bounded slots until its incident releases it."""
+
+    incident_id: str
+    #: The lease: a slot whose release never came (the incident terminated) frees itself then.
+    until: datetime
+
+
+class ControlState(BaseModel):
+    paused: bool = False
+    paused_by: str = ""
+    paused_reason: str = ""
+    changed_at: datetime | None = None
+    runs: dict[str, list[RunRecord]] = Field(default_factory=dict)
+    #: Runs in flight under a bound (`RunRequest.max_concurrent`), and the requests waiting for one
+    #: of their slots, admitted oldest incident first (approved runs before autonomous ones).
+    running: list[RunSlot] = Field(default_factory=list)
+    waiting: list[RunTicket] = Field(default_factory=list)
 
 
 class GrantDelivery(BaseModel):

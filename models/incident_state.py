@@ -26,6 +26,11 @@ class IncidentPolicy(Section):
     service_labels: list[str] = Field(default_factory=lambda: ["service", "job", "app", "namespace"])
     activity_timeout_seconds: float = Field(default=30, gt=0)
     continue_as_new_after_events: int = Field(default=2000, ge=100)
+    #: Incidents worked on at once per deployment (task queue): evidence, matching, investigation
+    #: and the fix; more wait their turn after their ticket is open, the one that opened first
+    #: going first, so in a storm the first incidents heal first. Approved fixes wait the same
+    #: way. 0: no bound (every incident advances at once).
+    max_concurrent: int = Field(default=10, ge=0)
 
 
 class IncidentPolicySnapshot(IncidentPolicy):

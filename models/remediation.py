@@ -140,6 +140,14 @@ class Progress(BaseModel):
     kind: str
     message: str
     stage: str | None = None
+    #: When it happened, for the timeline; None (older workers) means when the incident heard of it.
+    at: datetime | None = None
+
+
+class ProgressBatch(BaseModel):
+    """Several progress reports sent as one signal: one wake-up of the incident instead of one each."""
+
+    items: list[Progress] = Field(min_length=1)
 
 
 class InvestigationRequest(BaseModel):

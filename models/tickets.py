@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from models.incident import IncidentView
 
@@ -41,3 +41,18 @@ class TransitionRequest(BaseModel):
     incident_id: str = ""
     to_done: bool = False
     status: str | None = None
+
+
+class CloseRequest(BaseModel):
+    """Close an incident out in one activity: the closing comment, the final page, the move to
+    done, and the record for similar-incident search (each part safe to repeat)."""
+
+    comment: CommentRequest
+    #: The incident as it closes (outcome and closed_at set), for the page and the record.
+    page: EvidenceRequest
+
+
+class CloseResult(BaseModel):
+    """Parts that failed for good (`part: error`), for the timeline; retryable failures raise."""
+
+    failed: list[str] = Field(default_factory=list)

@@ -7,7 +7,7 @@ search attributes, and carried across continue-as-new.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -16,6 +16,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     ChildWorkflowError,
+    FailureError,
     WorkflowAlreadyStartedError,
 )
 from temporalio.workflow import ParentClosePolicy
@@ -47,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         InvestigationRequest,
         MatchRequest,
         Progress,
+        ProgressBatch,
         ProposalPlan,
         ProposalRequest,
         RemediationInput,
@@ -55,6 +57,8 @@ with workflow.unsafe.imports_passed_through():
         ResolveRequest,
     )
     from models.tickets import (
+        CloseRequest,
+        CloseResult,
         CommentRequest,
         EscalationRequest,
         EvidenceRequest,
@@ -92,6 +96,14 @@ PATCH_CODING_AGENT = "coding-agent-v1"
 #: Marks histories where an incident healed by an approved proposal drafts a playbook as it closes
 #: (activity `draft_playbook`): the loop learns the fix an approver chose.
 PATCH_PLAYBOOK_DRAFT = "playbook-draft-v1"
+#: Marks histories where incidents are worked on in turns under `max_concurrent` (each slot released
+#: by a `release_run` signal to the control workflow), short activities run as local activities and
+#: the ticket is closed out by one activity.
+PATCH_LEAN_HEAL = "lean-heal-v1"
+#: How long an `acquire_run` attempt waits for its turn before asking again (keeping its place).
+ADMISSION_WAIT_SECONDS = 300.0
+#: A slot whose release never comes (the incident was terminated) frees itself after this long.
+TURN_LEASE_SECONDS = 3600.0
 #: Child workflows (the LLM investigator, the fix) start by name from `models.ids`: importing their
 #: modules would re-run them in every incident's sandbox.
 
@@ -104,6 +116,12 @@ class IncidentWorkflow:
         self._pending: list[Notification] = list(inp.pending)
         self._decision: Decision | None = None
         self._comments: list[CommentRequest] = []
+        #: This incident holds one of the `max_concurrent` slots (`_take_turn`) until `_end_turn`.
+        self._holds_turn = False
+        #: This incident's fix holds one of the bounded run slots (`_remediate`) until released.
+        self._holds_slot = False
+        #: The running fix waits on a pull request (reported by the child): see `_give_way`.
+        self._fix_waits_on_forge = False
         if inp.state is not None:
             self._state = inp.state
         else:
@@ -136,6 +154,17 @@ class IncidentWorkflow:
         if progress.stage:
             self._set_stage(Stage(progress.stage))
         self._event(progress.kind, progress.message)
+        self._fix_waits_on_forge |= progress.kind == rules.WAITS_ON_FORGE
+
+    @workflow.signal
+    def remediation_progress_batch(self, batch: ProgressBatch) -> None:
+        """Several steps at once (a child that batches its reports); each keeps its own time.
+        Only state changes here, like `remediation_progress`."""
+        for progress in batch.items:
+            if progress.stage:
+                self._set_stage(Stage(progress.stage))
+            self._event(progress.kind, progress.message, at=progress.at)
+            self._fix_waits_on_forge |= progress.kind == rules.WAITS_ON_FORGE
 
     @workflow.signal
     def decision_refused(self, refused: RefusedDecision) -> None:
@@ -186,10 +215,12 @@ class IncidentWorkflow:
             self._absorb_pending(comment=self._view.ticket is not None)
         if self._view.stage in (Stage.RECEIVED, Stage.TICKETED):
             self._set_stage(Stage.TICKETED)
+            await self._take_turn()
             if workflow.patched(PATCH_EVIDENCE):
                 await self._gather_evidence()
             if workflow.patched(PATCH_REMEDIATION):
                 await self._consider_playbooks()
+                await self._end_turn()
                 if self._view.closed_at is not None:
                     return self._view
                 if (
@@ -204,6 +235,7 @@ class IncidentWorkflow:
                     and workflow.patched(PATCH_CODING_AGENT)
                 ):
                     await self._draft_patch()
+            await self._end_turn()
             await self._escalate(first=True)
         await self._flush_comments()
 
@@ -264,7 +296,7 @@ class IncidentWorkflow:
 
     async def _open_ticket(self) -> None:
         try:
-            ref: TicketRef = await workflow.execute_activity(
+            ref: TicketRef = await self._local_activity(
                 "open_ticket",
                 OpenTicketRequest(view=self._view, workflow_url=self._workflow_url()),
                 result_type=TicketRef,
@@ -314,7 +346,7 @@ class IncidentWorkflow:
         """Investigate before deciding: evidence goes on the ticket and into the view."""
         self._set_stage(Stage.INVESTIGATING)
         try:
-            evidence: Evidence = await workflow.execute_activity(
+            evidence: Evidence = await self._local_activity(
                 "gather_evidence",
                 EvidenceRequest(view=self._view, workflow_url=self._workflow_url()),
                 result_type=Evidence,
@@ -339,7 +371,7 @@ class IncidentWorkflow:
         request = InvestigationRequest(view=self._view, match=match)
         investigation: Investigation | None = None
         try:
-            investigation = await workflow.execute_activity(
+            investigation = await self._local_activity(
                 "investigate",
                 request,
                 result_type=Investigation,
@@ -378,7 +410,7 @@ class IncidentWorkflow:
         if self._view.ticket is None or not workflow.patched(PATCH_INVESTIGATION):
             return
         try:
-            await workflow.execute_activity(
+            await self._local_activity(
                 "update_ticket_page",
                 EvidenceRequest(view=view or self._view, workflow_url=self._workflow_url()),
                 **self._activity_options(attempts=5),
@@ -410,7 +442,7 @@ class IncidentWorkflow:
     async def _consider_playbooks(self) -> None:
         """Match playbooks; run the fix now in `auto` mode, otherwise keep it as the proposal."""
         try:
-            match: MatchResult | None = await workflow.execute_activity(
+            match: MatchResult | None = await self._local_activity(
                 "match_playbook",
                 MatchRequest(incident_id=self._view.id, alerts=self._view.alerts),
                 result_type=MatchResult,
@@ -629,6 +661,11 @@ class IncidentWorkflow:
         assert ticket is not None
         self._set_stage(Stage.REMEDIATING)
         started = workflow.now()
+        # An approved fix (no turn held) waits in line like a new incident, oldest first; its
+        # slot is released when the run is over. Within its turn an incident's fix does not wait.
+        bound = 0
+        if not self._holds_turn and self._policy.max_concurrent > 0 and workflow.patched(PATCH_LEAN_HEAL):
+            bound = self._policy.max_concurrent
         try:
             grant: RunGrant = await workflow.execute_activity(
                 "acquire_run",
@@ -640,12 +677,18 @@ class IncidentWorkflow:
                     window_seconds=plan.policy.window_seconds,
                     cooldown_seconds=plan.policy.cooldown_seconds,
                     approved=approved_by is not None,
+                    max_concurrent=bound,
+                    opened_at=self._view.opened_at,
+                    lease_seconds=TURN_LEASE_SECONDS,
                 ),
                 result_type=RunGrant,
                 # One control workflow serves every incident and answers in batches; an answer that
                 # does not come within the timeout (a busy worker, the control workflow being
-                # restarted) is transient: keep asking for minutes before calling humans.
-                start_to_close_timeout=timedelta(seconds=self._policy.activity_timeout_seconds),
+                # restarted) is transient: keep asking for minutes before calling humans. Waiting
+                # in line is not a lost answer: asking again keeps the place.
+                start_to_close_timeout=timedelta(
+                    seconds=max(self._policy.activity_timeout_seconds, ADMISSION_WAIT_SECONDS if bound else 0)
+                ),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=1),
                     backoff_coefficient=1.5,
@@ -655,6 +698,7 @@ class IncidentWorkflow:
             )
         except ActivityError as err:
             grant = RunGrant(allowed=False, reason=f"could not reach the control workflow: {cause(err)}")
+        self._holds_slot = grant.slot
         if not grant.allowed:
             self._event("remediation_blocked", f"fix not run: {grant.reason}")
             await self._comment(
@@ -695,14 +739,23 @@ class IncidentWorkflow:
                     self._event(
                         "remediation_waiting", f"another remediation holds {plan.target}; waiting for it"
                     )
+                    await self._give_way(f"another remediation holds {plan.target}")
                 await workflow.sleep(timedelta(seconds=self._policy.lock_retry_seconds))
         try:
+            if self._holds_slot or self._holds_turn:
+                self._fix_waits_on_forge = False
+                await workflow.wait_condition(lambda: handle.done() or self._fix_waits_on_forge)
+                if not handle.done():
+                    await self._give_way("the fix waits for its pull request")
             result: RemediationResult = await handle
         except ChildWorkflowError as err:
             # A crashed or terminated remediation must not wedge the incident: escalate instead.
             result = RemediationResult(
                 outcome="failed", reason=f"the remediation workflow failed: {cause(err)}"
             )
+        # The fix is over: free the slot (and this incident's turn) now, before any close-out, so
+        # that a closed stage is only ever seen in the final workflow task.
+        await self._give_way()
         approved_by = approved_by or result.approved_by  # a merged pull request that was the approval
         seconds = (workflow.now() - started).total_seconds()
         self._view.remediations.append(
@@ -756,6 +809,74 @@ class IncidentWorkflow:
             return
         kind = "playbook_drafted" if result.status == "proposed" else "playbook_draft_refused"
         self._event(kind, result.message, {"name": result.name, "branch": result.branch})
+
+    async def _take_turn(self) -> None:
+        """Wait for this incident's turn: in a storm the deployment works on `max_concurrent`
+        incidents at once (evidence, matching, investigation, the fix), the one that opened first
+        going first, so the first incidents heal first instead of every one advancing together.
+        If the control workflow cannot be reached the incident goes ahead without a turn."""
+        if self._policy.max_concurrent <= 0 or not workflow.patched(PATCH_LEAN_HEAL):
+            return
+        asked = workflow.now()
+        try:
+            grant: RunGrant = await workflow.execute_activity(
+                "acquire_run",
+                RunRequest(
+                    playbook="",
+                    target="",
+                    incident_id=self._view.id,
+                    max_runs=0,
+                    window_seconds=0,
+                    cooldown_seconds=0,
+                    max_concurrent=self._policy.max_concurrent,
+                    opened_at=self._view.opened_at,
+                    lease_seconds=TURN_LEASE_SECONDS,
+                    turn=True,
+                ),
+                result_type=RunGrant,
+                start_to_close_timeout=timedelta(
+                    seconds=max(self._policy.activity_timeout_seconds, ADMISSION_WAIT_SECONDS)
+                ),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    backoff_coefficient=1.5,
+                    maximum_interval=timedelta(seconds=15),
+                    maximum_attempts=30,
+                ),
+            )
+        except ActivityError as err:
+            self._event("turn_failed", f"went ahead without waiting for a turn: {cause(err)}")
+            return
+        self._holds_turn = grant.slot
+        waited = (workflow.now() - asked).total_seconds()
+        if waited >= 1:
+            self._event("turn", rules.turn_message(waited, self._policy.max_concurrent))
+
+    async def _end_turn(self) -> None:
+        if self._holds_turn:
+            self._holds_turn = False
+            await self._release_run()
+
+    async def _give_way(self, why: str = "") -> None:
+        """Hand back this incident's turn and its fix's slot. Done when the fix is over, and
+        earlier when it waits on others (a pull request's merge, reviews or checks; another
+        remediation of the same target), which can take hours: the incidents in line behind it
+        are not held up meanwhile. What follows runs without a place in line."""
+        if not (self._holds_slot or self._holds_turn):
+            return
+        self._holds_slot = self._holds_turn = False
+        await self._release_run()
+        if why:
+            self._event("turn_released", rules.gave_way_message(why))
+
+    async def _release_run(self) -> None:
+        """Hand the slot back to the control workflow, for the next incident in line. If the
+        signal fails the slot frees itself when its lease runs out."""
+        control = workflow.get_external_workflow_handle(ids.control_workflow_id(workflow.info().task_queue))
+        try:
+            await control.signal("release_run", self._view.id)
+        except FailureError as err:
+            self._event("release_failed", f"could not release the run's slot: {cause(err)}")
 
     async def _reescalate(self) -> None:
         if self._view.escalations >= self._policy.max_reescalations:
@@ -849,11 +970,30 @@ class IncidentWorkflow:
         """Say why on the ticket, move it to done, and close the incident."""
         ticket = self._view.ticket
         assert ticket is not None
-        await self._comment(
-            CommentRequest(
-                incident_id=self._view.id, key=ticket.key, body=body, dedup_key=f"{self._view.id}:{dedup}"
-            )
+        comment = CommentRequest(
+            incident_id=self._view.id, key=ticket.key, body=body, dedup_key=f"{self._view.id}:{dedup}"
         )
+        if workflow.patched(PATCH_LEAN_HEAL):
+            # One activity instead of four (comment, page, transition, record): the same effects.
+            try:
+                result: CloseResult = await self._local_activity(
+                    "close_incident",
+                    CloseRequest(
+                        comment=comment,
+                        page=EvidenceRequest(
+                            view=self._closing_view(outcome), workflow_url=self._workflow_url()
+                        ),
+                    ),
+                    result_type=CloseResult,
+                    **self._activity_options(),
+                )
+                for failure in result.failed:
+                    self._event("close_failed", f"closing out {ticket.key}: {failure}")
+            except ActivityError as err:
+                self._event("close_failed", f"could not close out {ticket.key}: {cause(err)}")
+            self._close(outcome)
+            return
+        await self._comment(comment)
         await self._update_page(self._closing_view(outcome))
         try:
             await workflow.execute_activity(
@@ -916,9 +1056,11 @@ class IncidentWorkflow:
             self._view.stage = stage
             self._sync_search_attributes()
 
-    def _event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+    def _event(
+        self, kind: str, message: str, data: dict[str, Any] | None = None, *, at: datetime | None = None
+    ) -> None:
         self._view.timeline.append(
-            TimelineEvent(at=workflow.now(), kind=kind, message=message, data=data or {})
+            TimelineEvent(at=at or workflow.now(), kind=kind, message=message, data=data or {})
         )
         workflow.logger.info("%s: %s", kind, message, extra={"incident_id": self._view.id})
 
@@ -955,6 +1097,15 @@ class IncidentWorkflow:
     def _workflow_url(self) -> str:
         info = workflow.info()
         return rules.workflow_url(self._policy.ui_url, info.namespace, info.workflow_id)
+
+    async def _local_activity(self, name: str, arg: Any, **options: Any) -> Any:
+        """Bounded work the worker does itself (the ticket, evidence from sources that each have
+        their own timeout, matching, the builtin investigation, a page rewrite, the close-out): a
+        local activity in new histories, recorded as one marker instead of an activity's three
+        events and the workflow task its completion wakes."""
+        if workflow.patched(PATCH_LEAN_HEAL):
+            return await workflow.execute_local_activity(name, arg, **options)
+        return await workflow.execute_activity(name, arg, **options)
 
     def _activity_options(self, attempts: int = 20) -> dict[str, Any]:
         """Ticket calls retry long (Jira outages); decisions about fixes give up fast and escalate."""

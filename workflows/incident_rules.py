@@ -522,3 +522,15 @@ def workflow_url(ui_url: str, namespace: str, workflow_id: str) -> str:
     if not ui_url:
         return ""
     return f"{ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{workflow_id}"
+
+
+def turn_message(waited_seconds: float, max_concurrent: int) -> str:
+    return f"waited {waited_seconds:.0f}s for its turn ({max_concurrent} incidents are worked on at once)"
+
+
+#: The child's progress kind for a fix that now waits on a pull request (see `_give_way`).
+WAITS_ON_FORGE = "pull_request"
+
+
+def gave_way_message(why: str) -> str:
+    return f"{why}: its place in line goes to the next incident meanwhile"

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         CommitRequest,
         FiringRequest,
         Progress,
+        ProgressBatch,
         RemediationInput,
         RemediationResult,
         RollbackRequest,
@@ -53,6 +54,11 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
+
+#: Marks histories where steps are reported in batches, one signal and one ticket comment per
+#: milestone (see `_progress`), instead of one signal and one comment per step, and where the
+#: short steps (`rules.LOCAL_ACTIVITIES`) and those comments run as local activities.
+PATCH_LEAN_REMEDIATION = "lean-remediation-v1"
 
 
 class StepFailed(Exception):
@@ -81,6 +87,8 @@ class RemediationWorkflow:
         self._merged: PullRequestState | None = None
         self._pr_wake = False
         self._merge_approver: str | None = None
+        #: Steps not yet reported (batched progress): sent with the next milestone.
+        self._unsent: list[Progress] = []
 
     @workflow.query
     def steps(self) -> list[StepRecord]:
@@ -508,22 +516,27 @@ class RemediationWorkflow:
         timeout_seconds: float | None = None,
     ) -> Any:
         started = workflow.now()
+        options: dict[str, Any] = {
+            "result_type": result_type,
+            "start_to_close_timeout": timedelta(
+                seconds=timeout_seconds or self._inp.activity_timeout_seconds
+            ),
+            "retry_policy": RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                maximum_interval=timedelta(seconds=30),
+                maximum_attempts=5,
+                non_retryable_error_types=["RemediationRejected"],
+            ),
+        }
         try:
-            result = await workflow.execute_activity(
-                activity,
-                arg,
-                result_type=result_type,
-                start_to_close_timeout=timedelta(
-                    seconds=timeout_seconds or self._inp.activity_timeout_seconds
-                ),
-                heartbeat_timeout=timedelta(seconds=15),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=1),
-                    maximum_interval=timedelta(seconds=30),
-                    maximum_attempts=5,
-                    non_retryable_error_types=["RemediationRejected"],
-                ),
-            )
+            if activity in rules.LOCAL_ACTIVITIES and workflow.patched(PATCH_LEAN_REMEDIATION):
+                # Short and in-process: one marker instead of an activity's three events and the
+                # workflow task its completion wakes.
+                result = await workflow.execute_local_activity(activity, arg, **options)
+            else:
+                result = await workflow.execute_activity(
+                    activity, arg, heartbeat_timeout=timedelta(seconds=15), **options
+                )
         except ActivityError as err:
             cause = root_cause(err)
             await self._record(phase, name, "failed", started, str(cause)[:500])
@@ -541,26 +554,46 @@ class RemediationWorkflow:
         await self._progress("step", rules.step_line(phase, name, status, seconds, detail))
 
     async def _progress(self, kind: str, message: str, stage: str | None = None) -> None:
-        """Tell the incident (timeline, stage) and write the step on the ticket."""
+        """Tell the incident (timeline, stage) and write the step on the ticket.
+
+        Steps are held back until the next milestone (`rules.BATCHED_KINDS`), then sent together:
+        one signal and one comment per milestone rather than per step, which was most of a heal's
+        history events and of the incident's wake-ups."""
+        if not workflow.patched(PATCH_LEAN_REMEDIATION):
+            await self._report([Progress(kind=kind, message=message, stage=stage)], "remediation_progress")
+            return
+        self._unsent.append(Progress(kind=kind, message=message, stage=stage, at=workflow.now()))
+        if kind in rules.BATCHED_KINDS:
+            return
+        batch, self._unsent = self._unsent, []
+        await self._report(batch, "remediation_progress_batch")
+
+    async def _report(self, batch: list[Progress], signal: str) -> None:
         inp = self._inp
         info = workflow.info()
         parent = workflow.get_external_workflow_handle(inp.parent_workflow_id)
-        await parent.signal("remediation_progress", Progress(kind=kind, message=message, stage=stage))
+        comment = CommentRequest(
+            incident_id=inp.incident_id,
+            key=inp.ticket_key,
+            body=rules.progress_batch_comment(inp.plan.playbook, [p.message for p in batch]),
+            dedup_key=rules.progress_dedup_key(
+                inp.incident_id, info.workflow_id, info.run_id, len(self._steps), batch[-1].kind
+            ),
+        )
+        options: dict[str, Any] = {
+            "result_type": bool,
+            "start_to_close_timeout": timedelta(seconds=30),
+            "retry_policy": RetryPolicy(maximum_attempts=5),
+        }
         try:
-            await workflow.execute_activity(
-                "comment_ticket",
-                CommentRequest(
-                    incident_id=inp.incident_id,
-                    key=inp.ticket_key,
-                    body=rules.progress_comment(inp.plan.playbook, message),
-                    dedup_key=rules.progress_dedup_key(
-                        inp.incident_id, info.workflow_id, info.run_id, len(self._steps), kind
-                    ),
-                ),
-                result_type=bool,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=5),
-            )
+            if signal == "remediation_progress":
+                await parent.signal(signal, batch[0])
+                await workflow.execute_activity("comment_ticket", comment, **options)
+            else:
+                await parent.signal(signal, ProgressBatch(items=batch))
+                # A local activity: one marker instead of an activity's three events and the
+                # workflow task its completion wakes.
+                await workflow.execute_local_activity("comment_ticket", comment, **options)
         except ActivityError:
             workflow.logger.warning("could not comment remediation progress on %s", inp.ticket_key)
 

@@ -77,6 +77,23 @@ def progress_comment(playbook: str, message: str) -> str:
     return f"Remediation ({playbook}): {message}"
 
 
+#: Steps short and local enough to run as local activities (one HTTP call to Alertmanager, one
+#: local commit): never a command, a push or a wait, whose length the playbook decides.
+LOCAL_ACTIVITIES = frozenset({"check_firing", "commit_fix"})
+
+#: Progress kinds held back and sent with the next report: the steps between milestones. A
+#: milestone (started, deploying, verifying, rolling back, the outcome) reaches the incident and the
+#: ticket at once, with the steps before it, so a heal wakes its incident four times, not a dozen.
+BATCHED_KINDS = frozenset({"step", "fix_found"})
+
+
+def progress_batch_comment(playbook: str, messages: list[str]) -> str:
+    """One ticket comment for several progress reports, one line each, in order."""
+    if len(messages) == 1:
+        return progress_comment(playbook, messages[0])
+    return f"Remediation ({playbook}):\n" + "\n".join(f"- {m}" for m in messages)
+
+
 def progress_dedup_key(incident_id: str, workflow_id: str, run_id: str, steps: int, kind: str) -> str:
     """One comment per progress event of a run: a retried comment activity does not repeat it."""
     return f"{incident_id}:{workflow_id}:{run_id}:{steps}:{kind}"

@@ -98,6 +98,7 @@ class GitRepo:
         self.base_branch = base_branch
         self.author = author
         self._common = str(Path(self.repo.common_dir).resolve())
+        self._remote_known: bool | None = None
         with _repo_locks_guard:
             self._lock = _repo_locks.setdefault(self._common, threading.Lock())
 
@@ -115,6 +116,16 @@ class GitRepo:
         worktrees_dir = worktrees_dir.resolve()
         wt_path = worktrees_dir / incident_id
         branch = BRANCH_PREFIX + incident_id
+        if self._registered_here(wt_path, branch):
+            # Every step of a fix prepares its worktree again: when git's own files say it is
+            # registered with its branch checked out, skip the fetch, prunes and listing (six git
+            # processes of a heal's few dozen); interrupted operations are still aborted below.
+            wt = Worktree(incident_id=incident_id, path=wt_path, branch=branch, base_ref=self._base_ref())
+            if clean:
+                self._reset_worktree(wt)
+            else:
+                self._abort_in_progress(wt)
+            return wt
         with self._lock:
             base_ref = self._refresh_base()
             self._git(self.path, "worktree", "prune")
@@ -142,6 +153,23 @@ class GitRepo:
         else:
             self._abort_in_progress(wt)
         return wt
+
+    def _registered_here(self, wt_path: Path, branch: str) -> bool:
+        """Whether `wt_path` is a worktree of this repository, registered both ways and with
+        `branch` checked out, read from git's files (no git process). Anything else (a directory
+        left by a crash, a detached HEAD, a registration elsewhere) takes the full path."""
+        try:
+            pointer = (wt_path / ".git").read_text(encoding="utf-8").strip()
+            if not pointer.startswith("gitdir: "):
+                return False
+            admin = (wt_path / pointer.removeprefix("gitdir: ")).resolve()
+            if admin.parent != (Path(self._common) / "worktrees").resolve():
+                return False
+            head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+            back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+        except OSError:
+            return False
+        return head == f"ref: refs/heads/{branch}" and back.resolve() == (wt_path / ".git").resolve()
 
     def cleanup(self, wt: Worktree) -> None:
         """Remove the worktree; delete its branch only when the remote or the base has its commits."""
@@ -542,7 +570,10 @@ class GitRepo:
         return self._run(cwd, *args, timeout=timeout)[0] == 0
 
     def _has_remote(self) -> bool:
-        return self.remote in self._git(self.path, "remote").split()
+        """Asked several times per operation; a handle lives for one activity, so once is enough."""
+        if self._remote_known is None:
+            self._remote_known = self.remote in self._git(self.path, "remote").split()
+        return self._remote_known
 
     def _base_ref(self) -> str:
         return f"{self.remote}/{self.base_branch}" if self._has_remote() else self.base_branch
@@ -582,7 +613,16 @@ class GitRepo:
         return found
 
     def _git_dir(self, wt: Worktree) -> Path:
-        """The worktree's own git directory (`.git/worktrees/<id>`): state outside the checkout."""
+        """The worktree's own git directory (`.git/worktrees/<id>`): state outside the checkout.
+        Read from the worktree's `.git` pointer file when there is one (no git process)."""
+        try:
+            pointer = (wt.path / ".git").read_text(encoding="utf-8").strip()
+        except OSError:
+            pointer = ""
+        if pointer.startswith("gitdir: "):
+            admin = (wt.path / pointer.removeprefix("gitdir: ")).resolve()
+            if admin.is_dir():
+                return admin
         return Path(self._git(wt.path, "rev-parse", "--absolute-git-dir"))
 
     def _journal_path(self, wt: Worktree) -> Path:

@@ -34,6 +34,7 @@ SETTINGS: dict[str, tuple[str, Any, str] | None] = {
     "service_labels": ("incident.service_labels", ["team", "component"], "yaml"),
     "activity_timeout_seconds": ("incident.activity_timeout_seconds", 77.0, "env"),
     "continue_as_new_after_events": ("incident.continue_as_new_after_events", 1234, "yaml"),
+    "max_concurrent": ("incident.max_concurrent", 3, "yaml"),
     "ticket_retry_seconds": None,
     "ui_url": ("temporal.ui_url", "https://temporal-ui.example:9443/", "env"),
     "namespace": ("temporal.namespace", "selfheal-prod", "yaml"),

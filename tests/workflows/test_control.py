@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from temporalio import workflow
@@ -134,6 +134,82 @@ async def test_a_burst_of_requests_is_answered_and_the_breaker_is_exact(
         assert 1 <= len(deliveries) < 63
 
         # Today's history replays against today's code (committed ones: tests/workflows/test_replay.py).
+        replayer = Replayer(workflows=[ControlWorkflow], data_converter=pydantic_data_converter)
+        await replayer.replay_workflow(history)
+        name = os.environ.get("SELFHEAL_RECORD_HISTORY", "")
+        if name.startswith("control-"):
+            (Path(__file__).parent / "histories" / f"{name}.json").write_text(history.to_json())
+
+
+def bounded(incident: str, opened_minute: int, *, approved: bool = False, lease: float = 3600) -> RunRequest:
+    """A request under a bound of one run at a time, from an incident opened at that minute."""
+    return request(incident, f"target-{incident}", max_runs=100, approved=approved).model_copy(
+        update={
+            "max_concurrent": 1,
+            "opened_at": datetime(2026, 1, 1, 12, opened_minute, tzinfo=UTC),
+            "lease_seconds": lease,
+        }
+    )
+
+
+async def test_bounded_runs_are_admitted_oldest_incident_first(temporal_address: str, tmp_path: Path) -> None:
+    settings = make_settings(temporal_address, tmp_path)
+    client = await connect(settings.temporal)
+    probe_queue = settings.temporal.task_queue + "-probe"
+    control = client.get_workflow_handle(control_workflow_id(settings.temporal.task_queue))
+
+    async def waiting() -> list[str]:
+        return [t.request.incident_id for t in (await get_state(client, settings)).waiting]
+
+    async def until_waiting(n: int) -> None:
+        while len(await waiting()) != n:
+            await asyncio.sleep(0.1)
+
+    async with (
+        build_worker(client, settings, LocalTracker(settings.local_db_path)),
+        Worker(
+            client,
+            task_queue=probe_queue,
+            workflows=[AcquireProbe],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ),
+    ):
+        first = await ask(client, settings, probe_queue, bounded("inc-late", 50))
+        assert first == RunGrant(allowed=True, slot=True)
+
+        # Three more arrive while the only slot is taken, newest incident first: all wait.
+        asks = {}
+        for incident, minute in (("inc-c", 30), ("inc-a", 10), ("inc-b", 20)):
+            asks[incident] = asyncio.create_task(
+                ask(client, settings, probe_queue, bounded(incident, minute))
+            )
+            await until_waiting(len(asks))
+        # A human approved this one: it goes before every autonomous run, however young.
+        asks["inc-approved"] = asyncio.create_task(
+            ask(client, settings, probe_queue, bounded("inc-approved", 59, approved=True))
+        )
+        await until_waiting(4)
+
+        admitted = []
+        holder = "inc-late"
+        for left in (3, 2, 1, 0):
+            await control.signal("release_run", holder)
+            done, _ = await asyncio.wait(asks.values(), return_when=asyncio.FIRST_COMPLETED, timeout=60)
+            assert len(done) == 1, "one slot frees, one run is admitted"
+            holder = next(i for i, t in asks.items() if t in done)
+            assert asks.pop(holder).result() == RunGrant(allowed=True, slot=True)
+            admitted.append(holder)
+            assert len(await waiting()) == left
+        assert admitted == ["inc-approved", "inc-a", "inc-b", "inc-c"]
+
+        # A slot whose release never comes (the incident was terminated) frees itself at its lease.
+        await control.signal("release_run", holder)
+        assert (await ask(client, settings, probe_queue, bounded("inc-lost", 1, lease=2))).slot
+        started = asyncio.get_running_loop().time()
+        assert (await ask(client, settings, probe_queue, bounded("inc-next", 2))).allowed
+        assert asyncio.get_running_loop().time() - started >= 1.0
+
+        history = await control.fetch_history()
         replayer = Replayer(workflows=[ControlWorkflow], data_converter=pydantic_data_converter)
         await replayer.replay_workflow(history)
         name = os.environ.get("SELFHEAL_RECORD_HISTORY", "")

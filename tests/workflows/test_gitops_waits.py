@@ -22,6 +22,7 @@ from models.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.settings import load_settings
 from selfheal.worker import build_worker
 from tests.support.forges import ArgoCdFake, ConfigRepo, GithubFake, make_config_repo
+from tests.support.forges.repos import CONFIG, git
 from tests.support.payloads import note, simple, unique_group
 from tests.support.services import skip_time
 from workflows import gitops_rules
@@ -65,8 +66,39 @@ def playbook(alertname: str, deploy: list[Any]) -> str:
 
 
 async def start(
-    env: WorkflowEnvironment, tmp_path: Path, fakes: tuple[GithubFake, ArgoCdFake], deploy: list[Any]
+    env: WorkflowEnvironment,
+    tmp_path: Path,
+    fakes: tuple[GithubFake, ArgoCdFake],
+    deploy: list[Any],
+    policy: IncidentPolicySnapshot | None = None,
 ) -> tuple[ConfigRepo, WorkflowHandle[Any, Any], Any]:
+    repo, settings, alertname, worker = await deployment(env, tmp_path, fakes, deploy)
+    handle = await open_incident(env, settings.temporal.task_queue, alertname, repo.service, policy)
+    return repo, handle, worker
+
+
+async def open_incident(
+    env: WorkflowEnvironment,
+    task_queue: str,
+    alertname: str,
+    service: str,
+    policy: IncidentPolicySnapshot | None = None,
+) -> WorkflowHandle[Any, Any]:
+    gid = uuid.uuid4().hex[:12]
+    return await env.client.start_workflow(
+        IncidentWorkflow.run,
+        IncidentInput(incident_id=f"{gid}-gitops", group_id=gid, policy=policy or IncidentPolicySnapshot()),
+        id=f"incident-{gid}",
+        task_queue=task_queue,
+        start_signal="notify",
+        start_signal_args=[note(simple(group=unique_group(), alertname=alertname, service=service))],
+    )
+
+
+async def deployment(
+    env: WorkflowEnvironment, tmp_path: Path, fakes: tuple[GithubFake, ArgoCdFake], deploy: list[Any]
+) -> tuple[ConfigRepo, Any, str, Any]:
+    """A config repo on the forge, a playbook deploying through `deploy`, and a running worker."""
     github, argo = fakes
     service = "svc-" + uuid.uuid4().hex[:8]
     alertname = "Pool" + uuid.uuid4().hex[:6]
@@ -94,16 +126,7 @@ async def start(
     )
     worker = build_worker(env.client, settings, LocalTracker(settings.local_db_path))
     await worker.__aenter__()
-    gid = uuid.uuid4().hex[:12]
-    handle = await env.client.start_workflow(
-        IncidentWorkflow.run,
-        IncidentInput(incident_id=f"{gid}-gitops", group_id=gid, policy=IncidentPolicySnapshot()),
-        id=f"incident-{gid}",
-        task_queue=settings.temporal.task_queue,
-        start_signal="notify",
-        start_signal_args=[note(simple(group=unique_group(), alertname=alertname, service=service))],
-    )
-    return repo, handle, worker
+    return repo, settings, alertname, worker
 
 
 async def view_when(handle: WorkflowHandle[Any, Any], pred: Any, timeout: float = 60) -> IncidentView:
@@ -188,6 +211,43 @@ async def test_a_sync_that_never_completes_fails_with_what_was_seen_and_rollback
     assert len(pulls) == 2 and all(p.merged for p in pulls.values())  # fix and revert merged
     assert repo.pool_size() == 5  # the revert is on main; only its sync is missing
     assert "rollback_failed" in kinds(view) and "rolled_back" not in kinds(view)
+
+
+async def test_a_fix_waiting_for_its_merge_gives_its_turn_to_the_next_incident(
+    time_env: WorkflowEnvironment, tmp_path: Path, fakes: tuple[GithubFake, ArgoCdFake]
+) -> None:
+    """One incident at a time (`max_concurrent: 1`): the first incident's fix waits for a human
+    to merge its pull request, which can take hours. The second incident, in line behind it, gets
+    its turn meanwhile instead of waiting for that merge (or for the turn's one-hour lease)."""
+    deploy = [{"pull_request": {"repo": "config", "merge": "human", "timeout": "3h"}}]
+    repo, settings, alertname, worker = await deployment(time_env, tmp_path, fakes, deploy)
+    other = "svc-" + uuid.uuid4().hex[:8]
+    config = repo.work / CONFIG.format(service=other)
+    config.parent.mkdir(parents=True)
+    config.write_text("pool:\n  size: 5\n")
+    git(repo.work, "add", ".")
+    git(repo.work, "commit", "-q", "-m", f"add {other}")
+    git(repo.work, "push", "-q", "origin", "main")
+    policy = IncidentPolicySnapshot(max_concurrent=1)
+    queue = settings.temporal.task_queue
+    first = await open_incident(time_env, queue, alertname, repo.service, policy)
+    second = None
+    try:
+        view = await view_when(first, lambda v: "pull_request" in kinds(v))
+        second = await open_incident(time_env, queue, alertname, other, policy)
+        seconds = await view_when(second, lambda v: "pull_request" in kinds(v))
+        view = await view_when(first, lambda v: "turn_released" in kinds(v))
+    finally:
+        for handle in (first, second):
+            if handle is not None:
+                await handle.terminate(reason="test over")
+        await worker.__aexit__(None, None, None)
+    (released,) = [e for e in view.timeline if e.kind == "turn_released"]
+    assert released.message.startswith("the fix waits for its pull request")
+    assert view.stage == Stage.REMEDIATING and not view.remediations
+    assert "turn_released" in kinds(seconds)  # the second's own fix gave way in turn
+    pulls = fakes[0].repos["acme/config"].pulls
+    assert len(pulls) == 2 and not any(p.merged for p in pulls.values())
 
 
 def test_poll_rules() -> None:

@@ -95,3 +95,16 @@ def test_kube_steps_need_rolling_back_and_keep_their_own_timeouts() -> None:
     )
     assert rules.step_timeout_seconds(drain) == 600 + rules.STEP_TIMEOUT_MARGIN
     assert rules.step_timeout_seconds(wait) == 300 + rules.STEP_TIMEOUT_MARGIN
+
+
+def test_a_batch_of_progress_is_one_comment_with_every_step_in_order() -> None:
+    steps = ["[fix] commit fix: OK in 0.1s", "[test] command test 1: OK in 0.2s", "deploying the fix to web"]
+    body = rules.progress_batch_comment("pool-raise", steps)
+    assert body.splitlines() == ["Remediation (pool-raise):", *(f"- {s}" for s in steps)]
+    # A lone report reads as it did before batching.
+    assert rules.progress_batch_comment("pool-raise", steps[:1]) == rules.progress_comment(
+        "pool-raise", steps[0]
+    )
+    # Steps wait for the next milestone; milestones and outcomes go out at once.
+    assert {"step", "fix_found"} == rules.BATCHED_KINDS
+    assert not {"remediation_started", "deploying", "verifying", "rolling_back"} & rules.BATCHED_KINDS

@@ -3,8 +3,8 @@ ControlWorkflow cannot silently break runs that are already going (`control-v1-u
 control workflow from before grants were batched: one update per request). Record a new one only
 when a change is deliberately versioned (workflow.patched) and the old histories still replay:
 `SELFHEAL_RECORD_HISTORY=incident-v6-whatever pytest tests/workflows/test_replay.py -k fresh` adds an incident
-history, `SELFHEAL_RECORD_HISTORY=remediation-v2-whatever ...` a remediation one (the name's first
-word picks the recording).
+history, `SELFHEAL_RECORD_HISTORY=remediation-v2-whatever ...` a remediation one, `heal-v1-whatever`
+the incident that ran that remediation (the name's first word picks the recording).
 """
 
 from __future__ import annotations
@@ -101,9 +101,10 @@ def _git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
 
 
-async def record_remediation_history(env: WorkflowEnvironment, tmp_path: Path) -> str:
+async def record_remediation_history(env: WorkflowEnvironment, tmp_path: Path) -> tuple[str, str]:
     """A real fix of a git config repo (worktree, edit, commit, sandboxed test, push), run by an
-    `auto` playbook from an incident; the history of its RemediationWorkflow child."""
+    `auto` playbook from an incident; the histories of its RemediationWorkflow child and of the
+    incident itself (the heal path)."""
     service = "svc-" + uuid.uuid4().hex[:8]
     remote, seed, work = tmp_path / "remote.git", tmp_path / "seed", tmp_path / "work"
     _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
@@ -144,7 +145,8 @@ async def record_remediation_history(env: WorkflowEnvironment, tmp_path: Path) -
         view = await handle.result()
         assert view.outcome == "healed", [(e.kind, e.message) for e in view.timeline]
         history = await env.client.get_workflow_handle(ids.remediation_workflow_id(service)).fetch_history()
-    return history.to_json()
+        incident = await handle.fetch_history()
+    return history.to_json(), incident.to_json()
 
 
 def _commit_at(repo: Path, files: dict[str, str], message: str, when: datetime) -> str:
@@ -275,10 +277,14 @@ async def test_fresh_history_replays(time_env: WorkflowEnvironment, tmp_path: Pa
 
 
 async def test_fresh_remediation_history_replays(time_env: WorkflowEnvironment, tmp_path: Path) -> None:
-    text = await record_remediation_history(time_env, tmp_path)
-    replayer = Replayer(workflows=[RemediationWorkflow], data_converter=pydantic_data_converter)
+    text, incident = await record_remediation_history(time_env, tmp_path)
+    replayer = Replayer(
+        workflows=[RemediationWorkflow, IncidentWorkflow], data_converter=pydantic_data_converter
+    )
     await replayer.replay_workflow(WorkflowHistory.from_json("fresh-remediation", text))
+    await replayer.replay_workflow(WorkflowHistory.from_json("fresh-heal", incident))
     _keep("remediation", text)
+    _keep("heal", incident)
 
 
 async def test_fresh_proposal_history_replays(time_env: WorkflowEnvironment, tmp_path: Path) -> None:
