@@ -69,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
     # Pure functions with no state: passed through like the models, not re-imported per instance.
     from workflows import incident_rules as rules
     from workflows.incident_rules import cause
+    from workflows.local_activity import execute_local
 
 
 NOT_AWAITING = "NotAwaitingDecision"
@@ -1104,7 +1105,7 @@ class IncidentWorkflow:
         local activity in new histories, recorded as one marker instead of an activity's three
         events and the workflow task its completion wakes."""
         if workflow.patched(PATCH_LEAN_HEAL):
-            return await workflow.execute_local_activity(name, arg, **options)
+            return await execute_local(name, arg, **options)
         return await workflow.execute_activity(name, arg, **options)
 
     def _activity_options(self, attempts: int = 20) -> dict[str, Any]:

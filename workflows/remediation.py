@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import gitops_rules
     from workflows import remediation_rules as rules
     from workflows.incident_rules import root_cause
+    from workflows.local_activity import execute_local
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
@@ -532,7 +533,7 @@ class RemediationWorkflow:
             if activity in rules.LOCAL_ACTIVITIES and workflow.patched(PATCH_LEAN_REMEDIATION):
                 # Short and in-process: one marker instead of an activity's three events and the
                 # workflow task its completion wakes.
-                result = await workflow.execute_local_activity(activity, arg, **options)
+                result = await execute_local(activity, arg, **options)
             else:
                 result = await workflow.execute_activity(
                     activity, arg, heartbeat_timeout=timedelta(seconds=15), **options
@@ -593,7 +594,7 @@ class RemediationWorkflow:
                 await parent.signal(signal, ProgressBatch(items=batch))
                 # A local activity: one marker instead of an activity's three events and the
                 # workflow task its completion wakes.
-                await workflow.execute_local_activity("comment_ticket", comment, **options)
+                await execute_local("comment_ticket", comment, **options)
         except ActivityError:
             workflow.logger.warning("could not comment remediation progress on %s", inp.ticket_key)
 
