@@ -5,7 +5,8 @@ when the forge answers "already exists" to a create (GitHub 422, GitLab and Gite
 a retried activity or a crashed worker never opens a second request. Merging is only ever done
 with the head commit selfheal pushed as a precondition (GitHub and GitLab `sha`, Gitea
 `head_commit_id`, GitHub auto-merge `expectedHeadOid`), so a branch someone else pushed to is
-never merged by selfheal.
+never merged by selfheal. The exception is Gitea's scheduled merge, which keeps no head (its
+`ScheduleAutoMerge` takes none): the wait cancels it as soon as it sees the head moved.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """Gitea and Forgejo pull requests over their REST API (`/api/v1`, token auth), with httpx.
 
 `merge: auto` is `POST …/pulls/{n}/merge` with `merge_when_checks_succeed` and `head_commit_id`:
-Gitea schedules the merge for when checks pass, or merges at once when nothing is pending.
-Labels are given by name; they must exist in the repository.
+Gitea schedules the merge for when checks pass, or merges at once when nothing is pending. A
+scheduled merge does not keep `head_commit_id` (Gitea's `ScheduleAutoMerge` takes no head), so
+the wait cancels it when the head moves. Labels are given by name and must exist in the
+repository (or its organization): Gitea silently drops unknown names and answers 200
+(routers/api/v1/repo/issue_label.go), so selfheal compares what it got and says which are missing.
 """
 
 from __future__ import annotations
@@ -101,7 +104,15 @@ class GiteaForge(Forge):
         return self._state(self._send(f"read pull request #{number}", "GET", f"/pulls/{number}"))
 
     def add_labels(self, number: int, labels: list[str]) -> None:
-        self._send(f"label #{number}", "POST", f"/issues/{number}/labels", json={"labels": labels})
+        got = self._send(f"label #{number}", "POST", f"/issues/{number}/labels", json={"labels": labels})
+        have = {str(x.get("name")) for x in got or [] if isinstance(x, dict)}
+        missing = [x for x in labels if x not in have]
+        if missing:
+            raise ForgeError(
+                f"gitea label #{number}: no label {', '.join(missing)} in {self.settings.project}"
+                " (Gitea ignores unknown label names: create them in the repository first)",
+                retryable=False,
+            )
 
     def auto_merge(self, number: int, head: str) -> str:
         state = self.get(number)

@@ -1,9 +1,10 @@
 """GitHub (and GitHub Enterprise Server) pull requests through PyGithub.
 
 Auto-merge is GitHub's own (`enablePullRequestAutoMerge` over GraphQL, with `expectedHeadOid`);
-GitHub refuses to enable it on a pull request that can already be merged ("is in clean status"),
-and then selfheal merges over REST with `sha` set to the head it pushed, which GitHub refuses (409)
-if the branch moved.
+GitHub refuses to enable it on a pull request that can already be merged ("Pull request is in
+clean status", and "… in unstable status" when only a check that is not required is pending or
+failing), and then selfheal merges over REST with `sha` set to the head it pushed, which GitHub
+refuses (409) if the branch moved.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from connectors.gitops.settings import ForgeSettings, secret
 
 T = TypeVar("T")
 _METHODS = {"merge": "MERGE", "squash": "SQUASH", "rebase": "REBASE"}
+#: `mergeable_state`s GitHub merges now: `clean`; `unstable` (a check that is not required is
+#: pending or failing); `has_hooks` (GHES: clean, with pre-receive hooks). Auto-merge is refused
+#: in these ("Pull request is in <state> status").
+MERGEABLE_NOW = ("clean", "unstable", "has_hooks")
 
 
 def _message(exc: GithubException) -> str:
@@ -77,7 +82,7 @@ class GithubForge(Forge):
             merge_commit=pr.merge_commit_sha if merged else None,
             merged_by=pr.merged_by.login if merged and pr.merged_by is not None else None,
             auto_merge=pr.auto_merge is not None,
-            mergeable=pr.mergeable_state == "clean",
+            mergeable=pr.mergeable_state in MERGEABLE_NOW,
         )
 
     def find(self, branch: str) -> ForgeRequest | None:
@@ -112,14 +117,15 @@ class GithubForge(Forge):
                 return f"head moved to {pr.head.sha[:12]}: not merging"
             if pr.auto_merge is not None:
                 return "auto-merge already enabled"
-            if pr.mergeable_state != "clean":
+            if pr.mergeable_state not in MERGEABLE_NOW:
                 try:
                     pr.enable_automerge(
                         merge_method=_METHODS[self.settings.merge_method], expected_head_oid=head
                     )
                     return "auto-merge enabled"
                 except GithubException as exc:
-                    if "clean status" not in _message(exc).lower():
+                    text = _message(exc).lower()
+                    if not any(f"{state} status" in text for state in MERGEABLE_NOW):
                         raise
             result = pr.merge(merge_method=self.settings.merge_method, sha=head)
             return f"merged as {str(result.sha)[:12]} (already mergeable)"

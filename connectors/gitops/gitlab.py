@@ -1,8 +1,11 @@
 """GitLab merge requests through python-gitlab.
 
-`merge: auto` is GitLab's "merge when the pipeline succeeds" (`PUT …/merge` with
-`merge_when_pipeline_succeeds` and `sha`); GitLab merges at once when there is no pipeline to wait
-for, and answers 409 when `sha` is no longer the source branch's head.
+`merge: auto` merges now (`PUT …/merge` with `sha`) when GitLab says the request is `mergeable`,
+else sets "merge when the pipeline succeeds" (`merge_when_pipeline_succeeds` and `sha`). GitLab
+(12.10 on) answers 405 to the latter when no pipeline is running, even one about to start (issues
+gitlab-org/gitlab#217710, #355455, #353984): not an error here, the wait asks again once the request
+is mergeable. GitLab answers 409 when `sha` is no longer the source branch's head, and 401 (not
+403) when the token's user may not merge into the target branch.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ class GitlabForge(Forge):
             status=status,
             head_sha=str(mr.sha),
             merge_commit=str(merge_commit) if status == "merged" and merge_commit else None,
-            merged_by=_user(getattr(mr, "merged_by", None)),
+            # `merged_by` is deprecated since 14.7 in favour of `merge_user`.
+            merged_by=_user(getattr(mr, "merge_user", None)) or _user(getattr(mr, "merged_by", None)),
             closed_by=_user(getattr(mr, "closed_by", None)),
             auto_merge=bool(getattr(mr, "merge_when_pipeline_succeeds", False)),
             mergeable=getattr(mr, "detailed_merge_status", "") == "mergeable",
@@ -119,10 +123,26 @@ class GitlabForge(Forge):
                 return f"head moved to {state.head_sha[:12]}: not merging"
             if state.auto_merge:
                 return "merge when pipeline succeeds already set"
-            mr.merge(merge_when_pipeline_succeeds=True, sha=head)
+            status = str(getattr(mr, "detailed_merge_status", "") or "unknown")
+            try:
+                if state.mergeable:
+                    mr.merge(sha=head)
+                else:
+                    mr.merge(merge_when_pipeline_succeeds=True, sha=head)
+            except GitlabError as exc:
+                if exc.response_code == 405:  # nothing to wait for now: asked again when mergeable
+                    return f"GitLab cannot merge it yet ({status}): asks again once it is mergeable"
+                if exc.response_code == 401:
+                    raise ForgeError(
+                        f"gitlab merge !{number}: 401 {exc.error_message} (the token's user may not"
+                        f" merge into {state.base}: see the branch's 'Allowed to merge', docs/gitops.md)",
+                        retryable=False,
+                        status=401,
+                    ) from exc
+                raise
             after = self._state(mr)
             if after.status == "merged":
-                return f"merged as {(after.merge_commit or '')[:12]} (no pipeline to wait for)"
+                return f"merged as {(after.merge_commit or '')[:12]}"
             return "merge when pipeline succeeds set"
 
         return self._call(f"merge !{number}", run)

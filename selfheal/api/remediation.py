@@ -77,9 +77,10 @@ async def _set(request: Request, principal: Principal, req: PauseRequest, body: 
 #
 # Signed by the forge, not by a person: GitHub's and Gitea's HMAC of the raw body, GitLab's secret
 # token. An event only wakes the wait, which then asks the forge itself, so nothing in the body is
-# trusted beyond "look again at this branch's request". Answers: 403 when that forge's secret is
-# not configured, 401 for a bad or missing signature, 413, 422 for a body that is not a JSON
-# object, 200 `ignored` for events about anything else, 200 `woken` or `not_waiting`.
+# trusted beyond "look again at this branch's request". JSON or form (`payload=`) deliveries.
+# Answers: 403 when that forge's secret is not configured, 401 for a bad or missing signature,
+# 413, 422 for a body that is not a JSON object, 200 `ignored` for events about anything else
+# (pings, test pushes, unknown event types), 200 `woken` or `not_waiting`.
 
 
 @router.post("/api/v1/gitops/github/webhook")
@@ -120,7 +121,9 @@ async def gitea_webhook(request: Request) -> JSONResponse:
         request,
         "gitea",
         secret,
-        lambda s, raw: webhooks.gitea_signature_ok(s, raw, signature),
+        lambda s, raw: webhooks.gitea_signature_ok(
+            s, webhooks.json_body(request.headers.get("content-type"), raw), signature
+        ),
         lambda body: webhooks.github_event(event, body),
         request.headers.get("x-gitea-delivery"),
     )
@@ -147,7 +150,7 @@ async def _forge_hook(
         log.warning("forge webhook refused: bad signature", forge=forge, remote=client_address(request))
         return JSONResponse(status_code=401, content={"error": f"bad or missing {forge} webhook signature"})
     try:
-        body = json.loads(raw)
+        body = json.loads(webhooks.json_body(request.headers.get("content-type"), raw))
     except ValueError:
         return JSONResponse(status_code=422, content={"error": "body is not JSON", "errors": [{"path": "$"}]})
     if not isinstance(body, dict):

@@ -34,10 +34,10 @@ from tests.support.forges import (
     ConfigRepo,
     GithubFake,
     GitlabFake,
-    github_signature,
+    events,
     make_config_repo,
 )
-from tests.support.forges.repos import git, github_pull_event, gitlab_mr_event
+from tests.support.forges.repos import git
 from tests.support.kube import KubeFake, objects
 from tests.support.metric_target import MetricTarget
 from tests.support.payloads import simple
@@ -147,24 +147,16 @@ class World:
     async def wait(self, incident_id: str, pred: Any, timeout: float = 120) -> dict[str, Any]:
         return await wait_for_incident(self.http, incident_id, pred, timeout)
 
-    async def github_hook(self, body: bytes, secret: str = SECRET) -> httpx.Response:
-        headers = {
-            "X-GitHub-Event": "pull_request",
-            "X-GitHub-Delivery": uuid.uuid4().hex,
-            "X-Hub-Signature-256": github_signature(secret, body),
-            "Content-Type": "application/json",
-        }
+    async def github_hook(self, body: dict[str, Any], secret: str = SECRET) -> httpx.Response:
+        """A `pull_request` delivery with GitHub's headers (tests/support/forges/events.py)."""
+        data, headers = events.github_delivery("pull_request", body, secret)
         async with httpx.AsyncClient(base_url=self.api.url) as raw:
-            return await raw.post("/api/v1/gitops/github/webhook", content=body, headers=headers)
+            return await raw.post("/api/v1/gitops/github/webhook", content=data, headers=headers)
 
-    async def gitlab_hook(self, body: bytes, token: str = GITLAB_TOKEN) -> httpx.Response:
-        headers = {
-            "X-Gitlab-Event": "Merge Request Hook",
-            "X-Gitlab-Token": token,
-            "Content-Type": "application/json",
-        }
+    async def gitlab_hook(self, body: dict[str, Any], token: str = GITLAB_TOKEN) -> httpx.Response:
+        data, headers = events.gitlab_delivery("Merge Request Hook", body, token)
         async with httpx.AsyncClient(base_url=self.api.url) as raw:
-            return await raw.post("/api/v1/gitops/gitlab/webhook", content=body, headers=headers)
+            return await raw.post("/api/v1/gitops/gitlab/webhook", content=data, headers=headers)
 
 
 @pytest.fixture
@@ -291,7 +283,16 @@ async def test_human_merges_later_then_argocd_syncs_before_verify(world_factory:
         resp = await gh.put(f"/repos/acme/config/pulls/{pull.number}/merge", json={"merge_method": "merge"})
         assert resp.status_code == 200, resp.text
     merge_commit = resp.json()["sha"]
-    hook = await world.github_hook(github_pull_event("closed", pull.number, branch, merged=True))
+    hook = await world.github_hook(
+        events.github_pull_request(
+            "closed",
+            pull.number,
+            branch,
+            merged=True,
+            head_sha=str(pull.merged_head),
+            merge_commit_sha=merge_commit,
+        )
+    )
     assert hook.status_code == 200 and hook.json() == {"status": "woken", "incident_id": incident_id}
 
     view = await world.wait(incident_id, lambda v: v["stage"] == "closed", timeout=90)
@@ -427,7 +428,15 @@ async def test_gitlab_merge_is_the_approval_then_flux_reconciles(world_factory: 
     async with httpx.AsyncClient(base_url=world.gitlab.url, headers={"PRIVATE-TOKEN": "glpat-alice"}) as gl:
         resp = await gl.put(f"/api/v4/projects/acme%2Fconfig/merge_requests/{mr.iid}/merge", json={})
         assert resp.status_code == 200, resp.text
-    hook = await world.gitlab_hook(gitlab_mr_event("merge", mr.iid, mr.source_branch))
+    hook = await world.gitlab_hook(
+        events.gitlab_merge_request(
+            "merge",
+            mr.iid,
+            mr.source_branch,
+            head_sha=str(mr.merged_head),
+            merge_commit_sha=mr.merge_commit_sha,
+        )
+    )
     assert hook.json()["status"] == "woken"
     view = await world.wait(incident_id, lambda v: v["stage"] == "closed", timeout=90)
     assert view["outcome"] == "healed_after_approval", view["timeline"]
@@ -455,7 +464,9 @@ async def test_a_person_merging_a_moved_head_takes_it_over(world_factory: Any) -
     ) as gh:
         resp = await gh.put(f"/repos/acme/config/pulls/{pull.number}/merge", json={})
         assert resp.status_code == 200, resp.text
-    await world.github_hook(github_pull_event("closed", pull.number, pull.head, merged=True))
+    await world.github_hook(
+        events.github_pull_request("closed", pull.number, pull.head, merged=True, head_sha=moved)
+    )
     view = await world.wait(incident_id, lambda v: v["stage"] == "awaiting_decision", timeout=60)
     reason = view["remediations"][0]["reason"]
     assert f"to {moved[:12]}" in reason and "a person merged it anyway" in reason, reason

@@ -222,9 +222,12 @@ def test_gitea_request_once_scheduled_merge_and_refusals(gitea: GiteaFake, repo:
         and merged.merged_by == "selfheal-bot"
     )
     assert gitea.repos["acme/config"].pulls[pr.number].labels == ["selfheal"]
+    # Gitea answers 200 and drops a label name the repository lacks: selfheal says so.
     with pytest.raises(ForgeError) as unknown_label:
-        forge.add_labels(pr.number, ["no-such-label"])
-    assert unknown_label.value.status == 422
+        forge.add_labels(pr.number, ["selfheal", "no-such-label"])
+    assert "no label no-such-label in acme/config" in str(unknown_label.value)
+    assert not unknown_label.value.retryable
+    assert gitea.repos["acme/config"].pulls[pr.number].labels == ["selfheal"]
     with pytest.raises(ForgeError) as bad:
         gt(gitea, "wrong").find(BRANCH)
     assert bad.value.status == 401 and not bad.value.retryable
@@ -249,3 +252,83 @@ def test_a_missing_token_names_the_setting(github: GithubFake) -> None:
     with pytest.raises(ForgeError) as err:
         GithubForge(ForgeSettings(kind="github", url=github.url, project="acme/config"))
     assert not err.value.retryable and "SELFHEAL_GITOPS__FORGES__<REPO>__TOKEN" in str(err.value)
+
+
+def test_github_unstable_is_merged_at_once(github: GithubFake, repo: ConfigRepo) -> None:
+    """Only a check that is not required is pending or failing: GitHub calls it `unstable`, merges
+    it, and refuses to enable auto-merge on it ("Pull request is in unstable status")."""
+    github.repos["acme/config"].optional_check_failing = True
+    forge = gh(github)
+    pr, _ = forge.open_or_find(BRANCH, "main", "fix", "body", [])
+    assert pr.mergeable  # the wait asks for the merge on its next look, too
+    with pytest.raises(ForgeError) as refused:  # what the fake answers GitHub's way
+        forge._call("enable", lambda: forge._repo.get_pull(pr.number).enable_automerge())
+    assert "unstable status" in str(refused.value)
+    assert forge.auto_merge(pr.number, pr.head_sha).startswith("merged as ")
+    assert forge.get(pr.number).status == "merged" and repo.pool_size() == 20
+
+
+def test_gitlab_without_a_pipeline_merges_now_with_the_sha(gitlab: GitlabFake, repo: ConfigRepo) -> None:
+    """GitLab answers 405 to "merge when pipeline succeeds" when no pipeline runs (gitlab#217710):
+    selfheal merges a `mergeable` request at once instead (with `sha`, like every merge it makes)."""
+    gitlab.projects["acme/infra/config"].pipelines = False
+    forge = gl(gitlab)
+    mr, _ = forge.open_or_find(BRANCH, "main", "fix", "body", [])
+    with pytest.raises(ForgeError) as refused:
+        forge._call("mwps", lambda: forge._mr(mr.number).merge(merge_when_pipeline_succeeds=True))
+    assert refused.value.status == 405
+    assert forge.auto_merge(mr.number, mr.head_sha) == f"merged as {repo.head()[:12]}"
+
+
+def test_gitlab_before_its_pipeline_exists_asks_again_later(gitlab: GitlabFake, repo: ConfigRepo) -> None:
+    """With "Pipelines must succeed" and the pipeline not created yet, GitLab can neither merge nor
+    schedule (405, gitlab#353984). Not an error: the next look schedules it once it runs."""
+    project = gitlab.projects["acme/infra/config"]
+    project.pipelines, project.pipeline_must_succeed = False, True
+    forge = gl(gitlab)
+    mr, _ = forge.open_or_find(BRANCH, "main", "fix", "body", [])
+    said = forge.auto_merge(mr.number, mr.head_sha)
+    assert said == "GitLab cannot merge it yet (ci_must_pass): asks again once it is mergeable"
+    assert forge.get(mr.number).status == "open" and not forge.get(mr.number).auto_merge
+    gitlab.pipeline_starts("acme/infra/config", mr.number)
+    assert forge.auto_merge(mr.number, mr.head_sha) == "merge when pipeline succeeds set"
+    gitlab.pipeline_succeeds("acme/infra/config", mr.number)
+    assert forge.get(mr.number).status == "merged" and repo.pool_size() == 20
+
+
+def test_gitlab_merge_permission_is_a_401_for_a_person(gitlab: GitlabFake) -> None:
+    """GitLab answers 401, not 403, when the user may not merge into the target branch."""
+    gitlab.add_token("dev", "developer", merge=False)
+    mr, _ = gl(gitlab).open_or_find(BRANCH, "main", "fix", "body", [])
+    with pytest.raises(ForgeError) as err:
+        gl(gitlab, "dev").auto_merge(mr.number, mr.head_sha)
+    assert err.value.status == 401 and not err.value.retryable
+    assert "may not merge into main" in str(err.value) and "check the forge token" not in str(err.value)
+    with pytest.raises(ForgeError) as not_set:  # cancelling what is not set: GitLab's 406
+        gl(gitlab)._call("cancel", lambda: gl(gitlab)._mr(mr.number).cancel_merge_when_pipeline_succeeds())
+    assert not_set.value.status == 406
+    gl(gitlab).cancel_auto_merge(mr.number)  # selfheal only cancels what is set: a no-op
+
+
+def test_gitea_refuses_what_gitea_refuses(gitea: GiteaFake, repo: ConfigRepo) -> None:
+    gitea.add_token("dev", "developer", merge=False)
+    forge = gt(gitea)
+    pr, _ = forge.open_or_find(BRANCH, "main", "fix", "body", [])
+    with pytest.raises(ForgeError) as not_allowed:
+        gt(gitea, "dev").auto_merge(pr.number, pr.head_sha)
+    assert not_allowed.value.status == 405 and "User not allowed to merge PR" in str(not_allowed.value)
+    with pytest.raises(ForgeError) as bad_style:
+        forge._send("merge", "POST", f"/pulls/{pr.number}/merge", json={"Do": "octopus"})
+    assert bad_style.value.status == 422
+    assert forge.auto_merge(pr.number, pr.head_sha) == "merge scheduled for when checks succeed"
+    with pytest.raises(ForgeError) as others:  # only its scheduler (or an admin) cancels it
+        gt(gitea, "dev").cancel_auto_merge(pr.number)
+    assert others.value.status == 403
+    with pytest.raises(ForgeError) as twice:
+        forge._send(
+            "merge",
+            "POST",
+            f"/pulls/{pr.number}/merge",
+            json={"Do": "merge", "merge_when_checks_succeed": True},
+        )
+    assert twice.value.status == 409 and "is already scheduled to auto merge" in str(twice.value)

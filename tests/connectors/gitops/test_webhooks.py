@@ -4,13 +4,15 @@ gets through."""
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from connectors.gitops import webhooks
 from models.gitops import incident_of_branch
-from tests.support.forges import github_signature
-from tests.support.forges.repos import github_pull_event, gitlab_mr_event
+from tests.support.forges import events, github_signature
+from tests.support.forges.events import github_pull_event, gitlab_mr_event
 
 SECRET = "s" * 20
+BRANCH = "selfheal/0123456789ab-abc123"
 
 
 def test_github_signature() -> None:
@@ -64,3 +66,26 @@ def test_only_selfheal_branches_name_an_incident() -> None:
     assert incident_of_branch("selfheal/0123456789ab-abc123-revert") == ("0123456789ab-abc123", True)
     for other in ("main", "selfheal/x", "feature/0123456789ab-abc123", "selfheal/0123456789ab-abc123/x"):
         assert incident_of_branch(other) is None
+
+
+def test_a_form_delivery_carries_its_json_in_payload() -> None:
+    raw = b'{"action":"closed"}'
+    form = urlencode({"payload": raw.decode()}).encode()
+    assert webhooks.json_body("application/json", raw) == raw
+    assert webhooks.json_body(None, raw) == raw
+    assert webhooks.json_body("application/x-www-form-urlencoded; charset=utf-8", form) == raw
+    assert webhooks.json_body("application/x-www-form-urlencoded", b"other=1") == b""
+    assert webhooks.json_body("application/x-www-form-urlencoded", b"\xff") == b""
+
+
+def test_real_shaped_events_are_read() -> None:
+    """The full documented bodies (tests/support/forges/events.py), not only the fields read."""
+    gh = events.github_pull_request("synchronize", 4, BRANCH, head_sha="a" * 40)
+    assert webhooks.github_event("pull_request", gh) == webhooks.PullEvent(BRANCH, 4, "synchronize")
+    gt = events.gitea_pull_request("closed", 5, BRANCH, merged=True, merge_commit_sha="b" * 40)
+    assert webhooks.github_event("pull_request", gt) == webhooks.PullEvent(BRANCH, 5, "merged")
+    assert webhooks.github_event("ping", events.github_ping()) is None
+    assert webhooks.github_event("push", events.gitea_push()) is None
+    gl = events.gitlab_merge_request("merge", 6, BRANCH, merge_commit_sha="b" * 40)
+    assert webhooks.gitlab_event("Merge Request Hook", gl) == webhooks.PullEvent(BRANCH, 6, "merge")
+    assert webhooks.gitlab_event("Push Hook", events.gitlab_push()) is None

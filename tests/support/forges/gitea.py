@@ -8,14 +8,21 @@ with Gitea's answers (`{"message": …}` bodies):
   422 when head and base are the same;
 - `GET …/pulls?state=all&page=&limit=` (newest first), `GET …/pulls/{n}`, `PATCH …/pulls/{n}`
   (`state`; 201, and 412 on a merged one);
-- `POST …/pulls/{n}/merge` (`Do`, `head_commit_id`, `merge_when_checks_succeed`): 200 merged,
-  201 scheduled while a check is pending, 409 "auto merge already scheduled" / "head out of date",
-  405 "Please try again later" while a check is pending without scheduling, 404 when closed;
-  `DELETE …/pulls/{n}/merge` cancels a scheduled merge (404 when none);
-- `POST …/issues/{n}/labels` by name (422 for a label the repository does not have),
+- `POST …/pulls/{n}/merge` (`Do` one of Gitea's merge styles, else 422; `head_commit_id`,
+  `merge_when_checks_succeed`), as routers/api/v1/repo/pull.go `MergePullRequest`: 404 when closed,
+  405 "PR already merged" (empty message), 405 "User not allowed to merge PR", 405 "Please try
+  again later" on a conflict, 201 scheduled while a check is pending (the branch protection check
+  is skipped when scheduling, and the head is not kept), 409 "pull request is already scheduled to
+  auto merge when checks succeed [pull_id: N]", 405 "Not all required status checks successful"
+  without scheduling, 409 "head out of date" when `head_commit_id` is not the head, 200 merged
+  (empty body); `DELETE …/pulls/{n}/merge` cancels a scheduled merge (404 when none, 403 for
+  another user's), 204;
+- `POST …/issues/{n}/labels` by name: names the repository does not have are silently dropped,
+  200 with the issue's labels (routers/api/v1/repo/issue_label.go `prepareForReplaceOrAdd`);
   `GET|POST …/issues/{n}/comments`.
 
-A scheduled merge happens, as the user who scheduled it, when `checks_pass` is called.
+A scheduled merge happens, as the user who scheduled it, when `checks_pass` is called: with the
+head the branch has then, as Gitea's does.
 """
 
 from __future__ import annotations
@@ -62,6 +69,10 @@ class GiteaRepo:
     pulls: dict[int, GiteaPull] = field(default_factory=dict)
 
 
+#: `MergePullRequestForm.Do` (services/forms/repo_form.go): `binding:"Required;In(…)"` of these.
+MERGE_STYLES = ("merge", "rebase", "rebase-merge", "squash", "fast-forward-only", "manually-merged")
+
+
 def _error(status: int, message: str) -> HttpError:
     return HttpError(status, {"message": message, "url": "https://gitea.example/api/swagger"})
 
@@ -69,6 +80,8 @@ def _error(status: int, message: str) -> HttpError:
 class GiteaFake(Served):
     def __init__(self) -> None:
         self.tokens: dict[str, tuple[str, bool]] = {}
+        #: Users allowed to merge (a protected branch's merge whitelist).
+        self.mergers: set[str] = set()
         self.repos: dict[str, GiteaRepo] = {}
         self.lock = threading.RLock()
         self._ids = iter(range(1, 10**6))
@@ -77,8 +90,11 @@ class GiteaFake(Served):
     def url(self) -> str:
         return self.root
 
-    def add_token(self, token: str, login: str, *, write: bool = True) -> None:
+    def add_token(self, token: str, login: str, *, write: bool = True, merge: bool | None = None) -> None:
+        """A user's token; `merge` (default: `write`) whether they may merge."""
         self.tokens[token] = (login, write)
+        if write if merge is None else merge:
+            self.mergers.add(login)
 
     def add_repo(self, full_name: str, remote: Path, **kw: Any) -> GiteaRepo:
         owner, name = full_name.split("/")
@@ -140,15 +156,16 @@ class GiteaFake(Served):
         if kind == "pulls" and sub == "/merge" and method == "DELETE":
             if pull.scheduled_by is None:
                 raise _error(404, "The target couldn't be found.")
+            if pull.scheduled_by != user:
+                raise _error(403, "user has no permission to cancel the scheduled auto merge")
             pull.scheduled_by = None
             return 204, None
         if kind == "issues" and sub == "/labels" and method == "POST":
             names = data.get("labels") or []
-            unknown = [n for n in names if n not in repo.labels]
-            if unknown:
-                raise _error(422, f"label does not exist [id: 0, name: {unknown[0]}]")
-            pull.labels += [n for n in names if n not in pull.labels]
-            return 200, [{"name": n} for n in pull.labels]
+            if not all(isinstance(n, str) for n in names):
+                raise _error(400, "a label must be an integer or a string")
+            pull.labels += [n for n in names if n in repo.labels and n not in pull.labels]
+            return 200, [{"id": sorted(repo.labels).index(n) + 1, "name": n} for n in pull.labels]
         if kind == "issues" and sub == "/comments" and method == "GET":
             return 200, list(pull.comments)
         if kind == "issues" and sub == "/comments" and method == "POST":
@@ -189,15 +206,25 @@ class GiteaFake(Served):
     def _merge_request(
         self, repo: GiteaRepo, pull: GiteaPull, data: dict[str, Any], user: str
     ) -> tuple[int, Any]:
+        if data.get("Do") not in MERGE_STYLES:
+            raise _error(422, f"Do: must be one of {', '.join(MERGE_STYLES)}")  # a validationError
+        if pull.merged:
+            raise _error(405, "")
         if pull.state != "open":
-            raise _error(404 if not pull.merged else 405, "")
+            raise _error(404, "The target couldn't be found.")
+        if user not in self.mergers:
+            raise _error(405, "User not allowed to merge PR")
         head = self._head(repo, pull)
         if not repo.remote.mergeable(pull.base, head):
             raise _error(405, "Please try again later")
         pending = repo.required_check and not pull.checks_passed
         if data.get("merge_when_checks_succeed") and pending:
             if pull.scheduled_by is not None:
-                raise _error(409, f"auto merge already scheduled for pull request {pull.number}")
+                raise _error(
+                    409,
+                    "pull request is already scheduled to auto merge when checks succeed"
+                    f" [pull_id: {pull.number + 100}]",
+                )
             pull.scheduled_by = user
             return 201, None
         if pending:

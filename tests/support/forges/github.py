@@ -13,10 +13,14 @@ real PyGithub), answering with GitHub's documented shapes and refusals:
   is not the head; a real merge commit on the bare remote;
 - `POST /repos/{o}/{r}/issues/{n}/labels`, `GET /repos/{o}/{r}/issues/{n}` (`closed_by`),
   `GET|POST …/issues/{n}/comments`;
-- `POST /api/graphql` `enablePullRequestAutoMerge` (refused "Pull request is in clean status" when
-  it could merge now, "Auto merge is not allowed for this repository" when the repo disallows it,
-  NOT_FOUND for an unknown node id) and `disablePullRequestAutoMerge`. Auto-merge merges, as the
-  user who enabled it, once the required check passes (`checks_pass`).
+- `POST /api/graphql` `enablePullRequestAutoMerge` (refused "Pull request Pull request is in clean
+  status" when it could merge now, "… in unstable status" when only a check that is not required
+  is pending or failing — peter-evans/enable-pull-request-automerge#355, cli/cli reports —, "Auto
+  merge is not allowed for this repository" when the repo disallows it, NOT_FOUND for an unknown
+  node id) and `disablePullRequestAutoMerge`. Auto-merge merges, as the user who enabled it, once
+  the required check passes (`checks_pass`).
+- `mergeable_state` as documented: `dirty` (conflict), `blocked` (a required check pending),
+  `unstable` (only a check that is not required pending or failing: mergeable), `clean`.
 
 The head of an open pull request follows its branch on the remote, as on GitHub, so a push to
 the branch by anyone (plain `git push` in a test) moves it.
@@ -68,6 +72,8 @@ class Repo:
     default_branch: str = "main"
     #: A branch protection rule requiring a status check: pulls are `blocked` until `checks_pass`.
     required_check: bool = False
+    #: A status check that is not required and stays pending/failing: pulls are `unstable`.
+    optional_check_failing: bool = False
     allow_auto_merge: bool = True
     pulls: dict[int, Pull] = field(default_factory=dict)
 
@@ -210,6 +216,8 @@ class GithubFake(Served):
             return "dirty"
         if repo.required_check and not pull.checks_passed:
             return "blocked"
+        if repo.optional_check_failing:
+            return "unstable"
         return "clean"
 
     def _list(self, repo: Repo, query: dict[str, str]) -> list[dict[str, Any]]:
@@ -274,7 +282,7 @@ class GithubFake(Served):
         method = payload.get("merge_method", "merge")
         if method not in ("merge", "squash", "rebase"):
             raise _invalid("merge_method", None, code="invalid")
-        if pull.state != "open" or self._mergeable_state(repo, pull) != "clean":
+        if pull.state != "open" or self._mergeable_state(repo, pull) not in ("clean", "unstable"):
             raise HttpError(
                 405, {"message": "Pull Request is not mergeable", "documentation_url": DOCS, "status": "405"}
             )
@@ -347,8 +355,9 @@ class GithubFake(Served):
         expected = inp.get("expectedHeadOid")
         if expected is not None and expected != self._head_sha(repo, pull):
             return error("UNPROCESSABLE", "Pull request The head of this pull request has changed")
-        if self._mergeable_state(repo, pull) == "clean":
-            return error("UNPROCESSABLE", "Pull request Pull request is in clean status")
+        state = self._mergeable_state(repo, pull)
+        if state in ("clean", "unstable"):
+            return error("UNPROCESSABLE", f"Pull request Pull request is in {state} status")
         method = str(inp.get("mergeMethod") or "MERGE").lower()
         pull.auto_merge = {
             "enabled_by": self._user(user),

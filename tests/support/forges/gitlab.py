@@ -2,16 +2,22 @@
 python-gitlab), answering with GitLab's documented shapes and refusals:
 
 - 401 `{"message": "401 Unauthorized"}` without a known `PRIVATE-TOKEN`; 403 `403 Forbidden` when a
-  read-only (Reporter) token writes; 404 `404 Project Not Found` / `404 Not found`;
+  read-only (Reporter) token writes; 404 `404 Project Not Found` / `404 Not found`; and 401 (not
+  403) from `…/merge` and `…/cancel_merge_when_pipeline_succeeds` when the user may not merge into
+  the target branch (lib/api/merge_requests.rb: `unauthorized! unless can_be_merged_by?`);
 - `POST /projects/:id/merge_requests`: 409 `["Another open merge request already exists for this
   source branch: !N"]`; a missing source branch is refused;
 - `GET /projects/:id/merge_requests?source_branch=&state=all`, `GET …/:iid`, `PUT …/:iid`
   (`state_event: close|reopen`, `add_labels`, `labels`, `title`, `description`);
-- `PUT …/:iid/merge`: 405 `405 Method Not Allowed` when it cannot be merged (closed, conflict),
-  409 `SHA does not match HEAD of source branch` when `sha` is not the head; with
-  `merge_when_pipeline_succeeds` and a pipeline running it is set and the merge happens when the
-  pipeline passes (`pipeline_succeeds`); without a running pipeline it merges at once;
-- `POST …/:iid/cancel_merge_when_pipeline_succeeds`; `GET|POST …/:iid/notes`.
+- `PUT …/:iid/merge` as lib/api/merge_requests.rb (GitLab 13-17): 405 `405 Method Not Allowed`
+  when it is neither mergeable now nor automatically (closed, merged, a conflict — gitlab#364102 —,
+  a pipeline still running without `merge_when_pipeline_succeeds`, and `merge_when_pipeline_succeeds`
+  without a running pipeline — gitlab#217710, #355455), then 409 `SHA does not match HEAD of source
+  branch: <sha>` when `sha` is not the head; with `merge_when_pipeline_succeeds` and a pipeline
+  running it is set and the merge happens when the pipeline passes (`pipeline_succeeds`), with a
+  passed pipeline it merges at once;
+- `POST …/:iid/cancel_merge_when_pipeline_succeeds`: 405 when closed or merged, 406 when it was not
+  set (the documented answers); `GET|POST …/:iid/notes`.
 
 The project id is its numeric id or its URL-encoded path (`group%2Fproject`), as in the API.
 """
@@ -59,11 +65,15 @@ class Project:
     mrs: dict[int, MergeRequest] = field(default_factory=dict)
     #: A pipeline runs on every new merge request until `pipeline_succeeds`.
     pipelines: bool = False
+    #: The project's "Pipelines must succeed": no merge without a passed pipeline.
+    pipeline_must_succeed: bool = False
 
 
 class GitlabFake(Served):
     def __init__(self) -> None:
         self.tokens: dict[str, tuple[str, bool]] = {}
+        #: Users allowed to merge into the target branches (a protected branch's "Allowed to merge").
+        self.mergers: set[str] = set()
         self.projects: dict[str, Project] = {}
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
@@ -75,13 +85,22 @@ class GitlabFake(Served):
     def url(self) -> str:
         return self.root
 
-    def add_token(self, token: str, username: str, *, write: bool = True) -> None:
+    def add_token(self, token: str, username: str, *, write: bool = True, merge: bool | None = None) -> None:
+        """A user's token; `merge` (default: `write`) whether they may merge."""
         self.tokens[token] = (username, write)
+        if write if merge is None else merge:
+            self.mergers.add(username)
 
     def add_project(self, path: str, remote: Path, **kw: Any) -> Project:
         project = Project(id=len(self.projects) + 42, path=path, remote=GitRemote(remote), **kw)
         self.projects[path] = project
         return project
+
+    def pipeline_starts(self, path: str, iid: int) -> None:
+        """A pipeline for the request's head starts (GitLab creates it shortly after the push)."""
+        with self.lock:
+            self.projects[path].mrs[iid].pipeline = "running"
+            self.changed.notify_all()
 
     def pipeline_succeeds(self, path: str, iid: int) -> None:
         with self.lock:
@@ -115,7 +134,8 @@ class GitlabFake(Served):
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
             with self.lock:
                 self.requests.append((method, url.path))
-                if method != "GET" and not write:
+                merging = re.search(r"/(merge|cancel_merge_when_pipeline_succeeds)$", url.path)
+                if method != "GET" and not write and merging is None:
                     raise HttpError(403, {"message": "403 Forbidden"})
                 return self._route(method, url.path, query, {**query, **(payload or {})}, user)
         except HttpError as err:
@@ -152,8 +172,12 @@ class GitlabFake(Served):
         if sub == "/merge" and method == "PUT":
             return 200, self._merge(project, mr, data, user)
         if sub == "/cancel_merge_when_pipeline_succeeds" and method == "POST":
+            if user not in self.mergers:
+                raise HttpError(401, {"message": "401 Unauthorized"})
             if mr.state != "opened":
                 raise HttpError(405, {"message": "405 Method Not Allowed"})
+            if not mr.merge_when_pipeline_succeeds:
+                raise HttpError(406, {"message": "Can't cancel the automatic merge"})
             mr.merge_when_pipeline_succeeds, mr.mwps_by = False, None
             return 201, self._json(project, mr)
         if sub == "/notes" and method == "GET":
@@ -232,19 +256,24 @@ class GitlabFake(Served):
         return self._json(project, mr)
 
     def _merge(self, project: Project, mr: MergeRequest, data: dict[str, Any], user: str) -> dict[str, Any]:
+        if user not in self.mergers:
+            raise HttpError(401, {"message": "401 Unauthorized"})
         head = self._head(project, mr)
-        if mr.state != "opened" or not project.remote.mergeable(mr.target_branch, head):
+        mwps = data.get("merge_when_pipeline_succeeds") in (True, "true")
+        can = mr.state == "opened" and project.remote.mergeable(mr.target_branch, head)
+        passed = mr.pipeline == "success"
+        held_by_ci = mr.pipeline == "running" or (project.pipeline_must_succeed and not passed)
+        automatically = can and mwps and mr.pipeline == "running"
+        immediately = can and (passed if mwps else not held_by_ci)
+        if not automatically and not immediately:
             raise HttpError(405, {"message": "405 Method Not Allowed"})
         sha = data.get("sha")
         if sha and sha != head:
             raise HttpError(409, {"message": f"SHA does not match HEAD of source branch: {head}"})
-        mwps = data.get("merge_when_pipeline_succeeds") in (True, "true")
-        if mwps and mr.pipeline == "running":
+        if immediately:
+            self._do_merge(project, mr, user)
+        else:
             mr.merge_when_pipeline_succeeds, mr.mwps_by = True, user
-            return self._json(project, mr)
-        if mr.pipeline == "running":
-            raise HttpError(405, {"message": "405 Method Not Allowed"})
-        self._do_merge(project, mr, user)
         return self._json(project, mr)
 
     def _do_merge(self, project: Project, mr: MergeRequest, user: str) -> None:
@@ -270,6 +299,8 @@ class GitlabFake(Served):
             status = "conflict"
         elif mr.pipeline == "running":
             status = "ci_still_running"
+        elif project.pipeline_must_succeed and mr.pipeline != "success":
+            status = "ci_must_pass"
         else:
             status = "mergeable"
         return {

@@ -1,15 +1,14 @@
 """A config repository as the GitOps tests use it: a bare remote (the forge's storage), selfheal's
-clone, and a teammate's clone to push with; plus a signed GitHub webhook body."""
+clone, and a teammate's clone to push with; plus GitHub's webhook signature (the deliveries
+themselves are in `events`)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -72,32 +71,3 @@ def make_config_repo(root: Path, service: str, size: int = 5) -> ConfigRepo:
 
 def github_signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def github_pull_event(action: str, number: int, branch: str, *, merged: bool = False) -> bytes:
-    """A `pull_request` webhook body in GitHub's shape (the fields selfheal reads, and more)."""
-    body: dict[str, Any] = {
-        "action": action,
-        "number": number,
-        "pull_request": {
-            "number": number,
-            "state": "closed" if action == "closed" else "open",
-            "merged": merged,
-            "head": {"ref": branch, "sha": "0" * 40},
-            "base": {"ref": "main"},
-        },
-        "repository": {"full_name": "acme/config"},
-        "sender": {"login": "alice"},
-    }
-    return json.dumps(body).encode()
-
-
-def gitlab_mr_event(action: str, iid: int, branch: str) -> bytes:
-    body = {
-        "object_kind": "merge_request",
-        "event_type": "merge_request",
-        "user": {"username": "alice"},
-        "project": {"path_with_namespace": "acme/config"},
-        "object_attributes": {"iid": iid, "source_branch": branch, "target_branch": "main", "action": action},
-    }
-    return json.dumps(body).encode()
