@@ -158,6 +158,46 @@ def _json_patch(target: Obj, ops: list[Obj]) -> Obj:
     return out
 
 
+#: The conditions the Flux controllers own (and rewrite on every reconciliation).
+_FLUX_OWNED = frozenset({"Ready", "Reconciling", "Stalled", "Healthy", "Released"})
+
+
+def _cond(type_: str, status: str, reason: str, message: str) -> Obj:
+    """A metav1.Condition as the Flux controllers write them."""
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": "2025-06-01T12:00:00Z",
+    }
+
+
+def _chart_version(source_revision: str, base: str = "0.1.0") -> str:
+    """The version source-controller gives a chart built from a GitRepository with
+    `reconcileStrategy: Revision`: SemVer metadata of the commit's first 12 hex
+    (internal/controller/helmchart_controller.go)."""
+    sha = source_revision.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+    return f"{base}+{sha[:12]}"
+
+
+def _release(namespace: str, name: str, number: int, chart_version: str, failed: bool) -> Obj:
+    """One `status.history` snapshot of a HelmRelease (helm-controller api/v2 snapshot_types.go)."""
+    return {
+        "name": name,
+        "namespace": namespace,
+        "version": number,
+        "status": "failed" if failed else "deployed",
+        "chartName": name,
+        "chartVersion": chart_version,
+        "appVersion": "1.0.0",
+        "configDigest": "sha256:" + "0" * 64,
+        "digest": "sha256:" + f"{number:064x}",
+        "firstDeployed": "2025-01-01T00:00:00Z",
+        "lastDeployed": "2025-06-01T12:00:00Z",
+    }
+
+
 def _ready(obj: Obj) -> bool:
     return any(
         c.get("type") == "Ready" and c.get("status") == "True"
@@ -179,11 +219,18 @@ class KubeFake:
         self.rollouts_complete_after = 0
         self.rollouts_stall = False
         self._reads_since_change: dict[tuple[str, str, str, str], int] = {}
-        #: The Flux controllers: when set, a Kustomization or HelmRelease read after its
-        #: `reconcile.fluxcd.io/requestedAt` changed has been reconciled to this revision
-        #: (`main@sha1:<sha>`, called at that moment), Ready; `flux_failure` makes it fail instead.
+        #: The Flux controllers: when set, a Kustomization or HelmRelease whose
+        #: `reconcile.fluxcd.io/requestedAt` changed reconciles to this source revision
+        #: (`main@sha1:<sha>`, the GitRepository's `status.artifact.revision`, called when the
+        #: reconciliation starts) on its `flux_reads`-th read, Ready; `flux_failure` makes it fail
+        #: instead (Ready=False, `flux_failure_reason`), `flux_stalled` also marks it Stalled.
         self.flux_source: Callable[[], str] | None = None
+        self.flux_reads = 1
         self.flux_failure = ""
+        self.flux_failure_reason = "ReconciliationFailed"
+        self.flux_stalled = ""
+        self._flux_reads: dict[tuple[str, str, str], int] = {}
+        self._flux_started: dict[tuple[str, str, str], str] = {}
         self._server: ThreadingHTTPServer | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -442,34 +489,72 @@ class KubeFake:
         return copy.deepcopy(obj)
 
     def _flux_reconcile(self, obj: Obj) -> None:
-        """What kustomize-/helm-controller do with a reconcile request: handle it, apply the
-        source's revision, report Ready (or the failure)."""
+        """What kustomize-controller (internal/controller/kustomization_controller.go) and
+        helm-controller do with a reconcile request: Ready=Unknown/Progressing while it runs
+        (`flux_reads` reads), then Ready and `lastHandledReconcileAt` (set in `finalizeStatus`);
+        `observedGeneration` only moves on success."""
         assert self.flux_source is not None
         requested = (obj["metadata"].get("annotations") or {}).get(FLUX_REQUESTED_AT)
         status = obj.setdefault("status", {})
+        key = (obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
         if not requested or status.get("lastHandledReconcileAt") == requested:
             return
-        revision = self.flux_source()
-        status["lastHandledReconcileAt"] = requested
-        status["lastAttemptedRevision"] = revision
-        status["observedGeneration"] = obj["metadata"].get("generation", 1)
-        if self.flux_failure:
-            ready = {
-                "type": "Ready",
-                "status": "False",
-                "reason": "ReconciliationFailed",
-                "message": self.flux_failure,
-            }
-        else:
-            status["lastAppliedRevision"] = revision
-            ready = {
-                "type": "Ready",
-                "status": "True",
-                "reason": "ReconciliationSucceeded",
-                "message": f"Applied revision: {revision}",
-            }
-        status["conditions"] = [ready]
+        source = self._flux_started.setdefault(key, self.flux_source())
+        attempted = source if obj["kind"] == "Kustomization" else _chart_version(source)
+        conditions = [c for c in status.get("conditions") or [] if c.get("type") not in _FLUX_OWNED]
+        self._flux_reads[key] = self._flux_reads.get(key, 0) + 1
         obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        if self._flux_reads[key] < self.flux_reads:
+            status["lastAttemptedRevision"] = attempted
+            status["conditions"] = [
+                *conditions,
+                _cond("Ready", "Unknown", "Progressing", "Reconciliation in progress"),
+                _cond("Reconciling", "True", "Progressing", f"Fetching manifests for revision {source}"),
+            ]
+            return
+        del self._flux_reads[key], self._flux_started[key]
+        status["lastHandledReconcileAt"] = requested
+        status["lastAttemptedRevision"] = attempted
+        if obj["kind"] == "HelmRelease":
+            ready = self._helm_release(obj, attempted)
+        elif self.flux_failure:
+            ready = _cond("Ready", "False", self.flux_failure_reason, self.flux_failure)
+        else:
+            status["lastAppliedRevision"] = source
+            ready = _cond("Ready", "True", "ReconciliationSucceeded", f"Applied revision: {source}")
+        if ready["status"] == "True":
+            status["observedGeneration"] = obj["metadata"].get("generation", 1)
+            status["conditions"] = [*conditions, ready]
+        else:
+            retry = _cond("Reconciling", "True", "ProgressingWithRetry", ready["message"])
+            status["conditions"] = [*conditions, ready, retry]
+        if self.flux_stalled:
+            status["conditions"].append(_cond("Stalled", "True", ready["reason"], self.flux_stalled))
+
+    def _helm_release(self, obj: Obj, chart_version: str) -> Obj:
+        """A Helm upgrade to `chart_version`: a new release in `status.history` (newest first),
+        Ready as helm-controller reports it (api/v2 has no `lastAppliedRevision`)."""
+        meta, status = obj["metadata"], obj["status"]
+        history = [dict(h) for h in status.get("history") or []]
+        number = max((int(h.get("version") or 0) for h in history), default=0) + 1
+        release = f"{meta['namespace']}/{meta['name']}.v{number}"
+        chart = meta["name"]
+        failed = bool(self.flux_failure)
+        if not failed:
+            for h in history:
+                if h.get("status") == "deployed":
+                    h["status"] = "superseded"
+        history.insert(0, _release(meta["namespace"], meta["name"], number, chart_version, failed))
+        status["history"] = history[:5]
+        status["lastAttemptedReleaseAction"] = "upgrade"
+        if failed:
+            status["failures"] = int(status.get("failures") or 0) + 1
+            status["upgradeFailures"] = int(status.get("upgradeFailures") or 0) + 1
+            message = f"Helm upgrade failed for release {release} with chart {chart}@{chart_version}:"
+            return _cond("Ready", "False", "UpgradeFailed", f"{message} {self.flux_failure}")
+        status.pop("upgradeFailures", None)
+        message = f"Helm upgrade succeeded for release {release} with chart {chart}@{chart_version}"
+        return _cond("Ready", "True", "UpgradeSucceeded", message)
 
     def _list(self, group: str, resource: str, namespace: str, query: dict[str, list[str]]) -> Obj:
         allowed = _FIELDS | _RESOURCE_FIELDS.get(resource, set())

@@ -308,7 +308,8 @@ def event(
 
 
 def kustomization(namespace: str, name: str, *, applied: str = "") -> Obj:
-    """A Flux Kustomization (`kustomize.toolkit.fluxcd.io/v1`) that last applied `applied`."""
+    """A Flux Kustomization (`kustomize.toolkit.fluxcd.io/v1`, kustomize-controller api/v1
+    kustomization_types.go) that last applied `applied` (`main@sha1:<sha>`)."""
     return {
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
         "kind": "Kustomization",
@@ -322,17 +323,68 @@ def kustomization(namespace: str, name: str, *, applied: str = "") -> Obj:
         "status": {
             "observedGeneration": 1,
             "lastAppliedRevision": applied,
-            "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded"}],
+            "lastAttemptedRevision": applied,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "ReconciliationSucceeded",
+                    "message": f"Applied revision: {applied}",
+                    "lastTransitionTime": "2025-01-01T00:00:00Z",
+                }
+            ],
         },
     }
 
 
-def helm_release(namespace: str, name: str, *, applied: str = "") -> Obj:
-    """A Flux HelmRelease (`helm.toolkit.fluxcd.io/v2`)."""
-    obj = kustomization(namespace, name, applied=applied)
-    obj["apiVersion"], obj["kind"] = "helm.toolkit.fluxcd.io/v2", "HelmRelease"
-    obj["spec"] = {
-        "interval": "10m",
-        "chart": {"spec": {"chart": name, "sourceRef": {"kind": "GitRepository", "name": name}}},
+def helm_release(namespace: str, name: str, *, chart_version: str = "0.1.0") -> Obj:
+    """A Flux HelmRelease (`helm.toolkit.fluxcd.io/v2`, helm-controller api/v2
+    helmrelease_types.go) with one deployed release of `chart_version` from a chart built from a
+    GitRepository (`0.1.0+<12 hex of the commit>` with `reconcileStrategy: Revision`). v2 has no
+    `lastAppliedRevision`: what runs is in `status.history`."""
+    return {
+        "apiVersion": "helm.toolkit.fluxcd.io/v2",
+        "kind": "HelmRelease",
+        "metadata": _meta(namespace, name, generation=1),
+        "spec": {
+            "interval": "10m",
+            "chart": {
+                "spec": {
+                    "chart": f"./charts/{name}",
+                    "reconcileStrategy": "Revision",
+                    "sourceRef": {"kind": "GitRepository", "name": "flux-system"},
+                }
+            },
+        },
+        "status": {
+            "observedGeneration": 1,
+            "helmChart": f"{namespace}/{namespace}-{name}",
+            "lastAttemptedRevision": chart_version,
+            "lastAttemptedReleaseAction": "install",
+            "history": [
+                {
+                    "name": name,
+                    "namespace": namespace,
+                    "version": 1,
+                    "status": "deployed",
+                    "chartName": name,
+                    "chartVersion": chart_version,
+                    "appVersion": "1.0.0",
+                    "configDigest": "sha256:" + "0" * 64,
+                    "digest": "sha256:" + "1" * 64,
+                    "firstDeployed": "2025-01-01T00:00:00Z",
+                    "lastDeployed": "2025-01-01T00:00:00Z",
+                }
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "InstallSucceeded",
+                    "message": f"Helm install succeeded for release {namespace}/{name}.v1 with chart"
+                    f" {name}@{chart_version}",
+                    "lastTransitionTime": "2025-01-01T00:00:00Z",
+                }
+            ],
+        },
     }
-    return obj
