@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -41,16 +42,33 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("helm.toolkit.fluxcd.io", "helmreleases"): ("HelmRelease", True),
     ("", "events"): ("Event", True),
 }
-#: Field selectors the API server supports: every resource has the metadata ones; some add more.
+#: Field selectors the API server supports: every resource has the metadata ones; some add more
+#: (pkg/registry/core/pod/strategy.go `ToSelectableFields`, core/event/strategy.go
+#: `ToSelectableFields`, core/node/strategy.go). An unknown one is a 400.
 _FIELDS = {"metadata.name", "metadata.namespace"}
 _RESOURCE_FIELDS = {
-    "pods": {"spec.nodeName", "status.phase"},
+    "pods": {
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
+    },
+    "nodes": {"spec.unschedulable"},
     "events": {
         "involvedObject.kind",
         "involvedObject.namespace",
         "involvedObject.name",
         "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
         "reason",
+        "reportingComponent",
+        "source",
         "type",
     },
 }
@@ -196,6 +214,24 @@ def _release(namespace: str, name: str, number: int, chart_version: str, failed:
         "firstDeployed": "2025-01-01T00:00:00Z",
         "lastDeployed": "2025-06-01T12:00:00Z",
     }
+
+
+def _too_many(cause: str, retry_after: int) -> NoReturn:
+    """The eviction subresource's 429 (pkg/registry/core/pod/storage/eviction.go)."""
+    details: Obj = {"causes": [{"reason": "DisruptionBudget", "message": cause}]}
+    if retry_after:
+        details["retryAfterSeconds"] = retry_after
+    raise ApiError(
+        429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.", details
+    )
+
+
+def _micro_time(value: Any) -> bool:
+    """A metav1.MicroTime as the API server parses it (`2006-01-02T15:04:05.000000Z07:00`)."""
+    return (
+        isinstance(value, str)
+        and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)", value) is not None
+    )
 
 
 def _ready(obj: Obj) -> bool:
@@ -557,47 +593,54 @@ class KubeFake:
         return _cond("Ready", "True", "UpgradeSucceeded", message)
 
     def _list(self, group: str, resource: str, namespace: str, query: dict[str, list[str]]) -> Obj:
-        allowed = _FIELDS | _RESOURCE_FIELDS.get(resource, set())
-        fields = self._selector(query.get("fieldSelector", [""])[0], field=True, allowed=allowed)
-        labels = self._selector(query.get("labelSelector", [""])[0], field=False)
+        fields = self._selector(query.get("fieldSelector", [""])[0], field=True, resource=resource)
+        labels = self._selector(query.get("labelSelector", [""])[0], field=False, resource=resource)
         items = []
         for (g, r, ns, _), obj in sorted(self.objects.items()):
             if (g, r) != (group, resource) or (namespace and ns != namespace):
                 continue
-            if all(self._field(obj, k) == v for k, v in fields.items()) and all(
-                (obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items()
+            if all((self._field(obj, k) == v) == eq for k, eq, v in fields) and all(
+                ((obj["metadata"].get("labels") or {}).get(k) == v) == eq for k, eq, v in labels
             ):
                 items.append(copy.deepcopy(obj))
         kind, _ = RESOURCES[(group, resource)]
         return {
             "kind": f"{kind}List",
-            "apiVersion": f"{group}/v1" if group else "v1",
+            "apiVersion": f"{group}/{VERSIONS.get(group, 'v1')}" if group else "v1",
             "metadata": {"resourceVersion": str(next(self._rv) - 1)},
             "items": items,
         }
 
     @staticmethod
-    def _selector(text: str, *, field: bool, allowed: set[str] | None = None) -> dict[str, str]:
-        out = {}
+    def _selector(text: str, *, field: bool, resource: str) -> list[tuple[str, bool, str]]:
+        """`key=value`, `key==value` and `key!=value` terms, comma-separated: (key, equal, value)."""
+        out = []
         for term in filter(None, text.split(",")):
             key, sep, value = term.partition("=")
-            if not sep or "!" in key:
+            if not sep:
                 raise ApiError(400, "BadRequest", f"unable to parse requirement: {term!r}")
-            key = key.strip()
-            if field and key not in (allowed or _FIELDS):
+            equal = not key.endswith("!")
+            key, value = key.rstrip("!").strip(), value.removeprefix("=").strip()
+            if field and key not in _FIELDS | _RESOURCE_FIELDS.get(resource, set()):
+                if resource in _RESOURCE_FIELDS:  # a resource with its own field label conversion
+                    raise ApiError(400, "BadRequest", f"field label not supported: {key}")
                 raise ApiError(
                     400,
                     "BadRequest",
                     f'"{key}" is not a known field selector: only "metadata.name", "metadata.namespace"',
                 )
-            out[key] = value.lstrip("=").strip()
+            out.append((key, equal, value))
         return out
 
     @staticmethod
     def _field(obj: Obj, path: str) -> str:
+        if obj.get("kind") == "Event" and path == "source":  # source.component, else the reporter
+            return str((obj.get("source") or {}).get("component") or obj.get("reportingComponent") or "")
         value: Any = obj
         for part in path.split("."):
             value = (value or {}).get(part) if isinstance(value, dict) else None
+        if isinstance(value, bool):
+            return str(value).lower()
         return "" if value is None else str(value)
 
     def _create(self, group: str, resource: str, namespace: str, payload: Any, dry: bool) -> Obj:
@@ -623,7 +666,7 @@ class KubeFake:
                 {"name": name, "group": group, "kind": resource},
             )
         obj = copy.deepcopy(payload)
-        obj["apiVersion"], obj["kind"] = (f"{group}/v1" if group else "v1"), kind
+        obj["apiVersion"], obj["kind"] = (f"{group}/{VERSIONS.get(group, 'v1')}" if group else "v1"), kind
         obj["metadata"].update(
             namespace=namespace or None,
             uid=str(uuid.uuid4()),
@@ -786,6 +829,24 @@ class KubeFake:
             invalid(kind, group, name, "spec.unschedulable", "Invalid value: must be a boolean")
         if kind == "PersistentVolumeClaim" and old is not None:
             self._validate_pvc(obj, old)
+        if kind == "Lease":
+            for key in ("acquireTime", "renewTime"):
+                if spec.get(key) is not None and not _micro_time(spec[key]):
+                    raise ApiError(  # a decode error, before validation: 400, not 422
+                        400,
+                        "BadRequest",
+                        f'Lease in version "v1" cannot be handled as a Lease: parsing time "{spec[key]}"'
+                        ' as "2006-01-02T15:04:05.000000Z07:00": cannot parse as ".000000"',
+                    )
+            duration = spec.get("leaseDurationSeconds")
+            if duration is not None and (not isinstance(duration, int) or duration <= 0):
+                invalid(
+                    kind,
+                    group,
+                    name,
+                    "spec.leaseDurationSeconds",
+                    f"Invalid value: {duration}: must be greater than 0",
+                )
 
     def _validate_pvc(self, obj: Obj, old: Obj) -> None:
         name = obj["metadata"]["name"]
@@ -929,25 +990,16 @@ class KubeFake:
             pdb, status = pdbs[0], pdbs[0].get("status") or {}
             healthy_enough = status.get("currentHealthy", 0) >= status.get("desiredHealthy", 0) > 0
             if not (not _ready(pod) and healthy_enough):
-                if (
-                    status.get("observedGeneration", 0) < pdb["metadata"].get("generation", 1)
-                    or status.get("disruptionsAllowed", 0) == 0
-                ):
-                    raise ApiError(
-                        429,
-                        "TooManyRequests",
-                        "Cannot evict pod as it would violate the pod's disruption budget.",
-                        {
-                            "causes": [
-                                {
-                                    "reason": "DisruptionBudget",
-                                    "message": f"The disruption budget {pdb['metadata']['name']} needs"
-                                    f" {status.get('desiredHealthy', 0)} healthy pods and has"
-                                    f" {status.get('currentHealthy', 0)} currently",
-                                }
-                            ],
-                            "retryAfterSeconds": 0,
-                        },
+                # `checkAndDecrement`: a budget its controller has not caught up with, then one
+                # with no disruption left, are both 429 with a DisruptionBudget cause.
+                pdb_name = pdb["metadata"]["name"]
+                if status.get("observedGeneration", 0) < pdb["metadata"].get("generation", 1):
+                    _too_many(f"The disruption budget {pdb_name} is still being processed by the server.", 10)
+                if status.get("disruptionsAllowed", 0) == 0:
+                    _too_many(
+                        f"The disruption budget {pdb_name} needs {status.get('desiredHealthy', 0)} healthy"
+                        f" pods and has {status.get('currentHealthy', 0)} currently",
+                        0,
                     )
                 if not dry:
                     status["disruptionsAllowed"] -= 1
