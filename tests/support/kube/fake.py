@@ -1,5 +1,5 @@
 """The fake API server: object store, REST semantics, the scale and eviction subresources, and the
-HTTP plumbing. See the package docstring."""
+Flux controllers; served by the HTTP plumbing the forge fakes share. See the package docstring."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, urlsplit
@@ -19,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from connectors.kube.quantity import to_bytes
+from tests.support.forges.http import Served
 
 Obj = dict[str, Any]
 TOKEN = "kube-fake-token"
@@ -241,7 +241,9 @@ def _ready(obj: Obj) -> bool:
     )
 
 
-class KubeFake:
+class KubeFake(Served):
+    """Served on a real socket by the HTTP plumbing the forge fakes share (`with KubeFake() as fake`)."""
+
     def __init__(self, *, token: str = TOKEN) -> None:
         self.token = token
         self.objects: dict[tuple[str, str, str, str], Obj] = {}
@@ -267,26 +269,10 @@ class KubeFake:
         self.flux_stalled = ""
         self._flux_reads: dict[tuple[str, str, str], int] = {}
         self._flux_started: dict[tuple[str, str, str], str] = {}
-        self._server: ThreadingHTTPServer | None = None
-
-    # --- lifecycle -------------------------------------------------------------------------------
-
-    def __enter__(self) -> KubeFake:
-        self._server = _Server(self)
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.root
 
     def kubeconfig(self, directory: Path, *, context: str = "fake") -> Path:
         """A kubeconfig file pointing at this server with its bearer token."""
@@ -1009,37 +995,3 @@ class KubeFake:
             del self.objects[key]
             next(self._rv)
         return 201, success
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        status, payload = self.server.fake.handle(self.command, self.path, headers, body)
-        data = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: `KubeFake.requests` is the log."""
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, fake: KubeFake) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.fake = fake
