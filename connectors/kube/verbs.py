@@ -483,7 +483,8 @@ class KubeActions:
 
     def _drain(self, a: KubeAction, incident_id: str, since: datetime) -> KubeResult:
         """`kubectl drain --ignore-daemonsets --delete-emptydir-data` without `--force`: cordon,
-        then evict every pod but DaemonSet and mirror pods; refuse before cordoning when a running
+        then evict every pod but DaemonSet, mirror and already terminating pods (an evicted pod
+        stays, with `deletionTimestamp`, until its kubelet stops it); refuse before cordoning when a running
         pod has no controller (nothing would recreate it) or too few ready nodes would remain."""
         assert a.node
         nodes = self.api.call("list nodes", self.api.core.list_node).get("items") or []
@@ -507,9 +508,12 @@ class KubeActions:
             ).get("items")
             or []
         )
-        evict, skipped = [], 0
+        evict, skipped, terminating = [], 0, 0
         for pod in pods:
             meta = _meta(pod)
+            if meta.get("deletionTimestamp"):  # evicted already (by a retry's first try): on its way
+                terminating += 1
+                continue
             finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
             owner = _controller(pod)
             if MIRROR_POD in (meta.get("annotations") or {}) or (
@@ -545,8 +549,8 @@ class KubeActions:
             )
         evicted = len(evict) - gone
         return KubeResult(
-            f"{cordon.detail}; evicted {evicted} pods ({gone} already gone,"
-            f" {skipped} DaemonSet or mirror pods left)",
+            f"{cordon.detail}; evicted {evicted} pods ({gone} already gone, {terminating} already"
+            f" terminating, {skipped} DaemonSet or mirror pods left)",
             changed=cordon.changed or evicted > 0,
         )
 

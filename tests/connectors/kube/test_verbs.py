@@ -201,7 +201,10 @@ def test_removing_a_pod_and_retrying(fake: KubeFake, kube: KubeActions, verb: st
     fake.add(cart_pod())
     action = act(verb, namespace="shop", name="cart-5d4f-abcde")
     assert "2 of 3 ready after" in run(kube, action)
-    assert fake.get("Pod", "shop", "cart-5d4f-abcde") is None
+    terminating = fake.get("Pod", "shop", "cart-5d4f-abcde")  # a running pod: until its kubelet stops it
+    assert terminating is not None and terminating["metadata"]["deletionTimestamp"]
+    assert "already terminating" in run(kube, action)
+    fake.finish_terminations()
     assert "already gone" in run(kube, action)
 
 
@@ -290,10 +293,14 @@ def test_drain_evicts_all_but_daemonset_and_mirror_pods(fake: KubeFake, kube: Ku
     )
     detail = run(kube, act("drain", node="node-1"))
     assert "node node-1 cordoned; evicted 2 pods" in detail and "2 DaemonSet or mirror pods left" in detail
-    assert fake.get("Pod", "shop", "cart-5d4f-abcde") is None and fake.get("Pod", "batch", "done") is None
+    evicted = fake.get("Pod", "shop", "cart-5d4f-abcde")
+    assert evicted is not None and evicted["metadata"]["deletionTimestamp"], "terminating"
+    assert fake.get("Pod", "batch", "done") is None, "a finished pod goes at once"
     assert fake.get("Pod", "kube-system", "agent-x") is not None
     assert fake.get("Pod", "shop", "cart-5d4f-other") is not None, "only that node's pods"
-    assert "evicted 0 pods" in run(kube, act("drain", node="node-1"))
+    again = run(kube, act("drain", node="node-1"))
+    assert "evicted 0 pods (0 already gone, 1 already terminating" in again
+    assert len([c for c in fake.calls("create") if c.resource == "pods/eviction"]) == 2
 
 
 def test_drain_refuses_before_cordoning(fake: KubeFake, tmp_path: Path) -> None:

@@ -786,13 +786,49 @@ class KubeFake(Served):
                 "BadRequest",
                 f"propagationPolicy {policy!r} is not one of Orphan, Background, Foreground",
             )
-        if not dry:
+        grace = query.get("gracePeriodSeconds", [options.get("gracePeriodSeconds")])[0]
+        if dry:
+            gone = copy.deepcopy(old)
+            gone["metadata"]["deletionTimestamp"] = "2025-06-01T12:00:00Z"
+            return gone
+        self.deletions.append((resource, name, policy))
+        if resource == "pods":
+            return copy.deepcopy(self._remove_pod(key, None if grace is None else int(grace)))
+        del self.objects[key]
+        next(self._rv)
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": name, "group": group, "kind": resource, "uid": old["metadata"].get("uid")},
+        }
+
+    def _remove_pod(self, key: tuple[str, str, str, str], grace: int | None) -> Obj:
+        """A pod delete as the pod strategy's `CheckGracefulDelete` has it: an unscheduled or finished
+        pod goes at once; a running one gets `deletionTimestamp` and stays, terminating, until its
+        kubelet confirms (`finish_terminations`). The pod as it is after the delete."""
+        pod = self.objects[key]
+        spec, meta = pod.get("spec") or {}, pod["metadata"]
+        if grace is None:
+            grace = int(spec.get("terminationGracePeriodSeconds", 30))
+        finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        if grace == 0 or not spec.get("nodeName") or finished:
             del self.objects[key]
-            self.deletions.append((resource, name, policy))
             next(self._rv)
-        gone = copy.deepcopy(old)
-        gone["metadata"]["deletionTimestamp"] = "2025-06-01T12:00:00Z"
-        return gone
+            return pod
+        if not meta.get("deletionTimestamp"):
+            meta["deletionTimestamp"] = "2025-06-01T12:00:30Z"
+            meta["deletionGracePeriodSeconds"] = grace
+            meta["resourceVersion"] = str(next(self._rv))
+        return pod
+
+    def finish_terminations(self) -> None:
+        """The kubelets confirm: every terminating pod is gone."""
+        with self.lock:
+            for key, obj in list(self.objects.items()):
+                if key[1] == "pods" and obj["metadata"].get("deletionTimestamp"):
+                    del self.objects[key]
 
     # --- validation -------------------------------------------------------------------------------
 
@@ -955,7 +991,7 @@ class KubeFake(Served):
         success = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
         if phase in ("Succeeded", "Failed", "Pending") or pod["metadata"].get("deletionTimestamp"):
             if not dry:
-                del self.objects[key]
+                self._remove_pod(key, None)
             return 201, success
         labels = pod["metadata"].get("labels") or {}
         pdbs = [
@@ -992,6 +1028,5 @@ class KubeFake(Served):
                     status.setdefault("disruptedPods", {})[name] = "2025-06-01T12:00:00Z"
                     pdb["metadata"]["resourceVersion"] = str(next(self._rv))
         if not dry:
-            del self.objects[key]
-            next(self._rv)
+            self._remove_pod(key, None)
         return 201, success
