@@ -228,23 +228,24 @@ class GitopsActivities:
         poll = self.settings.sync_poll_seconds
         if action.argocd is not None:
             app = self._argocd().get(action.argocd.app)
-            at = bool(app.revision) and repo.contains(app.revision, revision)
-            tried = bool(app.operation_revision) and repo.contains(app.operation_revision, revision)
-            done = at and app.sync_status == "Synced" and app.health == "Healthy" and app.phase != "Running"
-            failed = tried and app.phase in _ARGO_FINAL_FAILURES
+            at = any(repo.contains(r, revision) for r in app.running)
+            tried = any(repo.contains(r, revision) for r in app.tried)
+            synced = at and app.sync_status == "Synced" and app.settled
+            done = synced and app.health == "Healthy"
+            # `argocd app wait --health` fails on Degraded too: the revision is live and unhealthy.
+            failed = (tried and app.phase in _ARGO_FINAL_FAILURES) or (synced and app.health == "Degraded")
             return SyncState(
                 done=done, failed=failed, detail=app.describe(), revision=revision, poll_seconds=poll
             )
-        from connectors.gitops.flux import revision_sha
-
         assert action.flux is not None
         f = action.flux
         st = self._flux_client().status(f.kind, f.namespace, f.name)
-        applied = revision_sha(st.applied)
-        at = bool(applied) and repo.contains(applied, revision)
+        at = bool(st.applied_commit) and repo.contains(st.applied_commit, revision)
+        tried = bool(st.attempted_commit) and repo.contains(st.attempted_commit, revision)
         current = st.observed_generation >= st.generation
         done = at and st.ready == "True" and current
-        return SyncState(done=done, failed=False, detail=st.describe(), revision=revision, poll_seconds=poll)
+        failed = bool(st.stalled) or (tried and st.handled_request and st.ready == "False")
+        return SyncState(done=done, failed=failed, detail=st.describe(), revision=revision, poll_seconds=poll)
 
     @activity.defn(name="pushed_revision")
     async def pushed_revision(self, req: RevisionRequest) -> str:

@@ -19,7 +19,6 @@ from connectors.kube.api import KubeApi, KubeError, Obj
 
 NAMESPACE_SLOT = "selfheal-inflight"
 CLUSTER_SLOT = "selfheal-inflight-cluster"
-_MICRO = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,14 @@ class Scope:
     prefix: str
     size: int
     label: str
+
+
+def _micro_time(now: datetime) -> datetime:
+    """`now` for a MicroTime field. The client validates the body into a `V1Lease` and writes its
+    datetimes with `isoformat()`, which leaves the fraction out when it is zero; the API server
+    parses MicroTime as `2006-01-02T15:04:05.000000Z07:00` and answers 400 to anything else. A
+    zero fraction becomes one microsecond, so there are always six digits."""
+    return now.replace(microsecond=now.microsecond or 1)
 
 
 def _parse(stamp: str | None) -> datetime | None:
@@ -121,7 +128,7 @@ class Budget:
             raise
 
     def _claim(self, namespace: str, name: str, lease: Obj | None, holder: str) -> bool:
-        stamp = self.now().strftime(_MICRO)
+        stamp = _micro_time(self.now())
         spec = {
             "holderIdentity": holder,
             "leaseDurationSeconds": int(self.hold_seconds),

@@ -125,6 +125,28 @@ def _created(obj: Obj) -> datetime | None:
         return None
 
 
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _event_time(event: Obj) -> datetime:
+    """When an event last happened: `series.lastObservedTime`, else `lastTimestamp`, else
+    `eventTime` (a MicroTime), else its creation."""
+    series = event.get("series") if isinstance(event.get("series"), dict) else {}
+    for stamp in (
+        (series or {}).get("lastObservedTime"),
+        event.get("lastTimestamp"),
+        event.get("eventTime"),
+        _meta(event).get("creationTimestamp"),
+    ):
+        try:
+            when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
+        except ValueError:
+            when = None
+        if when is not None:
+            return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return _NEVER
+
+
 def job_name(cronjob: str, incident_id: str) -> str:
     """The Job a CronJob is instantiated as for one incident: the same name on every retry, so a
     second create answers 409 AlreadyExists instead of starting a second run. At most 63 characters."""
@@ -172,7 +194,11 @@ class KubeActions:
 
     def events(self, kind: str, namespace: str, name: str, *, limit: int = 10) -> list[str]:
         """The object's most recent events, newest first, one line each (`Warning BackOff (x12):
-        Back-off restarting failed container`): what `kubectl describe` shows at its end."""
+        Back-off restarting failed container`): what `kubectl describe` shows at its end.
+
+        Events recorded through events.k8s.io/v1 (the scheduler's FailedScheduling, say) read as
+        core/v1 with `eventTime` and `series` instead of `lastTimestamp` and `count`; they are
+        ordered and counted as kubectl does (kubectl/pkg/util/event/sorted_event_list.go)."""
         if kind != "Node":
             self._allowed(namespace)
         where = namespace or "default"
@@ -183,16 +209,11 @@ class KubeActions:
             field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
         )
         items = [i for i in listed.get("items") or [] if isinstance(i, dict)]
-
-        def when(item: Obj) -> str:
-            return str(
-                item.get("lastTimestamp") or item.get("eventTime") or _meta(item).get("creationTimestamp")
-            )
-
         lines = []
-        for item in sorted(items, key=when, reverse=True)[:limit]:
-            count = item.get("count") or 1
-            times = f" (x{count})" if count > 1 else ""
+        for item in sorted(items, key=_event_time, reverse=True)[:limit]:
+            series = item.get("series") if isinstance(item.get("series"), dict) else None
+            count = (series or {}).get("count") or item.get("count") or 1
+            times = f" (x{count})" if isinstance(count, int) and count > 1 else ""
             message = " ".join(str(item.get("message") or "").split())[:300]
             lines.append(f"{item.get('type', '')} {item.get('reason', '')}{times}: {message}".strip())
         return lines
@@ -462,7 +483,8 @@ class KubeActions:
 
     def _drain(self, a: KubeAction, incident_id: str, since: datetime) -> KubeResult:
         """`kubectl drain --ignore-daemonsets --delete-emptydir-data` without `--force`: cordon,
-        then evict every pod but DaemonSet and mirror pods; refuse before cordoning when a running
+        then evict every pod but DaemonSet, mirror and already terminating pods (an evicted pod
+        stays, with `deletionTimestamp`, until its kubelet stops it); refuse before cordoning when a running
         pod has no controller (nothing would recreate it) or too few ready nodes would remain."""
         assert a.node
         nodes = self.api.call("list nodes", self.api.core.list_node).get("items") or []
@@ -486,9 +508,12 @@ class KubeActions:
             ).get("items")
             or []
         )
-        evict, skipped = [], 0
+        evict, skipped, terminating = [], 0, 0
         for pod in pods:
             meta = _meta(pod)
+            if meta.get("deletionTimestamp"):  # evicted already (by a retry's first try): on its way
+                terminating += 1
+                continue
             finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
             owner = _controller(pod)
             if MIRROR_POD in (meta.get("annotations") or {}) or (
@@ -524,8 +549,8 @@ class KubeActions:
             )
         evicted = len(evict) - gone
         return KubeResult(
-            f"{cordon.detail}; evicted {evicted} pods ({gone} already gone,"
-            f" {skipped} DaemonSet or mirror pods left)",
+            f"{cordon.detail}; evicted {evicted} pods ({gone} already gone, {terminating} already"
+            f" terminating, {skipped} DaemonSet or mirror pods left)",
             changed=cordon.changed or evicted > 0,
         )
 

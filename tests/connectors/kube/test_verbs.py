@@ -201,7 +201,10 @@ def test_removing_a_pod_and_retrying(fake: KubeFake, kube: KubeActions, verb: st
     fake.add(cart_pod())
     action = act(verb, namespace="shop", name="cart-5d4f-abcde")
     assert "2 of 3 ready after" in run(kube, action)
-    assert fake.get("Pod", "shop", "cart-5d4f-abcde") is None
+    terminating = fake.get("Pod", "shop", "cart-5d4f-abcde")  # a running pod: until its kubelet stops it
+    assert terminating is not None and terminating["metadata"]["deletionTimestamp"]
+    assert "already terminating" in run(kube, action)
+    fake.finish_terminations()
     assert "already gone" in run(kube, action)
 
 
@@ -241,6 +244,21 @@ def test_eviction_blocked_by_a_pod_disruption_budget_is_retryable(fake: KubeFake
     assert fake.get("Pod", "shop", "cart-5d4f-abcde") is not None
 
 
+def test_eviction_against_a_budget_its_controller_has_not_observed_is_retryable(
+    fake: KubeFake, kube: KubeActions
+) -> None:
+    """eviction.go `checkAndDecrement`: a PDB whose status lags its spec blocks with 429 (retry
+    after 10 s) even though its stale status allows a disruption."""
+    budget = objects.pdb("shop", "cart", "cart", allowed=1)
+    budget["metadata"]["generation"] = 2
+    fake.add(cart_pod(), budget)
+    with pytest.raises(KubeError) as err:
+        run(kube, act("evict_pod", namespace="shop", name="cart-5d4f-abcde"))
+    assert err.value.status == 429 and err.value.retryable
+    assert "The disruption budget cart is still being processed by the server." in str(err.value)
+    assert fake.get("Pod", "shop", "cart-5d4f-abcde") is not None
+
+
 def test_eviction_respects_and_spends_the_budget(fake: KubeFake, kube: KubeActions) -> None:
     fake.add(cart_pod(), objects.pdb("shop", "cart", "cart", allowed=1))
     run(kube, act("evict_pod", namespace="shop", name="cart-5d4f-abcde", dry_run=True))
@@ -275,10 +293,14 @@ def test_drain_evicts_all_but_daemonset_and_mirror_pods(fake: KubeFake, kube: Ku
     )
     detail = run(kube, act("drain", node="node-1"))
     assert "node node-1 cordoned; evicted 2 pods" in detail and "2 DaemonSet or mirror pods left" in detail
-    assert fake.get("Pod", "shop", "cart-5d4f-abcde") is None and fake.get("Pod", "batch", "done") is None
+    evicted = fake.get("Pod", "shop", "cart-5d4f-abcde")
+    assert evicted is not None and evicted["metadata"]["deletionTimestamp"], "terminating"
+    assert fake.get("Pod", "batch", "done") is None, "a finished pod goes at once"
     assert fake.get("Pod", "kube-system", "agent-x") is not None
     assert fake.get("Pod", "shop", "cart-5d4f-other") is not None, "only that node's pods"
-    assert "evicted 0 pods" in run(kube, act("drain", node="node-1"))
+    again = run(kube, act("drain", node="node-1"))
+    assert "evicted 0 pods (0 already gone, 1 already terminating" in again
+    assert len([c for c in fake.calls("create") if c.resource == "pods/eviction"]) == 2
 
 
 def test_drain_refuses_before_cordoning(fake: KubeFake, tmp_path: Path) -> None:
@@ -505,3 +527,52 @@ def test_each_verb_makes_only_the_calls_its_rules_list(fake: KubeFake, kube: Kub
         run(kube, action)
         made = {(c.group, c.resource, c.verb) for c in fake.requests}
         assert made <= VERB_RULES[action.verb] | BUDGET_RULES, (action.verb, made - VERB_RULES[action.verb])
+
+
+def test_events_in_both_recorded_shapes_newest_first(fake: KubeFake, kube: KubeActions) -> None:
+    """A scheduler event recorded through events.k8s.io/v1 has no `lastTimestamp` or `count`, only
+    `eventTime` and `series`: it is ordered by its last occurrence and counted as kubectl does."""
+    pod = "cart-5d4f-abcde"
+    fake.add(
+        objects.event("shop", "Pod", pod, "BackOff", "Back-off restarting failed container", count=3),
+        objects.series_event(
+            "shop", "Pod", pod, "FailedScheduling", "0/3 nodes are available: 3 Insufficient cpu.", count=7
+        ),
+        objects.event(
+            "shop",
+            "Pod",
+            pod,
+            "Pulled",
+            "Container image already present",
+            type_="Normal",
+            last="2025-01-01T00:00:30Z",
+        ),
+        objects.event("shop", "Deployment", pod, "ScalingReplicaSet", "not the pod's", type_="Normal"),
+    )
+    assert kube.events("Pod", "shop", pod) == [
+        "Warning FailedScheduling (x7): 0/3 nodes are available: 3 Insufficient cpu.",  # last seen 00:20
+        "Warning BackOff (x3): Back-off restarting failed container",  # 00:10
+        "Normal Pulled: Container image already present",  # 00:00:30
+    ]
+
+
+def test_node_events_are_read_in_default(fake: KubeFake, kube: KubeActions) -> None:
+    fake.add(
+        objects.event("default", "Node", "node-1", "NodeNotReady", "Node node-1 status is now: NodeNotReady")
+    )
+    assert kube.events("Node", "", "node-1") == [
+        "Warning NodeNotReady: Node node-1 status is now: NodeNotReady"
+    ]
+    assert [(c.resource, c.verb, c.namespace) for c in fake.calls()] == [("events", "list", "default")]
+
+
+def test_the_api_server_rejects_an_unknown_field_selector(fake: KubeFake, kube: KubeActions) -> None:
+    with pytest.raises(KubeError) as err:
+        kube.api.call(
+            "list", kube.api.core.list_namespaced_event, "shop", field_selector="involvedObject.color=red"
+        )
+    assert err.value.status == 400 and "field label not supported: involvedObject.color" in str(err.value)
+    listed = kube.api.call(
+        "list", kube.api.core.list_namespaced_pod, "shop", field_selector="status.phase!=Running"
+    )
+    assert listed["items"] == []  # `!=` is a selector the API server accepts

@@ -7,9 +7,13 @@ precondition is stale), 422 Invalid (negative replicas, a shrinking PVC, a Job w
 an unknown `dryRun` value: the real server validates CreateOptions/PatchOptions/DeleteOptions and
 answers 422, not 400), 403 when a PVC grows on a StorageClass without `allowVolumeExpansion` (the
 PersistentVolumeClaimResize admission plugin), 429 from the eviction subresource when a
-PodDisruptionBudget allows no disruption, 401 without the bearer token. `dryRun=All` runs every
-check and persists nothing. `resourceVersion` increments on every write (one counter, as etcd's
-revision), `generation` when the spec changes.
+PodDisruptionBudget allows no disruption (or its status lags its spec), 400 for an unknown field
+selector or a Lease time that is not a MicroTime, 401 without the bearer token. `dryRun=All` runs
+every check and persists nothing. `resourceVersion` increments on every write (one counter, as
+etcd's revision), `generation` when the spec changes. A running pod that is deleted or evicted
+stays, terminating (`deletionTimestamp`), until `finish_terminations` (its kubelet); an
+unscheduled or finished one goes at once. Events come in both recorded shapes (`objects.event`,
+core/v1 `lastTimestamp`/`count`; `objects.series_event`, events.k8s.io/v1 `eventTime`/`series`).
 
 Controllers are not simulated: `complete_rollout`, `stall_rollout` and `rollouts_complete_after`
 set a workload's status as its controller would, so `kube_wait` is testable without sleeping.
@@ -17,8 +21,10 @@ set a workload's status as its controller would, so `kube_wait` is testable with
 
 Flux's Kustomization (`kustomize.toolkit.fluxcd.io/v1`) and HelmRelease (`helm.toolkit.fluxcd.io/v2`)
 are served as custom resources (merge and JSON patches only: 415 for a strategic merge patch, as
-for any CRD); with `flux_source` set, a resource read after its `reconcile.fluxcd.io/requestedAt`
-changed has been reconciled by its controller to that revision (or failed with `flux_failure`).
+for any CRD); with `flux_source` set, a resource whose `reconcile.fluxcd.io/requestedAt` changed is
+reconciled by its controller to that revision over `flux_reads` reads, Ready=Unknown/Progressing
+meanwhile (or fails with `flux_failure`, Stalled with `flux_stalled`). A HelmRelease reports
+what runs as helm-controller v2 does: `status.history`, chart version `0.1.0+<12 hex>`.
 
 Usage::
 

@@ -1,16 +1,16 @@
 """The fake API server: object store, REST semantics, the scale and eviction subresources, and the
-HTTP plumbing. See the package docstring."""
+Flux controllers; served by the HTTP plumbing the forge fakes share. See the package docstring."""
 
 from __future__ import annotations
 
 import copy
 import itertools
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, urlsplit
@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from connectors.kube.quantity import to_bytes
+from tests.support.forges.http import Served
 
 Obj = dict[str, Any]
 TOKEN = "kube-fake-token"
@@ -41,16 +42,33 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("helm.toolkit.fluxcd.io", "helmreleases"): ("HelmRelease", True),
     ("", "events"): ("Event", True),
 }
-#: Field selectors the API server supports: every resource has the metadata ones; some add more.
+#: Field selectors the API server supports: every resource has the metadata ones; some add more
+#: (pkg/registry/core/pod/strategy.go `ToSelectableFields`, core/event/strategy.go
+#: `ToSelectableFields`, core/node/strategy.go). An unknown one is a 400.
 _FIELDS = {"metadata.name", "metadata.namespace"}
 _RESOURCE_FIELDS = {
-    "pods": {"spec.nodeName", "status.phase"},
+    "pods": {
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
+    },
+    "nodes": {"spec.unschedulable"},
     "events": {
         "involvedObject.kind",
         "involvedObject.namespace",
         "involvedObject.name",
         "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
         "reason",
+        "reportingComponent",
+        "source",
         "type",
     },
 }
@@ -158,6 +176,64 @@ def _json_patch(target: Obj, ops: list[Obj]) -> Obj:
     return out
 
 
+#: The conditions the Flux controllers own (and rewrite on every reconciliation).
+_FLUX_OWNED = frozenset({"Ready", "Reconciling", "Stalled", "Healthy", "Released"})
+
+
+def _cond(type_: str, status: str, reason: str, message: str) -> Obj:
+    """A metav1.Condition as the Flux controllers write them."""
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": "2025-06-01T12:00:00Z",
+    }
+
+
+def _chart_version(source_revision: str, base: str = "0.1.0") -> str:
+    """The version source-controller gives a chart built from a GitRepository with
+    `reconcileStrategy: Revision`: SemVer metadata of the commit's first 12 hex
+    (internal/controller/helmchart_controller.go)."""
+    sha = source_revision.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+    return f"{base}+{sha[:12]}"
+
+
+def _release(namespace: str, name: str, number: int, chart_version: str, failed: bool) -> Obj:
+    """One `status.history` snapshot of a HelmRelease (helm-controller api/v2 snapshot_types.go)."""
+    return {
+        "name": name,
+        "namespace": namespace,
+        "version": number,
+        "status": "failed" if failed else "deployed",
+        "chartName": name,
+        "chartVersion": chart_version,
+        "appVersion": "1.0.0",
+        "configDigest": "sha256:" + "0" * 64,
+        "digest": "sha256:" + f"{number:064x}",
+        "firstDeployed": "2025-01-01T00:00:00Z",
+        "lastDeployed": "2025-06-01T12:00:00Z",
+    }
+
+
+def _too_many(cause: str, retry_after: int) -> NoReturn:
+    """The eviction subresource's 429 (pkg/registry/core/pod/storage/eviction.go)."""
+    details: Obj = {"causes": [{"reason": "DisruptionBudget", "message": cause}]}
+    if retry_after:
+        details["retryAfterSeconds"] = retry_after
+    raise ApiError(
+        429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.", details
+    )
+
+
+def _micro_time(value: Any) -> bool:
+    """A metav1.MicroTime as the API server parses it (`2006-01-02T15:04:05.000000Z07:00`)."""
+    return (
+        isinstance(value, str)
+        and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)", value) is not None
+    )
+
+
 def _ready(obj: Obj) -> bool:
     return any(
         c.get("type") == "Ready" and c.get("status") == "True"
@@ -165,7 +241,9 @@ def _ready(obj: Obj) -> bool:
     )
 
 
-class KubeFake:
+class KubeFake(Served):
+    """Served on a real socket by the HTTP plumbing the forge fakes share (`with KubeFake() as fake`)."""
+
     def __init__(self, *, token: str = TOKEN) -> None:
         self.token = token
         self.objects: dict[tuple[str, str, str, str], Obj] = {}
@@ -179,31 +257,22 @@ class KubeFake:
         self.rollouts_complete_after = 0
         self.rollouts_stall = False
         self._reads_since_change: dict[tuple[str, str, str, str], int] = {}
-        #: The Flux controllers: when set, a Kustomization or HelmRelease read after its
-        #: `reconcile.fluxcd.io/requestedAt` changed has been reconciled to this revision
-        #: (`main@sha1:<sha>`, called at that moment), Ready; `flux_failure` makes it fail instead.
+        #: The Flux controllers: when set, a Kustomization or HelmRelease whose
+        #: `reconcile.fluxcd.io/requestedAt` changed reconciles to this source revision
+        #: (`main@sha1:<sha>`, the GitRepository's `status.artifact.revision`, called when the
+        #: reconciliation starts) on its `flux_reads`-th read, Ready; `flux_failure` makes it fail
+        #: instead (Ready=False, `flux_failure_reason`), `flux_stalled` also marks it Stalled.
         self.flux_source: Callable[[], str] | None = None
+        self.flux_reads = 1
         self.flux_failure = ""
-        self._server: ThreadingHTTPServer | None = None
-
-    # --- lifecycle -------------------------------------------------------------------------------
-
-    def __enter__(self) -> KubeFake:
-        self._server = _Server(self)
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        self.flux_failure_reason = "ReconciliationFailed"
+        self.flux_stalled = ""
+        self._flux_reads: dict[tuple[str, str, str], int] = {}
+        self._flux_started: dict[tuple[str, str, str], str] = {}
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.root
 
     def kubeconfig(self, directory: Path, *, context: str = "fake") -> Path:
         """A kubeconfig file pointing at this server with its bearer token."""
@@ -442,77 +511,122 @@ class KubeFake:
         return copy.deepcopy(obj)
 
     def _flux_reconcile(self, obj: Obj) -> None:
-        """What kustomize-/helm-controller do with a reconcile request: handle it, apply the
-        source's revision, report Ready (or the failure)."""
+        """What kustomize-controller (internal/controller/kustomization_controller.go) and
+        helm-controller do with a reconcile request: Ready=Unknown/Progressing while it runs
+        (`flux_reads` reads), then Ready and `lastHandledReconcileAt` (set in `finalizeStatus`);
+        `observedGeneration` only moves on success."""
         assert self.flux_source is not None
         requested = (obj["metadata"].get("annotations") or {}).get(FLUX_REQUESTED_AT)
         status = obj.setdefault("status", {})
+        key = (obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
         if not requested or status.get("lastHandledReconcileAt") == requested:
             return
-        revision = self.flux_source()
-        status["lastHandledReconcileAt"] = requested
-        status["lastAttemptedRevision"] = revision
-        status["observedGeneration"] = obj["metadata"].get("generation", 1)
-        if self.flux_failure:
-            ready = {
-                "type": "Ready",
-                "status": "False",
-                "reason": "ReconciliationFailed",
-                "message": self.flux_failure,
-            }
-        else:
-            status["lastAppliedRevision"] = revision
-            ready = {
-                "type": "Ready",
-                "status": "True",
-                "reason": "ReconciliationSucceeded",
-                "message": f"Applied revision: {revision}",
-            }
-        status["conditions"] = [ready]
+        source = self._flux_started.setdefault(key, self.flux_source())
+        attempted = source if obj["kind"] == "Kustomization" else _chart_version(source)
+        conditions = [c for c in status.get("conditions") or [] if c.get("type") not in _FLUX_OWNED]
+        self._flux_reads[key] = self._flux_reads.get(key, 0) + 1
         obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        if self._flux_reads[key] < self.flux_reads:
+            status["lastAttemptedRevision"] = attempted
+            status["conditions"] = [
+                *conditions,
+                _cond("Ready", "Unknown", "Progressing", "Reconciliation in progress"),
+                _cond("Reconciling", "True", "Progressing", f"Fetching manifests for revision {source}"),
+            ]
+            return
+        del self._flux_reads[key], self._flux_started[key]
+        status["lastHandledReconcileAt"] = requested
+        status["lastAttemptedRevision"] = attempted
+        if obj["kind"] == "HelmRelease":
+            ready = self._helm_release(obj, attempted)
+        elif self.flux_failure:
+            ready = _cond("Ready", "False", self.flux_failure_reason, self.flux_failure)
+        else:
+            status["lastAppliedRevision"] = source
+            ready = _cond("Ready", "True", "ReconciliationSucceeded", f"Applied revision: {source}")
+        if ready["status"] == "True":
+            status["observedGeneration"] = obj["metadata"].get("generation", 1)
+            status["conditions"] = [*conditions, ready]
+        else:
+            retry = _cond("Reconciling", "True", "ProgressingWithRetry", ready["message"])
+            status["conditions"] = [*conditions, ready, retry]
+        if self.flux_stalled:
+            status["conditions"].append(_cond("Stalled", "True", ready["reason"], self.flux_stalled))
+
+    def _helm_release(self, obj: Obj, chart_version: str) -> Obj:
+        """A Helm upgrade to `chart_version`: a new release in `status.history` (newest first),
+        Ready as helm-controller reports it (api/v2 has no `lastAppliedRevision`)."""
+        meta, status = obj["metadata"], obj["status"]
+        history = [dict(h) for h in status.get("history") or []]
+        number = max((int(h.get("version") or 0) for h in history), default=0) + 1
+        release = f"{meta['namespace']}/{meta['name']}.v{number}"
+        chart = meta["name"]
+        failed = bool(self.flux_failure)
+        if not failed:
+            for h in history:
+                if h.get("status") == "deployed":
+                    h["status"] = "superseded"
+        history.insert(0, _release(meta["namespace"], meta["name"], number, chart_version, failed))
+        status["history"] = history[:5]
+        status["lastAttemptedReleaseAction"] = "upgrade"
+        if failed:
+            status["failures"] = int(status.get("failures") or 0) + 1
+            status["upgradeFailures"] = int(status.get("upgradeFailures") or 0) + 1
+            message = f"Helm upgrade failed for release {release} with chart {chart}@{chart_version}:"
+            return _cond("Ready", "False", "UpgradeFailed", f"{message} {self.flux_failure}")
+        status.pop("upgradeFailures", None)
+        message = f"Helm upgrade succeeded for release {release} with chart {chart}@{chart_version}"
+        return _cond("Ready", "True", "UpgradeSucceeded", message)
 
     def _list(self, group: str, resource: str, namespace: str, query: dict[str, list[str]]) -> Obj:
-        allowed = _FIELDS | _RESOURCE_FIELDS.get(resource, set())
-        fields = self._selector(query.get("fieldSelector", [""])[0], field=True, allowed=allowed)
-        labels = self._selector(query.get("labelSelector", [""])[0], field=False)
+        fields = self._selector(query.get("fieldSelector", [""])[0], field=True, resource=resource)
+        labels = self._selector(query.get("labelSelector", [""])[0], field=False, resource=resource)
         items = []
         for (g, r, ns, _), obj in sorted(self.objects.items()):
             if (g, r) != (group, resource) or (namespace and ns != namespace):
                 continue
-            if all(self._field(obj, k) == v for k, v in fields.items()) and all(
-                (obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items()
+            if all((self._field(obj, k) == v) == eq for k, eq, v in fields) and all(
+                ((obj["metadata"].get("labels") or {}).get(k) == v) == eq for k, eq, v in labels
             ):
                 items.append(copy.deepcopy(obj))
         kind, _ = RESOURCES[(group, resource)]
         return {
             "kind": f"{kind}List",
-            "apiVersion": f"{group}/v1" if group else "v1",
+            "apiVersion": f"{group}/{VERSIONS.get(group, 'v1')}" if group else "v1",
             "metadata": {"resourceVersion": str(next(self._rv) - 1)},
             "items": items,
         }
 
     @staticmethod
-    def _selector(text: str, *, field: bool, allowed: set[str] | None = None) -> dict[str, str]:
-        out = {}
+    def _selector(text: str, *, field: bool, resource: str) -> list[tuple[str, bool, str]]:
+        """`key=value`, `key==value` and `key!=value` terms, comma-separated: (key, equal, value)."""
+        out = []
         for term in filter(None, text.split(",")):
             key, sep, value = term.partition("=")
-            if not sep or "!" in key:
+            if not sep:
                 raise ApiError(400, "BadRequest", f"unable to parse requirement: {term!r}")
-            key = key.strip()
-            if field and key not in (allowed or _FIELDS):
+            equal = not key.endswith("!")
+            key, value = key.rstrip("!").strip(), value.removeprefix("=").strip()
+            if field and key not in _FIELDS | _RESOURCE_FIELDS.get(resource, set()):
+                if resource in _RESOURCE_FIELDS:  # a resource with its own field label conversion
+                    raise ApiError(400, "BadRequest", f"field label not supported: {key}")
                 raise ApiError(
                     400,
                     "BadRequest",
                     f'"{key}" is not a known field selector: only "metadata.name", "metadata.namespace"',
                 )
-            out[key] = value.lstrip("=").strip()
+            out.append((key, equal, value))
         return out
 
     @staticmethod
     def _field(obj: Obj, path: str) -> str:
+        if obj.get("kind") == "Event" and path == "source":  # source.component, else the reporter
+            return str((obj.get("source") or {}).get("component") or obj.get("reportingComponent") or "")
         value: Any = obj
         for part in path.split("."):
             value = (value or {}).get(part) if isinstance(value, dict) else None
+        if isinstance(value, bool):
+            return str(value).lower()
         return "" if value is None else str(value)
 
     def _create(self, group: str, resource: str, namespace: str, payload: Any, dry: bool) -> Obj:
@@ -538,7 +652,7 @@ class KubeFake:
                 {"name": name, "group": group, "kind": resource},
             )
         obj = copy.deepcopy(payload)
-        obj["apiVersion"], obj["kind"] = (f"{group}/v1" if group else "v1"), kind
+        obj["apiVersion"], obj["kind"] = (f"{group}/{VERSIONS.get(group, 'v1')}" if group else "v1"), kind
         obj["metadata"].update(
             namespace=namespace or None,
             uid=str(uuid.uuid4()),
@@ -672,13 +786,49 @@ class KubeFake:
                 "BadRequest",
                 f"propagationPolicy {policy!r} is not one of Orphan, Background, Foreground",
             )
-        if not dry:
+        grace = query.get("gracePeriodSeconds", [options.get("gracePeriodSeconds")])[0]
+        if dry:
+            gone = copy.deepcopy(old)
+            gone["metadata"]["deletionTimestamp"] = "2025-06-01T12:00:00Z"
+            return gone
+        self.deletions.append((resource, name, policy))
+        if resource == "pods":
+            return copy.deepcopy(self._remove_pod(key, None if grace is None else int(grace)))
+        del self.objects[key]
+        next(self._rv)
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": name, "group": group, "kind": resource, "uid": old["metadata"].get("uid")},
+        }
+
+    def _remove_pod(self, key: tuple[str, str, str, str], grace: int | None) -> Obj:
+        """A pod delete as the pod strategy's `CheckGracefulDelete` has it: an unscheduled or finished
+        pod goes at once; a running one gets `deletionTimestamp` and stays, terminating, until its
+        kubelet confirms (`finish_terminations`). The pod as it is after the delete."""
+        pod = self.objects[key]
+        spec, meta = pod.get("spec") or {}, pod["metadata"]
+        if grace is None:
+            grace = int(spec.get("terminationGracePeriodSeconds", 30))
+        finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        if grace == 0 or not spec.get("nodeName") or finished:
             del self.objects[key]
-            self.deletions.append((resource, name, policy))
             next(self._rv)
-        gone = copy.deepcopy(old)
-        gone["metadata"]["deletionTimestamp"] = "2025-06-01T12:00:00Z"
-        return gone
+            return pod
+        if not meta.get("deletionTimestamp"):
+            meta["deletionTimestamp"] = "2025-06-01T12:00:30Z"
+            meta["deletionGracePeriodSeconds"] = grace
+            meta["resourceVersion"] = str(next(self._rv))
+        return pod
+
+    def finish_terminations(self) -> None:
+        """The kubelets confirm: every terminating pod is gone."""
+        with self.lock:
+            for key, obj in list(self.objects.items()):
+                if key[1] == "pods" and obj["metadata"].get("deletionTimestamp"):
+                    del self.objects[key]
 
     # --- validation -------------------------------------------------------------------------------
 
@@ -701,6 +851,24 @@ class KubeFake:
             invalid(kind, group, name, "spec.unschedulable", "Invalid value: must be a boolean")
         if kind == "PersistentVolumeClaim" and old is not None:
             self._validate_pvc(obj, old)
+        if kind == "Lease":
+            for key in ("acquireTime", "renewTime"):
+                if spec.get(key) is not None and not _micro_time(spec[key]):
+                    raise ApiError(  # a decode error, before validation: 400, not 422
+                        400,
+                        "BadRequest",
+                        f'Lease in version "v1" cannot be handled as a Lease: parsing time "{spec[key]}"'
+                        ' as "2006-01-02T15:04:05.000000Z07:00": cannot parse as ".000000"',
+                    )
+            duration = spec.get("leaseDurationSeconds")
+            if duration is not None and (not isinstance(duration, int) or duration <= 0):
+                invalid(
+                    kind,
+                    group,
+                    name,
+                    "spec.leaseDurationSeconds",
+                    f"Invalid value: {duration}: must be greater than 0",
+                )
 
     def _validate_pvc(self, obj: Obj, old: Obj) -> None:
         name = obj["metadata"]["name"]
@@ -823,7 +991,7 @@ class KubeFake:
         success = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
         if phase in ("Succeeded", "Failed", "Pending") or pod["metadata"].get("deletionTimestamp"):
             if not dry:
-                del self.objects[key]
+                self._remove_pod(key, None)
             return 201, success
         labels = pod["metadata"].get("labels") or {}
         pdbs = [
@@ -844,65 +1012,21 @@ class KubeFake:
             pdb, status = pdbs[0], pdbs[0].get("status") or {}
             healthy_enough = status.get("currentHealthy", 0) >= status.get("desiredHealthy", 0) > 0
             if not (not _ready(pod) and healthy_enough):
-                if (
-                    status.get("observedGeneration", 0) < pdb["metadata"].get("generation", 1)
-                    or status.get("disruptionsAllowed", 0) == 0
-                ):
-                    raise ApiError(
-                        429,
-                        "TooManyRequests",
-                        "Cannot evict pod as it would violate the pod's disruption budget.",
-                        {
-                            "causes": [
-                                {
-                                    "reason": "DisruptionBudget",
-                                    "message": f"The disruption budget {pdb['metadata']['name']} needs"
-                                    f" {status.get('desiredHealthy', 0)} healthy pods and has"
-                                    f" {status.get('currentHealthy', 0)} currently",
-                                }
-                            ],
-                            "retryAfterSeconds": 0,
-                        },
+                # `checkAndDecrement`: a budget its controller has not caught up with, then one
+                # with no disruption left, are both 429 with a DisruptionBudget cause.
+                pdb_name = pdb["metadata"]["name"]
+                if status.get("observedGeneration", 0) < pdb["metadata"].get("generation", 1):
+                    _too_many(f"The disruption budget {pdb_name} is still being processed by the server.", 10)
+                if status.get("disruptionsAllowed", 0) == 0:
+                    _too_many(
+                        f"The disruption budget {pdb_name} needs {status.get('desiredHealthy', 0)} healthy"
+                        f" pods and has {status.get('currentHealthy', 0)} currently",
+                        0,
                     )
                 if not dry:
                     status["disruptionsAllowed"] -= 1
                     status.setdefault("disruptedPods", {})[name] = "2025-06-01T12:00:00Z"
                     pdb["metadata"]["resourceVersion"] = str(next(self._rv))
         if not dry:
-            del self.objects[key]
-            next(self._rv)
+            self._remove_pod(key, None)
         return 201, success
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        status, payload = self.server.fake.handle(self.command, self.path, headers, body)
-        data = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: `KubeFake.requests` is the log."""
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, fake: KubeFake) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.fake = fake

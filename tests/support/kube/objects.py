@@ -280,6 +280,25 @@ def pdb(namespace: str, name: str, app: str, *, allowed: int) -> Obj:
     }
 
 
+#: The apiVersion an Event's `involvedObject` names for each kind.
+_API_VERSIONS = {
+    "Deployment": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "Job": "batch/v1",
+    "CronJob": "batch/v1",
+}
+
+
+def _involved(namespace: str, kind: str, name: str) -> Obj:
+    ref: Obj = {"kind": kind, "name": name, "apiVersion": _API_VERSIONS.get(kind, "v1")}
+    if kind != "Node":  # a Node's events live in `default`, about an object with no namespace
+        ref["namespace"] = namespace
+    ref["uid"] = name if kind == "Node" else f"uid-{name}"
+    return ref
+
+
 def event(
     namespace: str,
     kind: str,
@@ -291,24 +310,71 @@ def event(
     count: int = 1,
     last: str = "2025-01-01T00:10:00Z",
 ) -> Obj:
-    """A core/v1 Event about an object, as the kubelet or a controller records it."""
+    """A core/v1 Event about an object as the kubelet or a controller records it through the
+    core/v1 API (client-go tools/record): `count`, `firstTimestamp`/`lastTimestamp`, `source`,
+    `eventTime` null (k8s.io/api core/v1 types.go `Event`)."""
+    component = "kubelet" if kind in ("Pod", "Node") else f"{kind.lower()}-controller"
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": _meta(namespace, f"{name}.{abs(hash((reason, message, last))) % 10**12:x}"),
-        "involvedObject": {"kind": kind, "namespace": namespace, "name": name, "apiVersion": "v1"},
+        "metadata": _meta(
+            namespace, f"{name}.{abs(hash((reason, message, last))) % 10**12:x}", creationTimestamp=last
+        ),
+        "involvedObject": _involved(namespace, kind, name),
         "reason": reason,
         "message": message,
         "type": type_,
         "count": count,
         "firstTimestamp": "2025-01-01T00:00:00Z",
         "lastTimestamp": last,
-        "source": {"component": "kubelet"},
+        "eventTime": None,
+        "source": {"component": component, **({"host": "node-1"} if kind == "Pod" else {})},
+        "reportingComponent": "",
+        "reportingInstance": "",
+    }
+
+
+def series_event(
+    namespace: str,
+    kind: str,
+    name: str,
+    reason: str,
+    message: str,
+    *,
+    count: int,
+    first: str = "2025-01-01T00:00:00.000000Z",
+    last: str = "2025-01-01T00:20:00.000000Z",
+    component: str = "default-scheduler",
+) -> Obj:
+    """An Event recorded through events.k8s.io/v1 (client-go tools/events, which the scheduler
+    uses for FailedScheduling) as a core/v1 read shows it: `eventTime` (a MicroTime) and
+    `series` ({count, lastObservedTime}) set, `count` absent and `firstTimestamp`/`lastTimestamp`
+    null (the conversion of `deprecatedCount`/`deprecatedLastTimestamp`, left zero), `source`
+    empty and the reporter in `reportingComponent`/`reportingInstance`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": _meta(
+            namespace, f"{name}.{abs(hash((reason, message))) % 10**12:x}", creationTimestamp=first[:19] + "Z"
+        ),
+        "involvedObject": _involved(namespace, kind, name),
+        "reason": reason,
+        "message": message,
+        "type": "Warning",
+        "firstTimestamp": None,
+        "lastTimestamp": None,
+        "eventTime": first,
+        "series": {"count": count, "lastObservedTime": last},
+        "source": {},
+        "action": "Scheduling",
+        "reportingComponent": component,
+        "reportingInstance": f"{component}-control-plane",
     }
 
 
 def kustomization(namespace: str, name: str, *, applied: str = "") -> Obj:
-    """A Flux Kustomization (`kustomize.toolkit.fluxcd.io/v1`) that last applied `applied`."""
+    """A Flux Kustomization (`kustomize.toolkit.fluxcd.io/v1`, kustomize-controller api/v1
+    kustomization_types.go) that last applied `applied` (`main@sha1:<sha>`)."""
     return {
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
         "kind": "Kustomization",
@@ -322,17 +388,68 @@ def kustomization(namespace: str, name: str, *, applied: str = "") -> Obj:
         "status": {
             "observedGeneration": 1,
             "lastAppliedRevision": applied,
-            "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded"}],
+            "lastAttemptedRevision": applied,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "ReconciliationSucceeded",
+                    "message": f"Applied revision: {applied}",
+                    "lastTransitionTime": "2025-01-01T00:00:00Z",
+                }
+            ],
         },
     }
 
 
-def helm_release(namespace: str, name: str, *, applied: str = "") -> Obj:
-    """A Flux HelmRelease (`helm.toolkit.fluxcd.io/v2`)."""
-    obj = kustomization(namespace, name, applied=applied)
-    obj["apiVersion"], obj["kind"] = "helm.toolkit.fluxcd.io/v2", "HelmRelease"
-    obj["spec"] = {
-        "interval": "10m",
-        "chart": {"spec": {"chart": name, "sourceRef": {"kind": "GitRepository", "name": name}}},
+def helm_release(namespace: str, name: str, *, chart_version: str = "0.1.0") -> Obj:
+    """A Flux HelmRelease (`helm.toolkit.fluxcd.io/v2`, helm-controller api/v2
+    helmrelease_types.go) with one deployed release of `chart_version` from a chart built from a
+    GitRepository (`0.1.0+<12 hex of the commit>` with `reconcileStrategy: Revision`). v2 has no
+    `lastAppliedRevision`: what runs is in `status.history`."""
+    return {
+        "apiVersion": "helm.toolkit.fluxcd.io/v2",
+        "kind": "HelmRelease",
+        "metadata": _meta(namespace, name, generation=1),
+        "spec": {
+            "interval": "10m",
+            "chart": {
+                "spec": {
+                    "chart": f"./charts/{name}",
+                    "reconcileStrategy": "Revision",
+                    "sourceRef": {"kind": "GitRepository", "name": "flux-system"},
+                }
+            },
+        },
+        "status": {
+            "observedGeneration": 1,
+            "helmChart": f"{namespace}/{namespace}-{name}",
+            "lastAttemptedRevision": chart_version,
+            "lastAttemptedReleaseAction": "install",
+            "history": [
+                {
+                    "name": name,
+                    "namespace": namespace,
+                    "version": 1,
+                    "status": "deployed",
+                    "chartName": name,
+                    "chartVersion": chart_version,
+                    "appVersion": "1.0.0",
+                    "configDigest": "sha256:" + "0" * 64,
+                    "digest": "sha256:" + "1" * 64,
+                    "firstDeployed": "2025-01-01T00:00:00Z",
+                    "lastDeployed": "2025-01-01T00:00:00Z",
+                }
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "InstallSucceeded",
+                    "message": f"Helm install succeeded for release {namespace}/{name}.v1 with chart"
+                    f" {name}@{chart_version}",
+                    "lastTransitionTime": "2025-01-01T00:00:00Z",
+                }
+            ],
+        },
     }
-    return obj
