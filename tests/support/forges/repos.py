@@ -38,6 +38,11 @@ class ConfigRepo:
         text = git(self.remote, "show", f"{rev}:{CONFIG.format(service=self.service)}")
         return int(yaml.safe_load(text)["pool"]["size"])
 
+    def deploys(self) -> int:
+        """Pushes to the remote since it was made, with `make_config_repo(deploy_log=True)`."""
+        log = self.root / "deploys.log"
+        return len(log.read_text().splitlines()) if log.exists() else 0
+
     def head(self, branch: str = "main") -> str:
         return git(self.remote, "rev-parse", f"refs/heads/{branch}")
 
@@ -55,7 +60,8 @@ class ConfigRepo:
         return git(other, "rev-parse", "HEAD")
 
 
-def make_config_repo(root: Path, service: str, size: int = 5) -> ConfigRepo:
+def make_config_repo(root: Path, service: str, size: int = 5, *, deploy_log: bool = False) -> ConfigRepo:
+    """With `deploy_log`, every later push is a deploy: a hook logs one line per updated ref."""
     remote, seed, work = root / "remote.git", root / "seed", root / "work"
     root.mkdir(parents=True, exist_ok=True)
     git(root, "init", "-q", "--bare", "-b", "main", str(remote))
@@ -66,6 +72,10 @@ def make_config_repo(root: Path, service: str, size: int = 5) -> ConfigRepo:
     git(seed, "add", ".")
     git(seed, "commit", "-q", "-m", "initial config")
     git(seed, "push", "-q", str(remote), "main:main")
+    if deploy_log:
+        hook = remote / "hooks" / "post-receive"
+        hook.write_text(f"#!/bin/sh\ncat >> {root / 'deploys.log'}\n")
+        hook.chmod(0o755)
     git(root, "clone", "-q", "-b", "main", str(remote), str(work))
     return ConfigRepo(root=root, remote=remote, work=work, service=service)
 
