@@ -1,6 +1,7 @@
-"""The pool-size scenario the remediation end-to-end tests share: a service whose connection pool
-is too small (size 5 in its config repository), a Prometheus target that reports it exhausted
-until the size it runs is 20, and the playbook that raises the size and verifies against it.
+"""The pool-size scenario (`devstack.pool`) as the remediation end-to-end tests run it: a service
+whose connection pool is too small (size 5 in its config repository), a Prometheus target that
+reports it exhausted until the size it runs is 20, and the playbook that raises the size and
+verifies against that target.
 
 Each test makes its own case (unique service and alert names, its own repository and playbooks);
 one Prometheus with one `PoolTarget` serves a whole test module.
@@ -18,13 +19,15 @@ from typing import Any
 import yaml
 
 from demo.observability import prometheus_server
+from devstack.pool import HEALTHY_SIZE
+from devstack.pool import pool_playbook as playbook
 from tests.support.forges.repos import ConfigRepo, make_config_repo
 from tests.support.metric_target import MetricTarget
 
 
 class PoolTarget(MetricTarget):
-    """`demo_pool_exhausted{service}` is 1 while the pool size the service runs is below 20, else 0;
-    read from its repository on every scrape."""
+    """`demo_pool_exhausted{service}` is 1 while the pool size the service runs is below the healthy
+    size (20, what the fix makes it), else 0; read from its repository on every scrape."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -38,7 +41,7 @@ class PoolTarget(MetricTarget):
     def render(self) -> str:
         for service, size in list(self._sizes.items()):
             try:
-                value = 1.0 if size() < 20 else 0.0
+                value = 1.0 if size() < HEALTHY_SIZE else 0.0
             except Exception:  # a revision not there yet: the series keeps its last value
                 continue
             self.set("demo_pool_exhausted", value, service=service)
@@ -87,66 +90,10 @@ def pool_case(
     return PoolCase(service, alertname, repo, folder)
 
 
-def pool_playbook(
-    name: str,
-    alertname: str,
-    *,
-    deploy: list[Any] | None = None,
-    scale: float = 4,
-    mode: str = "auto",
-    max_runs: int = 10,
-    require_firing: bool = True,
-    test_argv: list[str] | None = None,
-    verify_timeout: str | None = "40s",
-    diagnose: list[dict[str, str]] | None = None,
-) -> str:
-    """The playbook raising `pool.size` by `scale` (up to 100), deployed by a push to main unless
-    `deploy` says otherwise, verified against `demo_pool_exhausted` unless `verify_timeout` is None."""
-    doc: dict[str, Any] = {
-        "apiVersion": "selfheal/v1",
-        "kind": "Playbook",
-        "name": name,
-        "description": "Connection pool exhausted: raise the pool size",
-        "category": "capacity",
-        "match": {"alertname": alertname, "matchers": ['service=~".+"']},
-        "target": "{{ params.service }}",
-        "repo": "config",
-        "params": {"service": {"from": "label", "key": "service", "pattern": "^[a-z0-9-]{1,63}$"}},
-        "policy": {
-            "mode": mode,
-            "max_runs": max_runs,
-            "window": "1h",
-            "cooldown": "0s",
-            "require_firing": require_firing,
-        },
-        "fix": [
-            {
-                "git_edit": {
-                    "file": "services/{{ params.service }}/config.yaml",
-                    "key": "pool.size",
-                    "scale": scale,
-                    "max_value": 100,
-                }
-            }
-        ],
-        "test": [
-            {
-                "command": {
-                    "argv": test_argv or ["grep", "-q", "size:", "services/{{ params.service }}/config.yaml"],
-                    "timeout": "60s",
-                }
-            }
-        ],
-        "deploy": deploy or [{"git_push": {"branch": "main"}}],
-        "rollback": "auto",
-    }
-    if verify_timeout is not None:
-        doc["verify"] = {
-            "query": 'demo_pool_exhausted{service="{{ params.service }}"}',
-            "condition": "< 1",
-            "hold_for": "2s",
-            "timeout": verify_timeout,
-        }
-    if diagnose:
-        doc["diagnose"] = diagnose
+def pool_playbook(name: str, alertname: str, **options: Any) -> str:
+    """The scenario's playbook (`devstack.pool.pool_playbook`, whose keywords `options` are) as
+    YAML, verified against `demo_pool_exhausted`."""
+    doc = playbook(
+        name, alertname, verify_query='demo_pool_exhausted{service="{{ params.service }}"}', **options
+    )
     return yaml.safe_dump(doc, sort_keys=False)

@@ -6,25 +6,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-CONFIG = "services/{service}/config.yaml"
-
-
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", "-c", "user.name=Dana", "-c", "user.email=dana@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip()
+from devstack.pool import CONFIG, git, seed_config_repo
 
 
 @dataclass
@@ -61,22 +49,9 @@ class ConfigRepo:
 
 
 def make_config_repo(root: Path, service: str, size: int = 5, *, deploy_log: bool = False) -> ConfigRepo:
-    """With `deploy_log`, every later push is a deploy: a hook logs one line per updated ref."""
-    remote, seed, work = root / "remote.git", root / "seed", root / "work"
-    root.mkdir(parents=True, exist_ok=True)
-    git(root, "init", "-q", "--bare", "-b", "main", str(remote))
-    cfg = seed / CONFIG.format(service=service)
-    cfg.parent.mkdir(parents=True)
-    cfg.write_text(f"# pool settings\npool:\n  size: {size}\n  timeout: 30s\n")
-    git(root, "init", "-q", "-b", "main", str(seed))
-    git(seed, "add", ".")
-    git(seed, "commit", "-q", "-m", "initial config")
-    git(seed, "push", "-q", str(remote), "main:main")
-    if deploy_log:
-        hook = remote / "hooks" / "post-receive"
-        hook.write_text(f"#!/bin/sh\ncat >> {root / 'deploys.log'}\n")
-        hook.chmod(0o755)
-    git(root, "clone", "-q", "-b", "main", str(remote), str(work))
+    """With `deploy_log`, every later push is a deploy, logged in `root/deploys.log`."""
+    log = root / "deploys.log" if deploy_log else None
+    remote, work = seed_config_repo(root, [service], size=size, deploy_log=log)
     return ConfigRepo(root=root, remote=remote, work=work, service=service)
 
 
