@@ -5,11 +5,13 @@ and lint on it and checks it matches the incident's own alert, and only then pro
 draft is recorded in the incident store (its name is what `/metrics` counts as accepted once a
 later incident matches it), attached to the ticket as `<name>.yaml`, and pushed as branch
 `selfheal/draft-<incident>` to the playbooks repository when one is configured; when that
-repository has a forge (`gitops.forges.<repo>`), a pull request is opened from the branch and its
-URL said on the ticket. A draft that cannot be made or does not lint is refused with the reason on
-the ticket, never proposed. Every effect is idempotent: the store row is keyed by incident, the
-attachment by name and size, the comment by a dedup key, the branch is found again instead of
-pushed twice, and the pull request is found by its branch before one is ever opened.
+repository has a forge (`gitops.forges.<repo>`), a pull request is opened from the branch, labelled
+as remediation requests are by default (a label the forge refuses is said on the ticket, never
+fails the draft), and its URL said on the ticket. A draft that cannot be made or does not lint is
+refused with the reason on the ticket, never proposed. Every effect is idempotent: the store row
+is keyed by incident, the attachment by name and size, the comment by a dedup key, the branch is
+found again instead of pushed twice, the pull request is found by its branch before one is ever
+opened, and a label already there stays.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from playbooks.draft import (
     lint_draft,
     source_from_view,
 )
+from playbooks.schema import DEFAULT_PR_LABELS
 
 if TYPE_CHECKING:
     from connectors.git.publish import Published
@@ -185,8 +188,10 @@ class DraftActivities:
         self, view: IncidentView, draft: Draft, published: Published | None
     ) -> tuple[ForgeRequest | None, str]:
         """The draft branch's pull request on the playbooks repository's forge, opened or found by
-        its branch (never a second one); (None, "") without a forge or a pushed branch, and a refusal
-        retrying cannot cure (a bad token, a missing permission) as (None, why) for the ticket."""
+        its branch (never a second one) and labelled; (None, "") without a forge or a pushed branch,
+        a refusal retrying cannot cure (a bad token, a missing permission) as (None, why), and a
+        label the forge refuses (Gitea's for one the repository lacks) as (request, why), for the
+        ticket."""
         name = self.settings.playbooks_repo
         if name is None or published is None or published.already_merged or not published.remote:
             return None, ""
@@ -202,6 +207,15 @@ class DraftActivities:
                 raise
             return None, str(err)
         log.info("draft pull request", url=pr.url, opened=opened, status=pr.status)
+        if pr.status != "open":
+            return pr, ""
+        try:
+            forge.add_labels(pr.number, list(DEFAULT_PR_LABELS))
+        except ConnectorError as err:
+            if err.retryable:
+                raise
+            log.warning("draft pull request not labelled", url=pr.url, error=str(err))
+            return pr, str(err)
         return pr, ""
 
     def _pr_body(self, view: IncidentView, draft: Draft) -> str:
@@ -267,6 +281,9 @@ class DraftActivities:
                 f" into {base} of {repo}. Once merged into a configured playbook directory, the next"
                 " incident of this shape matches it."
             )
+            if pr_problem:
+                labels = ", ".join(DEFAULT_PR_LABELS)
+                lines.append(f"Could not label the pull request {labels}: {pr_problem}")
         elif published is not None:
             where = f"{published.remote} of {repo}" if published.remote else f"the local repository {repo}"
             base = self.settings.repos[repo].base_branch

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ import yaml
 
 from bench import _histories, common
 from demo.observability import prometheus_server
+from devstack.pool import git, pool_playbook, seed_config_repo
 
 NAME = "concurrency"
 PER_PLAYBOOK = 50
@@ -44,85 +44,20 @@ PER_PLAYBOOK = 50
 RETRIES = 4
 
 
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return out.stdout
-
-
-def make_repos(root: Path, services: list[str]) -> tuple[Path, Path]:
-    """A bare remote (the GitOps target) holding one config per service, and selfheal's clone."""
-    root.mkdir(parents=True, exist_ok=True)
-    remote = root / "remote.git"
-    git(root, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
-    seed = root / "seed"
-    git(root, "init", "--quiet", "--initial-branch=main", str(seed))
-    for svc in services:
-        cfg = seed / "services" / svc / "config.yaml"
-        cfg.parent.mkdir(parents=True)
-        cfg.write_text("# pool settings\npool:\n  size: 5\n  timeout: 30s\n")
-    git(seed, "add", "-A")
-    git(seed, "commit", "--quiet", "-m", "initial config")
-    git(seed, "remote", "add", "origin", str(remote))
-    git(seed, "push", "--quiet", "origin", "main:main")
-    work = root / "work"
-    git(root, "clone", "--quiet", "--branch", "main", str(remote), str(work))
-    return remote, work
-
-
 def playbook(
     shard: int, alertname: str, max_runs: int, hold_for: float = 0.0, repo: str = "config-0"
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "selfheal/v1",
-        "kind": "Playbook",
-        "name": f"bench-pool-raise-{shard}",
-        "description": "Connection pool exhausted: raise the pool size",
-        "category": "capacity",
-        "match": {"alertname": alertname, "matchers": [f'shard="{shard}"', 'service=~".+"']},
-        "target": "{{ params.service }}",
-        "repo": repo,
-        "params": {"service": {"from": "label", "key": "service", "pattern": "^[a-z0-9-]{1,63}$"}},
-        "policy": {
-            "mode": "auto",
-            "max_runs": max_runs,
-            "window": "1h",
-            "cooldown": "0s",
-            "require_firing": True,
-        },
-        "fix": [
-            {
-                "git_edit": {
-                    "file": "services/{{ params.service }}/config.yaml",
-                    "key": "pool.size",
-                    "scale": 4,
-                    "max_value": 100,
-                }
-            }
-        ],
-        "test": [
-            {
-                "command": {
-                    "argv": ["grep", "-q", "size:", "services/{{ params.service }}/config.yaml"],
-                    "timeout": "60s",
-                }
-            }
-        ],
-        "deploy": [{"git_push": {"branch": "main"}}],
-        "verify": {
-            "query": "vector(0)",
-            "condition": "< 1",
-            "hold_for": f"{hold_for:g}s",
-            "timeout": f"{hold_for + 60:g}s",
-        },
-        "rollback": "auto",
-    }
+    """The shard's copy of the pool playbook, verified by a query that holds at once."""
+    return pool_playbook(
+        f"bench-pool-raise-{shard}",
+        alertname,
+        matchers=[f'shard="{shard}"'],
+        repo=repo,
+        max_runs=max_runs,
+        verify_query="vector(0)",
+        hold_for=f"{hold_for:g}s",
+        verify_timeout=f"{hold_for + 60:g}s",
+    )
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -161,7 +96,7 @@ async def bench(args: Any) -> int:
         repos: dict[str, tuple[Path, Path]] = {}
         for r in range(n_repos):
             mine = [svc for i, svc in enumerate(services) if (i // PER_PLAYBOOK) % n_repos == r]
-            repos[f"config-{r}"] = make_repos(root / f"config-{r}", mine)
+            repos[f"config-{r}"] = seed_config_repo(root / f"config-{r}", mine)
         pb_dir = root / "playbooks"
         pb_dir.mkdir()
         for s in range(shards):

@@ -30,12 +30,11 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic_ai import Agent, ModelRetry, RunContext, Tool, capture_run_messages
-from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.durable_exec.temporal import TemporalDurability
 from pydantic_ai.exceptions import UnexpectedModelBehavior, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelResponse
@@ -48,7 +47,14 @@ from temporalio.workflow import ActivityConfig
 
 from investigation import live_tools
 from investigation.live_tools import ToolInputError, current_runtime
-from investigation.telemetry import MODEL_ACTIVITY, BudgetExceeded, after_requests, agent_run, run_budget
+from investigation.telemetry import (
+    MODEL_ACTIVITY,
+    BudgetExceeded,
+    LazyAgents,
+    after_requests,
+    agent_run,
+    run_budget,
+)
 from models.agent import AgentDeps, InvestigationOutput, LlmRunConfig, LlmSpend
 from models.evidence import Evidence, EvidenceSection
 from models.investigation import AgentRun, BudgetKind, Investigation, ProposedFix, RunOutcome
@@ -448,21 +454,8 @@ def investigation_agent() -> Agent[AgentDeps, InvestigationOutput]:
     return build_agent(FunctionModel(_forward, model_name=WORKER_MODEL_NAME), live=True, durable=True)
 
 
-class DurableAgents(Sequence[AbstractAgent[Any, Any]]):
-    """`[investigation_agent()]` for a workflow's `__pydantic_ai_agents__`, built only when read:
-    pydantic-ai's plugin reads the list when the worker is configured, not when the workflow
-    module is imported."""
-
-    @overload
-    def __getitem__(self, index: int) -> AbstractAgent[Any, Any]: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[AbstractAgent[Any, Any]]: ...
-    def __getitem__(self, index: int | slice) -> AbstractAgent[Any, Any] | Sequence[AbstractAgent[Any, Any]]:
-        agents: list[AbstractAgent[Any, Any]] = [investigation_agent()]
-        return agents[index]
-
-    def __len__(self) -> int:
-        return 1
+#: The investigation workflow's `__pydantic_ai_agents__`: `DurableAgents()` is `[investigation_agent()]`.
+DurableAgents = functools.partial(LazyAgents, investigation_agent)
 
 
 # ------------------------------------------------------------------------ prompt & result

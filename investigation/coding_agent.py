@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, overload
+from typing import Any
 
 from pydantic_ai import Agent, ModelRetry, RunContext, capture_run_messages
-from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.durable_exec.temporal import TemporalDurability
 from pydantic_ai.exceptions import UnexpectedModelBehavior, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, ToolCallPart, ToolReturnPart
@@ -39,7 +38,14 @@ from temporalio.workflow import ActivityConfig
 
 from investigation import coding_tools
 from investigation.coding_tools import CodingToolError, current_coding_runtime, workspace_root
-from investigation.telemetry import MODEL_ACTIVITY, BudgetExceeded, RunBudget, after_requests, agent_run
+from investigation.telemetry import (
+    MODEL_ACTIVITY,
+    BudgetExceeded,
+    LazyAgents,
+    RunBudget,
+    after_requests,
+    agent_run,
+)
 from models.agent import LlmSpend
 from models.coding import (
     CodingDeps,
@@ -222,19 +228,8 @@ def coding_agent() -> Agent[CodingDeps, CodingOutput]:
     return build_coding_agent(FunctionModel(_forward, model_name=WORKER_MODEL_NAME), durable=True)
 
 
-class CodingAgents(Sequence[AbstractAgent[Any, Any]]):
-    """`[coding_agent()]` for the workflow's `__pydantic_ai_agents__`, built only when read."""
-
-    @overload
-    def __getitem__(self, index: int) -> AbstractAgent[Any, Any]: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[AbstractAgent[Any, Any]]: ...
-    def __getitem__(self, index: int | slice) -> AbstractAgent[Any, Any] | Sequence[AbstractAgent[Any, Any]]:
-        agents: list[AbstractAgent[Any, Any]] = [coding_agent()]
-        return agents[index]
-
-    def __len__(self) -> int:
-        return 1
+#: The coding workflow's `__pydantic_ai_agents__`: `CodingAgents()` is `[coding_agent()]`.
+CodingAgents = functools.partial(LazyAgents, coding_agent)
 
 
 # ------------------------------------------------------------------------------------ budget

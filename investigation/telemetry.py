@@ -13,15 +13,20 @@ raises `BudgetExceeded`, which says which budget in words a ticket can show.
 Everything here is pure and deterministic: it runs in workflow code under Temporal. Cost is an
 estimate from the price table in settings (`investigation.llm.prices`); a model without a price
 has an unknown cost, never zero.
+
+Both agents (the investigator, the coding agent) also take from here what their workflows share:
+the model-request activity config and `LazyAgents`, their `__pydantic_ai_agents__` list.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar, overload
 
+from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.exceptions import UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
 from pydantic_ai.usage import RunUsage, UsageLimits
@@ -36,6 +41,27 @@ from models.investigation import AgentRun, BudgetKind, RunOutcome
 MODEL_ACTIVITY = ActivityConfig(
     start_to_close_timeout=timedelta(minutes=5), retry_policy=RetryPolicy(maximum_attempts=3)
 )
+
+AgentT = TypeVar("AgentT", bound=AbstractAgent[Any, Any], covariant=True)
+
+
+class LazyAgents(Sequence[AgentT]):
+    """`[factory()]` for a workflow's `__pydantic_ai_agents__`, built only when read: pydantic-ai's
+    plugin reads the list when the worker is configured, and a durable agent must not be built at
+    import (nor in workflow code), so the workflow module names its agent's factory instead."""
+
+    def __init__(self, factory: Callable[[], AgentT]) -> None:
+        self._factory = factory
+
+    @overload
+    def __getitem__(self, index: int) -> AgentT: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[AgentT]: ...
+    def __getitem__(self, index: int | slice) -> AgentT | Sequence[AgentT]:
+        return [self._factory()][index]
+
+    def __len__(self) -> int:
+        return 1
 
 
 class BudgetExceeded(UsageLimitExceeded):

@@ -574,6 +574,9 @@ class KubeWaitSpec(Spec):
 
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,49}$")
+#: The labels of a pull request selfheal opens when nothing says otherwise (a `pull_request` step
+#: without `labels`, and every drafted playbook's request).
+DEFAULT_PR_LABELS = ("selfheal",)
 
 
 class PullRequestSpec(Spec):
@@ -583,7 +586,7 @@ class PullRequestSpec(Spec):
     repo: str = Field(pattern=REPO_PATTERN)
     merge: Literal["auto", "human"] = "human"
     base: str | None = Field(default=None, min_length=1)
-    labels: list[str] = Field(default_factory=lambda: ["selfheal"], max_length=10)
+    labels: list[str] = Field(default_factory=lambda: list(DEFAULT_PR_LABELS), max_length=10)
     timeout: Duration = 86400.0
     #: For `policy.mode: approve` only: the merge is the approval, so the request opens at once.
     merge_approves: bool = False

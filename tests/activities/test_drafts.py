@@ -19,6 +19,8 @@ from connectors.base import ConnectorError, TicketContent
 from connectors.git.process import GitError
 from connectors.git.publish import DRAFT_TRAILER, publish_file
 from connectors.git.repo import GitRepo
+from connectors.gitops.forge import Forge
+from connectors.gitops.gitea import GiteaForge
 from connectors.gitops.github import GithubForge
 from connectors.gitops.settings import ForgeSettings
 from connectors.incident_store import IncidentStore
@@ -38,7 +40,7 @@ from models.investigation import Investigation, ProposedFix, RevertRef
 from pages.document import Document
 from playbooks.loader import load_file
 from playbooks.proposal import ServiceDefaults
-from tests.support.forges import GithubFake
+from tests.support.forges import GiteaFake, GithubFake
 
 STARTS = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
 SERVICE = "shop"
@@ -275,7 +277,7 @@ def test_publish_without_a_remote_makes_a_local_branch_once(tmp_path: Path) -> N
     assert git(local, "status", "--porcelain") == ""  # the checkout is untouched
 
 
-def with_forge(setup: dict[str, Any], forge: GithubForge) -> DraftActivities:
+def with_forge(setup: dict[str, Any], forge: Forge) -> DraftActivities:
     """The setup's activity with `forge` for the playbooks repository (as `gitops.forges.playbooks`)."""
     base: DraftActivities = setup["acts"]
     return DraftActivities(
@@ -306,6 +308,7 @@ def test_with_a_forge_the_draft_branch_is_proposed_as_one_pull_request(setup: di
         assert first.status == "proposed" and first.branch == "selfheal/draft-d1a2b3c4-1", first.message
         (pull,) = fake.repos["acme/playbooks"].pulls.values()
         assert pull.head == first.branch and pull.base == "main" and pull.state == "open"
+        assert pull.labels == ["selfheal"]  # as a remediation request's, by default
         assert pull.title == f"playbooks: add shop-high-latency-revert, drafted from incident {view.id}"
         assert f"incident `{view.id}`" in pull.body and f"ticket {setup['ticket'].key}" in pull.body
         assert "healed by an approved proposed revert (approved by alice)" in pull.body
@@ -320,7 +323,7 @@ def test_with_a_forge_the_draft_branch_is_proposed_as_one_pull_request(setup: di
 
         again = acts.draft(view, "service")  # a retried activity
         assert again == first
-        assert len(fake.repos["acme/playbooks"].pulls) == 1
+        assert len(fake.repos["acme/playbooks"].pulls) == 1 and pull.labels == ["selfheal"]
         assert [r for r in fake.requests if r == ("POST", "/api/v3/repos/acme/playbooks/pulls")] == [
             ("POST", "/api/v3/repos/acme/playbooks/pulls")
         ]
@@ -362,3 +365,33 @@ def test_a_forge_down_fails_the_attempt_and_the_retry_opens_the_request(setup: d
         assert len(branch_commits(setup["remote"], result.branch)) == 1
         (comment,) = [c["body"] for c in setup["tracker"].get(setup["ticket"].key)["comments"]]
         assert result.pull_request in comment
+
+
+def gitea_forge(fake: GiteaFake) -> GiteaForge:
+    return GiteaForge(
+        ForgeSettings(kind="gitea", url=fake.url, project="acme/playbooks", token=SecretStr("bot"))
+    )
+
+
+@pytest.mark.parametrize("labels", [{"selfheal"}, set()])
+def test_on_gitea_a_missing_label_leaves_the_request_proposed_and_says_so(
+    setup: dict[str, Any], labels: set[str]
+) -> None:
+    """Gitea labels by existing name only (422 for one the repository lacks): the request is opened
+    and proposed all the same, its URL on the ticket with why it has no label; a retry opens no
+    second request and comments no second time."""
+    with GiteaFake() as fake:
+        fake.add_token("bot", "selfheal-bot")
+        repo = fake.add_repo("acme/playbooks", setup["remote"], labels=labels)
+        acts = with_forge(setup, gitea_forge(fake))
+        view = healed_view(setup["ticket"], setup["sha"])
+        result = acts.draft(view, "service")
+        (pull,) = repo.pulls.values()
+        assert result.status == "proposed" and result.pull_request.endswith(f"/pulls/{pull.number}")
+        assert pull.state == "open" and pull.labels == sorted(labels)
+        (comment,) = [c["body"] for c in setup["tracker"].get(setup["ticket"].key)["comments"]]
+        assert f"Proposed as pull request {result.pull_request} from branch {result.branch}" in comment
+        unlabelled = "Could not label the pull request selfheal: gitea" in comment
+        assert unlabelled == (not labels) and ("422" in comment) == (not labels), comment
+        assert acts.draft(view, "service") == result
+        assert len(repo.pulls) == 1 and len(setup["tracker"].get(setup["ticket"].key)["comments"]) == 1

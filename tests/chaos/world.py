@@ -29,11 +29,11 @@ import yaml
 
 from bench.common import Stack
 from demo.observability import RestartableServer, alertmanager_process, prometheus_process
+from devstack.pool import CONFIG, HEALTHY_SIZE, git, pool_playbook, seed_config_repo
 from devstack.temporal_server import free_port
 from tests.support.jira import JiraFake
 from tests.support.metric_target import MetricTarget
 
-CONFIG = "services/{service}/config.yaml"
 HEAL_ALERT = "ChaosPoolExhausted"
 #: No playbook matches it: the incident is escalated to humans.
 ESCALATE_ALERT = "ChaosUnknownFault"
@@ -63,42 +63,12 @@ RULES = {
 }
 
 
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", "-c", "user.name=chaos", "-c", "user.email=chaos@localhost", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return out.stdout
-
-
 class Remote:
     """The GitOps target: a bare repository; every accepted push is a deploy (post-receive log)."""
 
     def __init__(self, root: Path, services: list[str]) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        self.path = root / "remote.git"
         self.deploy_log = root / "deploys.log"
-        git(root, "init", "--quiet", "--bare", "--initial-branch=main", str(self.path))
-        seed = root / "seed"
-        git(root, "init", "--quiet", "--initial-branch=main", str(seed))
-        for svc in services:
-            cfg = seed / CONFIG.format(service=svc)
-            cfg.parent.mkdir(parents=True)
-            cfg.write_text("# pool settings\npool:\n  size: 5\n  timeout: 30s\n")
-        git(seed, "add", "-A")
-        git(seed, "commit", "--quiet", "-m", "initial config")
-        git(seed, "push", "--quiet", str(self.path), "main:main")
-        hook = self.path / "hooks" / "post-receive"
-        hook.write_text(
-            f'#!/bin/sh\nwhile read old new ref; do echo "$old $new $ref" >> {self.deploy_log}; done\n'
-        )
-        hook.chmod(0o755)
-        self.work = root / "work"
-        git(root, "clone", "--quiet", "--branch", "main", str(self.path), str(self.work))
+        self.path, self.work = seed_config_repo(root, services, deploy_log=self.deploy_log)
 
     def refuse_pushes(self, refuse: bool) -> None:
         """A pre-receive hook that rejects every push (a protected branch, a remote in maintenance)."""
@@ -156,7 +126,9 @@ class ChaosTarget(MetricTarget):
         for service, shard in list(self.watched.items()):
             size = self.remote.pool_size(service)
             if size is not None:
-                self.set("chaos_pool_exhausted", 1.0 if size < 20 else 0.0, service=service, shard=shard)
+                self.set(
+                    "chaos_pool_exhausted", 1.0 if size < HEALTHY_SIZE else 0.0, service=service, shard=shard
+                )
         return super().render()
 
     def heal_trial(self, service: str, shard: str) -> None:
@@ -255,45 +227,16 @@ class WebhookRecorder:
 
 
 def playbook(shard: int) -> dict[str, Any]:
-    """git_edit (pool x4) → sandboxed test → git_push → verify in Prometheus; auto, no human."""
-    return {
-        "apiVersion": "selfheal/v1",
-        "kind": "Playbook",
-        "name": f"chaos-pool-raise-{shard}",
-        "description": "Connection pool exhausted: raise the pool size",
-        "category": "capacity",
-        "match": {"alertname": HEAL_ALERT, "matchers": [f'shard="{shard}"', 'service=~".+"']},
-        "target": "{{ params.service }}",
-        "repo": "config",
-        "params": {"service": {"from": "label", "key": "service", "pattern": "^[a-z0-9-]{1,63}$"}},
-        "policy": {"mode": "auto", "max_runs": 100, "window": "1h", "cooldown": "0s", "require_firing": True},
-        "fix": [
-            {
-                "git_edit": {
-                    "file": "services/{{ params.service }}/config.yaml",
-                    "key": "pool.size",
-                    "scale": 4,
-                    "max_value": 100,
-                }
-            }
-        ],
-        "test": [
-            {
-                "command": {
-                    "argv": ["grep", "-q", "size:", "services/{{ params.service }}/config.yaml"],
-                    "timeout": "60s",
-                }
-            }
-        ],
-        "deploy": [{"git_push": {"branch": "main"}}],
-        "verify": {
-            "query": 'chaos_pool_exhausted{service="{{ params.service }}"}',
-            "condition": "< 1",
-            "hold_for": "1s",
-            "timeout": "90s",
-        },
-        "rollback": "auto",
-    }
+    """The shard's copy of the pool playbook, verified against `chaos_pool_exhausted`."""
+    return pool_playbook(
+        f"chaos-pool-raise-{shard}",
+        HEAL_ALERT,
+        matchers=[f'shard="{shard}"'],
+        max_runs=100,
+        verify_query='chaos_pool_exhausted{service="{{ params.service }}"}',
+        hold_for="1s",
+        verify_timeout="90s",
+    )
 
 
 @dataclass

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from connectors.temporal import connect
-from demo.observability import prometheus_server
 from selfheal.settings import Settings
 from selfheal.worker import build_worker
 from tests.support.app import ApiServer, make_settings, wait_for_incident
@@ -35,12 +32,11 @@ from tests.support.forges import (
     GithubFake,
     GitlabFake,
     events,
-    make_config_repo,
 )
 from tests.support.forges.repos import git
 from tests.support.kube import KubeFake, objects
-from tests.support.metric_target import MetricTarget
 from tests.support.payloads import simple
+from tests.support.pool import PoolTarget, pool_case, pool_playbook
 from workflows.control import ControlWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.remediation import RemediationWorkflow
@@ -50,72 +46,6 @@ pytestmark = pytest.mark.timeout(240)
 SECRET = "github-webhook-secret-" + "x" * 8
 HISTORIES = Path(__file__).resolve().parents[1] / "workflows" / "histories"
 GITLAB_TOKEN = "gitlab-webhook-token-" + "y" * 8
-
-
-class SyncedTarget(MetricTarget):
-    """`demo_pool_exhausted{service}` is 1 while the pool size at the revision Argo CD runs is below
-    20: the service heals only once the fix is synced, not when it is merged."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.apps: dict[str, tuple[ArgoCdFake, ConfigRepo]] = {}
-
-    def render(self) -> str:
-        for service, (argo, repo) in list(self.apps.items()):
-            revision = argo.apps[service].revision
-            try:
-                size = repo.pool_size(revision)
-            except Exception:
-                continue
-            self.set("demo_pool_exhausted", 1.0 if size < 20 else 0.0, service=service)
-        return super().render()
-
-
-@pytest.fixture(scope="module")
-def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SyncedTarget]]:
-    target = SyncedTarget().start()
-    try:
-        with prometheus_server(tmp_path_factory.mktemp("prom"), [target.url]) as url:
-            yield url, target
-    finally:
-        target.stop()
-
-
-def playbook(
-    alertname: str, *, deploy: list[Any], scale: float = 4, mode: str = "auto", verify: bool = True
-) -> str:
-    doc: dict[str, Any] = {
-        "apiVersion": "selfheal/v1",
-        "kind": "Playbook",
-        "name": "pool-raise-reviewed",
-        "description": "Connection pool exhausted: raise the pool size, through review",
-        "match": {"alertname": alertname},
-        "target": "{{ params.service }}",
-        "repo": "config",
-        "params": {"service": {"from": "label", "key": "service", "pattern": "^[a-z0-9-]{1,63}$"}},
-        "policy": {"mode": mode, "max_runs": 10, "window": "1h", "cooldown": "0s", "require_firing": False},
-        "fix": [
-            {
-                "git_edit": {
-                    "file": "services/{{ params.service }}/config.yaml",
-                    "key": "pool.size",
-                    "scale": scale,
-                    "max_value": 100,
-                }
-            }
-        ],
-        "test": [{"command": {"argv": ["grep", "-q", "size:", "services/{{ params.service }}/config.yaml"]}}],
-        "deploy": deploy,
-        "rollback": "auto",
-    }
-    if verify:
-        doc["verify"] = {
-            "query": 'demo_pool_exhausted{service="{{ params.service }}"}',
-            "condition": "< 1",
-            "hold_for": "2s",
-            "timeout": "15s",
-        }
-    return yaml.safe_dump(doc, sort_keys=False)
 
 
 @dataclass
@@ -161,18 +91,30 @@ class World:
 
 @pytest.fixture
 async def world_factory(
-    temporal_address: str, tmp_path: Path, prom: tuple[str, SyncedTarget]
+    temporal_address: str, tmp_path: Path, pool_prom: tuple[str, PoolTarget]
 ) -> AsyncIterator[Any]:
-    prom_url, target = prom
+    prom_url, target = pool_prom
     opened: list[Any] = []
 
     async def make(
-        deploy: list[Any], *, forge: str = "github", pr_poll: float = 3600, **playbook_kw: Any
+        deploy: list[Any],
+        *,
+        forge: str = "github",
+        pr_poll: float = 3600,
+        verify: bool = True,
+        **playbook_kw: Any,
     ) -> World:
-        service = "svc-" + uuid.uuid4().hex[:8]
-        alertname = "PoolExhausted" + uuid.uuid4().hex[:6]
-        repo = make_config_repo(tmp_path / service, service)
         github, gitlab, argo, kube = GithubFake(), GitlabFake(), ArgoCdFake(), KubeFake()
+        pool = pool_playbook(
+            "pool-raise-reviewed",
+            "ALERTNAME",
+            deploy=deploy,
+            require_firing=False,
+            verify_timeout="15s" if verify else None,
+            **playbook_kw,
+        )
+        case = pool_case(tmp_path, target, {"pool": pool}, revision=lambda: argo.apps[case.service].revision)
+        service, alertname, repo = case.service, case.alertname, case.repo
         for fake in (github, gitlab, argo, kube):
             fake.__enter__()
             opened.append(fake)
@@ -186,10 +128,6 @@ async def world_factory(
         argo.add_app(service, repo.remote)
         kube.add(objects.kustomization("flux-system", service))
         kube.flux_source = lambda: f"main@sha1:{repo.head()}"
-        target.apps[service] = (argo, repo)
-        playbooks = tmp_path / service / "playbooks"
-        playbooks.mkdir()
-        (playbooks / "pool.yaml").write_text(playbook(alertname, deploy=deploy, **playbook_kw))
         forges = {
             "github": {
                 "kind": "github",
@@ -207,13 +145,7 @@ async def world_factory(
         settings = make_settings(
             temporal_address,
             tmp_path / service / "data",
-            remediation={
-                "include_library": False,
-                "playbook_dirs": [str(playbooks)],
-                "repos": {"config": {"path": str(repo.work)}},
-                "prometheus_url": prom_url,
-                "verify_poll_seconds": 0.5,
-            },
+            remediation=case.remediation(prom_url),
             gitops={
                 "forges": {"config": forges[forge]},
                 "argocd": {"url": argo.url, "token": "argocd-token"},

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,127 +29,17 @@ from temporalio.worker import Replayer
 
 from connectors.local_tracker import LocalTracker
 from connectors.temporal import connect
-from demo.observability import alertmanager_pair, alertmanager_server, prometheus_server
+from demo.observability import alertmanager_pair, alertmanager_server
 from selfheal.settings import Settings
 from selfheal.worker import build_worker
 from tests.support.app import ApiServer, make_settings, wait_for_incident
-from tests.support.metric_target import MetricTarget
+from tests.support.forges import CONFIG, ConfigRepo
+from tests.support.pool import PoolCase, PoolTarget, pool_case, pool_playbook
 from workflows.control import ControlWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.remediation import RemediationWorkflow
 
 pytestmark = pytest.mark.timeout(240)
-
-CONFIG = "services/{service}/config.yaml"
-
-
-class DeployedTarget(MetricTarget):
-    """A service whose health follows what is deployed: `demo_pool_exhausted{service}` is 1 while
-    the pool size on the remote's main branch is below 20, else 0. Read on every scrape."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.remotes: dict[str, Path] = {}
-
-    def render(self) -> str:
-        for service, remote in list(self.remotes.items()):
-            try:
-                text = git.Repo(remote).git.show(f"main:{CONFIG.format(service=service)}")
-                size = int(yaml.safe_load(text)["pool"]["size"])
-            except Exception:
-                continue
-            self.set("demo_pool_exhausted", 1.0 if size < 20 else 0.0, service=service)
-        return super().render()
-
-
-@pytest.fixture(scope="module")
-def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, DeployedTarget]]:
-    target = DeployedTarget().start()
-    try:
-        with prometheus_server(tmp_path_factory.mktemp("prom"), [target.url]) as url:
-            yield url, target
-    finally:
-        target.stop()
-
-
-def make_repos(root: Path, service: str) -> tuple[Path, Path]:
-    """A bare remote (the GitOps target, with a deploy log hook) and selfheal's working clone."""
-    remote = root / "remote.git"
-    git.Repo.init(remote, bare=True, initial_branch="main")
-    seed = git.Repo.init(root / "seed", initial_branch="main")
-    cfg = root / "seed" / CONFIG.format(service=service)
-    cfg.parent.mkdir(parents=True)
-    cfg.write_text("# pool settings\npool:\n  size: 5\n  timeout: 30s\n")
-    seed.index.add([str(cfg)])
-    seed.index.commit("initial config")
-    seed.create_remote("origin", str(remote)).push("main:main")
-    # Every push from now on is a deploy: the hook logs one line per updated ref.
-    hook = remote / "hooks" / "post-receive"
-    hook.write_text(f"#!/bin/sh\ncat >> {root / 'deploys.log'}\n")
-    hook.chmod(0o755)
-    work = root / "work"
-    git.Repo.clone_from(str(remote), work, branch="main")
-    return remote, work
-
-
-def playbook_yaml(
-    name: str,
-    alertname: str,
-    *,
-    scale: float = 4,
-    mode: str = "auto",
-    max_runs: int = 10,
-    test_argv: list[str] | None = None,
-    verify_timeout: str = "40s",
-    diagnose: list[dict[str, str]] | None = None,
-) -> str:
-    doc = {
-        "apiVersion": "selfheal/v1",
-        "kind": "Playbook",
-        "name": name,
-        "description": "Connection pool exhausted: raise the pool size",
-        "category": "capacity",
-        "match": {"alertname": alertname, "matchers": ['service=~".+"']},
-        "target": "{{ params.service }}",
-        "repo": "config",
-        "params": {"service": {"from": "label", "key": "service", "pattern": "^[a-z0-9-]{1,63}$"}},
-        "policy": {
-            "mode": mode,
-            "max_runs": max_runs,
-            "window": "1h",
-            "cooldown": "0s",
-            "require_firing": True,
-        },
-        "fix": [
-            {
-                "git_edit": {
-                    "file": "services/{{ params.service }}/config.yaml",
-                    "key": "pool.size",
-                    "scale": scale,
-                    "max_value": 100,
-                }
-            }
-        ],
-        "test": [
-            {
-                "command": {
-                    "argv": test_argv or ["grep", "-q", "size:", "services/{{ params.service }}/config.yaml"],
-                    "timeout": "60s",
-                }
-            }
-        ],
-        "deploy": [{"git_push": {"branch": "main"}}],
-        "verify": {
-            "query": 'demo_pool_exhausted{service="{{ params.service }}"}',
-            "condition": "< 1",
-            "hold_for": "2s",
-            "timeout": verify_timeout,
-        },
-        "rollback": "auto",
-    }
-    if diagnose:
-        doc["diagnose"] = diagnose
-    return yaml.safe_dump(doc, sort_keys=False)
 
 
 @dataclass
@@ -158,11 +48,9 @@ class Loop:
     api: ApiServer
     http: httpx.AsyncClient
     am_url: str
-    remote: Path
-    work: Path
+    repo: ConfigRepo
     service: str
     alertname: str
-    root: Path
     extra: dict[str, Any] = field(default_factory=dict)
     #: Every Alertmanager alerts go to (both of an HA pair, as Prometheus sends to all).
     am_urls: list[str] = field(default_factory=list)
@@ -200,36 +88,24 @@ class Loop:
         return await wait_for_incident(self.http, incident_id, pred, timeout)
 
     def remote_commits(self) -> list[git.Commit]:
-        return list(git.Repo(self.remote).iter_commits("main"))
+        return list(git.Repo(self.repo.remote).iter_commits("main"))
 
     def pool_size(self) -> int:
-        text = git.Repo(self.remote).git.show(f"main:{CONFIG.format(service=self.service)}")
-        return int(yaml.safe_load(text)["pool"]["size"])
+        return self.repo.pool_size()
 
     def deploys(self) -> int:
-        log = self.root / "deploys.log"
-        return len(log.read_text().splitlines()) if log.exists() else 0
+        return self.repo.deploys()
 
 
 def loop_settings(
-    address: str,
-    root: Path,
-    prom_url: str,
-    am_url: str | None,
-    work: Path,
-    services: dict[str, Any] | None = None,
-    **extra: Any,
+    address: str, case: PoolCase, prom_url: str, services: dict[str, Any] | None = None, **extra: Any
 ) -> Settings:
     return make_settings(
         address,
-        root / "data",
+        case.repo.root / "data",
         remediation={
-            "include_library": False,
-            "playbook_dirs": [str(root / "playbooks")],
-            "repos": {"config": {"path": str(work)}},
-            "prometheus_url": prom_url,
-            "alertmanager_url": am_url,
-            "verify_poll_seconds": 0.5,
+            **case.remediation(prom_url),
+            "alertmanager_url": None,
             # Alertmanager starts with each test: ask it as one that has long been running (an
             # absent alert is resolved), which is what these tests are about.
             "alertmanager_warmup_seconds": 0,
@@ -241,9 +117,9 @@ def loop_settings(
 
 @pytest.fixture
 async def loop_factory(
-    temporal_address: str, tmp_path: Path, prom: tuple[str, DeployedTarget]
+    temporal_address: str, tmp_path: Path, pool_prom: tuple[str, PoolTarget]
 ) -> AsyncIterator[Any]:
-    prom_url, target = prom
+    prom_url, target = pool_prom
     stacks: list[Any] = []
 
     async def make(
@@ -260,14 +136,8 @@ async def loop_factory(
         go to; `ha_pair` runs two clustered Alertmanagers instead of one; `service_defaults` are
         the service's `remediation.services` entry; with them or `watch_changes` the remote's
         commits are suspect changes (`evidence.change_repos`)."""
-        service = "svc-" + uuid.uuid4().hex[:8]
-        alertname = "PoolExhausted" + uuid.uuid4().hex[:6]
-        root = tmp_path / service
-        remote, work = make_repos(root, service)
-        target.remotes[service] = remote
-        (root / "playbooks").mkdir()
-        for name, text in playbooks.items():
-            (root / "playbooks" / f"{name}.yaml").write_text(text.replace("ALERTNAME", alertname))
+        case = pool_case(tmp_path, target, playbooks)
+        root, remote = case.repo.root, case.repo.remote
         # The API's port must be known before Alertmanager starts: reserve the settings first.
         if service_defaults is not None or watch_changes:
             extra.setdefault(
@@ -277,8 +147,8 @@ async def loop_factory(
                     "default_service": {"paths": ["services/{service}/**"]},
                 },
             )
-        services = {service: service_defaults} if service_defaults is not None else None
-        settings = loop_settings(temporal_address, root, prom_url, None, work, services, **extra)
+        services = {case.service: service_defaults} if service_defaults is not None else None
+        settings = loop_settings(temporal_address, case, prom_url, services, **extra)
         api = ApiServer(settings)
         token = settings.webhook_token.get_secret_value()  # type: ignore[union-attr]
         hook = f"{api.url}/api/v1/alerts"
@@ -299,7 +169,7 @@ async def loop_factory(
             await worker_cm.__aenter__()
         http = api.client()
         stacks.append((am_cm, api, worker_cm, http))
-        return Loop(settings, api, http, am_url, remote, work, service, alertname, root, am_urls=am_urls)
+        return Loop(settings, api, http, am_url, case.repo, case.service, case.alertname, am_urls=am_urls)
 
     yield make
     for am_cm, api, worker_cm, http in reversed(stacks):
@@ -315,7 +185,7 @@ def kinds(view: dict[str, Any]) -> list[str]:
 
 
 async def test_known_pattern_heals_with_no_human(loop_factory: Any) -> None:
-    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-raise", "ALERTNAME")})
+    lp: Loop = await loop_factory({"pool": pool_playbook("pool-raise", "ALERTNAME")})
     assert lp.pool_size() == 5
     await lp.fire()
     incident_id = await lp.incident_for()
@@ -351,7 +221,7 @@ async def test_known_pattern_heals_with_no_human(loop_factory: Any) -> None:
 async def test_alertmanager_ha_pair_makes_one_incident_one_ticket_one_fix(loop_factory: Any) -> None:
     """Two gossiping Alertmanagers each get the alert and each may notify: selfheal opens one
     incident with one ticket and makes one fix commit and one deploy."""
-    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-raise", "ALERTNAME")}, ha_pair=True)
+    lp: Loop = await loop_factory({"pool": pool_playbook("pool-raise", "ALERTNAME")}, ha_pair=True)
     await lp.fire()
     incident_id = await lp.incident_for()
     view = await lp.wait(incident_id, lambda v: v["stage"] == "closed")
@@ -369,7 +239,7 @@ async def test_alertmanager_ha_pair_makes_one_incident_one_ticket_one_fix(loop_f
 
 async def test_failed_verify_rolls_back_and_escalates(loop_factory: Any) -> None:
     lp: Loop = await loop_factory(
-        {"pool": playbook_yaml("pool-small", "ALERTNAME", scale=2, verify_timeout="6s")}
+        {"pool": pool_playbook("pool-small", "ALERTNAME", scale=2, verify_timeout="6s")}
     )
     await lp.fire()
     incident_id = await lp.incident_for()
@@ -386,14 +256,14 @@ async def test_failed_verify_rolls_back_and_escalates(loop_factory: Any) -> None
 
 async def test_circuit_breaker_stops_a_second_run(loop_factory: Any) -> None:
     lp: Loop = await loop_factory(
-        {"pool": playbook_yaml("pool-once-" + uuid.uuid4().hex[:6], "ALERTNAME", max_runs=1)}
+        {"pool": pool_playbook("pool-once-" + uuid.uuid4().hex[:6], "ALERTNAME", max_runs=1)}
     )
     await lp.fire()
     first = await lp.incident_for()
     await lp.wait(first, lambda v: v["stage"] == "closed")
     # Same playbook, another group of the same alert (another instance label).
     other = lp.alertname + "b"
-    (lp.root / "playbooks" / "pool.yaml").read_text()
+    (lp.repo.root / "playbooks" / "pool.yaml").read_text()
     await lp.fire({"instance": "second"}, alertname=lp.alertname)
     deadline = asyncio.get_running_loop().time() + 60
     second = None
@@ -418,7 +288,7 @@ async def test_pause_escalates_and_approval_runs_the_fix(loop_factory: Any) -> N
         },
         {"name": "something is scraped", "query": "count(up)", "condition": "> 0"},
     ]
-    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-paused", "ALERTNAME", diagnose=diagnose)})
+    lp: Loop = await loop_factory({"pool": pool_playbook("pool-paused", "ALERTNAME", diagnose=diagnose)})
     paused = await lp.http.post("/api/v1/remediation/pause", json={"by": "oncall", "reason": "maintenance"})
     assert paused.status_code == 200 and paused.json()["paused"] is True
     try:
@@ -449,7 +319,7 @@ async def test_pause_escalates_and_approval_runs_the_fix(loop_factory: Any) -> N
 
 @pytest.mark.parametrize("value", ["x; rm -rf /", "$(id)", "../../etc", "{{ 7*7 }}"])
 async def test_hostile_label_never_reaches_a_command(loop_factory: Any, value: str) -> None:
-    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-hostile", "ALERTNAME")})
+    lp: Loop = await loop_factory({"pool": pool_playbook("pool-hostile", "ALERTNAME")})
     lp.service = value
     await lp.fire()
     incident_id = await lp.incident_for()
@@ -464,7 +334,7 @@ async def test_hostile_label_never_reaches_a_command(loop_factory: Any, value: s
 async def test_fix_approved_after_the_alert_resolved_takes_no_action(loop_factory: Any) -> None:
     """Robusta #345: a fix must not fire on an alert that already resolved. The check asks
     Alertmanager itself right before acting, whatever the incident last heard."""
-    lp: Loop = await loop_factory({"pool": playbook_yaml("pool-resolved", "ALERTNAME", mode="approve")})
+    lp: Loop = await loop_factory({"pool": pool_playbook("pool-resolved", "ALERTNAME", mode="approve")})
     labels = {"alertname": lp.alertname, "service": lp.service, "severity": "warning"}
     await lp.fire()
     incident_id = await lp.incident_for()
@@ -482,15 +352,15 @@ async def test_fix_approved_after_the_alert_resolved_takes_no_action(loop_factor
     assert view["remediations"][-1]["outcome"] == "skipped"
     assert "already resolved" in view["remediations"][-1]["reason"]
     assert lp.deploys() == 0 and lp.pool_size() == 5
-    assert not [c for c in git.Repo(lp.work).iter_commits("--all") if "Selfheal-Incident" in c.message]
+    assert not [c for c in git.Repo(lp.repo.work).iter_commits("--all") if "Selfheal-Incident" in c.message]
 
 
 async def test_two_incidents_on_one_service_never_remediate_concurrently(loop_factory: Any) -> None:
     slow = ["sh", "-c", "sleep 2; grep -q size: services/{{ params.service }}/config.yaml"]
     lp: Loop = await loop_factory(
         {
-            "a": playbook_yaml("pool-a", "ALERTNAME", test_argv=slow),
-            "b": playbook_yaml("pool-b", "ALERTNAMEB", test_argv=slow),
+            "a": pool_playbook("pool-a", "ALERTNAME", test_argv=slow),
+            "b": pool_playbook("pool-b", "ALERTNAMEB", test_argv=slow),
         }
     )
     await asyncio.gather(lp.fire(), lp.fire(alertname=lp.alertname + "B"))
@@ -516,7 +386,7 @@ async def test_worker_killed_between_fix_and_deploy_commits_and_deploys_once(
 ) -> None:
     gate = ["sh", "-c", "touch started; while [ ! -e release ]; do sleep 0.1; done"]
     lp: Loop = await loop_factory(
-        {"pool": playbook_yaml("pool-crash", "ALERTNAME", test_argv=gate)}, in_process_worker=False
+        {"pool": pool_playbook("pool-crash", "ALERTNAME", test_argv=gate)}, in_process_worker=False
     )
     s = lp.settings
     config = {
@@ -526,19 +396,19 @@ async def test_worker_killed_between_fix_and_deploy_commits_and_deploys_once(
         "remediation": {
             "include_library": False,
             "playbook_dirs": [str(p) for p in s.remediation.playbook_dirs],
-            "repos": {"config": {"path": str(lp.work)}},
+            "repos": {"config": {"path": str(lp.repo.work)}},
             "prometheus_url": s.remediation.prometheus_url,
             "alertmanager_url": lp.am_url,
             "verify_poll_seconds": 0.5,
         },
     }
-    cfg = lp.root / "worker.yaml"
+    cfg = lp.repo.root / "worker.yaml"
     cfg.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")}
     env["SELFHEAL_CONFIG"] = str(cfg)
 
     def start_worker(name: str) -> subprocess.Popen[bytes]:
-        log = (lp.root / f"{name}.log").open("wb")
+        log = (lp.repo.root / f"{name}.log").open("wb")
         try:
             return subprocess.Popen(
                 [sys.executable, "-m", "selfheal", "worker"],
@@ -562,7 +432,7 @@ async def test_worker_killed_between_fix_and_deploy_commits_and_deploys_once(
             await asyncio.sleep(0.1)
         fixes = [
             c
-            for c in git.Repo(lp.work).iter_commits(f"selfheal/{incident_id}")
+            for c in git.Repo(lp.repo.work).iter_commits(f"selfheal/{incident_id}")
             if f"Selfheal-Incident: {incident_id}" in c.message
         ]
         assert len(fixes) == 1 and lp.deploys() == 0, "killed after the fix commit, before the deploy"
@@ -588,7 +458,7 @@ async def test_unreachable_alertmanager_fails_safe_and_escalates(loop_factory: A
     from devstack.temporal_server import free_port
 
     lp: Loop = await loop_factory(
-        {"pool": playbook_yaml("pool-no-am", "ALERTNAME")},
+        {"pool": pool_playbook("pool-no-am", "ALERTNAME")},
         worker_alertmanager_url=f"http://127.0.0.1:{free_port()}",
     )
     await lp.fire()
@@ -600,7 +470,7 @@ async def test_unreachable_alertmanager_fails_safe_and_escalates(loop_factory: A
 
 
 async def test_novel_incident_ticket_carries_evidence_and_similar_incidents(
-    loop_factory: Any, prom: tuple[str, DeployedTarget]
+    loop_factory: Any, pool_prom: tuple[str, PoolTarget]
 ) -> None:
     from connectors.prometheus import PrometheusClient
 
@@ -616,7 +486,7 @@ async def test_novel_incident_ticket_carries_evidence_and_similar_incidents(
     )
     # Evidence graphs an hour at 15 s steps: wait until the series is old enough to have a point.
     query = f'demo_pool_exhausted{{service="{lp.service}"}}'
-    with PrometheusClient(prom[0], timeout=5) as client:
+    with PrometheusClient(pool_prom[0], timeout=5) as client:
         deadline = asyncio.get_running_loop().time() + 60
         while True:
             end = datetime.now(UTC)
@@ -733,7 +603,7 @@ async def test_loop_metrics_count_healed_and_rolled_back_incidents(loop_factory:
     """/metrics (scraped over HTTP, parsed) reflects what the loop did, from the incident store."""
     from tests.support.loop_metrics import scrape_api, value
 
-    healed: Loop = await loop_factory({"pool": playbook_yaml("pool-metrics", "ALERTNAME")})
+    healed: Loop = await loop_factory({"pool": pool_playbook("pool-metrics", "ALERTNAME")})
     await healed.fire()
     first = await healed.incident_for()
     view = await healed.wait(first, lambda v: v["stage"] == "closed")
@@ -752,7 +622,7 @@ async def test_loop_metrics_count_healed_and_rolled_back_incidents(loop_factory:
     assert value(s, "selfheal_alert_to_verified_seconds_count", category="capacity") == 1.0
 
     rolled: Loop = await loop_factory(
-        {"pool": playbook_yaml("pool-metrics-small", "ALERTNAME", scale=2, verify_timeout="6s")}
+        {"pool": pool_playbook("pool-metrics-small", "ALERTNAME", scale=2, verify_timeout="6s")}
     )
     await rolled.fire()
     second = await rolled.incident_for()
@@ -788,8 +658,8 @@ SERVICE_DEFAULTS: dict[str, Any] = {
 
 def break_config(lp: Loop) -> str:
     """A colleague's two pushes: a healthy pool long ago, then a shrunk one just now (the fault)."""
-    clone = lp.root / "colleague"
-    repo = git.Repo.clone_from(str(lp.remote), clone, branch="main")
+    clone = lp.repo.root / "colleague"
+    repo = git.Repo.clone_from(str(lp.repo.remote), clone, branch="main")
     path = clone / CONFIG.format(service=lp.service)
     shas = []
     for size, message, age in ((20, "pool: size the pool for peak", 7200), (2, "pool: save connections", 0)):
@@ -917,7 +787,7 @@ async def test_an_approved_revert_becomes_a_playbook_that_the_next_incident_matc
     from tests.support.loop_metrics import scrape_api, value
 
     lp: Loop = await loop_factory({}, service_defaults=SERVICE_DEFAULTS, in_process_worker=False)
-    pb_remote, pb_work, checkout = playbooks_repo(lp.root)
+    pb_remote, pb_work, checkout = playbooks_repo(lp.repo.root)
     section = lp.settings.remediation
     section.repos["playbooks"] = RepoSettings(path=pb_work)
     section.playbooks_repo = "playbooks"
@@ -959,7 +829,7 @@ async def test_an_approved_revert_becomes_a_playbook_that_the_next_incident_matc
     assert "mode: approve" in text and "since: 10m" in text and "pod:" in text and bad[:12] in text
 
     # The SRE merges the branch; the configured playbook dir is a checkout of main.
-    sre = git.Repo.clone_from(str(pb_remote), lp.root / "sre", branch="main")
+    sre = git.Repo.clone_from(str(pb_remote), lp.repo.root / "sre", branch="main")
     sre.git.fetch("origin", branch)
     sre.git.merge("--ff-only", "FETCH_HEAD")
     sre.remote("origin").push("main:main")
@@ -969,9 +839,9 @@ async def test_an_approved_revert_becomes_a_playbook_that_the_next_incident_matc
     # Round 2: a new worker loads the merged draft; the same fault comes back on another pod.
     async with build_worker(client, lp.settings):
         await post_alert(lp, pod1, now, ends=datetime.now(UTC))  # round 1's alert resolves
-        colleague = git.Repo(lp.root / "colleague")
+        colleague = git.Repo(lp.repo.root / "colleague")
         colleague.git.pull("--ff-only", "origin", "main")
-        path = lp.root / "colleague" / CONFIG.format(service=lp.service)
+        path = lp.repo.root / "colleague" / CONFIG.format(service=lp.service)
         path.write_text("# pool settings\npool:\n  size: 3\n  timeout: 30s\n")
         colleague.index.add([str(path)])
         # Dated an hour ago with the alert 3 s later: round 1's commits are outside its window.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 def _format_value(value: float) -> str:
@@ -82,7 +82,7 @@ class MetricTarget:
             )
         return "\n".join(lines) + "\n"
 
-    def start(self) -> MetricTarget:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -90,7 +90,7 @@ class MetricTarget:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> MetricTarget:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_: object) -> None:

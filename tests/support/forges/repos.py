@@ -6,24 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-CONFIG = "services/{service}/config.yaml"
-
-
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", "-c", "user.name=Dana", "-c", "user.email=dana@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip()
+from devstack.pool import CONFIG, git, seed_config_repo
 
 
 @dataclass
@@ -36,6 +24,11 @@ class ConfigRepo:
     def pool_size(self, rev: str = "main") -> int:
         text = git(self.remote, "show", f"{rev}:{CONFIG.format(service=self.service)}")
         return int(yaml.safe_load(text)["pool"]["size"])
+
+    def deploys(self) -> int:
+        """Pushes to the remote since it was made, with `make_config_repo(deploy_log=True)`."""
+        log = self.root / "deploys.log"
+        return len(log.read_text().splitlines()) if log.exists() else 0
 
     def head(self, branch: str = "main") -> str:
         return git(self.remote, "rev-parse", f"refs/heads/{branch}")
@@ -54,18 +47,10 @@ class ConfigRepo:
         return git(other, "rev-parse", "HEAD")
 
 
-def make_config_repo(root: Path, service: str, size: int = 5) -> ConfigRepo:
-    remote, seed, work = root / "remote.git", root / "seed", root / "work"
-    root.mkdir(parents=True, exist_ok=True)
-    git(root, "init", "-q", "--bare", "-b", "main", str(remote))
-    cfg = seed / CONFIG.format(service=service)
-    cfg.parent.mkdir(parents=True)
-    cfg.write_text(f"# pool settings\npool:\n  size: {size}\n  timeout: 30s\n")
-    git(root, "init", "-q", "-b", "main", str(seed))
-    git(seed, "add", ".")
-    git(seed, "commit", "-q", "-m", "initial config")
-    git(seed, "push", "-q", str(remote), "main:main")
-    git(root, "clone", "-q", "-b", "main", str(remote), str(work))
+def make_config_repo(root: Path, service: str, size: int = 5, *, deploy_log: bool = False) -> ConfigRepo:
+    """With `deploy_log`, every later push is a deploy, logged in `root/deploys.log`."""
+    log = root / "deploys.log" if deploy_log else None
+    remote, work = seed_config_repo(root, [service], size=size, deploy_log=log)
     return ConfigRepo(root=root, remote=remote, work=work, service=service)
 
 
