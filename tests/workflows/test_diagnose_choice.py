@@ -27,13 +27,13 @@ from connectors.local_tracker import LocalTracker
 from connectors.prometheus import PrometheusClient
 from demo.observability import prometheus_server
 from models.incident import Decision, DecisionKind, IncidentView, Stage
-from models.incident_state import IncidentInput, IncidentPolicySnapshot
 from playbooks.loader import load_playbooks
 from playbooks.render import render_param_query
 from selfheal.settings import load_settings
 from selfheal.worker import build_worker
+from tests.support.incidents import start_incident, view_when
 from tests.support.metric_target import MetricTarget
-from tests.support.payloads import note, simple, unique_group
+from tests.support.payloads import simple, unique_group
 from workflows.incident import IncidentWorkflow
 from workflows.remediation import RemediationWorkflow
 
@@ -103,16 +103,6 @@ async def scraped(url: str, query: str) -> None:
             await asyncio.sleep(0.2)
 
 
-async def view_when(handle: WorkflowHandle[Any, Any], pred: Any, timeout: float = 60) -> IncidentView:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        view: IncidentView = await handle.query(IncidentWorkflow.view)
-        if pred(view):
-            return view
-        assert asyncio.get_running_loop().time() < deadline, [(e.kind, e.message) for e in view.timeline]
-        await asyncio.sleep(0.2)
-
-
 async def run_incident(
     env: WorkflowEnvironment, tmp_path: Path, prom_url: str, service: str, alertname: str
 ) -> tuple[Any, WorkflowHandle[Any, Any], LocalTracker, Any]:
@@ -133,17 +123,9 @@ async def run_incident(
     )
     tracker = LocalTracker(settings.local_db_path)
     worker = build_worker(env.client, settings, tracker)
-    gid = uuid.uuid4().hex[:12]
     payload = simple(group=unique_group(), alertname=alertname, service=service)
     await worker.__aenter__()
-    handle = await env.client.start_workflow(
-        IncidentWorkflow.run,
-        IncidentInput(incident_id=f"{gid}-choice", group_id=gid, policy=IncidentPolicySnapshot()),
-        id=f"incident-{gid}",
-        task_queue=settings.temporal.task_queue,
-        start_signal="notify",
-        start_signal_args=[note(payload)],
-    )
+    handle = await start_incident(env.client, settings.temporal.task_queue, payload, suffix="choice")
     return settings, handle, tracker, worker
 
 

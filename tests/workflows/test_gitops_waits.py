@@ -5,7 +5,6 @@ in a moment; the forge and Argo CD are the test servers, the repository a real b
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +17,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from connectors.local_tracker import LocalTracker
 from models.incident import IncidentView, Stage
-from models.incident_state import IncidentInput, IncidentPolicySnapshot
+from models.incident_state import IncidentPolicySnapshot
 from selfheal.settings import load_settings
 from selfheal.worker import build_worker
 from tests.support.forges import ArgoCdFake, ConfigRepo, GithubFake, make_config_repo
 from tests.support.forges.repos import CONFIG, git
-from tests.support.payloads import note, simple, unique_group
+from tests.support.incidents import kinds, start_incident, view_when
+from tests.support.payloads import simple, unique_group
 from tests.support.services import skip_time
 from workflows import gitops_rules
 from workflows.incident import IncidentWorkflow
@@ -73,26 +73,14 @@ async def start(
     policy: IncidentPolicySnapshot | None = None,
 ) -> tuple[ConfigRepo, WorkflowHandle[Any, Any], Any]:
     repo, settings, alertname, worker = await deployment(env, tmp_path, fakes, deploy)
-    handle = await open_incident(env, settings.temporal.task_queue, alertname, repo.service, policy)
-    return repo, handle, worker
-
-
-async def open_incident(
-    env: WorkflowEnvironment,
-    task_queue: str,
-    alertname: str,
-    service: str,
-    policy: IncidentPolicySnapshot | None = None,
-) -> WorkflowHandle[Any, Any]:
-    gid = uuid.uuid4().hex[:12]
-    return await env.client.start_workflow(
-        IncidentWorkflow.run,
-        IncidentInput(incident_id=f"{gid}-gitops", group_id=gid, policy=policy or IncidentPolicySnapshot()),
-        id=f"incident-{gid}",
-        task_queue=task_queue,
-        start_signal="notify",
-        start_signal_args=[note(simple(group=unique_group(), alertname=alertname, service=service))],
+    handle = await start_incident(
+        env.client,
+        settings.temporal.task_queue,
+        simple(group=unique_group(), alertname=alertname, service=repo.service),
+        policy,
+        "gitops",
     )
+    return repo, handle, worker
 
 
 async def deployment(
@@ -129,16 +117,6 @@ async def deployment(
     return repo, settings, alertname, worker
 
 
-async def view_when(handle: WorkflowHandle[Any, Any], pred: Any, timeout: float = 60) -> IncidentView:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        view: IncidentView = await handle.query(IncidentWorkflow.view)
-        if pred(view):
-            return view
-        assert asyncio.get_running_loop().time() < deadline, [(e.kind, e.message) for e in view.timeline]
-        await asyncio.sleep(0.1)
-
-
 async def skip_until(
     env: WorkflowEnvironment, handle: WorkflowHandle[Any, Any], pred: Any, step: float = 30, limit: int = 200
 ) -> IncidentView:
@@ -151,10 +129,6 @@ async def skip_until(
     raise AssertionError([(e.kind, e.message) for e in view.timeline])
 
 
-def kinds(view: IncidentView) -> list[str]:
-    return [e.kind for e in view.timeline]
-
-
 async def test_a_pull_request_nobody_merges_is_closed_and_escalated(
     time_env: WorkflowEnvironment, tmp_path: Path, fakes: tuple[GithubFake, ArgoCdFake]
 ) -> None:
@@ -165,10 +139,7 @@ async def test_a_pull_request_nobody_merges_is_closed_and_escalated(
         await skip_time(time_env, 3 * 3600 + 600)  # three hours of nobody merging, in a moment
         view = await view_when(handle, lambda v: v.stage == Stage.AWAITING_DECISION)
     finally:
-        # The incident still waits for a decision: end it, or its next re-escalation (an activity no
-        # worker will poll) holds the shared time-skipping server's clock for every later test.
-        await handle.terminate(reason="test over")
-        await worker.__aexit__(None, None, None)
+        await worker.__aexit__(None, None, None)  # `time_env` ends the incident it left waiting
     (summary,) = view.remediations
     assert summary.outcome == "failed"
     assert "was not merged within 3h (still open, auto-merge off); selfheal closed it" in summary.reason
@@ -199,10 +170,7 @@ async def test_a_sync_that_never_completes_fails_with_what_was_seen_and_rollback
     try:
         view = await skip_until(time_env, handle, lambda v: v.stage == Stage.AWAITING_DECISION)
     finally:
-        # The incident still waits for a decision: end it, or its next re-escalation (an activity no
-        # worker will poll) holds the shared time-skipping server's clock for every later test.
-        await handle.terminate(reason="test over")
-        await worker.__aexit__(None, None, None)
+        await worker.__aexit__(None, None, None)  # `time_env` ends the incident it left waiting
     (summary,) = view.remediations
     assert summary.outcome == "failed", summary
     assert "not synced within 120s; last seen: revision" in summary.reason
@@ -229,19 +197,26 @@ async def test_a_fix_waiting_for_its_merge_gives_its_turn_to_the_next_incident(
     git(repo.work, "commit", "-q", "-m", f"add {other}")
     git(repo.work, "push", "-q", "origin", "main")
     policy = IncidentPolicySnapshot(max_concurrent=1)
+
+    def alert(service: str) -> dict[str, Any]:
+        return simple(group=unique_group(), alertname=alertname, service=service)
+
     queue = settings.temporal.task_queue
-    first = await open_incident(time_env, queue, alertname, repo.service, policy)
-    second = None
+    first = await start_incident(
+        time_env.client,
+        queue,
+        simple(group=unique_group(), alertname=alertname, service=repo.service),
+        policy,
+    )
     try:
         view = await view_when(first, lambda v: "pull_request" in kinds(v))
-        second = await open_incident(time_env, queue, alertname, other, policy)
+        second = await start_incident(
+            time_env.client, queue, simple(group=unique_group(), alertname=alertname, service=other), policy
+        )
         seconds = await view_when(second, lambda v: "pull_request" in kinds(v))
         view = await view_when(first, lambda v: "turn_released" in kinds(v))
     finally:
-        for handle in (first, second):
-            if handle is not None:
-                await handle.terminate(reason="test over")
-        await worker.__aexit__(None, None, None)
+        await worker.__aexit__(None, None, None)  # `time_env` ends both incidents, still waiting
     (released,) = [e for e in view.timeline if e.kind == "turn_released"]
     assert released.message.startswith("the fix waits for its pull request")
     assert view.stage == Stage.REMEDIATING and not view.remediations

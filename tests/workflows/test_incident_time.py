@@ -11,9 +11,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from connectors.local_tracker import LocalTracker
 from models.incident import Decision, DecisionKind
-from models.incident_state import IncidentInput, IncidentPolicySnapshot
+from models.incident_state import IncidentPolicySnapshot
 from selfheal.settings import load_settings
 from selfheal.worker import build_worker
+from tests.support.incidents import start_incident
 from tests.support.payloads import note, simple
 from tests.support.services import skip_time
 from workflows.incident import IncidentWorkflow
@@ -22,15 +23,7 @@ from workflows.incident import IncidentWorkflow
 async def start(
     env: WorkflowEnvironment, tq: str, policy: IncidentPolicySnapshot, payload: dict[str, Any]
 ) -> Any:
-    gid = uuid.uuid4().hex[:12]
-    return await env.client.start_workflow(
-        IncidentWorkflow.run,
-        IncidentInput(incident_id=f"{gid}-aaaaaa", group_id=gid, policy=policy),
-        id=f"incident-{gid}",
-        task_queue=tq,
-        start_signal="notify",
-        start_signal_args=[note(payload)],
-    )
+    return await start_incident(env.client, tq, payload, policy, "aaaaaa")
 
 
 def tracker_and_settings(tmp_path: Path) -> tuple[LocalTracker, Any]:

@@ -9,13 +9,11 @@ the incident that ran that remediation (the name's first word picks the recordin
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -25,10 +23,11 @@ from temporalio.worker import Replayer
 
 from connectors.local_tracker import LocalTracker
 from models import ids
-from models.incident import Decision, DecisionKind, IncidentView, Stage
+from models.incident import Decision, DecisionKind, Stage
 from models.incident_state import IncidentInput, IncidentPolicySnapshot
 from selfheal.settings import load_settings
 from selfheal.worker import build_worker
+from tests.support.incidents import start_incident, view_when
 from tests.support.payloads import am025, note, simple, unique_group
 from tests.support.services import skip_time
 from workflows.control import ControlWorkflow
@@ -131,17 +130,9 @@ async def record_remediation_history(env: WorkflowEnvironment, tmp_path: Path) -
         },
     )
     tracker = LocalTracker(settings.local_db_path)
-    gid = uuid.uuid4().hex[:12]
     payload = simple(group=unique_group(), alertname="ReplayPoolExhausted", service=service)
     async with build_worker(env.client, settings, tracker):
-        handle = await env.client.start_workflow(
-            IncidentWorkflow.run,
-            IncidentInput(incident_id=f"{gid}-replay", group_id=gid, policy=IncidentPolicySnapshot()),
-            id=f"incident-{gid}",
-            task_queue=settings.temporal.task_queue,
-            start_signal="notify",
-            start_signal_args=[note(payload)],
-        )
+        handle = await start_incident(env.client, settings.temporal.task_queue, payload, suffix="replay")
         view = await handle.result()
         assert view.outcome == "healed", [(e.kind, e.message) for e in view.timeline]
         history = await env.client.get_workflow_handle(ids.remediation_workflow_id(service)).fetch_history()
@@ -166,17 +157,6 @@ def _commit_at(repo: Path, files: dict[str, str], message: str, when: datetime) 
     return subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
     ).stdout.strip()
-
-
-async def _view_when(handle: Any, pred: Any) -> IncidentView:
-    """Query the incident until `pred(view)` holds (a condition with a deadline, not a sleep)."""
-    deadline = asyncio.get_running_loop().time() + 60
-    while True:
-        view: IncidentView = await handle.query(IncidentWorkflow.view)
-        if pred(view):
-            return view
-        assert asyncio.get_running_loop().time() < deadline, [(e.kind, e.message) for e in view.timeline]
-        await asyncio.sleep(0.2)
 
 
 async def record_proposal_history(env: WorkflowEnvironment, tmp_path: Path) -> str:
@@ -217,26 +197,18 @@ async def record_proposal_history(env: WorkflowEnvironment, tmp_path: Path) -> s
         },
     )
     tracker = LocalTracker(settings.local_db_path)
-    gid = uuid.uuid4().hex[:12]
     payload = simple(group=unique_group(), alertname="ReplayNovelLatency", service=service)
     payload["alerts"][0]["startsAt"] = starts.isoformat()
     async with build_worker(env.client, settings, tracker):
-        handle = await env.client.start_workflow(
-            IncidentWorkflow.run,
-            IncidentInput(incident_id=f"{gid}-replay", group_id=gid, policy=IncidentPolicySnapshot()),
-            id=f"incident-{gid}",
-            task_queue=settings.temporal.task_queue,
-            start_signal="notify",
-            start_signal_args=[note(payload)],
-        )
-        view = await _view_when(handle, lambda v: v.stage == Stage.AWAITING_DECISION)
+        handle = await start_incident(env.client, settings.temporal.task_queue, payload, suffix="replay")
+        view = await view_when(handle, lambda v: v.stage == Stage.AWAITING_DECISION)
         assert view.proposal is not None and view.proposal.kind == "revert", view.timeline
         assert view.proposal.steps[0] == f"revert commit {bad[:12]}"
         await handle.execute_update(
             IncidentWorkflow.decide,
             Decision(decision=DecisionKind.APPROVE, by="alice", plan_digest=view.proposal.digest),
         )
-        view = await _view_when(handle, lambda v: v.stage == Stage.AWAITING_DECISION and bool(v.remediations))
+        view = await view_when(handle, lambda v: v.stage == Stage.AWAITING_DECISION and bool(v.remediations))
         assert view.remediations[-1].outcome == "rolled_back", view.remediations
         await handle.execute_update(
             IncidentWorkflow.decide, Decision(decision=DecisionKind.REJECT, by="alice")
