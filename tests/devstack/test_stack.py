@@ -239,7 +239,9 @@ def test_dev_stack_lifecycle(tmp_path: Path, dev_factory: Callable[..., Dev]) ->
         new_workers = wait_until(lambda: worker_pids(data_dir) - {old_worker}, 30, "a restarted worker")
         assert old_worker not in worker_pids(data_dir) and len(new_workers) == 1
         second = post_alert(http)
-        second_view = wait_stage(http, second, "awaiting_decision")
+        # Its turn comes from the control workflow, whose next task Temporal first offers to the
+        # killed worker's sticky queue for `temporal.sticky_timeout_seconds` (30).
+        second_view = wait_stage(http, second, "awaiting_decision", timeout=90)
         assert second_view["ticket"]["key"] not in (None, first_view["ticket"]["key"])
         assert dev.proc.poll() is None
 
