@@ -809,7 +809,8 @@ class IncidentWorkflow:
             self._event("draft_failed", f"could not draft a playbook from this fix: {cause(err)}")
             return
         kind = "playbook_drafted" if result.status == "proposed" else "playbook_draft_refused"
-        self._event(kind, result.message, {"name": result.name, "branch": result.branch})
+        data = {"name": result.name, "branch": result.branch, "pull_request": result.pull_request}
+        self._event(kind, result.message, data)
 
     async def _take_turn(self) -> None:
         """Wait for this incident's turn: in a storm the deployment works on `max_concurrent`

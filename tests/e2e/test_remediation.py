@@ -815,6 +815,7 @@ async def test_an_approved_revert_becomes_a_playbook_that_the_next_incident_matc
     name, branch = drafted["data"]["name"], drafted["data"]["branch"]
     assert name == draft_name(lp.service, lp.alertname, "revert")
     assert branch == f"selfheal/draft-{first}"
+    assert drafted["data"]["pull_request"] == ""  # no forge for the playbooks repository here
     ticket = (await lp.http.get(f"/api/v1/tickets/{view['ticket']['key']}")).json()
     assert [a["filename"] for a in ticket["attachments"] if a["filename"].endswith(".yaml")] == [
         f"{name}.yaml"
