@@ -105,6 +105,14 @@ PATCH_LEAN_HEAL = "lean-heal-v1"
 ADMISSION_WAIT_SECONDS = 300.0
 #: A slot whose release never comes (the incident was terminated) frees itself after this long.
 TURN_LEASE_SECONDS = 3600.0
+#: Asking the control workflow for a run or a turn: an answer that does not come is transient (a
+#: busy worker, the control workflow being restarted), so keep asking for minutes.
+ACQUIRE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=1.5,
+    maximum_interval=timedelta(seconds=15),
+    maximum_attempts=30,
+)
 #: Child workflows (the LLM investigator, the fix) start by name from `models.ids`: importing their
 #: modules would re-run them in every incident's sandbox.
 
@@ -690,12 +698,7 @@ class IncidentWorkflow:
                 start_to_close_timeout=timedelta(
                     seconds=max(self._policy.activity_timeout_seconds, ADMISSION_WAIT_SECONDS if bound else 0)
                 ),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=1),
-                    backoff_coefficient=1.5,
-                    maximum_interval=timedelta(seconds=15),
-                    maximum_attempts=30,
-                ),
+                retry_policy=ACQUIRE_RETRY,
             )
         except ActivityError as err:
             grant = RunGrant(allowed=False, reason=f"could not reach the control workflow: {cause(err)}")
@@ -839,12 +842,7 @@ class IncidentWorkflow:
                 start_to_close_timeout=timedelta(
                     seconds=max(self._policy.activity_timeout_seconds, ADMISSION_WAIT_SECONDS)
                 ),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=1),
-                    backoff_coefficient=1.5,
-                    maximum_interval=timedelta(seconds=15),
-                    maximum_attempts=30,
-                ),
+                retry_policy=ACQUIRE_RETRY,
             )
         except ActivityError as err:
             self._event("turn_failed", f"went ahead without waiting for a turn: {cause(err)}")
