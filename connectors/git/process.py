@@ -96,3 +96,13 @@ def git_error(args: Sequence[str], code: int, stderr: str) -> GitError:
     lowered = text.lower()
     retryable = any(fragment in lowered for fragment in _RETRYABLE_STDERR)
     return GitError(f"git {' '.join(args[:2])} failed ({code}): {text[-800:]}", retryable=retryable)
+
+
+def ls_remote_head(out: str, branch: str) -> str | None:
+    """The commit of exactly `refs/heads/<branch>` in `git ls-remote` output, or None: ls-remote's
+    patterns match ref name tails, so `refs/heads/x/<branch>` may come back as well."""
+    for line in out.splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref == f"refs/heads/{branch}":
+            return sha
+    return None

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from connectors.git.process import NETWORK_TIMEOUT, GitError, git_error, run
+from connectors.git.process import NETWORK_TIMEOUT, GitError, git_error, ls_remote_head, run
 from connectors.git.repo import GitRepo, validate_incident_id
 
 DRAFT_TRAILER = "Selfheal-Draft"
@@ -130,9 +130,9 @@ def _commit(
 def _remote_branch(cwd: Path, remote: str, branch: str) -> str | None:
     """The remote branch's commit, fetched so it can be read; None when it does not exist."""
     out = _git(cwd, "ls-remote", "--heads", remote, f"refs/heads/{branch}", timeout=NETWORK_TIMEOUT)
-    if not out.strip():
+    sha = ls_remote_head(out, branch)
+    if sha is None:
         return None
-    sha = out.split()[0]
     _git(
         cwd,
         "fetch",

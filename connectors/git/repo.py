@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from connectors import config_files
 from connectors.config_files import EditFormat
-from connectors.git.process import LOCAL_TIMEOUT, NETWORK_TIMEOUT, GitError, git_error, run
+from connectors.git.process import LOCAL_TIMEOUT, NETWORK_TIMEOUT, GitError, git_error, ls_remote_head, run
 
 #: Where a patch being applied is written: the worktree's own git directory, out of the fix's diff.
 PATCH_FILE = "selfheal-fix.patch"
@@ -706,8 +706,7 @@ class GitRepo:
     def _remote_head_at(self, cwd: Path, remote: str, branch: str) -> str | None:
         """The remote branch's commit (fetched, so ancestry checks work), or None if it does not exist."""
         out = self._git(cwd, "ls-remote", "--heads", remote, f"refs/heads/{branch}", timeout=NETWORK_TIMEOUT)
-        refs = {ln.partition("\t")[2] for ln in out.splitlines()}
-        if f"refs/heads/{branch}" not in refs:  # ls-remote patterns match ref name tails, so check exactly
+        if ls_remote_head(out, branch) is None:
             return None
         # Under the repository lock: a `worktree add` in progress (another incident's) has an
         # all-zero HEAD for a moment, and any fetch in the repository then fails on it.

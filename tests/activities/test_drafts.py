@@ -254,6 +254,10 @@ def test_publish_is_idempotent_and_never_takes_over_a_branch(tmp_path: Path) -> 
     git(work, "push", "-q", "origin", "main:refs/heads/selfheal/draft-inc-2")
     with pytest.raises(GitError, match="not selfheal's draft"):
         publish_file(repo, incident_id="inc-2", **kw)
+    # ls-remote matches ref name tails: a branch whose name merely ends in ours is not ours.
+    git(work, "push", "-q", "origin", "main:refs/heads/old/refs/heads/selfheal/draft-inc-4")
+    fourth = publish_file(repo, incident_id="inc-4", **kw)
+    assert fourth.pushed and len(branch_commits(remote, "selfheal/draft-inc-4")) == 1
     # The base already holds the file: nothing to propose.
     seed = tmp_path / "pb-seed"
     git(seed, "pull", "-q", str(remote), "selfheal/draft-inc-1")
