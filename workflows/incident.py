@@ -125,9 +125,9 @@ class IncidentWorkflow:
         self._pending: list[Notification] = list(inp.pending)
         self._decision: Decision | None = None
         self._comments: list[CommentRequest] = []
-        #: This incident holds one of the `max_concurrent` slots (`_take_turn`) until `_end_turn`.
+        #: This incident holds one of the `max_concurrent` slots (`_take_turn`) until `_give_way`.
         self._holds_turn = False
-        #: This incident's fix holds one of the bounded run slots (`_remediate`) until released.
+        #: This incident's fix holds one of the bounded run slots (`_remediate`) until `_give_way`.
         self._holds_slot = False
         #: The running fix waits on a pull request (reported by the child): see `_give_way`.
         self._fix_waits_on_forge = False
@@ -229,7 +229,7 @@ class IncidentWorkflow:
                 await self._gather_evidence()
             if workflow.patched(PATCH_REMEDIATION):
                 await self._consider_playbooks()
-                await self._end_turn()
+                await self._give_way()
                 if self._view.closed_at is not None:
                     return self._view
                 if (
@@ -244,7 +244,7 @@ class IncidentWorkflow:
                     and workflow.patched(PATCH_CODING_AGENT)
                 ):
                     await self._draft_patch()
-            await self._end_turn()
+            await self._give_way()
             await self._escalate(first=True)
         await self._flush_comments()
 
@@ -851,11 +851,6 @@ class IncidentWorkflow:
         waited = (workflow.now() - asked).total_seconds()
         if waited >= 1:
             self._event("turn", rules.turn_message(waited, self._policy.max_concurrent))
-
-    async def _end_turn(self) -> None:
-        if self._holds_turn:
-            self._holds_turn = False
-            await self._release_run()
 
     async def _give_way(self, why: str = "") -> None:
         """Hand back this incident's turn and its fix's slot. Done when the fix is over, and
